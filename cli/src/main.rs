@@ -1,0 +1,98 @@
+//! `seedling`: the one binary people run. Parses the command line and hands
+//! off to the crates that do the work; no model or storage code lives here.
+
+mod bench;
+mod generate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use seedling_worker::engine::EngineConfig;
+use seedling_worker::model_file::default_model_path;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seedling",
+    version,
+    about = "Grow domain-specific training datasets with local Qwen 2.5 models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate one completion with the local model (a smoke test of the engine)
+    Generate(generate::GenerateArgs),
+    /// Inspect the model file the engine would load
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Measure throughput (see BENCHMARKS.md)
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Load the model and print what llama.cpp reports about it
+    Info(EngineArgs),
+}
+
+/// Engine options shared by every command that loads a model.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// GGUF model file [default: $SEEDLING_MODEL, else the fetch-model cache]
+    #[arg(long, env = "SEEDLING_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Context size in tokens, shared by all parallel sequences
+    #[arg(long, default_value_t = 8192)]
+    pub ctx: u32,
+    /// CPU threads for llama.cpp [default: all cores]
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Layers to offload to the GPU (needs a build with --features cuda)
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
+    /// Parallel sequences decoded together
+    #[arg(long, default_value_t = 8)]
+    pub slots: u32,
+}
+
+impl EngineArgs {
+    pub fn config(&self) -> EngineConfig {
+        EngineConfig {
+            n_ctx: self.ctx,
+            n_threads: self.threads.unwrap_or(0),
+            n_gpu_layers: self.gpu_layers,
+            n_slots: self.slots,
+            ..EngineConfig::new(self.model.clone().unwrap_or_else(default_model_path))
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEEDLING_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Model {
+            command: ModelCommand::Info(args),
+        } => {
+            let engine = seedling_worker::engine::Engine::start(args.config())?;
+            println!("{}", serde_json::to_string_pretty(engine.info())?);
+            Ok(())
+        }
+        Command::Bench { command } => bench::run(command),
+    }
+}

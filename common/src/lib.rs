@@ -1,0 +1,8 @@
+//! Seedling's shared vocabulary: the dataset record of design section 3.1 and
+//! the typed ids every other crate passes around.
+//!
+//! **Invariant:** no IO and no async runtime here; everything is plain data
+//! with serde, so every crate (and the wire) can depend on it.
+
+pub mod ids;
+pub mod record;

@@ -1,0 +1,8 @@
+//! One integration-test binary (matklad's advice): every module is a tier of
+//! behaviour checked against real parts.
+//!
+//! `model_*` modules load the real default model; nextest runs them one at a
+//! time (see .config/nextest.toml).
+
+mod fetch_model;
+mod model_engine;

@@ -1,0 +1,39 @@
+//! Helpers shared by the integration tests in `it/`: where the model is and
+//! how to start an engine that behaves on a 2-core machine.
+
+use std::path::PathBuf;
+
+use seedling_worker::engine::{Engine, EngineConfig};
+use seedling_worker::model_file::default_model_path;
+
+/// The verified default model; the test command fetches it first.
+pub fn model_path() -> PathBuf {
+    let path = default_model_path();
+    assert!(
+        path.exists(),
+        "model {} is missing: run scripts/test (it fetches the model) or scripts/fetch-model",
+        path.display()
+    );
+    path
+}
+
+/// An engine on the default model with `n_slots` parallel sequences. Tests
+/// that load the model run one at a time (nextest group `model`).
+pub fn engine(n_slots: u32, n_ctx: u32) -> Engine {
+    let config = EngineConfig {
+        n_slots,
+        n_ctx,
+        n_batch: 512,
+        n_ubatch: 512,
+        ..EngineConfig::new(model_path())
+    };
+    Engine::start(config).expect("engine starts on the default model")
+}
+
+/// Root of the repository, for scripts.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
+        .to_path_buf()
+}

@@ -1,0 +1,788 @@
+//! The engine thread: owns the llama.cpp model and context, admits requests
+//! into slots, builds one `llama_batch` per step holding every active
+//! sequence (one token each while generating, prompt chunks while
+//! prefilling), samples, and answers finished requests.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::prefix_cache::{PrefixCache, common_prefix_len};
+use super::stop::StopMatcher;
+use super::{
+    Command, EngineConfig, EngineCounters, EngineError, FinishReason, Generation,
+    GenerationRequest, ModelInfo, OutputConstraint, Prompt, Reply, RequestAccounting,
+    SamplingParams,
+};
+
+/// llama.cpp's backend may be initialised once per process; engines share it.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+            backend.void_logs();
+            Ok(backend)
+        })
+        .as_ref()
+        .map_err(|e| EngineError::ModelLoad {
+            path: Default::default(),
+            reason: format!("llama.cpp backend: {e}"),
+        })
+}
+
+/// Entry point of the engine thread.
+pub(super) fn run(
+    config: EngineConfig,
+    inbox: mpsc::Receiver<Command>,
+    counters: Arc<EngineCounters>,
+    ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineError>>,
+) {
+    let loaded = backend().and_then(|backend| load_model(backend, &config).map(|m| (backend, m)));
+    let (backend, model) = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    let ctx = match new_generation_context(backend, &model, &config) {
+        Ok(ctx) => ctx,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    let info = model_info(backend, &model, &config);
+    let mut scheduler = Scheduler::new(backend, &model, ctx, &config, counters);
+    if ready.send(Ok(info)).is_err() {
+        return;
+    }
+    scheduler.serve(inbox);
+}
+
+fn load_model(backend: &LlamaBackend, config: &EngineConfig) -> Result<LlamaModel, EngineError> {
+    let params = LlamaModelParams::default().with_n_gpu_layers(config.n_gpu_layers);
+    LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| {
+        EngineError::ModelLoad {
+            path: config.model_path.clone(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+fn new_generation_context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    config: &EngineConfig,
+) -> Result<LlamaContext<'m>, EngineError> {
+    let n_threads = config.effective_threads() as i32;
+    // Unified KV: every sequence draws cells from one pool, so copying a
+    // cached prefix into a new sequence only tags cells, it moves no data.
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(config.n_ctx))
+        .with_n_batch(config.n_batch)
+        .with_n_ubatch(config.n_ubatch)
+        .with_n_seq_max(config.n_slots + config.prefix_cache_entries)
+        .with_n_threads(n_threads)
+        .with_n_threads_batch(n_threads)
+        .with_kv_unified(true);
+    model
+        .new_context(backend, params)
+        .map_err(|e| EngineError::ContextCreate {
+            n_ctx: config.n_ctx,
+            n_slots: config.n_slots,
+            reason: e.to_string(),
+        })
+}
+
+fn new_embedding_context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    config: &EngineConfig,
+) -> Result<LlamaContext<'m>, EngineError> {
+    let n_threads = config.effective_threads() as i32;
+    // Pooled embeddings of several sequences in one decode are only right
+    // when the whole decode fits one micro-batch (n_ubatch >= tokens).
+    let window = config.embedding_window;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(window))
+        .with_n_batch(window)
+        .with_n_ubatch(window)
+        .with_n_seq_max(16)
+        .with_n_threads(n_threads)
+        .with_n_threads_batch(n_threads)
+        .with_kv_unified(true)
+        .with_embeddings(true)
+        .with_pooling_type(LlamaPoolingType::Mean);
+    model
+        .new_context(backend, params)
+        .map_err(|e| EngineError::Embedding(format!("cannot create embedding context: {e}")))
+}
+
+fn model_info(backend: &LlamaBackend, model: &LlamaModel, config: &EngineConfig) -> ModelInfo {
+    ModelInfo {
+        path: config.model_path.clone(),
+        name: model.meta_val_str("general.name").unwrap_or_default(),
+        architecture: model
+            .meta_val_str("general.architecture")
+            .unwrap_or_default(),
+        file_bytes: std::fs::metadata(&config.model_path)
+            .map(|m| m.len())
+            .unwrap_or(0),
+        n_params: model.n_params(),
+        n_ctx_train: model.n_ctx_train(),
+        n_embd: model.n_embd() as u32,
+        has_chat_template: model.chat_template(None).is_ok(),
+        gpu_offload: backend.supports_gpu_offload() && config.n_gpu_layers > 0,
+    }
+}
+
+/// A request waiting for a slot, already tokenised and with its sampler.
+struct Pending {
+    tokens: Vec<LlamaToken>,
+    sampler: LlamaSampler,
+    request: Box<GenerationRequest>,
+    submitted: Instant,
+    reply: Reply<Generation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Prompt tokens `[n_past..]` still to be computed.
+    Prefill,
+    /// The last sampled token, to be fed at position `n_past`.
+    Generate(LlamaToken),
+}
+
+/// A request in flight, bound to one llama.cpp sequence id.
+struct Slot {
+    seq_id: i32,
+    tokens: Vec<LlamaToken>,
+    /// Positions already in the KV cache for this sequence.
+    n_past: usize,
+    n_reused: usize,
+    phase: Phase,
+    /// Batch index whose logits this slot samples after the current decode.
+    logits_at: Option<i32>,
+    sampler: LlamaSampler,
+    stop: StopMatcher,
+    n_generated: u32,
+    reserved_cells: usize,
+    request: Box<GenerationRequest>,
+    submitted: Instant,
+    admitted: Instant,
+    first_token_at: Option<Instant>,
+    first_logits: Vec<(i32, f32)>,
+    reply: Reply<Generation>,
+}
+
+/// The outcome of sampling one token for a slot.
+enum Step {
+    Continue,
+    Finished(FinishReason),
+}
+
+struct Scheduler<'m> {
+    backend: &'m LlamaBackend,
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    embed_ctx: Option<LlamaContext<'m>>,
+    config: EngineConfig,
+    slots: Vec<Option<Slot>>,
+    waiting: VecDeque<Pending>,
+    cache: PrefixCache,
+    batch: LlamaBatch<'static>,
+    counters: Arc<EngineCounters>,
+    /// Monotonic admission order, so a KV shortage evicts the youngest.
+    admissions: Vec<u64>,
+    admission_clock: u64,
+}
+
+impl<'m> Scheduler<'m> {
+    fn new(
+        backend: &'m LlamaBackend,
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        config: &EngineConfig,
+        counters: Arc<EngineCounters>,
+    ) -> Self {
+        let n_slots = config.n_slots as usize;
+        let cache_ids =
+            (config.n_slots as i32)..(config.n_slots + config.prefix_cache_entries) as i32;
+        Self {
+            backend,
+            model,
+            ctx,
+            embed_ctx: None,
+            config: config.clone(),
+            slots: (0..n_slots).map(|_| None).collect(),
+            waiting: VecDeque::new(),
+            cache: PrefixCache::new(
+                cache_ids,
+                config.prefix_cache_cells as usize,
+                config.prefix_min_tokens as usize,
+            ),
+            batch: LlamaBatch::new(config.n_batch as usize, 1),
+            counters,
+            admissions: vec![0; n_slots],
+            admission_clock: 0,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.waiting.is_empty() || self.slots.iter().any(Option::is_some)
+    }
+
+    /// Runs until the channel is closed and all accepted work is answered.
+    fn serve(&mut self, mut inbox: mpsc::Receiver<Command>) {
+        let mut open = true;
+        loop {
+            if !self.busy() {
+                if !open {
+                    return;
+                }
+                match inbox.blocking_recv() {
+                    Some(command) => self.accept(command),
+                    None => return,
+                }
+            }
+            while open {
+                match inbox.try_recv() {
+                    Ok(command) => self.accept(command),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.admit();
+            self.step();
+            self.publish_gauges();
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let active = self.slots.iter().filter(|s| s.is_some()).count() as u64;
+        self.counters.active_slots.store(active, Ordering::Relaxed);
+        self.counters
+            .queued_requests
+            .store(self.waiting.len() as u64, Ordering::Relaxed);
+    }
+
+    fn accept(&mut self, command: Command) {
+        match command {
+            Command::Generate {
+                request,
+                submitted,
+                reply,
+            } => match self.prepare(&request) {
+                Ok((tokens, sampler)) => self.waiting.push_back(Pending {
+                    tokens,
+                    sampler,
+                    request,
+                    submitted,
+                    reply,
+                }),
+                Err(err) => {
+                    self.counters
+                        .requests_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(Err(err));
+                }
+            },
+            Command::Embed { texts, reply } => {
+                let _ = reply.send(self.embed(&texts));
+            }
+        }
+    }
+
+    /// Tokenises the prompt and builds the sampler chain; errors here belong
+    /// to this request alone.
+    fn prepare(
+        &self,
+        request: &GenerationRequest,
+    ) -> Result<(Vec<LlamaToken>, LlamaSampler), EngineError> {
+        let text = match &request.prompt {
+            Prompt::Raw(text) => text.clone(),
+            Prompt::Chat(messages) => self.render_chat(messages)?,
+        };
+        let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if tokens.len() >= self.config.n_ctx as usize {
+            return Err(EngineError::ContextOverflow {
+                prompt_tokens: tokens.len(),
+                n_ctx: self.config.n_ctx,
+            });
+        }
+        let sampler = self.sampler_chain(&request.sampling, request.constraint.as_ref())?;
+        Ok((tokens, sampler))
+    }
+
+    fn render_chat(&self, messages: &[super::ChatMessage]) -> Result<String, EngineError> {
+        let template = self
+            .model
+            .chat_template(None)
+            .map_err(|_| EngineError::NoChatTemplate)?;
+        let messages = messages
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::ChatTemplate(e.to_string()))?;
+        self.model
+            .apply_chat_template(&template, &messages, true)
+            .map_err(|e| EngineError::ChatTemplate(e.to_string()))
+    }
+
+    fn sampler_chain(
+        &self,
+        params: &SamplingParams,
+        constraint: Option<&OutputConstraint>,
+    ) -> Result<LlamaSampler, EngineError> {
+        let mut chain = Vec::new();
+        if params.repeat_penalty != 1.0 {
+            chain.push(LlamaSampler::penalties(
+                self.model.n_vocab(),
+                params.repeat_last_n,
+                params.repeat_penalty,
+                0.0,
+                0.0,
+            ));
+        }
+        // The grammar sees the whole vocabulary, so a valid token always
+        // survives the truncating samplers after it.
+        if let Some(constraint) = constraint {
+            let grammar = match constraint {
+                OutputConstraint::Grammar(gbnf) => gbnf.clone(),
+                OutputConstraint::JsonSchema(schema) => {
+                    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+                        .map_err(|e| EngineError::InvalidJsonSchema(e.to_string()))?
+                }
+            };
+            chain.push(
+                LlamaSampler::grammar(self.model, &grammar, "root")
+                    .map_err(|e| EngineError::InvalidGrammar(format!("{e}: {grammar}")))?,
+            );
+        }
+        if params.temperature <= 0.0 {
+            chain.push(LlamaSampler::greedy());
+        } else {
+            if params.top_k > 0 {
+                chain.push(LlamaSampler::top_k(params.top_k));
+            }
+            if params.top_p < 1.0 {
+                chain.push(LlamaSampler::top_p(params.top_p, 1));
+            }
+            if params.min_p > 0.0 {
+                chain.push(LlamaSampler::min_p(params.min_p, 1));
+            }
+            chain.push(LlamaSampler::temp(params.temperature));
+            chain.push(LlamaSampler::dist(params.seed));
+        }
+        Ok(LlamaSampler::chain_simple(chain))
+    }
+
+    fn reserved_cells(&self) -> usize {
+        self.slots.iter().flatten().map(|s| s.reserved_cells).sum()
+    }
+
+    /// Moves waiting requests into free slots while KV cells allow.
+    fn admit(&mut self) {
+        let mut idx = 0;
+        while idx < self.waiting.len() {
+            let Some(slot_idx) = self.slots.iter().position(Option::is_none) else {
+                return;
+            };
+            let tokens: Vec<i32> = self.waiting[idx].tokens.iter().map(|t| t.0).collect();
+            let reuse = self.waiting[idx].request.reuse_prefix;
+            // A request whose prefix another slot is computing right now
+            // waits for it to be cached instead of computing it again.
+            if reuse && self.prefix_in_flight(&tokens) {
+                idx += 1;
+                continue;
+            }
+            let cached = if reuse {
+                self.cache.lookup(&tokens)
+            } else {
+                None
+            };
+            // Keep at least one prompt token to compute: it yields the logits.
+            let n_reused = cached.map_or(0, |m| m.n_tokens.min(tokens.len() - 1));
+            let max_new = self.waiting[idx].request.max_new_tokens as usize;
+            let need = (tokens.len() - n_reused + max_new).min(self.config.n_ctx as usize);
+            while self.reserved_cells() + self.cache.cells() + need > self.config.n_ctx as usize {
+                match self.cache.evict_lru() {
+                    Some(seq_id) => self.clear_seq(seq_id),
+                    None => break,
+                }
+            }
+            if self.reserved_cells() + self.cache.cells() + need > self.config.n_ctx as usize {
+                return; // wait for a slot to finish and free cells
+            }
+            let cached = if reuse {
+                self.cache.lookup(&tokens)
+            } else {
+                None
+            };
+            let n_reused = cached.map_or(0, |m| m.n_tokens.min(tokens.len() - 1));
+            let seq_id = slot_idx as i32;
+            if let Some(hit) = cached.filter(|_| n_reused > 0) {
+                let _ =
+                    self.ctx
+                        .copy_kv_cache_seq(hit.seq_id, seq_id, Some(0), Some(n_reused as u32));
+            }
+            let Some(pending) = self.waiting.remove(idx) else {
+                return;
+            };
+            self.admission_clock += 1;
+            self.admissions[slot_idx] = self.admission_clock;
+            self.slots[slot_idx] = Some(Slot {
+                seq_id,
+                n_past: n_reused,
+                n_reused,
+                phase: Phase::Prefill,
+                logits_at: None,
+                stop: StopMatcher::new(&pending.request.stop),
+                n_generated: 0,
+                reserved_cells: need,
+                tokens: pending.tokens,
+                sampler: pending.sampler,
+                request: pending.request,
+                submitted: pending.submitted,
+                admitted: Instant::now(),
+                first_token_at: None,
+                first_logits: Vec::new(),
+                reply: pending.reply,
+            });
+        }
+    }
+
+    fn prefix_in_flight(&self, tokens: &[i32]) -> bool {
+        let already_cached = self.cache.peek_best(tokens).unwrap_or(0);
+        self.slots.iter().flatten().any(|slot| {
+            slot.phase == Phase::Prefill && slot.request.reuse_prefix && {
+                let slot_tokens: Vec<i32> = slot.tokens.iter().map(|t| t.0).collect();
+                let shared = common_prefix_len(&slot_tokens, tokens);
+                shared >= self.cache.min_tokens() && shared > already_cached
+            }
+        })
+    }
+
+    fn clear_seq(&mut self, seq_id: i32) {
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+    }
+
+    /// One decode over all active sequences, then sampling.
+    fn step(&mut self) {
+        self.batch.clear();
+        let budget = self.config.n_batch as usize;
+        // Generating sequences first: each adds exactly one token.
+        for slot in self.slots.iter_mut().flatten() {
+            slot.logits_at = None;
+            if let Phase::Generate(token) = slot.phase {
+                slot.logits_at = Some(self.batch.n_tokens());
+                // Capacity is n_batch >= n_slots (validated), so this fits.
+                let _ = self
+                    .batch
+                    .add(token, slot.n_past as i32, &[slot.seq_id], true);
+            }
+        }
+        // Prompt chunks fill the rest of the batch.
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.phase != Phase::Prefill {
+                continue;
+            }
+            let room = budget.saturating_sub(self.batch.n_tokens() as usize);
+            if room == 0 {
+                break;
+            }
+            let end = (slot.n_past + room).min(slot.tokens.len());
+            for pos in slot.n_past..end {
+                let last = pos + 1 == slot.tokens.len();
+                let _ = self
+                    .batch
+                    .add(slot.tokens[pos], pos as i32, &[slot.seq_id], last);
+                if last {
+                    slot.logits_at = Some(self.batch.n_tokens() - 1);
+                }
+            }
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(err) = self.ctx.decode(&mut self.batch) {
+            self.recover_from_decode_failure(err);
+            return;
+        }
+        self.advance();
+    }
+
+    /// A failed decode advanced nothing: free cells and let the batch be rebuilt.
+    fn recover_from_decode_failure(&mut self, err: llama_cpp_2::DecodeError) {
+        tracing::warn!(error = %err, "llama_decode failed");
+        if !self.cache.is_empty() {
+            while let Some(seq_id) = self.cache.evict_lru() {
+                self.clear_seq(seq_id);
+            }
+            return;
+        }
+        // Nothing cached to give back: the youngest request fails alone.
+        let youngest = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .max_by_key(|&i| self.admissions[i]);
+        if let Some(slot_idx) = youngest {
+            if let Some(slot) = self.slots[slot_idx].take() {
+                self.clear_seq(slot.seq_id);
+                self.counters
+                    .requests_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = slot.reply.send(Err(EngineError::Decode(format!(
+                    "{err} (KV cache of {} cells exhausted)",
+                    self.config.n_ctx
+                ))));
+            }
+        }
+    }
+
+    /// After a successful decode: move prefill forward, sample, finish.
+    fn advance(&mut self) {
+        let n_batch = self.config.n_batch as usize;
+        let mut consumed = 0usize;
+        for slot_idx in 0..self.slots.len() {
+            let Some(slot) = self.slots[slot_idx].as_mut() else {
+                continue;
+            };
+            match slot.phase {
+                Phase::Generate(_) => {
+                    slot.n_past += 1;
+                    consumed += 1;
+                }
+                Phase::Prefill => {}
+            }
+        }
+        // Prefill progress mirrors the order the batch was filled in.
+        let mut room = n_batch.saturating_sub(consumed);
+        let mut finished_prefill = Vec::new();
+        for slot_idx in 0..self.slots.len() {
+            let Some(slot) = self.slots[slot_idx].as_mut() else {
+                continue;
+            };
+            if slot.phase != Phase::Prefill || room == 0 {
+                continue;
+            }
+            let end = (slot.n_past + room).min(slot.tokens.len());
+            let n_computed = end - slot.n_past;
+            room -= n_computed;
+            slot.n_past = end;
+            if end == slot.tokens.len() {
+                finished_prefill.push(slot_idx);
+            }
+        }
+        for slot_idx in finished_prefill {
+            self.cache_prefix_of(slot_idx);
+        }
+        for slot_idx in 0..self.slots.len() {
+            let Some(logits_at) = self.slots[slot_idx].as_ref().and_then(|s| s.logits_at) else {
+                continue;
+            };
+            match self.sample(slot_idx, logits_at) {
+                Step::Continue => {}
+                Step::Finished(reason) => self.finish(slot_idx, reason),
+            }
+        }
+    }
+
+    /// Keeps the KV cells of a just-computed prompt for later requests.
+    fn cache_prefix_of(&mut self, slot_idx: usize) {
+        let Some(slot) = self.slots[slot_idx].as_ref() else {
+            return;
+        };
+        if !slot.request.reuse_prefix {
+            return;
+        }
+        let tokens: Vec<i32> = slot.tokens.iter().map(|t| t.0).collect();
+        // When this prompt reused part of a longer entry, the part they share
+        // is the real common prefix (a system prompt); keep that instead.
+        let keep = if slot.n_reused >= self.cache.min_tokens() {
+            let n = slot.n_reused;
+            if self.cache.peek_best(&tokens).is_some_and(|best| best > n) {
+                return;
+            }
+            tokens[..n].to_vec()
+        } else {
+            tokens
+        };
+        let seq_id = slot.seq_id;
+        if let Some((cache_seq, evicted)) = self.cache.insert(&keep) {
+            for old in evicted {
+                self.clear_seq(old);
+            }
+            let _ = self
+                .ctx
+                .copy_kv_cache_seq(seq_id, cache_seq, Some(0), Some(keep.len() as u32));
+        }
+    }
+
+    fn sample(&mut self, slot_idx: usize, logits_at: i32) -> Step {
+        let n_ctx = self.config.n_ctx as usize;
+        let vocab = self.model.vocab();
+        let ctx = &self.ctx;
+        let Some(slot) = self.slots[slot_idx].as_mut() else {
+            return Step::Continue;
+        };
+        if slot.first_token_at.is_none() && slot.request.report_first_logits > 0 {
+            slot.first_logits = top_logits(
+                ctx.get_logits_ith(logits_at),
+                slot.request.report_first_logits,
+            );
+        }
+        let token = slot.sampler.sample(ctx, logits_at);
+        let now = Instant::now();
+        slot.first_token_at.get_or_insert(now);
+        if vocab.is_eog(token) && !slot.request.ignore_eos {
+            return Step::Finished(FinishReason::EndOfGeneration);
+        }
+        slot.n_generated += 1;
+        let piece = vocab.token_to_piece(token, false, None);
+        if slot.stop.push(&piece) {
+            return Step::Finished(FinishReason::StopString);
+        }
+        if slot.n_generated >= slot.request.max_new_tokens {
+            return Step::Finished(FinishReason::MaxTokens);
+        }
+        if slot.n_past + 1 >= n_ctx {
+            return Step::Finished(FinishReason::ContextFull);
+        }
+        slot.phase = Phase::Generate(token);
+        Step::Continue
+    }
+
+    fn finish(&mut self, slot_idx: usize, reason: FinishReason) {
+        let Some(slot) = self.slots[slot_idx].take() else {
+            return;
+        };
+        self.clear_seq(slot.seq_id);
+        let now = Instant::now();
+        let first = slot.first_token_at.unwrap_or(now);
+        let n_computed = (slot.tokens.len() - slot.n_reused) as u32;
+        let accounting = RequestAccounting {
+            prompt_tokens_computed: n_computed,
+            prompt_tokens_reused: slot.n_reused as u32,
+            generated_tokens: slot.n_generated,
+            queued: slot.admitted.duration_since(slot.submitted),
+            time_to_first_token: first.duration_since(slot.submitted),
+            decode_time: now.saturating_duration_since(first),
+        };
+        let c = &self.counters;
+        c.requests_completed.fetch_add(1, Ordering::Relaxed);
+        c.prompt_tokens_computed
+            .fetch_add(n_computed as u64, Ordering::Relaxed);
+        c.prompt_tokens_reused
+            .fetch_add(slot.n_reused as u64, Ordering::Relaxed);
+        c.generated_tokens
+            .fetch_add(slot.n_generated as u64, Ordering::Relaxed);
+        let _ = slot.reply.send(Ok(Generation {
+            text: slot.stop.text(),
+            finish_reason: reason,
+            accounting,
+            first_logits: slot.first_logits,
+        }));
+    }
+
+    /// Pooled embeddings, several texts per decode within one micro-batch.
+    fn embed(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, EngineError> {
+        if self.embed_ctx.is_none() {
+            self.embed_ctx = Some(new_embedding_context(
+                self.backend,
+                self.model,
+                &self.config,
+            )?);
+        }
+        let window = self.config.embedding_window as usize;
+        let vocab = self.model.vocab();
+        let tokenized: Vec<Vec<LlamaToken>> = texts
+            .iter()
+            .map(|text| {
+                let tokens = vocab.tokenize(text.as_bytes(), true, false);
+                if tokens.len() > window {
+                    Err(EngineError::EmbeddingTooLong {
+                        tokens: tokens.len(),
+                        limit: window as u32,
+                    })
+                } else if tokens.is_empty() {
+                    Err(EngineError::EmptyPrompt)
+                } else {
+                    Ok(tokens)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let ctx = self.embed_ctx.as_mut().ok_or(EngineError::EngineStopped)?;
+        let mut batch = LlamaBatch::new(window, 1);
+        let mut out = Vec::with_capacity(texts.len());
+        let mut start = 0;
+        while start < tokenized.len() {
+            batch.clear();
+            let mut end = start;
+            let mut n_tokens = 0;
+            while end < tokenized.len()
+                && end - start < 16
+                && n_tokens + tokenized[end].len() <= window
+            {
+                let seq_id = (end - start) as i32;
+                for (pos, token) in tokenized[end].iter().enumerate() {
+                    batch
+                        .add(*token, pos as i32, &[seq_id], true)
+                        .map_err(|e| EngineError::Embedding(e.to_string()))?;
+                }
+                n_tokens += tokenized[end].len();
+                end += 1;
+            }
+            ctx.clear_kv_cache();
+            ctx.decode(&mut batch)
+                .map_err(|e| EngineError::Embedding(e.to_string()))?;
+            for seq_id in 0..(end - start) as i32 {
+                let vector = ctx
+                    .embeddings_seq_ith(seq_id)
+                    .map_err(|e| EngineError::Embedding(e.to_string()))?;
+                out.push(normalized(vector));
+            }
+            start = end;
+        }
+        ctx.clear_kv_cache();
+        Ok(out)
+    }
+}
+
+fn normalized(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        return v.to_vec();
+    }
+    v.iter().map(|x| x / norm).collect()
+}
+
+fn top_logits(logits: &[f32], n: usize) -> Vec<(i32, f32)> {
+    let mut indexed: Vec<(i32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as i32, *l))
+        .collect();
+    let n = n.min(indexed.len());
+    indexed.select_nth_unstable_by(n.saturating_sub(1), |a, b| b.1.total_cmp(&a.1));
+    indexed.truncate(n);
+    indexed.sort_by(|a, b| b.1.total_cmp(&a.1));
+    indexed
+}
