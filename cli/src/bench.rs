@@ -16,6 +16,26 @@ pub enum BenchCommand {
     Engine(EngineBenchArgs),
     /// Many requests sharing a long grounding prefix: cached vs recomputed
     Prefix(PrefixBenchArgs),
+    /// Lineage store ingest and queries on synthetic records (6 nodes, 8 edges each)
+    Lineage(LineageBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LineageBenchArgs {
+    /// Records to ingest
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    /// Records per durable append
+    #[arg(long, default_value_t = 1000)]
+    pub batch: u64,
+    /// Store directory (must not exist; removed afterwards unless --keep)
+    #[arg(long, default_value = "target/bench-lineage")]
+    pub store: std::path::PathBuf,
+    /// Ancestor queries to time
+    #[arg(long, default_value_t = 2000)]
+    pub queries: usize,
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +90,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Engine(args) => engine_bench(args),
         BenchCommand::Prefix(args) => prefix_bench(args),
+        BenchCommand::Lineage(args) => lineage_bench(args),
     }
 }
 
@@ -248,6 +269,79 @@ fn prefix_bench(args: PrefixBenchArgs) -> anyhow::Result<()> {
             requests_per_hour: f64::from(args.requests) * 3600.0 / wall.max(1e-9),
         };
         println!("{}", serde_json::to_string(&line)?);
+    }
+    Ok(())
+}
+
+fn lineage_bench(args: LineageBenchArgs) -> anyhow::Result<()> {
+    use seedling_common::ids::PlanId;
+    use seedling_common::lineage::{NodeKind, NodeStatus};
+    use seedling_coordinator::lineage::synthetic::{plan_roots, records, response_id};
+    use seedling_coordinator::lineage::{LineageStore, Walk};
+
+    anyhow::ensure!(
+        !args.store.exists(),
+        "{} exists; pick a new --store directory",
+        args.store.display()
+    );
+    let plan = PlanId::new("p-bench");
+    let store = LineageStore::open(&args.store)?;
+    store.append(&plan_roots(&plan))?;
+    let started = Instant::now();
+    let mut first = 0;
+    while first < args.records {
+        let count = args.batch.min(args.records - first);
+        store.append(&records(&plan, first, count))?;
+        first += count;
+    }
+    let ingest_s = started.elapsed().as_secs_f64();
+
+    // Ancestors of records spread over the whole store.
+    let mut latencies = Vec::with_capacity(args.queries);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..args.queries {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let id = response_id(&plan, state % args.records);
+        let t = Instant::now();
+        let found = store.ancestors(&id, Walk::default())?;
+        latencies.push(t.elapsed());
+        anyhow::ensure!(
+            found.len() == 4,
+            "record {id} has {} ancestors",
+            found.len()
+        );
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+
+    let t = Instant::now();
+    let accepted = store
+        .nodes_of_plan(&plan, Some(NodeKind::Response), Some(NodeStatus::Accepted))
+        .try_fold(0u64, |n, id| id.map(|_| n + 1))?;
+    let scan_s = t.elapsed().as_secs_f64();
+    let disk = store.size_on_disk()?;
+    drop(store);
+    let t = Instant::now();
+    let reopened = LineageStore::open(&args.store)?;
+    let reopen_s = t.elapsed().as_secs_f64();
+    drop(reopened);
+    let line = serde_json::json!({
+        "records": args.records,
+        "batch": args.batch,
+        "ingest_records_per_s": args.records as f64 / ingest_s,
+        "ancestors_p50_ms": pct(0.5),
+        "ancestors_p99_ms": pct(0.99),
+        "accepted_scan_rows_per_s": accepted as f64 / scan_s.max(1e-9),
+        "accepted_rows": accepted,
+        "reopen_s": reopen_s,
+        "disk_bytes_per_record": disk as f64 / args.records as f64,
+        "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+    });
+    println!("{}", serde_json::to_string(&line)?);
+    if !args.keep {
+        std::fs::remove_dir_all(&args.store)?;
     }
     Ok(())
 }

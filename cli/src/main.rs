@@ -3,6 +3,7 @@
 
 mod bench;
 mod generate;
+mod store;
 
 use std::path::PathBuf;
 
@@ -29,6 +30,16 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Check, back up and restore the lineage store
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
+    /// Explore lineage: where a record came from and what was decided about it
+    Lineage {
+        #[command(subcommand)]
+        command: store::LineageCommand,
     },
     /// Measure throughput (see BENCHMARKS.md)
     Bench {
@@ -93,6 +104,8 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(engine.info())?);
             Ok(())
         }
+        Command::Store { command } => store::run_store(command),
+        Command::Lineage { command } => store::run_lineage(command),
         Command::Bench { command } => bench::run(command),
     }
 }

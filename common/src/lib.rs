@@ -5,4 +5,6 @@
 //! with serde, so every crate (and the wire) can depend on it.
 
 pub mod ids;
+pub mod lineage;
 pub mod record;
+pub mod time;

@@ -5,4 +5,6 @@
 //! time (see .config/nextest.toml).
 
 mod fetch_model;
+mod lineage_crash;
+mod lineage_store;
 mod model_engine;

@@ -1,0 +1,548 @@
+//! `LineageStore`: the one owner of sled. Appends are atomic (one
+//! `apply_batch` on one tree) and durable before they return (sled flush, then
+//! an fsync of the database file: sled's Linux flush alone uses
+//! `sync_file_range`, which does not reach the disk).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use seedling_common::ids::{NodeId, PlanId};
+use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+
+use super::LineageError;
+use super::codec;
+use super::keys;
+
+/// File beside sled's own files naming the process that owns the store.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Limits of a graph walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    pub max_depth: usize,
+    pub limit: usize,
+}
+
+impl Default for Walk {
+    fn default() -> Self {
+        Self {
+            max_depth: usize::MAX,
+            limit: 10_000,
+        }
+    }
+}
+
+/// A node reached by a walk: how far, and over which edge kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reached {
+    pub id: NodeId,
+    pub depth: usize,
+    pub via: EdgeKind,
+}
+
+/// What one append changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub nodes_written: usize,
+    /// Nodes already stored under the same id: first write wins.
+    pub nodes_existing: usize,
+    pub edges_written: usize,
+    pub status_changes: usize,
+}
+
+/// The result of `store check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub nodes: usize,
+    pub edges: usize,
+    pub index_entries: usize,
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The sled-backed lineage DAG.
+#[derive(Debug)]
+pub struct LineageStore {
+    dir: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    db_file: File,
+    /// One writer at a time: cycle checks and status updates read, then write.
+    writer: Mutex<()>,
+}
+
+fn io(e: impl std::fmt::Display) -> LineageError {
+    LineageError::Io(e.to_string())
+}
+
+impl LineageStore {
+    /// Opens (creating if needed) the store in `dir`. A store another process
+    /// holds is refused with that process's pid.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, LineageError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| LineageError::Open {
+            dir: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let db = sled::Config::new()
+            .path(&dir)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                let reason = e.to_string();
+                if reason.contains("could not acquire lock") {
+                    let pid = std::fs::read_to_string(dir.join(OWNER_FILE))
+                        .map(|p| p.trim().to_string())
+                        .unwrap_or_else(|_| "unknown".into());
+                    LineageError::InUse {
+                        dir: dir.clone(),
+                        pid,
+                    }
+                } else {
+                    LineageError::Open {
+                        dir: dir.clone(),
+                        reason,
+                    }
+                }
+            })?;
+        std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string()).map_err(io)?;
+        let tree = db.open_tree("lineage").map_err(io)?;
+        let db_file = File::open(dir.join("db")).map_err(|e| LineageError::Open {
+            dir: dir.clone(),
+            reason: format!("sled database file: {e}"),
+        })?;
+        Ok(Self {
+            dir,
+            db,
+            tree,
+            db_file,
+            writer: Mutex::new(()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, LineageError> {
+        self.db.size_on_disk().map_err(io)
+    }
+
+    fn get_payload(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LineageError> {
+        match self.tree.get(key).map_err(io)? {
+            None => Ok(None),
+            Some(value) => codec::open(key, &value).map(|p| Some(p.to_vec())),
+        }
+    }
+
+    pub fn node(&self, id: &NodeId) -> Result<Option<Node>, LineageError> {
+        let key = keys::node(id);
+        match self.get_payload(&key)? {
+            None => Ok(None),
+            Some(payload) => decode_node(&key, &payload).map(Some),
+        }
+    }
+
+    /// The node, or a `NodeNotFound` error naming it.
+    pub fn require(&self, id: &NodeId) -> Result<Node, LineageError> {
+        self.node(id)?
+            .ok_or_else(|| LineageError::NodeNotFound(id.to_string()))
+    }
+
+    fn contains(&self, id: &NodeId) -> Result<bool, LineageError> {
+        self.tree.contains_key(keys::node(id)).map_err(io)
+    }
+
+    fn edges(&self, prefix: u8, id: &NodeId) -> Result<Vec<(EdgeKind, NodeId)>, LineageError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(keys::edges_of(prefix, id)) {
+            let (key, value) = entry.map_err(io)?;
+            let payload = codec::open(&key, &value)?;
+            let corrupt = |reason: &str| LineageError::Corrupt {
+                key: keys::printable(&key),
+                reason: reason.into(),
+            };
+            let kind = payload
+                .first()
+                .and_then(|c| EdgeKind::from_code(*c))
+                .ok_or_else(|| corrupt("unknown edge kind"))?;
+            let other = keys::edge_other_end(&key).ok_or_else(|| corrupt("malformed edge key"))?;
+            out.push((kind, other));
+        }
+        Ok(out)
+    }
+
+    /// Direct parents (origins) of a node, with the edge kinds.
+    pub fn parents(&self, id: &NodeId) -> Result<Vec<(EdgeKind, NodeId)>, LineageError> {
+        self.edges(keys::PARENT, id)
+    }
+
+    /// Direct children (derivatives and decisions) of a node.
+    pub fn children(&self, id: &NodeId) -> Result<Vec<(EdgeKind, NodeId)>, LineageError> {
+        self.edges(keys::CHILD, id)
+    }
+
+    fn walk(&self, start: &NodeId, prefix: u8, walk: Walk) -> Result<Vec<Reached>, LineageError> {
+        let mut seen = HashSet::from([start.clone()]);
+        let mut queue = VecDeque::from([(start.clone(), 0usize)]);
+        let mut out = Vec::new();
+        while let Some((id, depth)) = queue.pop_front() {
+            if depth >= walk.max_depth {
+                continue;
+            }
+            for (kind, next) in self.edges(prefix, &id)? {
+                if out.len() >= walk.limit {
+                    return Ok(out);
+                }
+                if seen.insert(next.clone()) {
+                    out.push(Reached {
+                        id: next.clone(),
+                        depth: depth + 1,
+                        via: kind,
+                    });
+                    queue.push_back((next, depth + 1));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Everything a node came from, nearest first (breadth-first).
+    pub fn ancestors(&self, id: &NodeId, walk: Walk) -> Result<Vec<Reached>, LineageError> {
+        self.walk(id, keys::PARENT, walk)
+    }
+
+    /// Everything derived from or decided about a node, nearest first.
+    pub fn descendants(&self, id: &NodeId, walk: Walk) -> Result<Vec<Reached>, LineageError> {
+        self.walk(id, keys::CHILD, walk)
+    }
+
+    /// Ids of a plan's nodes, optionally of one kind and status, in id order.
+    pub fn nodes_of_plan(
+        &self,
+        plan: &PlanId,
+        kind: Option<NodeKind>,
+        status: Option<NodeStatus>,
+    ) -> impl Iterator<Item = Result<NodeId, LineageError>> + '_ {
+        // The index orders kind before status, so a status needs a kind.
+        let status = kind.and(status);
+        self.tree
+            .scan_prefix(keys::index_prefix(plan, kind, status))
+            .map(|entry| {
+                let (key, value) = entry.map_err(io)?;
+                codec::open(&key, &value)?;
+                keys::index_node(&key).ok_or_else(|| LineageError::Corrupt {
+                    key: keys::printable(&key),
+                    reason: "malformed index key".into(),
+                })
+            })
+    }
+
+    /// The newest version of a record: follows `supersedes` children.
+    pub fn current_version(&self, id: &NodeId) -> Result<NodeId, LineageError> {
+        let mut current = id.clone();
+        let mut seen = HashSet::new();
+        loop {
+            if !seen.insert(current.clone()) {
+                return Ok(current);
+            }
+            let newer = self
+                .children(&current)?
+                .into_iter()
+                .filter(|(kind, _)| *kind == EdgeKind::Supersedes)
+                .map(|(_, child)| child)
+                .max();
+            match newer {
+                Some(next) => current = next,
+                None => return Ok(current),
+            }
+        }
+    }
+
+    /// Whether `target` is reachable from `from` along child edges, counting
+    /// the batch's own pending edges too.
+    fn reaches(
+        &self,
+        from: &NodeId,
+        target: &NodeId,
+        pending: &HashMap<NodeId, Vec<NodeId>>,
+    ) -> Result<bool, LineageError> {
+        let mut seen = HashSet::from([from.clone()]);
+        let mut stack = vec![from.clone()];
+        while let Some(id) = stack.pop() {
+            if &id == target {
+                return Ok(true);
+            }
+            let stored = self.children(&id)?.into_iter().map(|(_, c)| c);
+            let batch = pending.get(&id).into_iter().flatten().cloned();
+            for next in stored.chain(batch) {
+                if seen.insert(next.clone()) {
+                    stack.push(next);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Appends a batch atomically and durably. Nodes already stored are kept
+    /// as they are (ids are deterministic, so a resent result is a no-op); an
+    /// edge to an unknown node or one that would close a cycle refuses the
+    /// whole batch.
+    pub fn append(&self, batch: &LineageBatch) -> Result<AppendOutcome, LineageError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut outcome = AppendOutcome::default();
+        let mut writes = sled::Batch::default();
+        let mut in_batch: HashMap<NodeId, Node> = HashMap::new();
+
+        for node in &batch.nodes {
+            if let Some(previous) = in_batch.get(&node.id) {
+                if previous != node {
+                    return Err(LineageError::ConflictingNode {
+                        id: node.id.to_string(),
+                    });
+                }
+                continue;
+            }
+            if self.contains(&node.id)? {
+                outcome.nodes_existing += 1;
+                continue;
+            }
+            in_batch.insert(node.id.clone(), node.clone());
+        }
+        outcome.nodes_written = in_batch.len();
+
+        let mut pending: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for edge in &batch.edges {
+            let refuse_cycle = || LineageError::Cycle {
+                parent: edge.parent.to_string(),
+                child: edge.child.to_string(),
+                kind: edge.kind.to_string(),
+            };
+            if edge.parent == edge.child {
+                return Err(refuse_cycle());
+            }
+            for end in [&edge.parent, &edge.child] {
+                if !in_batch.contains_key(end) && !self.contains(end)? {
+                    return Err(LineageError::DanglingEdge {
+                        parent: edge.parent.to_string(),
+                        child: edge.child.to_string(),
+                        kind: edge.kind.to_string(),
+                        missing: end.to_string(),
+                    });
+                }
+            }
+            let child_key = keys::child_edge(&edge.parent, &edge.child);
+            if self.tree.contains_key(&child_key).map_err(io)? {
+                continue; // already stored: idempotent
+            }
+            if self.reaches(&edge.child, &edge.parent, &pending)? {
+                return Err(refuse_cycle());
+            }
+            pending
+                .entry(edge.parent.clone())
+                .or_default()
+                .push(edge.child.clone());
+            let code = [edge.kind.code()];
+            writes.insert(child_key.clone(), codec::seal(&child_key, &code));
+            let parent_key = keys::parent_edge(&edge.child, &edge.parent);
+            writes.insert(parent_key.clone(), codec::seal(&parent_key, &code));
+            outcome.edges_written += 1;
+        }
+
+        for (id, status) in &batch.status_changes {
+            let node = match in_batch.get_mut(id) {
+                Some(node) => node,
+                None => {
+                    let mut node = self.require(id)?;
+                    if node.status == *status {
+                        continue;
+                    }
+                    writes.remove(keys::index(&node.plan, node.kind, node.status, &node.id));
+                    node.status = *status;
+                    in_batch.insert(id.clone(), node);
+                    outcome.status_changes += 1;
+                    continue;
+                }
+            };
+            node.status = *status;
+            outcome.status_changes += 1;
+        }
+
+        for node in in_batch.values() {
+            let key = keys::node(&node.id);
+            let payload = serde_json::to_vec(node).map_err(io)?;
+            writes.insert(key.clone(), codec::seal(&key, &payload));
+            let index = keys::index(&node.plan, node.kind, node.status, &node.id);
+            writes.insert(index.clone(), codec::seal(&index, &[]));
+        }
+
+        self.tree.apply_batch(writes).map_err(io)?;
+        self.sync()?;
+        Ok(outcome)
+    }
+
+    /// Makes everything applied so far durable.
+    fn sync(&self) -> Result<(), LineageError> {
+        self.db.flush().map_err(io)?;
+        self.db_file.sync_all().map_err(io)
+    }
+
+    /// Every key and stored value, for dumps.
+    pub(super) fn raw_entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), LineageError>> + '_ {
+        self.tree
+            .iter()
+            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    pub(super) fn key_count(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Writes raw entries (from a dump) after checking each envelope.
+    pub(super) fn import_raw(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), LineageError> {
+        let mut writes = sled::Batch::default();
+        for (key, value) in entries {
+            codec::open(&key, &value)?;
+            writes.insert(key, value);
+        }
+        self.tree.apply_batch(writes).map_err(io)?;
+        self.sync()
+    }
+
+    /// Verifies every checksum, that edges are mirrored and name stored
+    /// nodes, that the index matches the nodes, and that the graph is acyclic.
+    pub fn check(&self) -> Result<CheckReport, LineageError> {
+        let mut report = CheckReport::default();
+        let mut nodes: HashMap<NodeId, (PlanId, NodeKind, NodeStatus)> = HashMap::new();
+        let mut child_edges: Vec<(NodeId, NodeId)> = Vec::new();
+        let mut parent_edges: HashSet<(NodeId, NodeId)> = HashSet::new();
+        let mut index_entries: HashSet<Vec<u8>> = HashSet::new();
+        for entry in self.tree.iter() {
+            let (key, value) = entry.map_err(io)?;
+            let payload = match codec::open(&key, &value) {
+                Ok(payload) => payload,
+                Err(err) => {
+                    report.problems.push(err.to_string());
+                    continue;
+                }
+            };
+            let pair = || {
+                let sep = key.iter().position(|b| *b == 0)?;
+                let first = std::str::from_utf8(&key[1..sep]).ok()?;
+                let second = std::str::from_utf8(&key[sep + 1..]).ok()?;
+                Some((NodeId::new(first), NodeId::new(second)))
+            };
+            match key.first() {
+                Some(&keys::NODE) => match decode_node(&key, payload) {
+                    Ok(node) => {
+                        nodes.insert(node.id.clone(), (node.plan, node.kind, node.status));
+                    }
+                    Err(err) => report.problems.push(err.to_string()),
+                },
+                Some(&keys::CHILD) => match pair() {
+                    Some(edge) => child_edges.push(edge),
+                    None => report
+                        .problems
+                        .push(format!("malformed edge key {}", keys::printable(&key))),
+                },
+                Some(&keys::PARENT) => match pair() {
+                    Some((child, parent)) => {
+                        parent_edges.insert((parent, child));
+                    }
+                    None => report
+                        .problems
+                        .push(format!("malformed edge key {}", keys::printable(&key))),
+                },
+                Some(&keys::INDEX) => {
+                    index_entries.insert(key.to_vec());
+                }
+                _ => report
+                    .problems
+                    .push(format!("unknown key {}", keys::printable(&key))),
+            }
+        }
+        report.nodes = nodes.len();
+        report.edges = child_edges.len();
+        report.index_entries = index_entries.len();
+        for (parent, child) in &child_edges {
+            for end in [parent, child] {
+                if !nodes.contains_key(end) {
+                    report
+                        .problems
+                        .push(format!("edge {parent} -> {child} names missing node {end}"));
+                }
+            }
+            if !parent_edges.remove(&(parent.clone(), child.clone())) {
+                report.problems.push(format!(
+                    "edge {parent} -> {child} has no parent-side mirror"
+                ));
+            }
+        }
+        for (parent, child) in parent_edges {
+            report.problems.push(format!(
+                "parent-side edge {parent} -> {child} has no child-side entry"
+            ));
+        }
+        for (id, (plan, kind, status)) in &nodes {
+            if !index_entries.remove(&keys::index(plan, *kind, *status, id)) {
+                report
+                    .problems
+                    .push(format!("node {id} is missing from the index"));
+            }
+        }
+        for stale in index_entries {
+            report.problems.push(format!(
+                "index entry {} names no node",
+                keys::printable(&stale)
+            ));
+        }
+        if let Some(cycle_at) = super::graph::find_cycle(nodes.keys().cloned(), &child_edges) {
+            report
+                .problems
+                .push(format!("the graph has a cycle through {cycle_at}"));
+        }
+        Ok(report)
+    }
+
+    /// Loads the edges among a set of nodes (for analysis).
+    pub(super) fn edges_among(&self, ids: &HashSet<NodeId>) -> Result<Vec<Edge>, LineageError> {
+        let mut edges = Vec::new();
+        for id in ids {
+            for (kind, child) in self.children(id)? {
+                if ids.contains(&child) {
+                    edges.push(Edge::new(id, &child, kind));
+                }
+            }
+        }
+        Ok(edges)
+    }
+}
+
+impl Drop for LineageStore {
+    fn drop(&mut self) {
+        let _ = self.sync();
+        let _ = std::fs::remove_file(self.dir.join(OWNER_FILE));
+    }
+}
+
+fn decode_node(key: &[u8], payload: &[u8]) -> Result<Node, LineageError> {
+    serde_json::from_slice(payload).map_err(|e| LineageError::Corrupt {
+        key: keys::printable(key),
+        reason: format!("undecodable node: {e}"),
+    })
+}
