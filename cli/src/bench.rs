@@ -241,23 +241,9 @@ fn prefix_bench(args: PrefixBenchArgs) -> anyhow::Result<()> {
             .collect::<Result<Vec<_>, _>>()?;
         let wall = started.elapsed().as_secs_f64();
         let stats = engine.stats();
-        // Prompt time per request: its computed prompt tokens at the
-        // engine's measured prompt rate, as wall time is shared in a batch.
-        let per_token = generations
-            .first()
-            .map(|g| {
-                g.accounting.time_to_first_token.as_secs_f64()
-                    / f64::from(g.accounting.prompt_tokens_computed.max(1))
-            })
-            .unwrap_or(0.0);
-        let first_prompt_s = generations.first().map_or(0.0, |g| {
-            f64::from(g.accounting.prompt_tokens_computed) * per_token
-        });
-        let later: Vec<f64> = generations
-            .iter()
-            .skip(1)
-            .map(|g| f64::from(g.accounting.prompt_tokens_computed) * per_token)
-            .collect();
+        let prompt_s = |g: &Generation| g.accounting.prompt_time.as_secs_f64();
+        let first_prompt_s = generations.first().map_or(0.0, prompt_s);
+        let later: Vec<f64> = generations.iter().skip(1).map(prompt_s).collect();
         let line = PrefixBenchLine {
             mode,
             requests: args.requests,

@@ -17,10 +17,12 @@ fn greedy(question: &str, max_new_tokens: u32) -> GenerationRequest {
         .with_max_new_tokens(max_new_tokens)
 }
 
-/// Largest absolute difference between two top-logit lists, matched by token.
-/// A token missing from one list counts as infinitely far.
+/// Largest absolute difference between the top-5 logits of `a` and the same
+/// tokens' logits in `b`'s top-10 (ranks near 10 may swap places). A token
+/// missing from `b`'s list counts as infinitely far.
 fn logit_distance(a: &[(i32, f32)], b: &[(i32, f32)]) -> f32 {
     a.iter()
+        .take(5)
         .map(|(token, logit)| {
             b.iter()
                 .find(|(t, _)| t == token)
@@ -29,9 +31,21 @@ fn logit_distance(a: &[(i32, f32)], b: &[(i32, f32)]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Logits from a batched decode may differ from a single-sequence one in
-/// the last bits; this bounds how far (logits here are O(10)).
-const LOGIT_TOLERANCE: f32 = 0.05;
+/// Logits from a batched decode differ from a single-sequence one: ggml sums
+/// attention over a different number of (F16) KV cells and in another order.
+/// Measured here: up to ~0.17 on top logits of ~20 (under 1%); this bounds it.
+const LOGIT_TOLERANCE: f32 = 0.25;
+
+/// The top-1 token must agree unless the runner-up is within the tolerance.
+fn assert_same_argmax(a: &[(i32, f32)], b: &[(i32, f32)], what: &str) {
+    let near_tie = a.len() > 1 && (a[0].1 - a[1].1).abs() <= LOGIT_TOLERANCE;
+    assert!(
+        near_tie || a[0].0 == b[0].0,
+        "{what}: argmax {:?} vs {:?}",
+        a[0],
+        b[0]
+    );
+}
 
 fn first_divergence(a: &str, b: &str) -> usize {
     a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
@@ -91,8 +105,11 @@ fn model_batched_greedy_decoding_matches_single_sequence() {
         .collect();
 
     let mut diverged = Vec::new();
+    let mut worst = 0.0f32;
     for (idx, (a, b)) in alone.iter().zip(&together).enumerate() {
         let distance = logit_distance(&a.first_logits, &b.first_logits);
+        worst = worst.max(distance);
+        assert_same_argmax(&a.first_logits, &b.first_logits, &format!("request {idx}"));
         assert!(
             distance <= LOGIT_TOLERANCE,
             "request {idx}: first-step logits differ by {distance} (alone {:?}, batched {:?})",
@@ -104,7 +121,8 @@ fn model_batched_greedy_decoding_matches_single_sequence() {
         }
     }
     eprintln!(
-        "batched vs alone at temperature 0: {} of 8 texts diverge (request, char offset): {diverged:?}",
+        "batched vs alone at temperature 0: {} of 8 texts diverge (request, char offset): {diverged:?}; \
+         largest first-step top-10 logit difference {worst:.4}",
         diverged.len()
     );
     // Batched kernels are not bit-identical, so a near-tie may flip late in a
@@ -374,4 +392,11 @@ fn model_missing_and_non_gguf_files_are_named_errors() {
     std::fs::write(&truncated, head).unwrap();
     let err = Engine::start(EngineConfig::new(&truncated)).unwrap_err();
     assert!(matches!(err, EngineError::ModelLoad { .. }), "{err}");
+    // A pinned digest that the file does not have stops the start.
+    let pinned = EngineConfig {
+        expected_sha256: Some("0".repeat(64)),
+        ..EngineConfig::new(seedling_tests::model_path())
+    };
+    let err = Engine::start(pinned).unwrap_err();
+    assert!(err.to_string().contains("expected 0000"), "{err}");
 }

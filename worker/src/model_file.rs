@@ -45,6 +45,48 @@ pub enum ModelFileError {
     NotGguf { path: PathBuf, found: Vec<u8> },
     #[error("GGUF file {path} has version {version}; llama.cpp reads versions 2 and 3")]
     UnsupportedVersion { path: PathBuf, version: u32 },
+    #[error(
+        "model file {path} has SHA-256 {actual}, expected {expected} (re-fetch it; never use a file that fails its checksum)"
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+}
+
+/// Hex SHA-256 of a file, streamed (models are hundreds of megabytes).
+pub fn sha256_file(path: &Path) -> Result<String, ModelFileError> {
+    use sha2::Digest;
+    let unreadable = |source| ModelFileError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(unreadable)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(unreadable)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Verifies a file against an expected hex SHA-256.
+pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), ModelFileError> {
+    let actual = sha256_file(path)?;
+    if actual.eq_ignore_ascii_case(expected.trim()) {
+        Ok(())
+    } else {
+        Err(ModelFileError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            expected: expected.trim().to_lowercase(),
+            actual,
+        })
+    }
 }
 
 /// Verifies that `path` exists and carries a GGUF v2/v3 header.
@@ -123,6 +165,17 @@ mod tests {
             check_gguf_header(file.path()),
             Err(ModelFileError::NotGguf { .. })
         ));
+    }
+
+    #[test]
+    fn checksum_mismatch_names_both_digests() {
+        let file = write_temp(b"abc");
+        // SHA-256("abc")
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_file(file.path()).unwrap(), abc);
+        verify_sha256(file.path(), &abc.to_uppercase()).unwrap();
+        let err = verify_sha256(file.path(), &"0".repeat(64)).unwrap_err();
+        assert!(err.to_string().contains(abc), "{err}");
     }
 
     #[test]

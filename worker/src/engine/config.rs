@@ -33,6 +33,8 @@ pub struct EngineConfig {
     pub prefix_min_tokens: u32,
     /// Longest text the embedding context takes, in tokens.
     pub embedding_window: u32,
+    /// When set, the model file must have this SHA-256 (hex) or start fails.
+    pub expected_sha256: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +52,7 @@ impl Default for EngineConfig {
             prefix_cache_cells: 4096,
             prefix_min_tokens: 32,
             embedding_window: 512,
+            expected_sha256: None,
         }
     }
 }

@@ -128,6 +128,9 @@ impl Engine {
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
         config.validate()?;
         crate::model_file::check_gguf_header(&config.model_path)?;
+        if let Some(expected) = &config.expected_sha256 {
+            crate::model_file::verify_sha256(&config.model_path, expected)?;
+        }
         let (commands, inbox) = mpsc::channel(config.queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let counters = Arc::new(EngineCounters::default());

@@ -58,10 +58,6 @@ impl PrefixCache {
         self.entries.iter().map(|e| e.tokens.len()).sum()
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -196,7 +192,7 @@ mod tests {
         let mut cache = PrefixCache::new(10..14, 1000, 4);
         cache.insert(&seq(0..10)).unwrap();
         assert!(cache.insert(&seq(0..10)).is_none());
-        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.cells(), 10);
     }
 
     #[test]
@@ -219,7 +215,7 @@ mod tests {
         cache.insert(&seq(100..110)).unwrap();
         let (_, evicted) = cache.insert(&seq(200..210)).unwrap();
         assert_eq!(evicted.len(), 1);
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.cells(), 20);
     }
 
     #[test]

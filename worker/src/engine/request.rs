@@ -189,6 +189,9 @@ pub struct RequestAccounting {
     /// Prompt tokens whose KV cells were copied from a cached prefix.
     pub prompt_tokens_reused: u32,
     pub generated_tokens: u32,
+    /// This request's share of the decode time spent on its prompt (a step
+    /// that mixes sequences is split by their token counts).
+    pub prompt_time: Duration,
     /// Time in the queue before a slot was free.
     pub queued: Duration,
     /// From submission to the first generated token.

@@ -187,6 +187,9 @@ struct Slot {
     admitted: Instant,
     first_token_at: Option<Instant>,
     first_logits: Vec<(i32, f32)>,
+    /// Prompt tokens this slot put into the current batch.
+    step_prompt_tokens: usize,
+    prompt_time: std::time::Duration,
     reply: Reply<Generation>,
 }
 
@@ -465,6 +468,8 @@ impl<'m> Scheduler<'m> {
                 admitted: Instant::now(),
                 first_token_at: None,
                 first_logits: Vec::new(),
+                step_prompt_tokens: 0,
+                prompt_time: std::time::Duration::ZERO,
                 reply: pending.reply,
             });
         }
@@ -492,6 +497,7 @@ impl<'m> Scheduler<'m> {
         // Generating sequences first: each adds exactly one token.
         for slot in self.slots.iter_mut().flatten() {
             slot.logits_at = None;
+            slot.step_prompt_tokens = 0;
             if let Phase::Generate(token) = slot.phase {
                 slot.logits_at = Some(self.batch.n_tokens());
                 // Capacity is n_batch >= n_slots (validated), so this fits.
@@ -510,6 +516,7 @@ impl<'m> Scheduler<'m> {
                 break;
             }
             let end = (slot.n_past + room).min(slot.tokens.len());
+            slot.step_prompt_tokens = end - slot.n_past;
             for pos in slot.n_past..end {
                 let last = pos + 1 == slot.tokens.len();
                 let _ = self
@@ -523,9 +530,17 @@ impl<'m> Scheduler<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
+        let started = Instant::now();
         if let Err(err) = self.ctx.decode(&mut self.batch) {
             self.recover_from_decode_failure(err);
             return;
+        }
+        let elapsed = started.elapsed();
+        let n_tokens = self.batch.n_tokens().max(1) as u32;
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.step_prompt_tokens > 0 {
+                slot.prompt_time += elapsed * slot.step_prompt_tokens as u32 / n_tokens;
+            }
         }
         self.advance();
     }
@@ -682,6 +697,7 @@ impl<'m> Scheduler<'m> {
             prompt_tokens_computed: n_computed,
             prompt_tokens_reused: slot.n_reused as u32,
             generated_tokens: slot.n_generated,
+            prompt_time: slot.prompt_time,
             queued: slot.admitted.duration_since(slot.submitted),
             time_to_first_token: first.duration_since(slot.submitted),
             decode_time: now.saturating_duration_since(first),

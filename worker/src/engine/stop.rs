@@ -8,6 +8,8 @@ pub struct StopMatcher {
     bytes: Vec<u8>,
     /// Byte offset before which no stop string can start any more.
     searched_up_to: usize,
+    /// Where the first stop string starts, once seen.
+    stopped_at: Option<usize>,
 }
 
 impl StopMatcher {
@@ -21,13 +23,14 @@ impl StopMatcher {
     /// Appends a token's bytes; returns true when a stop string now appears.
     pub fn push(&mut self, piece: &[u8]) -> bool {
         self.bytes.extend_from_slice(piece);
-        if self.stops.is_empty() {
-            return false;
+        if self.stops.is_empty() || self.stopped_at.is_some() {
+            return self.stopped_at.is_some();
         }
-        let found = self.first_stop().is_some();
+        self.stopped_at = self.first_stop();
+        // A stop string starting before this offset would already have been seen.
         let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
-        self.searched_up_to = self.bytes.len().saturating_sub(longest);
-        found
+        self.searched_up_to = self.bytes.len().saturating_sub(longest - 1);
+        self.stopped_at.is_some()
     }
 
     fn first_stop(&self) -> Option<usize> {
@@ -41,7 +44,7 @@ impl StopMatcher {
 
     /// The generated text, cut before the first stop string if any.
     pub fn text(&self) -> String {
-        let end = self.first_stop().unwrap_or(self.bytes.len());
+        let end = self.stopped_at.unwrap_or(self.bytes.len());
         String::from_utf8_lossy(&self.bytes[..end]).into_owned()
     }
 }
