@@ -324,6 +324,7 @@ fn lineage_bench(args: LineageBenchArgs) -> anyhow::Result<()> {
         "reopen_s": reopen_s,
         "disk_bytes_per_record": disk as f64 / args.records as f64,
         "peak_rss_mib": peak_rss_kib() as f64 / 1024.0,
+        "sample_record": response_id(&plan, 0).to_string(),
     });
     println!("{}", serde_json::to_string(&line)?);
     if !args.keep {

@@ -72,6 +72,10 @@ pub struct EngineArgs {
     /// Parallel sequences decoded together
     #[arg(long, default_value_t = 8)]
     pub slots: u32,
+    /// Give each sequence a fixed share of the KV cache instead of one shared
+    /// pool (faster attention at many sequences; disables prefix reuse)
+    #[arg(long)]
+    pub kv_split: bool,
 }
 
 impl EngineArgs {
@@ -81,6 +85,7 @@ impl EngineArgs {
             n_threads: self.threads.unwrap_or(0),
             n_gpu_layers: self.gpu_layers,
             n_slots: self.slots,
+            kv_unified: !self.kv_split,
             ..EngineConfig::new(self.model.clone().unwrap_or_else(default_model_path))
         }
     }

@@ -278,3 +278,39 @@ fn plan_graph_orders_groups_and_renders() {
     let json = graph.to_json();
     assert_eq!(json["edges"].as_array().unwrap().len(), 1 + 4 * 8);
 }
+
+#[test]
+fn record_trace_is_reconstructed_from_the_dag() {
+    let (_dir, store) = open_with_records(2);
+    let response = response_id(&plan(), 1);
+    let trace = store.record_trace(&response).unwrap();
+    let input = NodeId::derive(&plan(), &["unit", "1", "input"]);
+    assert_eq!(trace.parent_id.as_deref(), Some(input.as_str()));
+    let names: Vec<&str> = trace
+        .processing_steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    // from the plan down to the response, then the decisions about it
+    assert_eq!(names.first(), Some(&"plan_submitted"), "{names:?}");
+    let pos = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("{name} missing: {names:?}"))
+    };
+    assert!(pos("template_instantiation") < pos("diversity_expansion"));
+    assert!(pos("diversity_expansion") < pos("response_generation"));
+    assert!(pos("response_generation") < pos("quality_filtering"));
+    assert!(pos("response_generation") < pos("deduplication"));
+    assert!(pos("response_generation") < pos("packaging"));
+    assert!(
+        trace
+            .processing_steps
+            .iter()
+            .all(|s| s.timestamp.ends_with('Z'))
+    );
+    // the trace serialises into the 3.1 schema's shape
+    let json = serde_json::to_value(&trace).unwrap();
+    assert!(json["processing_steps"][0]["params"].is_object());
+}

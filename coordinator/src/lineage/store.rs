@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+use seedling_common::record::{ProcessingStep, Trace};
+use seedling_common::time::rfc3339_from_unix_ms;
 
 use super::LineageError;
 use super::codec;
@@ -266,6 +268,67 @@ impl LineageStore {
                 None => return Ok(current),
             }
         }
+    }
+
+    /// A record's trace as design section 3.1 writes it, reconstructed from
+    /// the DAG: `parent_id` is the node it was derived from, and
+    /// `processing_steps` lists every step from the plan down to the node,
+    /// then every decision about it, oldest first.
+    pub fn record_trace(&self, id: &NodeId) -> Result<Trace, LineageError> {
+        let node = self.require(id)?;
+        let parent_id = self
+            .parents(id)?
+            .into_iter()
+            .find(|(kind, _)| matches!(kind, EdgeKind::DerivedFrom | EdgeKind::Supersedes))
+            .map(|(_, parent)| parent.to_string());
+        // Everything it came from, parents before children.
+        let mut earlier: Vec<Node> = vec![node];
+        for reached in self.ancestors(id, Walk::default())? {
+            earlier.push(self.require(&reached.id)?);
+        }
+        earlier.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        let ids: HashSet<NodeId> = earlier.iter().map(|n| n.id.clone()).collect();
+        let edges = self.edges_among(&ids)?;
+        let mut by_id: HashMap<NodeId, Node> =
+            earlier.into_iter().map(|n| (n.id.clone(), n)).collect();
+        let graph_order =
+            super::graph::PlanGraph::from_parts(by_id.values().cloned().collect(), &edges)
+                .topological_order()?;
+        let mut steps: Vec<Node> = graph_order.iter().filter_map(|i| by_id.remove(i)).collect();
+        // Then every decision about it.
+        let mut decisions = Vec::new();
+        for (kind, child) in self.children(id)? {
+            let child = self.require(&child)?;
+            let decides = matches!(
+                kind,
+                EdgeKind::JudgedBy
+                    | EdgeKind::ReviewedBy
+                    | EdgeKind::AssignedTo
+                    | EdgeKind::ExportedIn
+            ) || child.kind == NodeKind::DedupDecision;
+            if decides {
+                decisions.push(child);
+            }
+        }
+        decisions.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        steps.extend(decisions);
+        let processing_steps = steps
+            .into_iter()
+            .map(|n| {
+                let mut params = n.params.clone();
+                params.insert("node_id".into(), n.id.to_string().into());
+                params.insert("node_kind".into(), n.kind.as_str().into());
+                ProcessingStep {
+                    name: n.step.clone(),
+                    timestamp: rfc3339_from_unix_ms(n.created_at_ms),
+                    params,
+                }
+            })
+            .collect();
+        Ok(Trace {
+            parent_id,
+            processing_steps,
+        })
     }
 
     /// Whether `target` is reachable from `from` along child edges, counting

@@ -33,6 +33,12 @@ pub struct EngineConfig {
     pub prefix_min_tokens: u32,
     /// Longest text the embedding context takes, in tokens.
     pub embedding_window: u32,
+    /// One KV pool for all sequences (true, the default) or a fixed share of
+    /// `n_ctx / n_slots` cells per sequence. Shared-prefix reuse needs the
+    /// unified pool (a copy only tags cells); the split layout is what
+    /// llama-batched-bench measures and is cheaper for attention at many
+    /// sequences, at the price of no prefix reuse.
+    pub kv_unified: bool,
     /// When set, the model file must have this SHA-256 (hex) or start fails.
     pub expected_sha256: Option<String>,
 }
@@ -52,6 +58,7 @@ impl Default for EngineConfig {
             prefix_cache_cells: 4096,
             prefix_min_tokens: 32,
             embedding_window: 512,
+            kv_unified: true,
             expected_sha256: None,
         }
     }
@@ -89,6 +96,12 @@ impl EngineConfig {
                 self.n_batch, self.n_slots
             ));
         }
+        if self.cells_per_sequence() < 16 {
+            return fail(format!(
+                "n_ctx ({}) split over n_slots ({}) leaves under 16 cells per sequence",
+                self.n_ctx, self.n_slots
+            ));
+        }
         if self.queue_capacity == 0 {
             return fail("queue_capacity must be >= 1".into());
         }
@@ -96,6 +109,24 @@ impl EngineConfig {
             return fail("embedding_window must be >= 1".into());
         }
         Ok(())
+    }
+
+    /// Sequence ids reserved for cached prefixes (none without a unified KV cache).
+    pub fn effective_cache_entries(&self) -> u32 {
+        if self.kv_unified {
+            self.prefix_cache_entries
+        } else {
+            0
+        }
+    }
+
+    /// KV cells one sequence can use.
+    pub fn cells_per_sequence(&self) -> u32 {
+        if self.kv_unified {
+            self.n_ctx
+        } else {
+            self.n_ctx / self.n_slots.max(1)
+        }
     }
 
     /// The thread count actually used.

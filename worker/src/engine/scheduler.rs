@@ -18,6 +18,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::mpsc;
 
 use super::prefix_cache::{PrefixCache, common_prefix_len};
@@ -96,10 +98,10 @@ fn new_generation_context<'m>(
         .with_n_ctx(NonZeroU32::new(config.n_ctx))
         .with_n_batch(config.n_batch)
         .with_n_ubatch(config.n_ubatch)
-        .with_n_seq_max(config.n_slots + config.prefix_cache_entries)
+        .with_n_seq_max(config.n_slots + config.effective_cache_entries())
         .with_n_threads(n_threads)
         .with_n_threads_batch(n_threads)
-        .with_kv_unified(true);
+        .with_kv_unified(config.kv_unified);
     model
         .new_context(backend, params)
         .map_err(|e| EngineError::ContextCreate {
@@ -151,10 +153,52 @@ fn model_info(backend: &LlamaBackend, model: &LlamaModel, config: &EngineConfig)
     }
 }
 
+/// A request's samplers. The grammar stays out of the chain: the chain picks
+/// a token from the top candidates and the grammar only checks that one
+/// token; only when it is refused does the grammar filter the whole
+/// vocabulary (llama.cpp's own common sampler does the same). Filtering
+/// 152k candidates through a grammar on every step would cost more than
+/// the decode.
+struct Sampling {
+    chain: LlamaSampler,
+    grammar: Option<LlamaSampler>,
+}
+
+impl Sampling {
+    fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32, end_of_text: LlamaToken) -> LlamaToken {
+        let Some(grammar) = self.grammar.as_mut() else {
+            return self.chain.sample(ctx, idx); // samples and accepts
+        };
+        let mut candidates = ctx.token_data_array_ith(idx);
+        candidates.apply_sampler(&mut self.chain);
+        let proposed = candidates.selected_token();
+        let allowed = proposed.is_some_and(|token| {
+            let mut single =
+                LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+            single.apply_sampler(grammar);
+            single.data[0].logit().is_finite()
+        });
+        let token = match proposed {
+            Some(token) if allowed => token,
+            _ => {
+                let mut candidates = ctx.token_data_array_ith(idx);
+                candidates.apply_sampler(grammar);
+                candidates.apply_sampler(&mut self.chain);
+                // The grammar leaves at least one candidate unless it is complete,
+                // in which case end-of-generation is the only valid token.
+                candidates.selected_token().unwrap_or(end_of_text)
+            }
+        };
+        grammar.accept(token);
+        self.chain.accept(token);
+        token
+    }
+}
+
 /// A request waiting for a slot, already tokenised and with its sampler.
 struct Pending {
     tokens: Vec<LlamaToken>,
-    sampler: LlamaSampler,
+    sampler: Sampling,
     request: Box<GenerationRequest>,
     submitted: Instant,
     reply: Reply<Generation>,
@@ -178,7 +222,7 @@ struct Slot {
     phase: Phase,
     /// Batch index whose logits this slot samples after the current decode.
     logits_at: Option<i32>,
-    sampler: LlamaSampler,
+    sampler: Sampling,
     stop: StopMatcher,
     n_generated: u32,
     reserved_cells: usize,
@@ -225,7 +269,7 @@ impl<'m> Scheduler<'m> {
     ) -> Self {
         let n_slots = config.n_slots as usize;
         let cache_ids =
-            (config.n_slots as i32)..(config.n_slots + config.prefix_cache_entries) as i32;
+            (config.n_slots as i32)..(config.n_slots + config.effective_cache_entries()) as i32;
         Self {
             backend,
             model,
@@ -316,7 +360,7 @@ impl<'m> Scheduler<'m> {
     fn prepare(
         &self,
         request: &GenerationRequest,
-    ) -> Result<(Vec<LlamaToken>, LlamaSampler), EngineError> {
+    ) -> Result<(Vec<LlamaToken>, Sampling), EngineError> {
         let text = match &request.prompt {
             Prompt::Raw(text) => text.clone(),
             Prompt::Chat(messages) => self.render_chat(messages)?,
@@ -325,10 +369,10 @@ impl<'m> Scheduler<'m> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
-        if tokens.len() >= self.config.n_ctx as usize {
+        if tokens.len() >= self.config.cells_per_sequence() as usize {
             return Err(EngineError::ContextOverflow {
                 prompt_tokens: tokens.len(),
-                n_ctx: self.config.n_ctx,
+                n_ctx: self.config.cells_per_sequence(),
             });
         }
         let sampler = self.sampler_chain(&request.sampling, request.constraint.as_ref())?;
@@ -354,8 +398,15 @@ impl<'m> Scheduler<'m> {
         &self,
         params: &SamplingParams,
         constraint: Option<&OutputConstraint>,
-    ) -> Result<LlamaSampler, EngineError> {
+    ) -> Result<Sampling, EngineError> {
+        // Top-k first: every later sampler then touches k candidates instead
+        // of the whole 152k vocabulary. Penalising within the top k differs
+        // from penalising first only in which token would take a penalised
+        // token's place at rank k.
         let mut chain = Vec::new();
+        if params.top_k > 0 {
+            chain.push(LlamaSampler::top_k(params.top_k));
+        }
         if params.repeat_penalty != 1.0 {
             chain.push(LlamaSampler::penalties(
                 self.model.n_vocab(),
@@ -365,27 +416,25 @@ impl<'m> Scheduler<'m> {
                 0.0,
             ));
         }
-        // The grammar sees the whole vocabulary, so a valid token always
-        // survives the truncating samplers after it.
-        if let Some(constraint) = constraint {
-            let grammar = match constraint {
-                OutputConstraint::Grammar(gbnf) => gbnf.clone(),
-                OutputConstraint::JsonSchema(schema) => {
-                    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
-                        .map_err(|e| EngineError::InvalidJsonSchema(e.to_string()))?
-                }
-            };
-            chain.push(
-                LlamaSampler::grammar(self.model, &grammar, "root")
-                    .map_err(|e| EngineError::InvalidGrammar(format!("{e}: {grammar}")))?,
-            );
-        }
+        let grammar = match constraint {
+            None => None,
+            Some(constraint) => {
+                let gbnf = match constraint {
+                    OutputConstraint::Grammar(gbnf) => gbnf.clone(),
+                    OutputConstraint::JsonSchema(schema) => {
+                        llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+                            .map_err(|e| EngineError::InvalidJsonSchema(e.to_string()))?
+                    }
+                };
+                Some(
+                    LlamaSampler::grammar(self.model, &gbnf, "root")
+                        .map_err(|e| EngineError::InvalidGrammar(format!("{e}: {gbnf}")))?,
+                )
+            }
+        };
         if params.temperature <= 0.0 {
             chain.push(LlamaSampler::greedy());
         } else {
-            if params.top_k > 0 {
-                chain.push(LlamaSampler::top_k(params.top_k));
-            }
             if params.top_p < 1.0 {
                 chain.push(LlamaSampler::top_p(params.top_p, 1));
             }
@@ -395,7 +444,10 @@ impl<'m> Scheduler<'m> {
             chain.push(LlamaSampler::temp(params.temperature));
             chain.push(LlamaSampler::dist(params.seed));
         }
-        Ok(LlamaSampler::chain_simple(chain))
+        Ok(Sampling {
+            chain: LlamaSampler::chain_simple(chain),
+            grammar,
+        })
     }
 
     fn reserved_cells(&self) -> usize {
@@ -425,7 +477,8 @@ impl<'m> Scheduler<'m> {
             // Keep at least one prompt token to compute: it yields the logits.
             let n_reused = cached.map_or(0, |m| m.n_tokens.min(tokens.len() - 1));
             let max_new = self.waiting[idx].request.max_new_tokens as usize;
-            let need = (tokens.len() - n_reused + max_new).min(self.config.n_ctx as usize);
+            let need =
+                (tokens.len() - n_reused + max_new).min(self.config.cells_per_sequence() as usize);
             while self.reserved_cells() + self.cache.cells() + need > self.config.n_ctx as usize {
                 match self.cache.evict_lru() {
                     Some(seq_id) => self.clear_seq(seq_id),
@@ -652,7 +705,7 @@ impl<'m> Scheduler<'m> {
     }
 
     fn sample(&mut self, slot_idx: usize, logits_at: i32) -> Step {
-        let n_ctx = self.config.n_ctx as usize;
+        let n_ctx = self.config.cells_per_sequence() as usize;
         let vocab = self.model.vocab();
         let ctx = &self.ctx;
         let Some(slot) = self.slots[slot_idx].as_mut() else {
@@ -664,7 +717,7 @@ impl<'m> Scheduler<'m> {
                 slot.request.report_first_logits,
             );
         }
-        let token = slot.sampler.sample(ctx, logits_at);
+        let token = slot.sampler.sample(ctx, logits_at, vocab.eos());
         let now = Instant::now();
         slot.first_token_at.get_or_insert(now);
         if vocab.is_eog(token) && !slot.request.ignore_eos {
