@@ -25,8 +25,8 @@ pub struct LineageBenchArgs {
     /// Records to ingest
     #[arg(long, default_value_t = 100_000)]
     pub records: u64,
-    /// Records per durable append
-    #[arg(long, default_value_t = 1000)]
+    /// Records per durable append (sled is fastest with small batches)
+    #[arg(long, default_value_t = 100)]
     pub batch: u64,
     /// Store directory (must not exist; removed afterwards unless --keep)
     #[arg(long, default_value = "target/bench-lineage")]

@@ -95,8 +95,9 @@ impl LineageStore {
         })?;
         let db = sled::Config::new()
             .path(&dir)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
+            // sled's page cache defaults to 1 GiB; lineage reads are mostly
+            // recent nodes, so a smaller cache bounds the coordinator's memory.
+            .cache_capacity(256 * 1024 * 1024)
             .open()
             .map_err(|e| {
                 let reason = e.to_string();
@@ -332,12 +333,14 @@ impl LineageStore {
     }
 
     /// Whether `target` is reachable from `from` along child edges, counting
-    /// the batch's own pending edges too.
+    /// the batch's own pending edges too. Nodes new in this batch have no
+    /// stored children, so only their pending edges are followed.
     fn reaches(
         &self,
         from: &NodeId,
         target: &NodeId,
         pending: &HashMap<NodeId, Vec<NodeId>>,
+        new_nodes: &HashMap<NodeId, Node>,
     ) -> Result<bool, LineageError> {
         let mut seen = HashSet::from([from.clone()]);
         let mut stack = vec![from.clone()];
@@ -345,9 +348,13 @@ impl LineageStore {
             if &id == target {
                 return Ok(true);
             }
-            let stored = self.children(&id)?.into_iter().map(|(_, c)| c);
+            let stored = if new_nodes.contains_key(&id) {
+                Vec::new()
+            } else {
+                self.children(&id)?.into_iter().map(|(_, c)| c).collect()
+            };
             let batch = pending.get(&id).into_iter().flatten().cloned();
-            for next in stored.chain(batch) {
+            for next in stored.into_iter().chain(batch) {
                 if seen.insert(next.clone()) {
                     stack.push(next);
                 }
@@ -384,6 +391,8 @@ impl LineageStore {
         outcome.nodes_written = in_batch.len();
 
         let mut pending: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        // Stored endpoints seen in this batch (the plan root is named by every record).
+        let mut known_stored: HashSet<NodeId> = HashSet::new();
         for edge in &batch.edges {
             let refuse_cycle = || LineageError::Cycle {
                 parent: edge.parent.to_string(),
@@ -394,7 +403,12 @@ impl LineageStore {
                 return Err(refuse_cycle());
             }
             for end in [&edge.parent, &edge.child] {
-                if !in_batch.contains_key(end) && !self.contains(end)? {
+                if in_batch.contains_key(end) || known_stored.contains(end) {
+                    continue;
+                }
+                if self.contains(end)? {
+                    known_stored.insert(end.clone());
+                } else {
                     return Err(LineageError::DanglingEdge {
                         parent: edge.parent.to_string(),
                         child: edge.child.to_string(),
@@ -404,10 +418,14 @@ impl LineageStore {
                 }
             }
             let child_key = keys::child_edge(&edge.parent, &edge.child);
-            if self.tree.contains_key(&child_key).map_err(io)? {
+            let child_is_new = in_batch.contains_key(&edge.child);
+            if !child_is_new && self.tree.contains_key(&child_key).map_err(io)? {
                 continue; // already stored: idempotent
             }
-            if self.reaches(&edge.child, &edge.parent, &pending)? {
+            if pending.get(&edge.parent).is_some_and(|c| c.contains(&edge.child)) {
+                continue; // the same edge twice in one batch
+            }
+            if self.reaches(&edge.child, &edge.parent, &pending, &in_batch)? {
                 return Err(refuse_cycle());
             }
             pending
