@@ -20,6 +20,20 @@ use super::keys;
 /// File beside sled's own files naming the process that owns the store.
 const OWNER_FILE: &str = "owner.pid";
 
+/// What an `N` key holds: the node with its edges embedded, so that a
+/// record's nodes and most of its edges cost one key each (sled's insert
+/// path, not the bytes, bounds ingest). Parents are always complete here.
+/// Children are embedded when they were written in the same batch as the
+/// parent; children added later live under `C` keys.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct StoredNode {
+    node: Node,
+    #[serde(default, rename = "p")]
+    parents: Vec<(EdgeKind, NodeId)>,
+    #[serde(default, rename = "c")]
+    children: Vec<(EdgeKind, NodeId)>,
+}
+
 /// Limits of a graph walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Walk {
@@ -147,7 +161,7 @@ impl LineageStore {
         }
     }
 
-    pub fn node(&self, id: &NodeId) -> Result<Option<Node>, LineageError> {
+    fn stored(&self, id: &NodeId) -> Result<Option<StoredNode>, LineageError> {
         let key = keys::node(id);
         match self.get_payload(&key)? {
             None => Ok(None),
@@ -155,19 +169,28 @@ impl LineageStore {
         }
     }
 
+    fn require_stored(&self, id: &NodeId) -> Result<StoredNode, LineageError> {
+        self.stored(id)?
+            .ok_or_else(|| LineageError::NodeNotFound(id.to_string()))
+    }
+
+    pub fn node(&self, id: &NodeId) -> Result<Option<Node>, LineageError> {
+        Ok(self.stored(id)?.map(|stored| stored.node))
+    }
+
     /// The node, or a `NodeNotFound` error naming it.
     pub fn require(&self, id: &NodeId) -> Result<Node, LineageError> {
-        self.node(id)?
-            .ok_or_else(|| LineageError::NodeNotFound(id.to_string()))
+        self.require_stored(id).map(|stored| stored.node)
     }
 
     fn contains(&self, id: &NodeId) -> Result<bool, LineageError> {
         self.tree.contains_key(keys::node(id)).map_err(io)
     }
 
-    fn edges(&self, prefix: u8, id: &NodeId) -> Result<Vec<(EdgeKind, NodeId)>, LineageError> {
+    /// Children added after their parent was written (`C` keys).
+    fn late_children(&self, id: &NodeId) -> Result<Vec<(EdgeKind, NodeId)>, LineageError> {
         let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(keys::edges_of(prefix, id)) {
+        for entry in self.tree.scan_prefix(keys::edges_of(keys::CHILD, id)) {
             let (key, value) = entry.map_err(io)?;
             let payload = codec::open(&key, &value)?;
             let corrupt = |reason: &str| LineageError::Corrupt {
@@ -186,15 +209,17 @@ impl LineageStore {
 
     /// Direct parents (origins) of a node, with the edge kinds.
     pub fn parents(&self, id: &NodeId) -> Result<Vec<(EdgeKind, NodeId)>, LineageError> {
-        self.edges(keys::PARENT, id)
+        Ok(self.require_stored(id)?.parents)
     }
 
     /// Direct children (derivatives and decisions) of a node.
     pub fn children(&self, id: &NodeId) -> Result<Vec<(EdgeKind, NodeId)>, LineageError> {
-        self.edges(keys::CHILD, id)
+        let mut children = self.require_stored(id)?.children;
+        children.extend(self.late_children(id)?);
+        Ok(children)
     }
 
-    fn walk(&self, start: &NodeId, prefix: u8, walk: Walk) -> Result<Vec<Reached>, LineageError> {
+    fn walk(&self, start: &NodeId, upward: bool, walk: Walk) -> Result<Vec<Reached>, LineageError> {
         let mut seen = HashSet::from([start.clone()]);
         let mut queue = VecDeque::from([(start.clone(), 0usize)]);
         let mut out = Vec::new();
@@ -202,7 +227,8 @@ impl LineageStore {
             if depth >= walk.max_depth {
                 continue;
             }
-            for (kind, next) in self.edges(prefix, &id)? {
+            let next_nodes = if upward { self.parents(&id)? } else { self.children(&id)? };
+            for (kind, next) in next_nodes {
                 if out.len() >= walk.limit {
                     return Ok(out);
                 }
@@ -221,12 +247,12 @@ impl LineageStore {
 
     /// Everything a node came from, nearest first (breadth-first).
     pub fn ancestors(&self, id: &NodeId, walk: Walk) -> Result<Vec<Reached>, LineageError> {
-        self.walk(id, keys::PARENT, walk)
+        self.walk(id, true, walk)
     }
 
     /// Everything derived from or decided about a node, nearest first.
     pub fn descendants(&self, id: &NodeId, walk: Walk) -> Result<Vec<Reached>, LineageError> {
-        self.walk(id, keys::CHILD, walk)
+        self.walk(id, false, walk)
     }
 
     /// Ids of a plan's nodes, optionally of one kind and status, in id order.
@@ -340,7 +366,7 @@ impl LineageStore {
         from: &NodeId,
         target: &NodeId,
         pending: &HashMap<NodeId, Vec<NodeId>>,
-        new_nodes: &HashMap<NodeId, Node>,
+        new_nodes: &HashMap<NodeId, StoredNode>,
     ) -> Result<bool, LineageError> {
         let mut seen = HashSet::from([from.clone()]);
         let mut stack = vec![from.clone()];
@@ -370,12 +396,12 @@ impl LineageStore {
     pub fn append(&self, batch: &LineageBatch) -> Result<AppendOutcome, LineageError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut outcome = AppendOutcome::default();
-        let mut writes = sled::Batch::default();
-        let mut in_batch: HashMap<NodeId, Node> = HashMap::new();
 
+        // Nodes new in this batch, gathering the edges they will carry.
+        let mut new_nodes: HashMap<NodeId, StoredNode> = HashMap::new();
         for node in &batch.nodes {
-            if let Some(previous) = in_batch.get(&node.id) {
-                if previous != node {
+            if let Some(previous) = new_nodes.get(&node.id) {
+                if previous.node != *node {
                     return Err(LineageError::ConflictingNode {
                         id: node.id.to_string(),
                     });
@@ -386,84 +412,132 @@ impl LineageStore {
                 outcome.nodes_existing += 1;
                 continue;
             }
-            in_batch.insert(node.id.clone(), node.clone());
+            let stored = StoredNode {
+                node: node.clone(),
+                parents: Vec::new(),
+                children: Vec::new(),
+            };
+            new_nodes.insert(node.id.clone(), stored);
         }
-        outcome.nodes_written = in_batch.len();
+        outcome.nodes_written = new_nodes.len();
 
-        let mut pending: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-        // Stored endpoints seen in this batch (the plan root is named by every record).
+        // Stored nodes this batch rewrites (a late parent, a new status),
+        // each with the status its index entry is filed under.
+        let mut touched: HashMap<NodeId, (NodeStatus, StoredNode)> = HashMap::new();
+        // Stored endpoints already checked (the plan root is named by every record).
         let mut known_stored: HashSet<NodeId> = HashSet::new();
+        let mut pending: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        let mut late_children: Vec<Vec<u8>> = Vec::new();
+        let mut late_kinds: Vec<EdgeKind> = Vec::new();
         for edge in &batch.edges {
             let refuse_cycle = || LineageError::Cycle {
                 parent: edge.parent.to_string(),
                 child: edge.child.to_string(),
                 kind: edge.kind.to_string(),
             };
+            let dangling = |missing: &NodeId| LineageError::DanglingEdge {
+                parent: edge.parent.to_string(),
+                child: edge.child.to_string(),
+                kind: edge.kind.to_string(),
+                missing: missing.to_string(),
+            };
             if edge.parent == edge.child {
                 return Err(refuse_cycle());
             }
-            for end in [&edge.parent, &edge.child] {
-                if in_batch.contains_key(end) || known_stored.contains(end) {
-                    continue;
+            let parent_is_new = new_nodes.contains_key(&edge.parent);
+            if !parent_is_new
+                && !touched.contains_key(&edge.parent)
+                && !known_stored.contains(&edge.parent)
+            {
+                if !self.contains(&edge.parent)? {
+                    return Err(dangling(&edge.parent));
                 }
-                if self.contains(end)? {
-                    known_stored.insert(end.clone());
-                } else {
-                    return Err(LineageError::DanglingEdge {
-                        parent: edge.parent.to_string(),
-                        child: edge.child.to_string(),
-                        kind: edge.kind.to_string(),
-                        missing: end.to_string(),
-                    });
-                }
+                known_stored.insert(edge.parent.clone());
             }
-            let child_key = keys::child_edge(&edge.parent, &edge.child);
-            let child_is_new = in_batch.contains_key(&edge.child);
-            if !child_is_new && self.tree.contains_key(&child_key).map_err(io)? {
-                continue; // already stored: idempotent
+            let child_is_new = new_nodes.contains_key(&edge.child);
+            if !child_is_new && !touched.contains_key(&edge.child) {
+                let stored = self.stored(&edge.child)?.ok_or_else(|| dangling(&edge.child))?;
+                touched.insert(edge.child.clone(), (stored.node.status, stored));
             }
-            if pending.get(&edge.parent).is_some_and(|c| c.contains(&edge.child)) {
-                continue; // the same edge twice in one batch
+            let child_parents = match new_nodes.get(&edge.child) {
+                Some(stored) => &stored.parents,
+                None => &touched[&edge.child].1.parents,
+            };
+            if child_parents.iter().any(|(_, p)| *p == edge.parent) {
+                continue; // stored already, or twice in this batch: idempotent
             }
-            if self.reaches(&edge.child, &edge.parent, &pending, &in_batch)? {
+            if self.reaches(&edge.child, &edge.parent, &pending, &new_nodes)? {
                 return Err(refuse_cycle());
             }
             pending
                 .entry(edge.parent.clone())
                 .or_default()
                 .push(edge.child.clone());
-            let code = [edge.kind.code()];
-            writes.insert(child_key.clone(), codec::seal(&child_key, &code));
-            let parent_key = keys::parent_edge(&edge.child, &edge.parent);
-            writes.insert(parent_key.clone(), codec::seal(&parent_key, &code));
+            match new_nodes.get_mut(&edge.child) {
+                Some(stored) => stored.parents.push((edge.kind, edge.parent.clone())),
+                None => {
+                    if let Some((_, stored)) = touched.get_mut(&edge.child) {
+                        stored.parents.push((edge.kind, edge.parent.clone()));
+                    }
+                }
+            }
+            match new_nodes.get_mut(&edge.parent) {
+                Some(stored) => stored.children.push((edge.kind, edge.child.clone())),
+                None => {
+                    late_children.push(keys::child_edge(&edge.parent, &edge.child));
+                    late_kinds.push(edge.kind);
+                }
+            }
             outcome.edges_written += 1;
         }
 
         for (id, status) in &batch.status_changes {
-            let node = match in_batch.get_mut(id) {
-                Some(node) => node,
-                None => {
-                    let mut node = self.require(id)?;
-                    if node.status == *status {
-                        continue;
-                    }
-                    writes.remove(keys::index(&node.plan, node.kind, node.status, &node.id));
-                    node.status = *status;
-                    in_batch.insert(id.clone(), node);
+            if let Some(stored) = new_nodes.get_mut(id) {
+                stored.node.status = *status;
+                outcome.status_changes += 1;
+                continue;
+            }
+            if !touched.contains_key(id) {
+                let stored = self.require_stored(id)?;
+                touched.insert(id.clone(), (stored.node.status, stored));
+            }
+            if let Some((_, stored)) = touched.get_mut(id) {
+                if stored.node.status != *status {
+                    stored.node.status = *status;
                     outcome.status_changes += 1;
-                    continue;
                 }
-            };
-            node.status = *status;
-            outcome.status_changes += 1;
+            }
         }
 
-        for node in in_batch.values() {
-            let key = keys::node(&node.id);
-            let payload = serde_json::to_vec(node).map_err(io)?;
+        let mut writes = sled::Batch::default();
+        let mut put_node = |stored: &StoredNode| -> Result<(), LineageError> {
+            let key = keys::node(&stored.node.id);
+            let payload = serde_json::to_vec(stored).map_err(io)?;
             writes.insert(key.clone(), codec::seal(&key, &payload));
+            Ok(())
+        };
+        for stored in new_nodes.values() {
+            put_node(stored)?;
+        }
+        for (_, stored) in touched.values() {
+            put_node(stored)?;
+        }
+        for stored in new_nodes.values() {
+            let node = &stored.node;
             let index = keys::index(&node.plan, node.kind, node.status, &node.id);
             writes.insert(index.clone(), codec::seal(&index, &[]));
+        }
+        for (filed_under, stored) in touched.values() {
+            let node = &stored.node;
+            if node.status != *filed_under {
+                writes.remove(keys::index(&node.plan, node.kind, *filed_under, &node.id));
+                let index = keys::index(&node.plan, node.kind, node.status, &node.id);
+                writes.insert(index.clone(), codec::seal(&index, &[]));
+            }
+        }
+        for (key, kind) in late_children.into_iter().zip(late_kinds) {
+            let value = codec::seal(&key, &[kind.code()]);
+            writes.insert(key, value);
         }
 
         self.tree.apply_batch(writes).map_err(io)?;
@@ -505,13 +579,15 @@ impl LineageStore {
         self.sync()
     }
 
-    /// Verifies every checksum, that edges are mirrored and name stored
-    /// nodes, that the index matches the nodes, and that the graph is acyclic.
+    /// Verifies every checksum, that every edge is known to both its ends
+    /// and names stored nodes, that the index matches the nodes, and that the
+    /// graph is acyclic.
     pub fn check(&self) -> Result<CheckReport, LineageError> {
         let mut report = CheckReport::default();
         let mut nodes: HashMap<NodeId, (PlanId, NodeKind, NodeStatus)> = HashMap::new();
-        let mut child_edges: Vec<(NodeId, NodeId)> = Vec::new();
-        let mut parent_edges: HashSet<(NodeId, NodeId)> = HashSet::new();
+        // (parent, child) as each side records it.
+        let mut child_side: HashSet<(NodeId, NodeId)> = HashSet::new();
+        let mut parent_side: Vec<(NodeId, NodeId)> = Vec::new();
         let mut index_entries: HashSet<Vec<u8>> = HashSet::new();
         for entry in self.tree.iter() {
             let (key, value) = entry.map_err(io)?;
@@ -522,33 +598,31 @@ impl LineageStore {
                     continue;
                 }
             };
-            let pair = || {
-                let sep = key.iter().position(|b| *b == 0)?;
-                let first = std::str::from_utf8(&key[1..sep]).ok()?;
-                let second = std::str::from_utf8(&key[sep + 1..]).ok()?;
-                Some((NodeId::new(first), NodeId::new(second)))
-            };
             match key.first() {
                 Some(&keys::NODE) => match decode_node(&key, payload) {
-                    Ok(node) => {
-                        nodes.insert(node.id.clone(), (node.plan, node.kind, node.status));
+                    Ok(stored) => {
+                        let id = stored.node.id.clone();
+                        for (_, parent) in &stored.parents {
+                            child_side.insert((parent.clone(), id.clone()));
+                        }
+                        for (_, child) in &stored.children {
+                            parent_side.push((id.clone(), child.clone()));
+                        }
+                        let node = stored.node;
+                        nodes.insert(id, (node.plan, node.kind, node.status));
                     }
                     Err(err) => report.problems.push(err.to_string()),
                 },
-                Some(&keys::CHILD) => match pair() {
-                    Some(edge) => child_edges.push(edge),
-                    None => report
-                        .problems
-                        .push(format!("malformed edge key {}", keys::printable(&key))),
-                },
-                Some(&keys::PARENT) => match pair() {
-                    Some((child, parent)) => {
-                        parent_edges.insert((parent, child));
+                Some(&keys::CHILD) => {
+                    let sep = key.iter().position(|b| *b == 0);
+                    let parent = sep.and_then(|sep| std::str::from_utf8(&key[1..sep]).ok());
+                    match (parent, keys::edge_other_end(&key)) {
+                        (Some(parent), Some(child)) => parent_side.push((NodeId::new(parent), child)),
+                        _ => report
+                            .problems
+                            .push(format!("malformed edge key {}", keys::printable(&key))),
                     }
-                    None => report
-                        .problems
-                        .push(format!("malformed edge key {}", keys::printable(&key))),
-                },
+                }
                 Some(&keys::INDEX) => {
                     index_entries.insert(key.to_vec());
                 }
@@ -558,55 +632,56 @@ impl LineageStore {
             }
         }
         report.nodes = nodes.len();
-        report.edges = child_edges.len();
+        report.edges = child_side.len();
         report.index_entries = index_entries.len();
-        for (parent, child) in &child_edges {
-            for end in [parent, child] {
-                if !nodes.contains_key(end) {
-                    report
-                        .problems
-                        .push(format!("edge {parent} -> {child} names missing node {end}"));
-                }
+        for (parent, child) in &child_side {
+            if !nodes.contains_key(parent) {
+                report
+                    .problems
+                    .push(format!("node {child} names missing parent {parent}"));
             }
-            if !parent_edges.remove(&(parent.clone(), child.clone())) {
+        }
+        let mut unmatched = child_side.clone();
+        for (parent, child) in &parent_side {
+            if !nodes.contains_key(child) {
+                report
+                    .problems
+                    .push(format!("node {parent} names missing child {child}"));
+            } else if !unmatched.remove(&(parent.clone(), child.clone())) {
                 report.problems.push(format!(
-                    "edge {parent} -> {child} has no parent-side mirror"
+                    "edge {parent} -> {child} is recorded by the parent but not by the child"
                 ));
             }
         }
-        for (parent, child) in parent_edges {
+        for (parent, child) in unmatched {
             report.problems.push(format!(
-                "parent-side edge {parent} -> {child} has no child-side entry"
+                "edge {parent} -> {child} is recorded by the child but not by the parent"
             ));
         }
         for (id, (plan, kind, status)) in &nodes {
             if !index_entries.remove(&keys::index(plan, *kind, *status, id)) {
-                report
-                    .problems
-                    .push(format!("node {id} is missing from the index"));
+                report.problems.push(format!("node {id} is missing from the index"));
             }
         }
         for stale in index_entries {
-            report.problems.push(format!(
-                "index entry {} names no node",
-                keys::printable(&stale)
-            ));
-        }
-        if let Some(cycle_at) = super::graph::find_cycle(nodes.keys().cloned(), &child_edges) {
             report
                 .problems
-                .push(format!("the graph has a cycle through {cycle_at}"));
+                .push(format!("index entry {} names no node", keys::printable(&stale)));
+        }
+        let edges: Vec<(NodeId, NodeId)> = child_side.into_iter().collect();
+        if let Some(cycle_at) = super::graph::find_cycle(nodes.keys().cloned(), &edges) {
+            report.problems.push(format!("the graph has a cycle through {cycle_at}"));
         }
         Ok(report)
     }
 
-    /// Loads the edges among a set of nodes (for analysis).
+    /// The edges among a set of nodes (for analysis), from the children's side.
     pub(super) fn edges_among(&self, ids: &HashSet<NodeId>) -> Result<Vec<Edge>, LineageError> {
         let mut edges = Vec::new();
         for id in ids {
-            for (kind, child) in self.children(id)? {
-                if ids.contains(&child) {
-                    edges.push(Edge::new(id, &child, kind));
+            for (kind, parent) in self.parents(id)? {
+                if ids.contains(&parent) {
+                    edges.push(Edge::new(&parent, id, kind));
                 }
             }
         }
@@ -621,7 +696,7 @@ impl Drop for LineageStore {
     }
 }
 
-fn decode_node(key: &[u8], payload: &[u8]) -> Result<Node, LineageError> {
+fn decode_node(key: &[u8], payload: &[u8]) -> Result<StoredNode, LineageError> {
     serde_json::from_slice(payload).map_err(|e| LineageError::Corrupt {
         key: keys::printable(key),
         reason: format!("undecodable node: {e}"),
