@@ -67,14 +67,16 @@ fn acknowledged_batches_survive_sigkill() {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = line
-                    .strip_prefix("ack ")
-                    .and_then(|n| n.parse::<u64>().ok())
-                {
-                    if tx.send(n).is_err() {
-                        break;
-                    }
+            let acks = BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|line| {
+                    line.strip_prefix("ack ")
+                        .and_then(|n| n.parse::<u64>().ok())
+                });
+            for n in acks {
+                if tx.send(n).is_err() {
+                    break;
                 }
             }
         });

@@ -227,7 +227,11 @@ impl LineageStore {
             if depth >= walk.max_depth {
                 continue;
             }
-            let next_nodes = if upward { self.parents(&id)? } else { self.children(&id)? };
+            let next_nodes = if upward {
+                self.parents(&id)?
+            } else {
+                self.children(&id)?
+            };
             for (kind, next) in next_nodes {
                 if out.len() >= walk.limit {
                     return Ok(out);
@@ -456,7 +460,9 @@ impl LineageStore {
             }
             let child_is_new = new_nodes.contains_key(&edge.child);
             if !child_is_new && !touched.contains_key(&edge.child) {
-                let stored = self.stored(&edge.child)?.ok_or_else(|| dangling(&edge.child))?;
+                let stored = self
+                    .stored(&edge.child)?
+                    .ok_or_else(|| dangling(&edge.child))?;
                 touched.insert(edge.child.clone(), (stored.node.status, stored));
             }
             let child_parents = match new_nodes.get(&edge.child) {
@@ -501,11 +507,11 @@ impl LineageStore {
                 let stored = self.require_stored(id)?;
                 touched.insert(id.clone(), (stored.node.status, stored));
             }
-            if let Some((_, stored)) = touched.get_mut(id) {
-                if stored.node.status != *status {
-                    stored.node.status = *status;
-                    outcome.status_changes += 1;
-                }
+            if let Some((_, stored)) = touched.get_mut(id)
+                && stored.node.status != *status
+            {
+                stored.node.status = *status;
+                outcome.status_changes += 1;
             }
         }
 
@@ -617,7 +623,9 @@ impl LineageStore {
                     let sep = key.iter().position(|b| *b == 0);
                     let parent = sep.and_then(|sep| std::str::from_utf8(&key[1..sep]).ok());
                     match (parent, keys::edge_other_end(&key)) {
-                        (Some(parent), Some(child)) => parent_side.push((NodeId::new(parent), child)),
+                        (Some(parent), Some(child)) => {
+                            parent_side.push((NodeId::new(parent), child))
+                        }
                         _ => report
                             .problems
                             .push(format!("malformed edge key {}", keys::printable(&key))),
@@ -660,17 +668,22 @@ impl LineageStore {
         }
         for (id, (plan, kind, status)) in &nodes {
             if !index_entries.remove(&keys::index(plan, *kind, *status, id)) {
-                report.problems.push(format!("node {id} is missing from the index"));
+                report
+                    .problems
+                    .push(format!("node {id} is missing from the index"));
             }
         }
         for stale in index_entries {
-            report
-                .problems
-                .push(format!("index entry {} names no node", keys::printable(&stale)));
+            report.problems.push(format!(
+                "index entry {} names no node",
+                keys::printable(&stale)
+            ));
         }
         let edges: Vec<(NodeId, NodeId)> = child_side.into_iter().collect();
         if let Some(cycle_at) = super::graph::find_cycle(nodes.keys().cloned(), &edges) {
-            report.problems.push(format!("the graph has a cycle through {cycle_at}"));
+            report
+                .problems
+                .push(format!("the graph has a cycle through {cycle_at}"));
         }
         Ok(report)
     }

@@ -611,17 +611,15 @@ impl<'m> Scheduler<'m> {
         let youngest = (0..self.slots.len())
             .filter(|&i| self.slots[i].is_some())
             .max_by_key(|&i| self.admissions[i]);
-        if let Some(slot_idx) = youngest {
-            if let Some(slot) = self.slots[slot_idx].take() {
-                self.clear_seq(slot.seq_id);
-                self.counters
-                    .requests_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                let _ = slot.reply.send(Err(EngineError::Decode(format!(
-                    "{err} (KV cache of {} cells exhausted)",
-                    self.config.n_ctx
-                ))));
-            }
+        if let Some(slot) = youngest.and_then(|slot_idx| self.slots[slot_idx].take()) {
+            self.clear_seq(slot.seq_id);
+            self.counters
+                .requests_failed
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = slot.reply.send(Err(EngineError::Decode(format!(
+                "{err} (KV cache of {} cells exhausted)",
+                self.config.n_ctx
+            ))));
         }
     }
 
