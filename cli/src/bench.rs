@@ -137,24 +137,17 @@ fn engine_bench(args: EngineBenchArgs) -> anyhow::Result<()> {
     )?;
     for &parallel in &args.parallel {
         let started = Instant::now();
-        let tickets = (0..parallel as usize)
-            .map(|seq| {
-                let request = GenerationRequest::raw(filler(seq, args.prompt_tokens))
-                    .with_sampling(SamplingParams {
-                        seed: seq as u32,
-                        temperature: args.temperature,
-                        ..SamplingParams::default()
-                    })
-                    .with_max_new_tokens(args.gen_tokens)
-                    .with_ignore_eos(true)
-                    .with_prefix_reuse(false);
-                engine.submit_blocking(request)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let generations = tickets
-            .into_iter()
-            .map(|t| t.wait_blocking())
-            .collect::<Result<Vec<_>, _>>()?;
+        let generations = engine.generate_all_blocking((0..parallel as usize).map(|seq| {
+            GenerationRequest::raw(filler(seq, args.prompt_tokens))
+                .with_sampling(SamplingParams {
+                    seed: seq as u32,
+                    temperature: args.temperature,
+                    ..SamplingParams::default()
+                })
+                .with_max_new_tokens(args.gen_tokens)
+                .with_ignore_eos(true)
+                .with_prefix_reuse(false)
+        }))?;
         let wall = started.elapsed();
         let line = summarize(parallel, &generations, wall);
         println!("{}", serde_json::to_string(&line)?);
@@ -219,26 +212,19 @@ fn prefix_bench(args: PrefixBenchArgs) -> anyhow::Result<()> {
         config.n_slots = args.requests.min(16);
         let engine = Engine::start(config)?;
         let started = Instant::now();
-        let tickets = (0..args.requests)
-            .map(|i| {
-                let request = GenerationRequest::chat(vec![
-                    ChatMessage::system(grounding.clone()),
-                    ChatMessage::user(format!("Question {i}: what is the daily transfer limit?")),
-                ])
-                .with_sampling(SamplingParams {
-                    seed: i,
-                    ..SamplingParams::default()
-                })
-                .with_max_new_tokens(args.gen_tokens)
-                .with_ignore_eos(true)
-                .with_prefix_reuse(reuse);
-                engine.submit_blocking(request)
+        let generations = engine.generate_all_blocking((0..args.requests).map(|i| {
+            GenerationRequest::chat(vec![
+                ChatMessage::system(grounding.clone()),
+                ChatMessage::user(format!("Question {i}: what is the daily transfer limit?")),
+            ])
+            .with_sampling(SamplingParams {
+                seed: i,
+                ..SamplingParams::default()
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let generations = tickets
-            .into_iter()
-            .map(|t| t.wait_blocking())
-            .collect::<Result<Vec<_>, _>>()?;
+            .with_max_new_tokens(args.gen_tokens)
+            .with_ignore_eos(true)
+            .with_prefix_reuse(reuse)
+        }))?;
         let wall = started.elapsed().as_secs_f64();
         let stats = engine.stats();
         let prompt_s = |g: &Generation| g.accounting.prompt_time.as_secs_f64();

@@ -95,14 +95,9 @@ fn model_batched_greedy_decoding_matches_single_sequence() {
         .iter()
         .map(|q| engine.generate_blocking(request(q)).unwrap())
         .collect();
-    let tickets: Vec<_> = questions
-        .iter()
-        .map(|q| engine.submit_blocking(request(q)).unwrap())
-        .collect();
-    let together: Vec<Generation> = tickets
-        .into_iter()
-        .map(|t| t.wait_blocking().unwrap())
-        .collect();
+    let together = engine
+        .generate_all_blocking(questions.iter().map(|q| request(q)))
+        .unwrap();
 
     let mut diverged = Vec::new();
     let mut worst = 0.0f32;

@@ -180,22 +180,27 @@ impl Engine {
         self.commands.as_ref().ok_or(EngineError::EngineStopped)
     }
 
-    /// Queues a request; waits only while the queue is full (backpressure).
-    pub async fn submit(
-        &self,
-        request: GenerationRequest,
-    ) -> Result<GenerationTicket, EngineError> {
+    fn generate_command(request: GenerationRequest) -> (Command, GenerationTicket) {
         let (reply, ticket) = oneshot::channel();
         let command = Command::Generate {
             request: Box::new(request),
             submitted: Instant::now(),
             reply,
         };
+        (command, GenerationTicket { reply: ticket })
+    }
+
+    /// Queues a request; waits only while the queue is full (backpressure).
+    pub async fn submit(
+        &self,
+        request: GenerationRequest,
+    ) -> Result<GenerationTicket, EngineError> {
+        let (command, ticket) = Self::generate_command(request);
         self.sender()?
             .send(command)
             .await
             .map_err(|_| EngineError::EngineStopped)?;
-        Ok(GenerationTicket { reply: ticket })
+        Ok(ticket)
     }
 
     /// [`Engine::submit`] for synchronous callers (not inside a runtime).
@@ -203,16 +208,27 @@ impl Engine {
         &self,
         request: GenerationRequest,
     ) -> Result<GenerationTicket, EngineError> {
-        let (reply, ticket) = oneshot::channel();
-        let command = Command::Generate {
-            request: Box::new(request),
-            submitted: Instant::now(),
-            reply,
-        };
+        let (command, ticket) = Self::generate_command(request);
         self.sender()?
             .blocking_send(command)
             .map_err(|_| EngineError::EngineStopped)?;
-        Ok(GenerationTicket { reply: ticket })
+        Ok(ticket)
+    }
+
+    /// Submits every request before waiting on any, so they decode
+    /// together; results come back in request order. For synchronous callers.
+    pub fn generate_all_blocking(
+        &self,
+        requests: impl IntoIterator<Item = GenerationRequest>,
+    ) -> Result<Vec<Generation>, EngineError> {
+        let tickets = requests
+            .into_iter()
+            .map(|request| self.submit_blocking(request))
+            .collect::<Result<Vec<_>, _>>()?;
+        tickets
+            .into_iter()
+            .map(GenerationTicket::wait_blocking)
+            .collect()
     }
 
     pub async fn generate(&self, request: GenerationRequest) -> Result<Generation, EngineError> {
