@@ -3,6 +3,7 @@
 
 mod bench;
 mod generate;
+mod plan;
 mod store;
 
 use std::path::PathBuf;
@@ -30,6 +31,11 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Check a plan file and the allocation it asks for
+    Plan {
+        #[command(subcommand)]
+        command: plan::PlanCommand,
     },
     /// Check, back up and restore the lineage store
     Store {
@@ -91,7 +97,18 @@ impl EngineArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole chain, no backtrace: users need what and where.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEEDLING_LOG")
@@ -109,6 +126,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(engine.info())?);
             Ok(())
         }
+        Command::Plan { command } => plan::run(command),
         Command::Store { command } => store::run_store(command),
         Command::Lineage { command } => store::run_lineage(command),
         Command::Bench { command } => bench::run(command),

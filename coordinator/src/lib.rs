@@ -2,3 +2,4 @@
 //! DAG of every record, step and decision, and its analysis with petgraph.
 
 pub mod lineage;
+pub mod plan;

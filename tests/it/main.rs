@@ -8,3 +8,4 @@ mod fetch_model;
 mod lineage_crash;
 mod lineage_store;
 mod model_engine;
+mod plans;

@@ -1,0 +1,19 @@
+//! Plans: what a researcher writes (a TOML file), checked on load with
+//! errors that name the file, the line and the field, and turned into a
+//! stratified allocation of accepted-record quotas.
+//!
+//! `schema.rs` is the file format, `load.rs` reading and locating errors,
+//! `validate.rs` the semantic checks, `allocation.rs` the pure data-planning step.
+
+mod allocation;
+mod load;
+mod schema;
+mod validate;
+
+pub use allocation::{Stratum, StratumQuota, allocate};
+pub use load::{PlanError, load_plan, parse_plan};
+pub use schema::{
+    Adversarial, AdversarialKind, Domain, ExpertExample, GlossaryEntry, Language, Methods, Persona,
+    Plan, Quality, Reference, Rule, Sampling, Scenario, Splits, Subdomain, Target, TaskType,
+};
+pub use validate::{KNOWN_LANGUAGES, TEMPLATE_VARIABLES};

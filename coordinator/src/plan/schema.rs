@@ -1,0 +1,242 @@
+//! The plan file format (version 1). Every table refuses unknown keys, so a
+//! misspelt field is an error, not a silently ignored default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A domain generation plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Format version; this build reads 1.
+    pub version: u32,
+    pub domain: Domain,
+    /// Subdomains with relative weights (normalised over the list).
+    pub subdomains: Vec<Subdomain>,
+    #[serde(default)]
+    pub glossary: Vec<GlossaryEntry>,
+    #[serde(default)]
+    pub scenarios: Vec<Scenario>,
+    #[serde(default)]
+    pub expert_examples: Vec<ExpertExample>,
+    /// Business rules and constraints the responses must respect.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Reference documents, relative to the plan file; chunked for grounding.
+    #[serde(default)]
+    pub references: Vec<Reference>,
+    /// Personas with relative weights (normalised over the list).
+    pub personas: Vec<Persona>,
+    /// Languages with shares that sum to 1.
+    pub languages: Vec<Language>,
+    /// Task types with shares that sum to 1, each with a template per language.
+    pub task_types: Vec<TaskType>,
+    #[serde(default)]
+    pub adversarial: Adversarial,
+    #[serde(default)]
+    pub methods: Methods,
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// Seed of every random choice the plan drives (allocation ties, sampling).
+    pub seed: u64,
+    pub target: Target,
+    #[serde(default)]
+    pub quality: Quality,
+    #[serde(default)]
+    pub splits: Splits,
+    /// GGUF to generate with; the cluster's model when absent.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subdomain {
+    pub name: String,
+    pub weight: f64,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlossaryEntry {
+    pub term: String,
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub description: String,
+    /// The subdomain it belongs to; any when absent.
+    #[serde(default)]
+    pub subdomain: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpertExample {
+    pub question: String,
+    pub answer: String,
+    #[serde(default)]
+    pub subdomain: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub statement: String,
+    /// Terms a response must contain (case-insensitive).
+    #[serde(default)]
+    pub must_contain: Vec<String>,
+    /// Terms a response must not contain (case-insensitive).
+    #[serde(default)]
+    pub must_not_contain: Vec<String>,
+    /// A pattern a response must not match.
+    #[serde(default)]
+    pub forbidden_regex: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persona {
+    pub name: String,
+    pub weight: f64,
+    /// Free-form attributes: role, expertise, age_band, region, style, ...
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Language {
+    /// ISO 639-1 code (`en`, `es`, ...).
+    pub code: String,
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskType {
+    pub name: String,
+    pub share: f64,
+    /// minijinja template per language code.
+    pub templates: BTreeMap<String, String>,
+}
+
+/// Kinds of deliberately hard inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdversarialKind {
+    Ambiguous,
+    OutOfScope,
+    ContradictsRule,
+    PromptInjection,
+    EdgeCaseValues,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adversarial {
+    /// Share of accepted records that are adversarial, in [0, 1).
+    #[serde(default)]
+    pub share: f64,
+    #[serde(default)]
+    pub kinds: Vec<AdversarialKind>,
+}
+
+/// Mix of generation methods (shares that sum to 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Methods {
+    pub template: f64,
+    pub self_instruct: f64,
+    pub evol_instruct: f64,
+    pub magpie: f64,
+}
+
+impl Default for Methods {
+    fn default() -> Self {
+        Self {
+            template: 0.6,
+            self_instruct: 0.15,
+            evol_instruct: 0.2,
+            magpie: 0.05,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub max_new_tokens: u32,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.9,
+            top_k: 40,
+            max_new_tokens: 384,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Accepted records to produce in total (signed so that a negative
+    /// number gets a clear message rather than a type error).
+    pub accepted: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quality {
+    /// Lowest combined quality score an accepted record may have, in [0, 1].
+    pub min_score: f64,
+}
+
+impl Default for Quality {
+    fn default() -> Self {
+        Self { min_score: 0.6 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Splits {
+    pub train: f64,
+    pub validation: f64,
+    pub test: f64,
+}
+
+impl Default for Splits {
+    fn default() -> Self {
+        Self {
+            train: 0.8,
+            validation: 0.1,
+            test: 0.1,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Plans: the shipped examples load; malformed plans get an error naming the
+//! file, the line and the field, and never a panic; allocation is stable.
+
+use std::path::{Path, PathBuf};
+
+use seedling_coordinator::plan::{PlanError, allocate, load_plan};
+use seedling_tests::repo_root;
+
+fn examples() -> PathBuf {
+    repo_root().join("examples")
+}
+
+#[test]
+fn every_example_plan_loads_and_allocates_its_target() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let plan = load_plan(&path).unwrap_or_else(|e| panic!("{e}"));
+            let quotas = allocate(&plan);
+            let total: u64 = quotas.iter().map(|q| q.quota).sum();
+            assert_eq!(total as i64, plan.target.accepted, "{}", path.display());
+            assert_eq!(quotas, allocate(&plan), "allocation is deterministic");
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 3,
+        "expected at least three example plans, found {seen}"
+    );
+}
+
+#[test]
+fn bilingual_example_allocates_both_languages_equally() {
+    let plan = load_plan(&examples().join("bilingual-en-es.toml")).unwrap();
+    let quotas = allocate(&plan);
+    let per = |code: &str| -> u64 {
+        quotas
+            .iter()
+            .filter(|q| q.stratum.language == code)
+            .map(|q| q.quota)
+            .sum()
+    };
+    assert_eq!(per("en"), per("es"));
+    assert_eq!(per("en") + per("es"), 48);
+}
+
+/// Writes `text` as `name` next to a copy of the examples' reference docs.
+fn write_plan(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::copy(
+        examples().join("docs/card-declines.md"),
+        docs.join("card-declines.md"),
+    )
+    .unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in plan"));
+    text[..offset].matches('\n').count() + 1
+}
+
+struct Case {
+    what: &'static str,
+    from: &'static str,
+    to: &'static str,
+    /// Text on the line the error must point at (after the edit); None: no line check.
+    line_of: Option<&'static str>,
+    /// Words the message must contain.
+    says: &'static [&'static str],
+}
+
+#[test]
+fn malformed_plans_name_file_line_and_field() {
+    let original = std::fs::read_to_string(examples().join("retail-banking.toml")).unwrap();
+    let cases = [
+        Case {
+            what: "missing field",
+            from: "[target]\naccepted = 200\n",
+            to: "",
+            line_of: None,
+            says: &["missing field `target`"],
+        },
+        Case {
+            what: "wrong type",
+            from: "weight = 0.4",
+            to: "weight = \"heavy\"",
+            line_of: Some("weight = \"heavy\""),
+            says: &["invalid type", "f64"],
+        },
+        Case {
+            what: "unknown key",
+            from: "weight = 0.35",
+            to: "weigth = 0.35",
+            line_of: Some("weigth = 0.35"),
+            says: &["unknown field `weigth`"],
+        },
+        Case {
+            what: "share sum",
+            from: "name = \"question_answering\"\nshare = 0.5",
+            to: "name = \"question_answering\"\nshare = 0.4",
+            line_of: None,
+            says: &["task_types shares sum to 0.9; they must sum to 1"],
+        },
+        Case {
+            what: "unknown template variable",
+            from: "ask one question about {{ subdomain }}",
+            to: "ask one question about {{ sub_domain }}",
+            line_of: Some("{{ sub_domain }}"),
+            says: &["task_types[0].templates.en", "sub_domain"],
+        },
+        Case {
+            what: "template syntax error",
+            from: "Mention '{{ term }}' if it fits.",
+            to: "Mention '{{ term ' if it fits.",
+            line_of: Some("Mention '{{ term '"),
+            says: &["task_types[1].templates.en", "syntax error"],
+        },
+        Case {
+            what: "missing reference file",
+            from: "docs/card-declines.md",
+            to: "docs/missing.md",
+            line_of: Some("docs/missing.md"),
+            says: &["references[0].path", "missing.md", "not found"],
+        },
+        Case {
+            what: "negative target",
+            from: "accepted = 200",
+            to: "accepted = -5",
+            line_of: Some("accepted = -5"),
+            says: &["target.accepted", "must be > 0"],
+        },
+        Case {
+            what: "unknown language",
+            from: "code = \"en\"",
+            to: "code = \"xx\"",
+            line_of: Some("code = \"xx\""),
+            says: &["languages[0].code", "\"xx\"", "ISO 639-1"],
+        },
+        Case {
+            what: "bad regex",
+            from: "forbidden_regex = '\\b\\d{4}",
+            to: "forbidden_regex = '(\\b\\d{4}",
+            line_of: Some("forbidden_regex = '(\\b"),
+            says: &["rules[0].forbidden_regex", "invalid regex"],
+        },
+        Case {
+            what: "zero weight",
+            from: "weight = 0.25",
+            to: "weight = 0",
+            line_of: Some("weight = 0\n"),
+            says: &["subdomains[2].weight", "must be > 0"],
+        },
+        Case {
+            what: "missing template language",
+            from: "[[languages]]\ncode = \"en\"\nshare = 1.0",
+            to: "[[languages]]\ncode = \"en\"\nshare = 0.5\n\n[[languages]]\ncode = \"de\"\nshare = 0.5",
+            line_of: None,
+            says: &["has no template for plan language \"de\""],
+        },
+        Case {
+            what: "unknown adversarial kind",
+            from: "\"prompt_injection\"]",
+            to: "\"jailbreak\"]",
+            line_of: Some("\"jailbreak\"]"),
+            says: &["unknown variant `jailbreak`"],
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for case in cases {
+        assert!(
+            original.contains(case.from),
+            "{}: edit target missing",
+            case.what
+        );
+        let text = original.replacen(case.from, case.to, 1);
+        let path = write_plan(dir.path(), "plan.toml", &text);
+        let err = load_plan(&path).expect_err(case.what);
+        let message = err.to_string();
+        assert!(
+            matches!(err, PlanError::Invalid { .. }),
+            "{}: {message}",
+            case.what
+        );
+        assert!(
+            message.contains("plan.toml"),
+            "{}: no file in {message}",
+            case.what
+        );
+        for word in case.says {
+            assert!(
+                message.contains(word),
+                "{}: {word:?} missing from {message}",
+                case.what
+            );
+        }
+        if let Some(needle) = case.line_of {
+            let want = format!("plan.toml:{}:", line_of(&text, needle));
+            assert!(
+                message.contains(&want),
+                "{}: expected {want} in {message}",
+                case.what
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_subdomain_list_and_unreadable_file_are_named() {
+    let original = std::fs::read_to_string(examples().join("bilingual-en-es.toml")).unwrap();
+    let text = original
+        .replace("[[subdomains]]\nname = \"billing\"\nweight = 1\n\n", "")
+        .replace(
+            "[[subdomains]]\nname = \"connectivity\"\nweight = 1\n\n",
+            "",
+        )
+        .replacen("seed = 99\n", "seed = 99\nsubdomains = []\n", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_plan(dir.path(), "plan.toml", &text);
+    let message = load_plan(&path).unwrap_err().to_string();
+    let want = format!(
+        "plan.toml:{}: subdomains needs at least one subdomain",
+        line_of(&text, "subdomains = []")
+    );
+    assert!(message.contains(&want), "{message}");
+
+    let missing = load_plan(&dir.path().join("nope.toml")).unwrap_err();
+    assert!(matches!(missing, PlanError::Read { .. }));
+    assert!(missing.to_string().contains("nope.toml"), "{missing}");
+    let garbage = write_plan(dir.path(), "garbage.toml", "this is = = not toml");
+    let message = load_plan(&garbage).unwrap_err().to_string();
+    assert!(message.contains("garbage.toml:1:"), "{message}");
+}
