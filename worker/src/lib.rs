@@ -7,3 +7,4 @@
 
 pub mod engine;
 pub mod model_file;
+pub mod scoring;

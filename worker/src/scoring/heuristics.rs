@@ -1,0 +1,461 @@
+//! Model-free checks of an instruction/response pair. Each returns the
+//! reasons it fails; an empty list passes. Cheap enough to run on every
+//! response before the judge, and specific enough that `lineage show` can say
+//! why a record was dropped.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::language::{cjk_share, detect_language, language_uses_cjk};
+
+/// Why a pair fails a heuristic check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Rejection {
+    TooShort {
+        chars: usize,
+        min: usize,
+    },
+    TooLong {
+        chars: usize,
+        max: usize,
+    },
+    Repetitive {
+        repeated_trigram_share: f64,
+        max: f64,
+    },
+    Refusal {
+        phrase: String,
+    },
+    CopiesInput {
+        copied_share: f64,
+        max: f64,
+    },
+    UnclosedCodeFence,
+    MissingRequiredTerm {
+        rule: usize,
+        term: String,
+    },
+    ForbiddenTerm {
+        rule: usize,
+        term: String,
+    },
+    ForbiddenPattern {
+        rule: usize,
+        matched: String,
+    },
+    WrongLanguage {
+        expected: String,
+        detected: String,
+    },
+    MixedScript {
+        cjk_share: f64,
+    },
+}
+
+/// A business rule in checkable form.
+#[derive(Debug, Clone)]
+pub struct RuleCheck {
+    pub must_contain: Vec<String>,
+    pub must_not_contain: Vec<String>,
+    pub forbidden: Option<regex::Regex>,
+}
+
+/// Thresholds of the heuristic checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    pub min_chars: usize,
+    pub max_chars: usize,
+    /// Largest share of word trigrams that may repeat an earlier one.
+    pub max_repeated_trigrams: f64,
+    /// Largest share of the input's word trigrams the response may copy.
+    pub max_copied_input: f64,
+    /// CJK letters tolerated in a non-CJK language (names, a quoted term).
+    pub max_cjk_share: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            min_chars: 20,
+            max_chars: 8000,
+            max_repeated_trigrams: 0.3,
+            max_copied_input: 0.8,
+            max_cjk_share: 0.02,
+        }
+    }
+}
+
+/// Phrases that open or make up a refusal or an apology, lowercase.
+const REFUSALS: &[&str] = &[
+    "i'm sorry",
+    "i am sorry",
+    "sorry, but",
+    "i apologize",
+    "i cannot",
+    "i can't",
+    "i can not",
+    "i'm unable to",
+    "i am unable to",
+    "as an ai",
+    "as a language model",
+    "i'm not able to",
+    "lo siento",
+    "no puedo",
+    "como modelo de lenguaje",
+    "je suis désolé",
+    "es tut mir leid",
+];
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn trigrams(words: &[String]) -> Vec<[&str; 3]> {
+    words
+        .windows(3)
+        .map(|w| [w[0].as_str(), w[1].as_str(), w[2].as_str()])
+        .collect()
+}
+
+/// Share of word trigrams that repeat an earlier trigram of the same text.
+pub fn repeated_trigram_share(text: &str) -> f64 {
+    let words = words(text);
+    let grams = trigrams(&words);
+    if grams.is_empty() {
+        return 0.0;
+    }
+    let distinct: HashSet<&[&str; 3]> = grams.iter().collect();
+    1.0 - distinct.len() as f64 / grams.len() as f64
+}
+
+/// The refusal phrase a text contains, if any.
+pub fn refusal_phrase(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    REFUSALS
+        .iter()
+        .copied()
+        .find(|phrase| lower.contains(phrase))
+}
+
+/// Share of the input's word trigrams that reappear in the response.
+pub fn copied_input_share(input: &str, response: &str) -> f64 {
+    let input_words = words(input);
+    let input_grams = trigrams(&input_words);
+    if input_grams.len() < 3 {
+        return 0.0; // too short to say anything
+    }
+    let response_words = words(response);
+    let response_grams: HashSet<[&str; 3]> = trigrams(&response_words).into_iter().collect();
+    let copied = input_grams
+        .iter()
+        .filter(|g| response_grams.contains(*g))
+        .count();
+    copied as f64 / input_grams.len() as f64
+}
+
+/// Every heuristic reason to reject `response` to `input`.
+pub fn check_pair(
+    input: &str,
+    response: &str,
+    expected_language: Option<&str>,
+    rules: &[RuleCheck],
+    thresholds: &Thresholds,
+) -> Vec<Rejection> {
+    let mut out = Vec::new();
+    let chars = response.trim().chars().count();
+    if chars < thresholds.min_chars {
+        out.push(Rejection::TooShort {
+            chars,
+            min: thresholds.min_chars,
+        });
+    }
+    if chars > thresholds.max_chars {
+        out.push(Rejection::TooLong {
+            chars,
+            max: thresholds.max_chars,
+        });
+    }
+    let repeated = repeated_trigram_share(response);
+    if repeated > thresholds.max_repeated_trigrams {
+        out.push(Rejection::Repetitive {
+            repeated_trigram_share: repeated,
+            max: thresholds.max_repeated_trigrams,
+        });
+    }
+    if let Some(phrase) = refusal_phrase(response) {
+        out.push(Rejection::Refusal {
+            phrase: phrase.to_string(),
+        });
+    }
+    let copied = copied_input_share(input, response);
+    if copied > thresholds.max_copied_input {
+        out.push(Rejection::CopiesInput {
+            copied_share: copied,
+            max: thresholds.max_copied_input,
+        });
+    }
+    if response.matches("```").count() % 2 == 1 {
+        out.push(Rejection::UnclosedCodeFence);
+    }
+    let lower = response.to_lowercase();
+    for (rule, check) in rules.iter().enumerate() {
+        for term in &check.must_contain {
+            if !lower.contains(&term.to_lowercase()) {
+                out.push(Rejection::MissingRequiredTerm {
+                    rule,
+                    term: term.clone(),
+                });
+            }
+        }
+        for term in &check.must_not_contain {
+            if lower.contains(&term.to_lowercase()) {
+                out.push(Rejection::ForbiddenTerm {
+                    rule,
+                    term: term.clone(),
+                });
+            }
+        }
+        if let Some(found) = check.forbidden.as_ref().and_then(|re| re.find(response)) {
+            out.push(Rejection::ForbiddenPattern {
+                rule,
+                matched: found.as_str().to_string(),
+            });
+        }
+    }
+    if let Some(expected) = expected_language {
+        let share = cjk_share(response);
+        if !language_uses_cjk(expected) && share > thresholds.max_cjk_share {
+            out.push(Rejection::MixedScript { cjk_share: share });
+        } else if let Some(detected) = detect_language(response)
+            && detected != expected
+            && chars >= thresholds.min_chars
+        {
+            out.push(Rejection::WrongLanguage {
+                expected: expected.to_string(),
+                detected: detected.to_string(),
+            });
+        }
+    }
+    out
+}
+
+/// Words Evol-Instruct's rewriting prompt uses; an evolved instruction that
+/// contains them copied the prompt instead of rewriting.
+const EVOL_PROMPT_WORDS: &[&str] = &[
+    "#rewritten prompt#",
+    "#given prompt#",
+    "rewritten prompt",
+    "given prompt",
+];
+
+/// Why an Evol-Instruct evolution is eliminated (the paper's filter).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum EvolutionFailure {
+    /// The evolved instruction says nothing the original did not.
+    NoInformationGain { word_overlap: f64 },
+    /// Its response apologises and is short: the evolution was unanswerable.
+    SorryAndShort,
+    /// It copied words of the rewriting prompt.
+    CopiedPromptWords { words: String },
+}
+
+/// The elimination filter of Evol-Instruct, applied to one evolution.
+pub fn evolution_failures(
+    original: &str,
+    evolved: &str,
+    evolved_response: &str,
+) -> Vec<EvolutionFailure> {
+    let mut out = Vec::new();
+    let a: HashSet<String> = words(original).into_iter().collect();
+    let b: HashSet<String> = words(evolved).into_iter().collect();
+    let union = a.union(&b).count().max(1);
+    let overlap = a.intersection(&b).count() as f64 / union as f64;
+    if overlap >= 0.9 {
+        out.push(EvolutionFailure::NoInformationGain {
+            word_overlap: overlap,
+        });
+    }
+    if evolved_response.to_lowercase().contains("sorry") && evolved_response.chars().count() < 80 {
+        out.push(EvolutionFailure::SorryAndShort);
+    }
+    let lower = evolved.to_lowercase();
+    if let Some(words) = EVOL_PROMPT_WORDS.iter().find(|w| lower.contains(*w)) {
+        out.push(EvolutionFailure::CopiedPromptWords {
+            words: words.to_string(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUESTION: &str =
+        "Why was my card declined at the gas station when my balance is positive?";
+    const GOOD: &str = "Gas stations often place an authorization hold that is larger than the \
+        purchase itself. Your available balance subtracts pending holds, so it can be lower than \
+        the balance you see. The hold usually drops off within a few days.";
+
+    fn check(response: &str) -> Vec<Rejection> {
+        check_pair(QUESTION, response, Some("en"), &[], &Thresholds::default())
+    }
+
+    #[test]
+    fn a_good_answer_passes() {
+        assert_eq!(check(GOOD), vec![]);
+    }
+
+    #[test]
+    fn length_bounds() {
+        assert!(matches!(
+            check("Holds.")[..],
+            [Rejection::TooShort { .. }, ..]
+        ));
+        let thresholds = Thresholds {
+            max_chars: 100,
+            ..Thresholds::default()
+        };
+        let long = check_pair(QUESTION, GOOD, None, &[], &thresholds);
+        assert!(matches!(long[..], [Rejection::TooLong { .. }]), "{long:?}");
+    }
+
+    #[test]
+    fn repetition() {
+        let looping = "The hold is on your card. The hold is on your card. The hold is on your card. \
+            The hold is on your card. The hold is on your card.";
+        assert!(repeated_trigram_share(looping) > 0.5);
+        assert!(
+            check(looping)
+                .iter()
+                .any(|r| matches!(r, Rejection::Repetitive { .. }))
+        );
+        assert!(repeated_trigram_share(GOOD) < 0.1);
+    }
+
+    #[test]
+    fn refusals_and_apologies() {
+        let refusal = "I'm sorry, but I cannot help with questions about your bank account.";
+        assert_eq!(refusal_phrase(refusal), Some("i'm sorry"));
+        assert!(
+            check(refusal)
+                .iter()
+                .any(|r| matches!(r, Rejection::Refusal { .. }))
+        );
+        assert_eq!(
+            refusal_phrase("Lo siento, no puedo ayudarle con eso."),
+            Some("lo siento")
+        );
+        // a response that merely mentions sorry in another sense is not a refusal phrase
+        assert_eq!(refusal_phrase(GOOD), None);
+    }
+
+    #[test]
+    fn copied_input() {
+        let parrot = format!("{QUESTION} {QUESTION}");
+        assert!(copied_input_share(QUESTION, &parrot) > 0.99);
+        assert!(
+            check(&parrot)
+                .iter()
+                .any(|r| matches!(r, Rejection::CopiesInput { .. }))
+        );
+        assert!(copied_input_share(QUESTION, GOOD) < 0.2);
+    }
+
+    #[test]
+    fn unclosed_code_fence() {
+        let broken = "Run this in the app console:\n```\nshow holds --card 1\n";
+        assert!(check(broken).contains(&Rejection::UnclosedCodeFence));
+        let closed = "Run this in the app console:\n```\nshow holds --card 1\n```\nThen retry.";
+        assert!(!check(closed).contains(&Rejection::UnclosedCodeFence));
+    }
+
+    #[test]
+    fn business_rules() {
+        let rules = vec![RuleCheck {
+            must_contain: vec!["available balance".into()],
+            must_not_contain: vec!["tell me your PIN".into()],
+            forbidden: Some(regex::Regex::new(r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b").unwrap()),
+        }];
+        let ok = check_pair(QUESTION, GOOD, Some("en"), &rules, &Thresholds::default());
+        assert_eq!(ok, vec![]);
+        let bad = "Please tell me your PIN and the card number 4111 1111 1111 1111 so I can check the hold.";
+        let found = check_pair(QUESTION, bad, Some("en"), &rules, &Thresholds::default());
+        assert!(found.contains(&Rejection::MissingRequiredTerm {
+            rule: 0,
+            term: "available balance".into()
+        }));
+        assert!(found.contains(&Rejection::ForbiddenTerm {
+            rule: 0,
+            term: "tell me your PIN".into()
+        }));
+        assert!(found.contains(&Rejection::ForbiddenPattern {
+            rule: 0,
+            matched: "4111 1111 1111 1111".into()
+        }));
+    }
+
+    #[test]
+    fn wrong_language_and_mixed_script() {
+        let spanish = "Las gasolineras suelen aplicar una retención mayor que la compra. Su saldo \
+            disponible resta las retenciones pendientes.";
+        let found = check(spanish);
+        assert!(
+            found.contains(&Rejection::WrongLanguage {
+                expected: "en".into(),
+                detected: "es".into()
+            }),
+            "{found:?}"
+        );
+        let drifted =
+            "Gas stations place an authorization hold. 预授权会减少您的可用余额，通常几天后释放。";
+        assert!(
+            check(drifted)
+                .iter()
+                .any(|r| matches!(r, Rejection::MixedScript { .. }))
+        );
+        // the same Chinese text is fine in a Chinese plan
+        let chinese = "加油站通常会预授权一笔比实际消费更大的金额，这会减少您的可用余额。";
+        assert_eq!(
+            check_pair(
+                "为什么我的卡被拒绝？",
+                chinese,
+                Some("zh"),
+                &[],
+                &Thresholds {
+                    min_chars: 5,
+                    ..Thresholds::default()
+                }
+            ),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn evol_instruct_elimination() {
+        let original = "How do I dispute a card transaction?";
+        let same = "How do I dispute a card transaction?";
+        assert!(matches!(
+            evolution_failures(original, same, GOOD)[..],
+            [EvolutionFailure::NoInformationGain { .. }]
+        ));
+        let deeper = "How do I dispute a foreign card transaction that was charged twice, and how long will the provisional credit take?";
+        assert_eq!(evolution_failures(original, deeper, GOOD), vec![]);
+        assert!(
+            evolution_failures(original, deeper, "Sorry, I can't answer that.")
+                .contains(&EvolutionFailure::SorryAndShort)
+        );
+        let copied = "#Rewritten Prompt#: How do I dispute a card transaction in detail?";
+        assert!(
+            evolution_failures(original, copied, GOOD)
+                .iter()
+                .any(|f| matches!(f, EvolutionFailure::CopiedPromptWords { .. }))
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Scoring of generated pairs. `heuristics.rs` holds the fast, model-free
+//! checks (design section 6.2) that run on every response before any model
+//! judge sees it; each failed check is a reason recorded in the lineage.
+
+pub mod heuristics;
+pub mod language;
