@@ -7,4 +7,5 @@
 pub mod ids;
 pub mod lineage;
 pub mod record;
+pub mod similarity;
 pub mod time;

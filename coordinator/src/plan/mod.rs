@@ -3,14 +3,17 @@
 //! stratified allocation of accepted-record quotas.
 //!
 //! `schema.rs` is the file format, `load.rs` reading and locating errors,
-//! `validate.rs` the semantic checks, `allocation.rs` the pure data-planning step.
+//! `validate.rs` the semantic checks, `allocation.rs` the pure data-planning step, `instantiate.rs` template
+//! instantiation of one work unit.
 
 mod allocation;
+mod instantiate;
 mod load;
 mod schema;
 mod validate;
 
 pub use allocation::{Stratum, StratumQuota, allocate};
+pub use instantiate::{UnitParams, render_instruction, sample_unit};
 pub use load::{PlanError, load_plan, parse_plan};
 pub use schema::{
     Adversarial, AdversarialKind, Domain, ExpertExample, GlossaryEntry, Language, Methods, Persona,

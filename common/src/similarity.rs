@@ -1,0 +1,148 @@
+//! Text similarity for the Self-Instruct novelty gate (design section 4.1,
+//! step 3): a new instruction joins the pool only if its ROUGE-L F1 against
+//! every instruction already there stays at or below a threshold (0.7 in the
+//! paper).
+
+/// Lowercase word tokens (letters and digits; everything else separates).
+pub fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn lcs_len(a: &[String], b: &[String]) -> usize {
+    let mut row = vec![0usize; b.len() + 1];
+    for x in a {
+        let mut diagonal = 0;
+        for (j, y) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if x == y {
+                diagonal + 1
+            } else {
+                above.max(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// ROUGE-L F1 of two token sequences: harmonic mean of LCS precision and recall.
+pub fn rouge_l(a: &[String], b: &[String]) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let lcs = lcs_len(a, b) as f64;
+    if lcs == 0.0 {
+        return 0.0;
+    }
+    let precision = lcs / b.len() as f64;
+    let recall = lcs / a.len() as f64;
+    2.0 * precision * recall / (precision + recall)
+}
+
+/// A pool of instructions that admits only novel ones.
+#[derive(Debug, Clone)]
+pub struct NoveltyPool {
+    entries: Vec<Vec<String>>,
+    threshold: f64,
+}
+
+/// Why a candidate was turned away: the pool entry it is too close to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TooSimilar {
+    pub closest: usize,
+    pub rouge_l: f64,
+}
+
+impl NoveltyPool {
+    pub fn new(threshold: f64) -> Self {
+        Self {
+            entries: Vec::new(),
+            threshold,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds `text` when its ROUGE-L to every entry is at most the threshold.
+    pub fn admit(&mut self, text: &str) -> Result<(), TooSimilar> {
+        let candidate = tokens(text);
+        let closest = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(idx, entry)| (idx, rouge_l(entry, &candidate)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((closest, score)) = closest
+            && score > self.threshold
+        {
+            return Err(TooSimilar {
+                closest,
+                rouge_l: score,
+            });
+        }
+        self.entries.push(candidate);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(a: &str, b: &str) -> f64 {
+        rouge_l(&tokens(a), &tokens(b))
+    }
+
+    #[test]
+    fn rouge_l_table() {
+        let cases = [
+            ("the card was declined", "the card was declined", 1.0),
+            ("the card was declined", "", 0.0),
+            ("alpha beta", "gamma delta", 0.0),
+            // LCS "the card declined" = 3 of 4 and 3 of 5 tokens: F1 = 2*(3/5)(3/4)/(3/5+3/4)
+            (
+                "the card was declined",
+                "the new card got declined",
+                2.0 * 0.6 * 0.75 / 1.35,
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert!(
+                (score(a, b) - want).abs() < 1e-9,
+                "{a:?} vs {b:?}: {} != {want}",
+                score(a, b)
+            );
+        }
+        assert_eq!(
+            score("Card DECLINED!", "card declined"),
+            1.0,
+            "case and punctuation do not count"
+        );
+    }
+
+    #[test]
+    fn the_gate_keeps_novel_instructions_only() {
+        let mut pool = NoveltyPool::new(0.7);
+        pool.admit("Why was my card declined at the gas station?")
+            .unwrap();
+        pool.admit("How long does an international wire transfer take?")
+            .unwrap();
+        let near_copy = pool
+            .admit("Why was my debit card declined at the gas station?")
+            .unwrap_err();
+        assert_eq!(near_copy.closest, 0);
+        assert!(near_copy.rouge_l > 0.7);
+        pool.admit("What interest does a high-yield savings account pay?")
+            .unwrap();
+        assert_eq!(pool.len(), 3);
+    }
+}
