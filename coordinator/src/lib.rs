@@ -1,5 +1,7 @@
-//! The Seedling coordinator. Today it holds the lineage store: the sled-backed
-//! DAG of every record, step and decision, and its analysis with petgraph.
+//! The Seedling coordinator: plans (validation, allocation, instantiation),
+//! the lineage store (the sled-backed DAG of every record, step and decision),
+//! and the quality control that needs every worker's output (deduplication).
 
 pub mod lineage;
 pub mod plan;
+pub mod quality;
