@@ -314,3 +314,58 @@ fn record_trace_is_reconstructed_from_the_dag() {
     let json = serde_json::to_value(&trace).unwrap();
     assert!(json["processing_steps"][0]["params"].is_object());
 }
+
+#[test]
+fn no_lineage_group_spans_two_splits() {
+    use seedling_coordinator::dataset::splits::{Group, assign_splits};
+    let (_dir, store) = open_with_records(30);
+    // record 5 is a near duplicate of record 4: the two must land together
+    let dup = NodeId::derive(&plan(), &["unit", "5", "input"]);
+    let survivor = NodeId::derive(&plan(), &["unit", "4", "input"]);
+    store
+        .append(&LineageBatch {
+            edges: vec![Edge::new(&survivor, &dup, EdgeKind::DuplicateOf)],
+            ..Default::default()
+        })
+        .unwrap();
+    let graph = PlanGraph::load(&store, &plan()).unwrap();
+    let groups = graph.lineage_groups();
+    let as_groups: Vec<Group> = groups
+        .iter()
+        .map(|members| Group {
+            id: members[0].to_string(),
+            subdomain: "all".into(),
+            records: members.len(),
+        })
+        .collect();
+    let assignment = assign_splits(&as_groups, [0.8, 0.1, 0.1], 3);
+    let split_of = |id: &NodeId| {
+        let group = groups.iter().find(|g| g.contains(id)).unwrap();
+        assignment[group[0].as_str()]
+    };
+    // every derivation or duplicate edge between records stays inside one split
+    let json = graph.to_json();
+    for edge in json["edges"].as_array().unwrap() {
+        let kind = edge["kind"].as_str().unwrap();
+        let parent = NodeId::new(edge["parent"].as_str().unwrap());
+        let child = NodeId::new(edge["child"].as_str().unwrap());
+        let parent_kind = store.require(&parent).unwrap().kind;
+        if kind == "grounded_on" || parent_kind == NodeKind::Plan {
+            continue; // shared grounding joins no group
+        }
+        assert_eq!(
+            split_of(&parent),
+            split_of(&child),
+            "{parent} -{kind}-> {child}"
+        );
+    }
+    assert_eq!(
+        split_of(&response_id(&plan(), 4)),
+        split_of(&response_id(&plan(), 5))
+    );
+    let splits: std::collections::HashSet<_> = assignment.values().collect();
+    assert!(
+        splits.len() >= 2,
+        "30 records should spread over several splits"
+    );
+}
