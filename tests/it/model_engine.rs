@@ -346,16 +346,24 @@ fn model_reused_prefix_gives_the_text_of_a_fresh_prefix() {
         reused.accounting
     );
     let distance = logit_distance(&fresh.first_logits, &reused.first_logits);
+    eprintln!(
+        "reused prefix: {} of {prompt_len} prompt tokens reused; first-step logit difference \
+         {distance:.4}; text {}",
+        reused.accounting.prompt_tokens_reused,
+        if fresh.text == reused.text {
+            "identical to the fresh computation".to_string()
+        } else {
+            format!(
+                "diverges at char {}",
+                first_divergence(&fresh.text, &reused.text)
+            )
+        }
+    );
     assert!(
         distance <= LOGIT_TOLERANCE,
         "first-step logits differ by {distance}"
     );
-    if fresh.text != reused.text {
-        eprintln!(
-            "reused-prefix text diverges from fresh at char {}",
-            first_divergence(&fresh.text, &reused.text)
-        );
-    }
+    assert_same_argmax(&fresh.first_logits, &reused.first_logits, "reused prefix");
     assert_eq!(
         engine.stats().prompt_tokens_reused,
         u64::from(reused.accounting.prompt_tokens_reused)
