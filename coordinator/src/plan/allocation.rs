@@ -30,20 +30,28 @@ fn normalised(weights: &[f64]) -> Vec<f64> {
     weights.iter().map(|w| w / sum).collect()
 }
 
-fn tie_break(seed: u64, stratum: &Stratum) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&seed.to_le_bytes());
-    for part in [
-        &stratum.subdomain,
-        &stratum.task_type,
-        &stratum.persona,
-        &stratum.language,
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update(&[0]);
+impl Stratum {
+    /// A hasher seeded with the plan seed and this stratum: the root of every
+    /// deterministic choice made for it.
+    pub(super) fn seeded_hasher(&self, seed: u64) -> blake3::Hasher {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&seed.to_le_bytes());
+        for part in [
+            &self.subdomain,
+            &self.task_type,
+            &self.persona,
+            &self.language,
+        ] {
+            hasher.update(part.as_bytes());
+            hasher.update(&[0]);
+        }
+        hasher.update(&[u8::from(self.adversarial)]);
+        hasher
     }
-    hasher.update(&[u8::from(stratum.adversarial)]);
-    *hasher.finalize().as_bytes()
+}
+
+fn tie_break(seed: u64, stratum: &Stratum) -> [u8; 32] {
+    *stratum.seeded_hasher(seed).finalize().as_bytes()
 }
 
 /// Quotas for every stratum, sorted by stratum; they sum to the target.

@@ -23,18 +23,7 @@ pub struct UnitParams<'p> {
 
 /// A deterministic pick in `0..n` for one role of one unit.
 fn pick(plan: &Plan, stratum: &Stratum, unit: u64, role: &str, n: usize) -> usize {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&plan.seed.to_le_bytes());
-    for part in [
-        &stratum.subdomain,
-        &stratum.task_type,
-        &stratum.persona,
-        &stratum.language,
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update(&[0]);
-    }
-    hasher.update(&[u8::from(stratum.adversarial)]);
+    let mut hasher = stratum.seeded_hasher(plan.seed);
     hasher.update(&unit.to_le_bytes());
     hasher.update(role.as_bytes());
     let bytes = hasher.finalize();
