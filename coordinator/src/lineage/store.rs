@@ -431,8 +431,8 @@ impl LineageStore {
         // Stored endpoints already checked (the plan root is named by every record).
         let mut known_stored: HashSet<NodeId> = HashSet::new();
         let mut pending: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-        let mut late_children: Vec<Vec<u8>> = Vec::new();
-        let mut late_kinds: Vec<EdgeKind> = Vec::new();
+        // Children added to a parent written earlier: one `C` key each.
+        let mut late_children: Vec<(Vec<u8>, EdgeKind)> = Vec::new();
         for edge in &batch.edges {
             let refuse_cycle = || LineageError::Cycle {
                 parent: edge.parent.to_string(),
@@ -490,8 +490,7 @@ impl LineageStore {
             match new_nodes.get_mut(&edge.parent) {
                 Some(stored) => stored.children.push((edge.kind, edge.child.clone())),
                 None => {
-                    late_children.push(keys::child_edge(&edge.parent, &edge.child));
-                    late_kinds.push(edge.kind);
+                    late_children.push((keys::child_edge(&edge.parent, &edge.child), edge.kind));
                 }
             }
             outcome.edges_written += 1;
@@ -516,36 +515,41 @@ impl LineageStore {
         }
 
         let mut writes = sled::Batch::default();
-        let mut put_node = |stored: &StoredNode| -> Result<(), LineageError> {
-            let key = keys::node(&stored.node.id);
-            let payload = serde_json::to_vec(stored).map_err(io)?;
-            writes.insert(key.clone(), codec::seal(&key, &payload));
-            Ok(())
+        let mut put = |key: Vec<u8>, payload: &[u8]| {
+            let value = codec::seal(&key, payload);
+            writes.insert(key, value);
         };
-        for stored in new_nodes.values() {
-            put_node(stored)?;
-        }
-        for (_, stored) in touched.values() {
-            put_node(stored)?;
-        }
-        for stored in new_nodes.values() {
+        // New nodes have no index entry yet; touched ones are filed under
+        // the status they were read with.
+        let all = new_nodes.values().map(|stored| (None, stored));
+        let all = all.chain(
+            touched
+                .values()
+                .map(|(filed, stored)| (Some(*filed), stored)),
+        );
+        let mut stale_index = Vec::new();
+        for (filed_under, stored) in all {
             let node = &stored.node;
-            let index = keys::index(&node.plan, node.kind, node.status, &node.id);
-            writes.insert(index.clone(), codec::seal(&index, &[]));
-        }
-        for (filed_under, stored) in touched.values() {
-            let node = &stored.node;
-            if node.status != *filed_under {
-                writes.remove(keys::index(&node.plan, node.kind, *filed_under, &node.id));
-                let index = keys::index(&node.plan, node.kind, node.status, &node.id);
-                writes.insert(index.clone(), codec::seal(&index, &[]));
+            put(
+                keys::node(&node.id),
+                &serde_json::to_vec(stored).map_err(io)?,
+            );
+            if filed_under != Some(node.status) {
+                if let Some(old) = filed_under {
+                    stale_index.push(keys::index(&node.plan, node.kind, old, &node.id));
+                }
+                put(
+                    keys::index(&node.plan, node.kind, node.status, &node.id),
+                    &[],
+                );
             }
         }
-        for (key, kind) in late_children.into_iter().zip(late_kinds) {
-            let value = codec::seal(&key, &[kind.code()]);
-            writes.insert(key, value);
+        for (key, kind) in late_children {
+            put(key, &[kind.code()]);
         }
-
+        for key in stale_index {
+            writes.remove(key);
+        }
         self.tree.apply_batch(writes).map_err(io)?;
         self.sync()?;
         Ok(outcome)

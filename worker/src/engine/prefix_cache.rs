@@ -66,30 +66,31 @@ impl PrefixCache {
     /// `min_tokens`); among equal matches the shortest entry, the cheapest to keep.
     /// Marks it used.
     pub fn lookup(&mut self, tokens: &[i32]) -> Option<PrefixMatch> {
-        let best = self
-            .entries
-            .iter_mut()
-            .map(|entry| (common_prefix_len(&entry.tokens, tokens), entry))
-            .filter(|(n, _)| *n >= self.min_tokens)
-            .max_by(|(n_a, a), (n_b, b)| n_a.cmp(n_b).then(b.tokens.len().cmp(&a.tokens.len())))?;
-        let (n_tokens, entry) = best;
+        let found = self.best_match(tokens)?;
         self.clock += 1;
-        entry.last_used = self.clock;
-        Some(PrefixMatch {
-            seq_id: entry.seq_id,
-            n_tokens,
-            entry_len: entry.tokens.len(),
-        })
+        if let Some(entry) = self.entries.iter_mut().find(|e| e.seq_id == found.seq_id) {
+            entry.last_used = self.clock;
+        }
+        Some(found)
     }
 
     /// Length of the longest usable cached prefix of `tokens`, without
     /// marking anything used.
     pub fn peek_best(&self, tokens: &[i32]) -> Option<usize> {
+        self.best_match(tokens).map(|m| m.n_tokens)
+    }
+
+    fn best_match(&self, tokens: &[i32]) -> Option<PrefixMatch> {
         self.entries
             .iter()
-            .map(|entry| common_prefix_len(&entry.tokens, tokens))
-            .filter(|n| *n >= self.min_tokens)
-            .max()
+            .map(|entry| (common_prefix_len(&entry.tokens, tokens), entry))
+            .filter(|(n, _)| *n >= self.min_tokens)
+            .max_by(|(n_a, a), (n_b, b)| n_a.cmp(n_b).then(b.tokens.len().cmp(&a.tokens.len())))
+            .map(|(n_tokens, entry)| PrefixMatch {
+                seq_id: entry.seq_id,
+                n_tokens,
+                entry_len: entry.tokens.len(),
+            })
     }
 
     /// Whether keeping `tokens` is worthwhile: long enough and not held already.

@@ -197,7 +197,8 @@ impl Sampling {
 
 /// A request waiting for a slot, already tokenised and with its sampler.
 struct Pending {
-    tokens: Vec<LlamaToken>,
+    /// Prompt token ids (plain ids: the prefix cache compares them every step).
+    tokens: Vec<i32>,
     sampler: Sampling,
     request: Box<GenerationRequest>,
     submitted: Instant,
@@ -215,7 +216,7 @@ enum Phase {
 /// A request in flight, bound to one llama.cpp sequence id.
 struct Slot {
     seq_id: i32,
-    tokens: Vec<LlamaToken>,
+    tokens: Vec<i32>,
     /// Positions already in the KV cache for this sequence.
     n_past: usize,
     n_reused: usize,
@@ -254,9 +255,6 @@ struct Scheduler<'m> {
     cache: PrefixCache,
     batch: LlamaBatch<'static>,
     counters: Arc<EngineCounters>,
-    /// Monotonic admission order, so a KV shortage evicts the youngest.
-    admissions: Vec<u64>,
-    admission_clock: u64,
 }
 
 impl<'m> Scheduler<'m> {
@@ -285,8 +283,6 @@ impl<'m> Scheduler<'m> {
             ),
             batch: LlamaBatch::new(config.n_batch as usize, 1),
             counters,
-            admissions: vec![0; n_slots],
-            admission_clock: 0,
         }
     }
 
@@ -357,15 +353,18 @@ impl<'m> Scheduler<'m> {
 
     /// Tokenises the prompt and builds the sampler chain; errors here belong
     /// to this request alone.
-    fn prepare(
-        &self,
-        request: &GenerationRequest,
-    ) -> Result<(Vec<LlamaToken>, Sampling), EngineError> {
+    fn prepare(&self, request: &GenerationRequest) -> Result<(Vec<i32>, Sampling), EngineError> {
         let text = match &request.prompt {
             Prompt::Raw(text) => text.clone(),
             Prompt::Chat(messages) => self.render_chat(messages)?,
         };
-        let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        let tokens: Vec<i32> = self
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), true, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -461,50 +460,48 @@ impl<'m> Scheduler<'m> {
             let Some(slot_idx) = self.slots.iter().position(Option::is_none) else {
                 return;
             };
-            let tokens: Vec<i32> = self.waiting[idx].tokens.iter().map(|t| t.0).collect();
+            let tokens = &self.waiting[idx].tokens;
             let reuse = self.waiting[idx].request.reuse_prefix;
             // A request whose prefix another slot is computing right now
             // waits for it to be cached instead of computing it again.
-            if reuse && self.prefix_in_flight(&tokens) {
+            if reuse && self.prefix_in_flight(tokens) {
                 idx += 1;
                 continue;
             }
-            let cached = if reuse {
-                self.cache.lookup(&tokens)
-            } else {
-                None
-            };
-            // Keep at least one prompt token to compute: it yields the logits.
-            let n_reused = cached.map_or(0, |m| m.n_tokens.min(tokens.len() - 1));
             let max_new = self.waiting[idx].request.max_new_tokens as usize;
-            let need =
-                (tokens.len() - n_reused + max_new).min(self.config.cells_per_sequence() as usize);
-            while self.reserved_cells() + self.cache.cells() + need > self.config.n_ctx as usize {
+            let n_ctx = self.config.n_ctx as usize;
+            let per_sequence = self.config.cells_per_sequence() as usize;
+            // Evicting cached prefixes frees cells but may take this
+            // request's match with it, so the match is looked up again.
+            let (hit, need) = loop {
+                let tokens = &self.waiting[idx].tokens;
+                let hit = if reuse {
+                    self.cache.lookup(tokens)
+                } else {
+                    None
+                };
+                // Keep at least one prompt token to compute: it yields the logits.
+                let hit = hit.map(|m| (m.seq_id, m.n_tokens.min(tokens.len() - 1)));
+                let n_reused = hit.map_or(0, |(_, n)| n);
+                let need = (tokens.len() - n_reused + max_new).min(per_sequence);
+                if self.reserved_cells() + self.cache.cells() + need <= n_ctx {
+                    break (hit, need);
+                }
                 match self.cache.evict_lru() {
                     Some(seq_id) => self.clear_seq(seq_id),
-                    None => break,
+                    None => return, // wait for a slot to finish and free cells
                 }
-            }
-            if self.reserved_cells() + self.cache.cells() + need > self.config.n_ctx as usize {
-                return; // wait for a slot to finish and free cells
-            }
-            let cached = if reuse {
-                self.cache.lookup(&tokens)
-            } else {
-                None
             };
-            let n_reused = cached.map_or(0, |m| m.n_tokens.min(tokens.len() - 1));
             let seq_id = slot_idx as i32;
-            if let Some(hit) = cached.filter(|_| n_reused > 0) {
-                let _ =
-                    self.ctx
-                        .copy_kv_cache_seq(hit.seq_id, seq_id, Some(0), Some(n_reused as u32));
+            let n_reused = hit.map_or(0, |(_, n)| n);
+            if let Some((cache_seq, n)) = hit.filter(|(_, n)| *n > 0) {
+                let _ = self
+                    .ctx
+                    .copy_kv_cache_seq(cache_seq, seq_id, Some(0), Some(n as u32));
             }
             let Some(pending) = self.waiting.remove(idx) else {
                 return;
             };
-            self.admission_clock += 1;
-            self.admissions[slot_idx] = self.admission_clock;
             self.slots[slot_idx] = Some(Slot {
                 seq_id,
                 n_past: n_reused,
@@ -532,8 +529,7 @@ impl<'m> Scheduler<'m> {
         let already_cached = self.cache.peek_best(tokens).unwrap_or(0);
         self.slots.iter().flatten().any(|slot| {
             slot.phase == Phase::Prefill && slot.request.reuse_prefix && {
-                let slot_tokens: Vec<i32> = slot.tokens.iter().map(|t| t.0).collect();
-                let shared = common_prefix_len(&slot_tokens, tokens);
+                let shared = common_prefix_len(&slot.tokens, tokens);
                 shared >= self.cache.min_tokens() && shared > already_cached
             }
         })
@@ -572,9 +568,12 @@ impl<'m> Scheduler<'m> {
             slot.step_prompt_tokens = end - slot.n_past;
             for pos in slot.n_past..end {
                 let last = pos + 1 == slot.tokens.len();
-                let _ = self
-                    .batch
-                    .add(slot.tokens[pos], pos as i32, &[slot.seq_id], last);
+                let _ = self.batch.add(
+                    LlamaToken(slot.tokens[pos]),
+                    pos as i32,
+                    &[slot.seq_id],
+                    last,
+                );
                 if last {
                     slot.logits_at = Some(self.batch.n_tokens() - 1);
                 }
@@ -609,8 +608,9 @@ impl<'m> Scheduler<'m> {
         }
         // Nothing cached to give back: the youngest request fails alone.
         let youngest = (0..self.slots.len())
-            .filter(|&i| self.slots[i].is_some())
-            .max_by_key(|&i| self.admissions[i]);
+            .filter_map(|i| self.slots[i].as_ref().map(|slot| (i, slot.admitted)))
+            .max_by_key(|(_, admitted)| *admitted)
+            .map(|(i, _)| i);
         if let Some(slot) = youngest.and_then(|slot_idx| self.slots[slot_idx].take()) {
             self.clear_seq(slot.seq_id);
             self.counters
@@ -625,36 +625,19 @@ impl<'m> Scheduler<'m> {
 
     /// After a successful decode: move prefill forward, sample, finish.
     fn advance(&mut self) {
-        let n_batch = self.config.n_batch as usize;
-        let mut consumed = 0usize;
-        for slot_idx in 0..self.slots.len() {
-            let Some(slot) = self.slots[slot_idx].as_mut() else {
+        let mut finished_prefill = Vec::new();
+        for (slot_idx, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot.as_mut() else {
                 continue;
             };
             match slot.phase {
-                Phase::Generate(_) => {
-                    slot.n_past += 1;
-                    consumed += 1;
+                Phase::Generate(_) => slot.n_past += 1,
+                Phase::Prefill => {
+                    slot.n_past += slot.step_prompt_tokens;
+                    if slot.step_prompt_tokens > 0 && slot.n_past == slot.tokens.len() {
+                        finished_prefill.push(slot_idx);
+                    }
                 }
-                Phase::Prefill => {}
-            }
-        }
-        // Prefill progress mirrors the order the batch was filled in.
-        let mut room = n_batch.saturating_sub(consumed);
-        let mut finished_prefill = Vec::new();
-        for slot_idx in 0..self.slots.len() {
-            let Some(slot) = self.slots[slot_idx].as_mut() else {
-                continue;
-            };
-            if slot.phase != Phase::Prefill || room == 0 {
-                continue;
-            }
-            let end = (slot.n_past + room).min(slot.tokens.len());
-            let n_computed = end - slot.n_past;
-            room -= n_computed;
-            slot.n_past = end;
-            if end == slot.tokens.len() {
-                finished_prefill.push(slot_idx);
             }
         }
         for slot_idx in finished_prefill {
@@ -679,17 +662,17 @@ impl<'m> Scheduler<'m> {
         if !slot.request.reuse_prefix {
             return;
         }
-        let tokens: Vec<i32> = slot.tokens.iter().map(|t| t.0).collect();
+        let tokens = &slot.tokens;
         // When this prompt reused part of a longer entry, the part they share
         // is the real common prefix (a system prompt); keep that instead.
         let keep = if slot.n_reused >= self.cache.min_tokens() {
             let n = slot.n_reused;
-            if self.cache.peek_best(&tokens).is_some_and(|best| best > n) {
+            if self.cache.peek_best(tokens).is_some_and(|best| best > n) {
                 return;
             }
             tokens[..n].to_vec()
         } else {
-            tokens
+            tokens.clone()
         };
         let seq_id = slot.seq_id;
         if let Some((cache_seq, evicted)) = self.cache.insert(&keep) {
