@@ -72,24 +72,29 @@ impl NoveltyPool {
         self.entries.is_empty()
     }
 
-    /// Adds `text` when its ROUGE-L to every entry is at most the threshold.
-    pub fn admit(&mut self, text: &str) -> Result<(), TooSimilar> {
+    /// The entry `text` is too close to, if any (nothing is added).
+    pub fn too_similar(&self, text: &str) -> Option<TooSimilar> {
         let candidate = tokens(text);
-        let closest = self
-            .entries
+        self.entries
             .iter()
             .enumerate()
             .map(|(idx, entry)| (idx, rouge_l(entry, &candidate)))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((closest, score)) = closest
-            && score > self.threshold
-        {
-            return Err(TooSimilar {
-                closest,
-                rouge_l: score,
-            });
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .filter(|(_, score)| *score > self.threshold)
+            .map(|(closest, rouge_l)| TooSimilar { closest, rouge_l })
+    }
+
+    /// Adds `text` unconditionally; it becomes entry `len() - 1`.
+    pub fn insert(&mut self, text: &str) {
+        self.entries.push(tokens(text));
+    }
+
+    /// Adds `text` when its ROUGE-L to every entry is at most the threshold.
+    pub fn admit(&mut self, text: &str) -> Result<(), TooSimilar> {
+        if let Some(too_similar) = self.too_similar(text) {
+            return Err(too_similar);
         }
-        self.entries.push(candidate);
+        self.insert(text);
         Ok(())
     }
 }

@@ -1,5 +1,13 @@
 //! Timestamps as the dataset writes them (RFC 3339, UTC), without a calendar crate.
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn rfc3339_from_unix_ms(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;

@@ -1,8 +1,10 @@
 //! The Seedling coordinator: plans (validation, allocation, instantiation),
 //! the lineage store (the sled-backed DAG of every record, step and decision),
-//! and the quality control that needs every worker's output (deduplication).
+//! the generation pipeline and its coordinator actor, the quality control that
+//! needs every worker's output (deduplication), and dataset packaging.
 
 pub mod dataset;
 pub mod lineage;
+pub mod pipeline;
 pub mod plan;
 pub mod quality;

@@ -1,6 +1,8 @@
 //! Seedling's wire contract. Generated prost types live here, and this is the
 //! only crate that knows both the wire types and the domain types.
 
+pub mod actors;
+
 /// Messages a worker sends about itself (`proto/worker.proto`).
 pub mod worker {
     include!(concat!(env!("OUT_DIR"), "/seedling.worker.v1.rs"));

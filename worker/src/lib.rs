@@ -5,6 +5,8 @@
 //! the engine thread batches it with every other request in flight and answers
 //! with a [`engine::Generation`].
 
+pub mod actor;
 pub mod engine;
 pub mod model_file;
 pub mod scoring;
+pub mod unit;

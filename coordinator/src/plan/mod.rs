@@ -16,7 +16,8 @@ pub use allocation::{Stratum, StratumQuota, allocate};
 pub use instantiate::{UnitParams, render_instruction, sample_unit};
 pub use load::{PlanError, load_plan, parse_plan};
 pub use schema::{
-    Adversarial, AdversarialKind, Domain, ExpertExample, GlossaryEntry, Language, Methods, Persona,
-    Plan, Quality, Reference, Rule, Sampling, Scenario, Splits, Subdomain, Target, TaskType,
+    Adversarial, AdversarialKind, Augmentation, AugmentationKind, Domain, ExpertExample,
+    GlossaryEntry, Language, Methods, Persona, Plan, Quality, Reference, Rule, Sampling, Scenario,
+    Splits, Subdomain, Target, TaskType,
 };
 pub use validate::{KNOWN_LANGUAGES, TEMPLATE_VARIABLES};

@@ -38,6 +38,8 @@ pub struct Plan {
     #[serde(default)]
     pub methods: Methods,
     #[serde(default)]
+    pub augmentation: Augmentation,
+    #[serde(default)]
     pub sampling: Sampling,
     /// Seed of every random choice the plan drives (allocation ties, sampling).
     pub seed: u64,
@@ -178,6 +180,43 @@ impl Default for Methods {
             self_instruct: 0.15,
             evol_instruct: 0.2,
             magpie: 0.05,
+        }
+    }
+}
+
+/// Controlled transformations of accepted records (design section 4.1, step 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AugmentationKind {
+    /// The same request in other words.
+    Paraphrase,
+    /// The same request from another of the plan's personas.
+    PersonaShift,
+    /// The same request, much more or much less formal.
+    FormalityShift,
+    /// Input and response translated into another plan language.
+    Translation,
+}
+
+/// How many accepted records come from transforming an accepted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augmentation {
+    /// Share of each stratum's attempts spent on augmentation, in [0, 1).
+    pub share: f64,
+    pub kinds: Vec<AugmentationKind>,
+}
+
+impl Default for Augmentation {
+    fn default() -> Self {
+        Self {
+            share: 0.1,
+            kinds: vec![
+                AugmentationKind::Paraphrase,
+                AugmentationKind::PersonaShift,
+                AugmentationKind::FormalityShift,
+                AugmentationKind::Translation,
+            ],
         }
     }
 }

@@ -280,6 +280,19 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
         );
     }
 
+    let augmentation = root.key("augmentation");
+    if !(0.0..1.0).contains(&plan.augmentation.share) {
+        c.fail(
+            augmentation.key("share"),
+            format!("must be in [0, 1) (got {})", plan.augmentation.share),
+        );
+    } else if plan.augmentation.share > 0.0 && plan.augmentation.kinds.is_empty() {
+        c.fail(
+            augmentation.key("kinds"),
+            "needs at least one kind when share > 0",
+        );
+    }
+
     let m = &plan.methods;
     let methods = root.key("methods");
     for (key, share) in [

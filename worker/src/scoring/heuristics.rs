@@ -244,6 +244,20 @@ pub fn check_pair(
     out
 }
 
+/// A model-free quality estimate in [0, 1] of a pair that passed the checks:
+/// 0.4 for little repetition, 0.3 for substance (full at 300 characters),
+/// 0.3 for saying something of its own rather than echoing the input. It
+/// stands in for `quality_score` until a judge scores the pair.
+pub fn heuristic_score(input: &str, response: &str, thresholds: &Thresholds) -> f64 {
+    let repetition =
+        1.0 - (repeated_trigram_share(response) / thresholds.max_repeated_trigrams).min(1.0);
+    let substance = (response.trim().chars().count() as f64 / 300.0).min(1.0);
+    let originality =
+        1.0 - (copied_input_share(input, response) / thresholds.max_copied_input).min(1.0);
+    let score = 0.4 * repetition + 0.3 * substance + 0.3 * originality;
+    (score * 1000.0).round() / 1000.0
+}
+
 /// Words Evol-Instruct's rewriting prompt uses; an evolved instruction that
 /// contains them copied the prompt instead of rewriting.
 const EVOL_PROMPT_WORDS: &[&str] = &[
@@ -457,5 +471,23 @@ mod tests {
                 .iter()
                 .any(|f| matches!(f, EvolutionFailure::CopiedPromptWords { .. }))
         );
+    }
+
+    #[test]
+    fn heuristic_score_ranks_substance_over_echo_and_repetition() {
+        let thresholds = Thresholds::default();
+        let good = heuristic_score(QUESTION, GOOD, &thresholds);
+        let echo = heuristic_score(QUESTION, &format!("{QUESTION} {QUESTION}"), &thresholds);
+        let repetitive = heuristic_score(
+            QUESTION,
+            &"the hold is pending and the hold is pending ".repeat(8),
+            &thresholds,
+        );
+        assert!(good > 0.8, "{good}");
+        assert!(
+            echo < good && repetitive < good,
+            "{echo} {repetitive} {good}"
+        );
+        assert!((0.0..=1.0).contains(&echo) && (0.0..=1.0).contains(&repetitive));
     }
 }

@@ -1,0 +1,235 @@
+//! Work units: what the coordinator asks of a worker and what comes back.
+//! Plain data, so the same values travel inside one process (embedded mode)
+//! and, encoded, between nodes (the cluster).
+//!
+//! A unit is one **attempt** at one accepted record of one stratum, or one
+//! domain-analysis pass over a reference chunk. The coordinator renders every
+//! prompt (it knows the plan); the worker only runs them in order, checks the
+//! outcome with the model-free heuristics and reports.
+
+use serde::{Deserialize, Serialize};
+
+/// Replaced in a later call by the text the earlier call produced.
+pub const INPUT_SLOT: &str = "\u{27e6}input\u{27e7}";
+
+/// One role-tagged message of a chat prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The prompt of one model call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CallPrompt {
+    /// Through the model's chat template.
+    Chat(Vec<Message>),
+    /// Continued as-is (Magpie's pre-query prompt).
+    Raw(String),
+}
+
+/// One model call: the prompt and how to sample it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCall {
+    /// The processing step this call is (`input_generation`, `evol_instruct`, ...).
+    pub step: String,
+    pub prompt: CallPrompt,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub max_new_tokens: u32,
+    pub seed: u32,
+    pub stop: Vec<String>,
+    /// Constrain the output to this JSON schema.
+    pub json_schema: Option<serde_json::Value>,
+}
+
+impl ModelCall {
+    /// The call with every [`INPUT_SLOT`] replaced by `input`.
+    pub fn with_input(&self, input: &str) -> Self {
+        let fill = |text: &str| text.replace(INPUT_SLOT, input);
+        let prompt = match &self.prompt {
+            CallPrompt::Chat(messages) => CallPrompt::Chat(
+                messages
+                    .iter()
+                    .map(|m| Message {
+                        role: m.role.clone(),
+                        content: fill(&m.content),
+                    })
+                    .collect(),
+            ),
+            CallPrompt::Raw(text) => CallPrompt::Raw(fill(text)),
+        };
+        Self {
+            prompt,
+            ..self.clone()
+        }
+    }
+
+    /// The sampling parameters as lineage step parameters.
+    pub fn params(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = serde_json::Map::new();
+        map.insert("temperature".into(), f64::from(self.temperature).into());
+        map.insert("top_p".into(), f64::from(self.top_p).into());
+        map.insert("top_k".into(), self.top_k.into());
+        map.insert("max_new_tokens".into(), self.max_new_tokens.into());
+        map.insert("seed".into(), self.seed.into());
+        map
+    }
+}
+
+/// A business rule in the form the worker checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSpec {
+    pub must_contain: Vec<String>,
+    pub must_not_contain: Vec<String>,
+    pub forbidden_regex: Option<String>,
+}
+
+/// What the worker checks a finished pair against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckSpec {
+    /// ISO 639-1 code both input and response must be in.
+    pub language: String,
+    pub rules: Vec<RuleSpec>,
+    /// Adversarial inputs may rightly be declined: no refusal check.
+    pub allow_refusal: bool,
+    /// Evol-Instruct's elimination filter applies (the input was evolved).
+    pub evolved: bool,
+}
+
+/// Which model calls make one record, run in order. Each later call may use
+/// [`INPUT_SLOT`] for the text the input calls produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateTask {
+    /// Produces the record's input (instruction).
+    pub input: ModelCall,
+    /// Rewrites that input (Evol-Instruct); its output becomes the input.
+    pub evolve: Option<ModelCall>,
+    /// Produces the response to the input.
+    pub response: ModelCall,
+    pub checks: CheckSpec,
+}
+
+/// Extracts key concepts and scenarios from one reference chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyzeTask {
+    pub call: ModelCall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskKind {
+    Generate(GenerateTask),
+    Analyze(AnalyzeTask),
+}
+
+/// One unit of work, named so that its result is recognisable wherever and
+/// however often it arrives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitTask {
+    pub plan: String,
+    /// Unique within the plan (`stratum#attempt`, `analysis#chunk`).
+    pub unit: String,
+    pub kind: TaskKind,
+}
+
+/// How one model call went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallOutcome {
+    pub step: String,
+    pub text: String,
+    pub finish_reason: String,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+}
+
+/// The worker's verdict on a pair, before the coordinator's decisions.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HeuristicVerdict {
+    /// Every failed check, each a JSON object with a `reason`.
+    pub rejections: Vec<serde_json::Value>,
+    /// Evol-Instruct elimination reasons (evolved inputs only).
+    pub evolution_failures: Vec<serde_json::Value>,
+    /// A model-free quality estimate in [0, 1].
+    pub score: f64,
+}
+
+/// What a worker reports for a unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitResult {
+    pub plan: String,
+    pub unit: String,
+    pub worker: String,
+    /// The calls that ran, in order.
+    pub calls: Vec<CallOutcome>,
+    /// Set for generate tasks that ran to the end.
+    pub verdict: Option<HeuristicVerdict>,
+    /// Why the unit could not finish (the calls before the failure are kept).
+    pub error: Option<String>,
+}
+
+impl UnitResult {
+    /// Text of the last call of `step`, if it ran.
+    pub fn text_of(&self, step: &str) -> Option<&str> {
+        self.calls
+            .iter()
+            .rev()
+            .find(|c| c.step == step)
+            .map(|c| c.text.as_str())
+    }
+
+    pub fn generated_tokens(&self) -> u64 {
+        self.calls
+            .iter()
+            .map(|c| u64::from(c.generated_tokens))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_slot_is_filled_in_every_message() {
+        let call = ModelCall {
+            step: "response_generation".into(),
+            prompt: CallPrompt::Chat(vec![
+                Message::system("Answer the customer."),
+                Message::user(format!("Customer: {INPUT_SLOT}")),
+            ]),
+            temperature: 0.7,
+            top_p: 0.9,
+            top_k: 40,
+            max_new_tokens: 10,
+            seed: 1,
+            stop: vec![],
+            json_schema: None,
+        };
+        let filled = call.with_input("Why was my card declined?");
+        let CallPrompt::Chat(messages) = &filled.prompt else {
+            panic!("chat stays chat")
+        };
+        assert_eq!(messages[1].content, "Customer: Why was my card declined?");
+        assert_eq!(messages[0].content, "Answer the customer.");
+        assert_eq!(filled.seed, 1);
+    }
+}

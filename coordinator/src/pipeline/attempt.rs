@@ -1,0 +1,395 @@
+//! Planning one attempt (design section 4.1, steps 2-5): the generation
+//! method, the template instance with its sampled parameters, and the model
+//! calls a worker runs for it. Deterministic in plan, stratum and attempt
+//! index, so a resumed run plans exactly what an uninterrupted one would.
+
+use seedling_common::ids::NodeId;
+use seedling_common::work::{CheckSpec, GenerateTask, ModelCall, RuleSpec};
+
+use super::knowledge::{Knowledge, most_relevant_chunk};
+use super::prompts::{self, CallSettings};
+use crate::plan::{AugmentationKind, Plan, Stratum, render_instruction, sample_unit};
+
+/// How an attempt makes its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Template,
+    SelfInstruct,
+    EvolInstruct,
+    Magpie,
+    Augmentation(AugmentationKind),
+}
+
+impl Method {
+    /// The name in `metadata.generation_method`.
+    pub fn name(self) -> String {
+        match self {
+            Method::Template => "template".into(),
+            Method::SelfInstruct => "self_instruct".into(),
+            Method::EvolInstruct => "evol_instruct".into(),
+            Method::Magpie => "magpie".into(),
+            Method::Augmentation(kind) => {
+                format!("augmentation:{}", prompts::augmentation_name(kind))
+            }
+        }
+    }
+}
+
+/// An accepted record the pipeline can build on (Self-Instruct seeds,
+/// augmentation sources).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptedRecord {
+    pub id: NodeId,
+    pub stratum: usize,
+    pub input: String,
+    pub response: String,
+}
+
+/// The plan's knowledge as instantiation sees it: the plan's own items plus
+/// what domain analysis extracted, each with its lineage node.
+#[derive(Debug, Clone)]
+pub struct Grounding {
+    /// The plan with extracted scenarios and concepts appended.
+    pub effective: Plan,
+    pub scenario_ids: Vec<NodeId>,
+    pub glossary_ids: Vec<NodeId>,
+    pub knowledge: Knowledge,
+}
+
+/// One planned attempt: what the worker runs and what lineage needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAttempt {
+    pub unit: String,
+    pub stratum: usize,
+    pub attempt: u64,
+    pub method: Method,
+    /// The rendered template instruction (or the augmentation request).
+    pub instruction: String,
+    /// What was sampled, for the template instance node.
+    pub sampled: serde_json::Value,
+    /// Knowledge the instance drew on (terms, scenarios, examples).
+    pub instance_grounding: Vec<NodeId>,
+    /// Accepted records or expert examples a Self-Instruct prompt showed.
+    pub input_grounding: Vec<NodeId>,
+    /// Rules and the reference chunk the response prompt carried.
+    pub response_grounding: Vec<NodeId>,
+    /// The accepted record an augmentation transformed.
+    pub source: Option<NodeId>,
+    pub evol_operation: Option<&'static str>,
+    pub task: GenerateTask,
+}
+
+/// Key of a stratum in unit names and lineage bodies.
+pub fn stratum_key(stratum: &Stratum) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        stratum.subdomain,
+        stratum.task_type,
+        stratum.persona,
+        stratum.language,
+        if stratum.adversarial {
+            "adversarial"
+        } else {
+            "regular"
+        }
+    )
+}
+
+/// A uniform draw in [0, 1) for one role of one attempt.
+fn draw(plan: &Plan, unit: &str, role: &str) -> f64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&plan.seed.to_le_bytes());
+    hasher.update(unit.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(role.as_bytes());
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    (u64::from_le_bytes(word) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn pick<T: Copy>(items: &[T], x: f64) -> Option<T> {
+    (!items.is_empty()).then(|| items[((x * items.len() as f64) as usize).min(items.len() - 1)])
+}
+
+/// The method by the plan's mix; augmentation when its draw says so and a
+/// source exists.
+fn choose_method(plan: &Plan, unit: &str, augmentation_kinds: &[AugmentationKind]) -> Method {
+    if draw(plan, unit, "augment") < plan.augmentation.share
+        && let Some(kind) = pick(augmentation_kinds, draw(plan, unit, "augmentation_kind"))
+    {
+        return Method::Augmentation(kind);
+    }
+    let m = &plan.methods;
+    let x = draw(plan, unit, "method");
+    let mut edge = 0.0;
+    for (share, method) in [
+        (m.template, Method::Template),
+        (m.self_instruct, Method::SelfInstruct),
+        (m.evol_instruct, Method::EvolInstruct),
+        (m.magpie, Method::Magpie),
+    ] {
+        edge += share;
+        if x < edge {
+            return method;
+        }
+    }
+    Method::Template
+}
+
+/// Whether `source` may be augmented into a record of `target` by `kind`:
+/// translation changes only the language, persona shift only the persona,
+/// the others nothing.
+pub fn augmentable(kind: AugmentationKind, source: &Stratum, target: &Stratum) -> bool {
+    let same_except = |language: bool, persona: bool| {
+        source.subdomain == target.subdomain
+            && source.task_type == target.task_type
+            && source.adversarial == target.adversarial
+            && (language || source.language == target.language)
+            && (persona || source.persona == target.persona)
+    };
+    match kind {
+        AugmentationKind::Translation => {
+            source.language != target.language && same_except(true, false)
+        }
+        AugmentationKind::PersonaShift => {
+            source.persona != target.persona && same_except(false, true)
+        }
+        AugmentationKind::Paraphrase | AugmentationKind::FormalityShift => source == target,
+    }
+}
+
+fn seed_of(plan: &Plan, unit: &str) -> u32 {
+    (draw(plan, unit, "seed") * f64::from(u32::MAX)) as u32
+}
+
+fn checks(plan: &Plan, stratum: &Stratum, evolved: bool) -> CheckSpec {
+    CheckSpec {
+        language: stratum.language.clone(),
+        rules: plan
+            .rules
+            .iter()
+            .map(|r| RuleSpec {
+                must_contain: r.must_contain.clone(),
+                must_not_contain: r.must_not_contain.clone(),
+                forbidden_regex: r.forbidden_regex.clone(),
+            })
+            .collect(),
+        allow_refusal: stratum.adversarial,
+        evolved,
+    }
+}
+
+/// Plans attempt `attempt` of stratum `index`. `accepted` are the plan's
+/// accepted records so far, in acceptance order.
+pub fn plan_attempt(
+    plan: &Plan,
+    grounding: &Grounding,
+    strata: &[Stratum],
+    index: usize,
+    attempt: u64,
+    accepted: &[AcceptedRecord],
+) -> Result<PlannedAttempt, String> {
+    let stratum = &strata[index];
+    let unit = format!("{}#{attempt}", stratum_key(stratum));
+    let effective = &grounding.effective;
+    let knowledge = &grounding.knowledge;
+    let settings = CallSettings::of(plan, seed_of(plan, &unit));
+    let params = sample_unit(effective, stratum, attempt)
+        .ok_or_else(|| format!("stratum {unit} names a persona the plan does not have"))?;
+    let instruction = render_instruction(effective, &params)?;
+
+    let mut instance_grounding = Vec::new();
+    if let Some(term) = params.term
+        && let Some(i) = effective
+            .glossary
+            .iter()
+            .position(|g| std::ptr::eq(g, term))
+    {
+        instance_grounding.push(grounding.glossary_ids[i].clone());
+    }
+    if let Some(scenario) = params.scenario
+        && let Some(i) = effective
+            .scenarios
+            .iter()
+            .position(|s| std::ptr::eq(s, scenario))
+    {
+        instance_grounding.push(grounding.scenario_ids[i].clone());
+    }
+    if let Some(example) = params.example
+        && let Some(i) = plan.expert_examples.iter().position(|e| e == example)
+    {
+        instance_grounding.push(knowledge.examples[i].clone());
+    }
+    let sampled = serde_json::json!({
+        "persona": params.persona.name,
+        "scenario": params.scenario.map(|s| s.description.clone()),
+        "term": params.term.map(|t| t.term.clone()),
+        "example_question": params.example.map(|e| e.question.clone()),
+        "adversarial_kind": params.adversarial_kind,
+    });
+
+    // Augmentation needs an accepted source it may transform.
+    let kinds: Vec<AugmentationKind> = plan
+        .augmentation
+        .kinds
+        .iter()
+        .copied()
+        .filter(|kind| {
+            accepted
+                .iter()
+                .any(|r| augmentable(*kind, &strata[r.stratum], stratum))
+        })
+        .collect();
+    let method = choose_method(plan, &unit, &kinds);
+
+    let chunk = most_relevant_chunk(
+        &knowledge.chunks,
+        &format!("{instruction} {}", stratum.subdomain),
+    );
+    let mut response_grounding: Vec<NodeId> = knowledge.rules.clone();
+    response_grounding.extend(chunk.map(|c| c.id.clone()));
+    let mut response_call = prompts::response(
+        plan,
+        &stratum.language,
+        chunk.map(|c| c.text.as_str()),
+        settings,
+    );
+
+    let mut input_grounding = Vec::new();
+    let mut source = None;
+    let mut evol_operation = None;
+    let mut evolve: Option<ModelCall> = None;
+    let mut instruction = instruction;
+    let input = match method {
+        Method::Template => prompts::template_input(plan, &params, &instruction, settings),
+        Method::Magpie => prompts::magpie_input(plan, &params, settings),
+        Method::EvolInstruct => {
+            let op = (draw(plan, &unit, "evol_operation") * prompts::EVOL_OPERATIONS.len() as f64)
+                as usize;
+            let op = op.min(prompts::EVOL_OPERATIONS.len() - 1);
+            evol_operation = Some(prompts::EVOL_OPERATIONS[op].0);
+            evolve = Some(prompts::evolve_input(plan, &stratum.language, op, settings));
+            prompts::template_input(plan, &params, &instruction, settings)
+        }
+        Method::SelfInstruct => {
+            let mut seeds = Vec::new();
+            for (i, example) in plan.expert_examples.iter().enumerate() {
+                let in_subdomain = example
+                    .subdomain
+                    .as_ref()
+                    .is_none_or(|s| *s == stratum.subdomain);
+                if in_subdomain && seeds.len() < 3 {
+                    seeds.push(example.question.clone());
+                    input_grounding.push(knowledge.examples[i].clone());
+                }
+            }
+            // Bootstrapping: up to two accepted inputs of the same language.
+            let pool: Vec<&AcceptedRecord> = accepted
+                .iter()
+                .filter(|r| strata[r.stratum].language == stratum.language)
+                .collect();
+            for role in ["seed_a", "seed_b"] {
+                if let Some(record) = pick(&pool, draw(plan, &unit, role))
+                    && !input_grounding.contains(&record.id)
+                {
+                    seeds.push(record.input.clone());
+                    input_grounding.push(record.id.clone());
+                }
+            }
+            prompts::self_instruct_input(plan, &params, &seeds, settings)
+        }
+        Method::Augmentation(kind) => {
+            let sources: Vec<&AcceptedRecord> = accepted
+                .iter()
+                .filter(|r| augmentable(kind, &strata[r.stratum], stratum))
+                .collect();
+            let record = pick(&sources, draw(plan, &unit, "source")).ok_or_else(|| {
+                format!(
+                    "no source for {} in {unit}",
+                    prompts::augmentation_name(kind)
+                )
+            })?;
+            source = Some(record.id.clone());
+            instruction = format!("{} of: {}", prompts::augmentation_name(kind), record.input);
+            if kind == AugmentationKind::Translation {
+                response_call = prompts::translate_response(
+                    plan,
+                    &record.response,
+                    &stratum.language,
+                    settings,
+                );
+                response_grounding = vec![record.id.clone()];
+            }
+            prompts::augment_input(plan, kind, &record.input, &params, settings)
+        }
+    };
+    Ok(PlannedAttempt {
+        unit,
+        stratum: index,
+        attempt,
+        method,
+        instruction,
+        sampled,
+        instance_grounding,
+        input_grounding,
+        response_grounding,
+        source,
+        evol_operation,
+        task: GenerateTask {
+            input,
+            checks: checks(plan, stratum, evolve.is_some()),
+            evolve,
+            response: response_call,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stratum(language: &str, persona: &str) -> Stratum {
+        Stratum {
+            subdomain: "cards".into(),
+            task_type: "qa".into(),
+            persona: persona.into(),
+            language: language.into(),
+            adversarial: false,
+        }
+    }
+
+    #[test]
+    fn augmentation_sources_differ_only_where_the_transform_says() {
+        let en = stratum("en", "a");
+        let es = stratum("es", "a");
+        let en_b = stratum("en", "b");
+        assert!(augmentable(AugmentationKind::Translation, &en, &es));
+        assert!(!augmentable(AugmentationKind::Translation, &en, &en));
+        assert!(!augmentable(AugmentationKind::Translation, &en_b, &es));
+        assert!(augmentable(AugmentationKind::PersonaShift, &en, &en_b));
+        assert!(!augmentable(AugmentationKind::PersonaShift, &en, &es));
+        assert!(augmentable(AugmentationKind::Paraphrase, &en, &en));
+        assert!(!augmentable(AugmentationKind::FormalityShift, &en, &es));
+    }
+
+    #[test]
+    fn draws_are_uniform_enough_and_deterministic() {
+        let plan = crate::plan::load_plan(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/retail-banking.toml"),
+        )
+        .unwrap();
+        let xs: Vec<f64> = (0..2000)
+            .map(|i| draw(&plan, &format!("u#{i}"), "method"))
+            .collect();
+        assert_eq!(xs[7], draw(&plan, "u#7", "method"));
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        assert!((0.45..0.55).contains(&mean), "{mean}");
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+        let templates = (0..2000)
+            .filter(|i| choose_method(&plan, &format!("u#{i}"), &[]) == Method::Template)
+            .count();
+        // the retail plan: 0.6 template
+        assert!((1050..1350).contains(&templates), "{templates}");
+    }
+}

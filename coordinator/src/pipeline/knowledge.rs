@@ -1,0 +1,263 @@
+//! The plan's domain knowledge as lineage nodes (design section 3.2): the
+//! plan root, glossary terms, scenarios, expert examples, business rules and
+//! reference chunks. Written once per plan; every generated record is
+//! grounded on the nodes it used, so its trace reaches back to them.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use seedling_common::ids::{NodeId, PlanId};
+use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+
+use super::PipelineError;
+use crate::plan::Plan;
+
+/// Reference chunks aim at this many characters (paragraphs are kept whole
+/// unless one alone is longer).
+pub const CHUNK_CHARS: usize = 900;
+
+/// One chunk of a reference document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub id: NodeId,
+    pub source: String,
+    pub index: usize,
+    pub text: String,
+}
+
+/// Lineage ids of the plan's knowledge, by position in the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knowledge {
+    pub plan_node: NodeId,
+    pub glossary: Vec<NodeId>,
+    pub scenarios: Vec<NodeId>,
+    pub examples: Vec<NodeId>,
+    pub rules: Vec<NodeId>,
+    pub chunks: Vec<Chunk>,
+}
+
+/// A plan's id: a digest of everything in it except the target, so a run
+/// with another `--target` continues the same plan.
+pub fn plan_id(plan: &Plan) -> PlanId {
+    let mut canonical = plan.clone();
+    canonical.target.accepted = 0;
+    let json = serde_json::to_vec(&canonical).unwrap_or_default();
+    let hash = blake3::hash(&json);
+    let hex: String = hash.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    PlanId::new(format!("plan-{hex}"))
+}
+
+/// Splits text into chunks of about `max_chars`, on paragraph boundaries.
+pub fn chunk_text(text: &str, max_chars: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    for paragraph in text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+        if !current.is_empty() && current.chars().count() + paragraph.chars().count() > max_chars {
+            chunks.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push_str("\n\n");
+        }
+        current.push_str(paragraph);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+fn node(
+    plan: &PlanId,
+    id: NodeId,
+    kind: NodeKind,
+    step: &str,
+    now_ms: u64,
+    body: serde_json::Value,
+) -> Node {
+    Node {
+        id,
+        plan: plan.clone(),
+        kind,
+        status: NodeStatus::Recorded,
+        created_at_ms: now_ms,
+        step: step.to_string(),
+        params: serde_json::Map::new(),
+        body,
+    }
+}
+
+/// The knowledge nodes of a plan, and the batch that stores them (a no-op
+/// when they are stored already: ids are derived from the plan).
+pub fn knowledge_batch(
+    plan_id: &PlanId,
+    plan: &Plan,
+    base_dir: &Path,
+    generator_version: &str,
+    now_ms: u64,
+) -> Result<(Knowledge, LineageBatch), PipelineError> {
+    let mut batch = LineageBatch::default();
+    let plan_node = NodeId::derive(plan_id, &["plan"]);
+    let mut root = node(
+        plan_id,
+        plan_node.clone(),
+        NodeKind::Plan,
+        "plan_submitted",
+        now_ms,
+        serde_json::json!({ "plan": plan, "base_dir": base_dir }),
+    );
+    root.params
+        .insert("generator_version".into(), generator_version.into());
+    root.params.insert("seed".into(), plan.seed.into());
+    batch.nodes.push(root);
+
+    let mut add = |kind: NodeKind, role: &str, idx: usize, body: serde_json::Value| {
+        let id = NodeId::derive(plan_id, &[role, &idx.to_string()]);
+        batch.nodes.push(node(
+            plan_id,
+            id.clone(),
+            kind,
+            "domain_knowledge",
+            now_ms,
+            body,
+        ));
+        batch
+            .edges
+            .push(Edge::new(&plan_node, &id, EdgeKind::DerivedFrom));
+        id
+    };
+    let glossary = plan
+        .glossary
+        .iter()
+        .enumerate()
+        .map(|(i, g)| add(NodeKind::GlossaryTerm, "glossary", i, serde_json::json!(g)))
+        .collect();
+    let scenarios = plan
+        .scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, s)| add(NodeKind::Scenario, "scenario", i, serde_json::json!(s)))
+        .collect();
+    let examples = plan
+        .expert_examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| add(NodeKind::ExpertExample, "example", i, serde_json::json!(e)))
+        .collect();
+    let rules = plan
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| add(NodeKind::BusinessRule, "rule", i, serde_json::json!(r)))
+        .collect();
+    let mut chunks = Vec::new();
+    for reference in &plan.references {
+        let path = base_dir.join(&reference.path);
+        let text = std::fs::read_to_string(&path).map_err(|e| PipelineError::Reference {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let source = reference.path.display().to_string();
+        for (index, text) in chunk_text(&text, CHUNK_CHARS).into_iter().enumerate() {
+            let id = add(
+                NodeKind::ReferenceChunk,
+                &format!("chunk:{source}"),
+                index,
+                serde_json::json!({ "source": source, "index": index, "text": text }),
+            );
+            chunks.push(Chunk {
+                id,
+                source: source.clone(),
+                index,
+                text,
+            });
+        }
+    }
+    Ok((
+        Knowledge {
+            plan_node,
+            glossary,
+            scenarios,
+            examples,
+            rules,
+            chunks,
+        },
+        batch,
+    ))
+}
+
+/// Lower-case words of three letters or more, for relevance by overlap.
+fn content_words(text: &str) -> HashMap<String, ()> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .map(|w| (w.to_lowercase(), ()))
+        .collect()
+}
+
+/// The chunk sharing the most words with `text` (ties: the earliest).
+pub fn most_relevant_chunk<'k>(chunks: &'k [Chunk], text: &str) -> Option<&'k Chunk> {
+    let wanted = content_words(text);
+    chunks
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, chunk)| {
+            let shared = content_words(&chunk.text)
+                .keys()
+                .filter(|w| wanted.contains_key(*w))
+                .count();
+            (shared, std::cmp::Reverse(*i))
+        })
+        .map(|(_, chunk)| chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_keep_paragraphs_and_respect_the_size() {
+        let text = "First paragraph.\n\nSecond one.\n\n\n\nThird paragraph here.";
+        assert_eq!(
+            chunk_text(text, 30),
+            vec!["First paragraph.\n\nSecond one.", "Third paragraph here."]
+        );
+        assert_eq!(chunk_text(text, 1000).len(), 1);
+        assert!(chunk_text("  \n\n ", 10).is_empty());
+    }
+
+    #[test]
+    fn plan_id_ignores_the_target_only() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/retail-banking.toml");
+        let plan = crate::plan::load_plan(&path).unwrap();
+        let mut other_target = plan.clone();
+        other_target.target.accepted = 7;
+        assert_eq!(plan_id(&plan), plan_id(&other_target));
+        let mut other_seed = plan.clone();
+        other_seed.seed += 1;
+        assert_ne!(plan_id(&plan), plan_id(&other_seed));
+    }
+
+    #[test]
+    fn relevance_prefers_shared_words() {
+        let chunk = |i: usize, text: &str| Chunk {
+            id: NodeId::new(format!("n{i}")),
+            source: "doc".into(),
+            index: i,
+            text: text.into(),
+        };
+        let chunks = vec![
+            chunk(0, "wire transfers and cut-off times"),
+            chunk(1, "card declines at fuel pumps and holds"),
+        ];
+        assert_eq!(
+            most_relevant_chunk(&chunks, "my card was declined at the pump")
+                .unwrap()
+                .index,
+            1
+        );
+        assert_eq!(most_relevant_chunk(&chunks, "zzz").unwrap().index, 0);
+        assert!(most_relevant_chunk(&[], "x").is_none());
+    }
+}

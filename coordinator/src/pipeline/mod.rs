@@ -1,0 +1,42 @@
+//! The generation pipeline (design sections 4.1 and 5.1): from a plan to
+//! accepted records, every step written into the lineage store as it
+//! happens.
+//!
+//! Data flow: `knowledge` stores the plan's domain knowledge; `run` drives
+//! one plan (domain analysis, then attempts chosen by `schedule`, each
+//! planned by `attempt` with prompts from `prompts`); workers run the units;
+//! `run` decides about every result (heuristics, novelty, dedup, quota) and
+//! appends its lineage atomically; `actor` is the coordinator actor that
+//! connects a run to its workers.
+
+mod actor;
+mod attempt;
+mod knowledge;
+mod prompts;
+mod run;
+mod schedule;
+
+use std::path::PathBuf;
+
+pub use actor::{CoordinatorActor, CoordinatorArgs};
+pub use attempt::{Method, stratum_key};
+pub use knowledge::{chunk_text, plan_id};
+pub use run::{PlanRun, Progress, RunOptions, StratumLine, UnitOutcome, record_id};
+pub use schedule::{StratumProgress, next_attempts};
+
+use crate::lineage::LineageError;
+
+/// Why a plan could not run on.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Lineage(#[from] LineageError),
+    #[error("cannot read reference document {path}: {reason}")]
+    Reference { path: PathBuf, reason: String },
+    #[error("cannot plan an attempt: {0}")]
+    Planning(String),
+    #[error(
+        "the engine fails every unit (last error: {last_error}); records accepted so far are stored"
+    )]
+    EngineFailing { last_error: String },
+}

@@ -1,0 +1,874 @@
+//! One plan's run: what is still to do, what every finished unit means, and
+//! the lineage it leaves. Everything it knows it reads back from the lineage
+//! store when it opens, so a run killed at any point continues where the
+//! store says it stopped: no attempt is counted twice and no quota overshoots.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use seedling_common::ids::{NodeId, PlanId};
+use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+use seedling_common::similarity::NoveltyPool;
+use seedling_common::time::now_unix_ms;
+use seedling_common::work::{AnalyzeTask, TaskKind, UnitResult, UnitTask};
+use serde::Serialize;
+
+use super::PipelineError;
+use super::attempt::{
+    AcceptedRecord, Grounding, Method, PlannedAttempt, plan_attempt, stratum_key,
+};
+use super::knowledge::{Knowledge, knowledge_batch, plan_id};
+use super::prompts;
+use super::schedule::{StratumProgress, next_attempts};
+use crate::lineage::LineageStore;
+use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
+use crate::quality::dedup::{DedupIndex, DedupVerdict};
+
+/// Self-Instruct's novelty gate: ROUGE-L above this to an accepted input drops a new one.
+pub const NOVELTY_THRESHOLD: f64 = 0.7;
+/// Near-duplicate threshold (estimated Jaccard of word shingles).
+pub const NEAR_DUPLICATE_JACCARD: f64 = 0.8;
+/// Reference chunks domain analysis reads at most.
+pub const MAX_ANALYSED_CHUNKS: usize = 6;
+/// Consecutive failed units after which the run stops: the engine is gone.
+pub const MAX_CONSECUTIVE_FAILURES: u32 = 16;
+
+/// How a run is set up.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Overrides the plan's accepted-record target.
+    pub target: Option<u64>,
+    /// `seedling <version> + model digest`, recorded on every record.
+    pub generator_version: String,
+    /// Directory the plan's relative paths start from.
+    pub base_dir: PathBuf,
+    /// Attempt budget per quota record before a stratum counts as short.
+    pub attempts_per_record: f64,
+}
+
+/// What a finished unit came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitOutcome {
+    Accepted,
+    Rejected(String),
+    Analysed,
+    /// Not a unit this run has in flight (a late or repeated result).
+    Ignored,
+}
+
+/// A stratum's line in progress reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct StratumLine {
+    pub stratum: String,
+    pub quota: u64,
+    pub accepted: u64,
+    pub attempts: u64,
+    pub exhausted: bool,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub plan: String,
+    pub phase: &'static str,
+    pub target: u64,
+    pub accepted: u64,
+    pub attempts: u64,
+    pub in_flight: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub generated_tokens: u64,
+    pub elapsed_s: f64,
+    pub strata: Vec<StratumLine>,
+}
+
+impl Progress {
+    /// Strata that spent their attempt budget short of their quota.
+    pub fn shortfalls(&self) -> Vec<&StratumLine> {
+        self.strata.iter().filter(|s| s.exhausted).collect()
+    }
+}
+
+/// A plan being run.
+#[derive(Debug)]
+pub struct PlanRun {
+    store: Arc<LineageStore>,
+    plan: Plan,
+    plan_id: PlanId,
+    options: RunOptions,
+    grounding: Grounding,
+    strata: Vec<Stratum>,
+    progress: Vec<StratumProgress>,
+    /// Attempt indexes finished per stratum (stored).
+    done: Vec<BTreeSet<u64>>,
+    in_flight: HashMap<String, PlannedAttempt>,
+    analysis_pending: BTreeSet<usize>,
+    analysis_in_flight: BTreeSet<usize>,
+    accepted: Vec<AcceptedRecord>,
+    novelty: NoveltyPool,
+    /// Accepted record of each novelty-pool entry.
+    novelty_ids: Vec<NodeId>,
+    dedup: DedupIndex,
+    rejected: BTreeMap<String, u64>,
+    generated_tokens: u64,
+    consecutive_failures: u32,
+    started: Instant,
+}
+
+fn body_str<'a>(node: &'a Node, key: &str) -> &'a str {
+    node.body
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+}
+
+impl PlanRun {
+    /// Opens a plan in `store`: writes its knowledge (a no-op if stored) and
+    /// reads back everything an earlier run of it left.
+    pub fn open(
+        store: Arc<LineageStore>,
+        plan: Plan,
+        options: RunOptions,
+    ) -> Result<Self, PipelineError> {
+        let mut plan = plan;
+        if let Some(target) = options.target {
+            plan.target.accepted = i64::try_from(target).unwrap_or(i64::MAX);
+        }
+        let plan_id = plan_id(&plan);
+        let (knowledge, batch) = knowledge_batch(
+            &plan_id,
+            &plan,
+            &options.base_dir,
+            &options.generator_version,
+            now_unix_ms(),
+        )?;
+        store.append(&batch)?;
+        let quotas = allocate(&plan);
+        let strata: Vec<Stratum> = quotas.iter().map(|q| q.stratum.clone()).collect();
+        let progress: Vec<StratumProgress> = quotas
+            .iter()
+            .map(|q| StratumProgress {
+                quota: q.quota,
+                ..StratumProgress::default()
+            })
+            .collect();
+        let mut run = Self {
+            grounding: Grounding {
+                effective: plan.clone(),
+                scenario_ids: knowledge.scenarios.clone(),
+                glossary_ids: knowledge.glossary.clone(),
+                knowledge: knowledge.clone(),
+            },
+            done: vec![BTreeSet::new(); strata.len()],
+            strata,
+            progress,
+            store,
+            plan,
+            plan_id,
+            options,
+            in_flight: HashMap::new(),
+            analysis_pending: BTreeSet::new(),
+            analysis_in_flight: BTreeSet::new(),
+            accepted: Vec::new(),
+            novelty: NoveltyPool::new(NOVELTY_THRESHOLD),
+            novelty_ids: Vec::new(),
+            dedup: DedupIndex::new(NEAR_DUPLICATE_JACCARD),
+            rejected: BTreeMap::new(),
+            generated_tokens: 0,
+            consecutive_failures: 0,
+            started: Instant::now(),
+        };
+        run.resume_analysis(&knowledge)?;
+        run.resume_attempts()?;
+        Ok(run)
+    }
+
+    pub fn plan_id(&self) -> &PlanId {
+        &self.plan_id
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn load_nodes(&self, kind: NodeKind) -> Result<Vec<Node>, PipelineError> {
+        let mut nodes = Vec::new();
+        for id in self.store.nodes_of_plan(&self.plan_id, Some(kind), None) {
+            nodes.push(self.store.require(&id?)?);
+        }
+        nodes.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(nodes)
+    }
+
+    /// Extracted knowledge already stored; chunks without it are analysed.
+    fn resume_analysis(&mut self, knowledge: &Knowledge) -> Result<(), PipelineError> {
+        let mut analysed = BTreeSet::new();
+        let mut extracted: Vec<Node> = self
+            .load_nodes(NodeKind::Scenario)?
+            .into_iter()
+            .chain(self.load_nodes(NodeKind::GlossaryTerm)?)
+            .filter(|n| n.step == "domain_analysis")
+            .collect();
+        extracted.sort_by(|a, b| a.id.cmp(&b.id));
+        for node in extracted {
+            if let Some(chunk) = node.body.get("chunk").and_then(|v| v.as_u64()) {
+                analysed.insert(chunk as usize);
+            }
+            self.add_extracted(&node);
+        }
+        self.analysis_pending = (0..knowledge.chunks.len().min(MAX_ANALYSED_CHUNKS))
+            .filter(|i| !analysed.contains(i))
+            .collect();
+        Ok(())
+    }
+
+    fn add_extracted(&mut self, node: &Node) {
+        let effective = &mut self.grounding.effective;
+        match node.kind {
+            NodeKind::Scenario => {
+                effective.scenarios.push(Scenario {
+                    description: body_str(node, "description").to_string(),
+                    subdomain: node
+                        .body
+                        .get("subdomain")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string),
+                });
+                self.grounding.scenario_ids.push(node.id.clone());
+            }
+            NodeKind::GlossaryTerm => {
+                effective.glossary.push(GlossaryEntry {
+                    term: body_str(node, "term").to_string(),
+                    definition: body_str(node, "definition").to_string(),
+                });
+                self.grounding.glossary_ids.push(node.id.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Attempts already stored: counts, pools, the accepted records.
+    fn resume_attempts(&mut self) -> Result<(), PipelineError> {
+        let index: HashMap<String, usize> = self
+            .strata
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (stratum_key(s), i))
+            .collect();
+        for node in self.load_nodes(NodeKind::Response)? {
+            let Some(&stratum) = index.get(body_str(&node, "stratum")) else {
+                continue; // a stratum of another target's allocation
+            };
+            let attempt = node
+                .body
+                .get("attempt")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            if !self.done[stratum].insert(attempt) {
+                continue;
+            }
+            let progress = &mut self.progress[stratum];
+            progress.attempts += 1;
+            self.generated_tokens += node
+                .body
+                .get("generated_tokens")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            if node.status == NodeStatus::Accepted {
+                let record = AcceptedRecord {
+                    id: node.id.clone(),
+                    stratum,
+                    input: body_str(&node, "input").to_string(),
+                    response: body_str(&node, "response").to_string(),
+                };
+                self.remember_accepted(record);
+            } else {
+                let reason = body_str(&node, "reason").to_string();
+                *self.rejected.entry(reason).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn remember_accepted(&mut self, record: AcceptedRecord) {
+        self.progress[record.stratum].accepted += 1;
+        self.novelty.insert(&record.input);
+        self.novelty_ids.push(record.id.clone());
+        let _ = self.dedup.check_and_insert(
+            record.id.as_str(),
+            &dedup_text(&record.input, &record.response),
+        );
+        self.accepted.push(record);
+    }
+
+    /// Whether every stratum is full or out of budget, with nothing in flight.
+    pub fn is_finished(&self) -> bool {
+        self.in_flight.is_empty()
+            && self.analysis_pending.is_empty()
+            && self.analysis_in_flight.is_empty()
+            && self
+                .progress
+                .iter()
+                .all(|p| p.missing() == 0 || p.exhausted(self.options.attempts_per_record))
+    }
+
+    /// Whether the engine behind the units looks gone.
+    pub fn is_failing(&self) -> bool {
+        self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len() + self.analysis_in_flight.len()
+    }
+
+    /// Up to `free` new units: domain analysis first, generation after it.
+    pub fn next_units(&mut self, free: usize) -> Result<Vec<UnitTask>, PipelineError> {
+        let mut units = Vec::new();
+        while units.len() < free
+            && let Some(chunk) = self.analysis_pending.pop_first()
+        {
+            self.analysis_in_flight.insert(chunk);
+            let text = &self.grounding.knowledge.chunks[chunk].text;
+            let seed = (self.plan.seed as u32).wrapping_add(chunk as u32);
+            units.push(UnitTask {
+                plan: self.plan_id.to_string(),
+                unit: format!("analysis#{chunk}"),
+                kind: TaskKind::Analyze(AnalyzeTask {
+                    call: prompts::analysis(&self.plan, text, seed),
+                }),
+            });
+        }
+        if !self.analysis_in_flight.is_empty() {
+            return Ok(units);
+        }
+        let given = next_attempts(
+            &self.progress,
+            free - units.len(),
+            self.options.attempts_per_record,
+        );
+        for (stratum, count) in given.into_iter().enumerate() {
+            for _ in 0..count {
+                let attempt = (0..)
+                    .find(|a| {
+                        !self.done[stratum].contains(a)
+                            && !self.in_flight.contains_key(&format!(
+                                "{}#{a}",
+                                stratum_key(&self.strata[stratum])
+                            ))
+                    })
+                    .unwrap_or(0);
+                let planned = plan_attempt(
+                    &self.plan,
+                    &self.grounding,
+                    &self.strata,
+                    stratum,
+                    attempt,
+                    &self.accepted,
+                )
+                .map_err(PipelineError::Planning)?;
+                units.push(UnitTask {
+                    plan: self.plan_id.to_string(),
+                    unit: planned.unit.clone(),
+                    kind: TaskKind::Generate(planned.task.clone()),
+                });
+                self.progress[stratum].in_flight += 1;
+                self.in_flight.insert(planned.unit.clone(), planned);
+            }
+        }
+        Ok(units)
+    }
+
+    /// Puts a unit that could not be delivered back into the queue.
+    pub fn return_unit(&mut self, unit: &str) {
+        if let Some(planned) = self.in_flight.remove(unit) {
+            self.progress[planned.stratum].in_flight -= 1;
+        } else if let Some(chunk) = unit.strip_prefix("analysis#").and_then(|c| c.parse().ok()) {
+            self.analysis_in_flight.remove(&chunk);
+            self.analysis_pending.insert(chunk);
+        }
+    }
+
+    /// Decides about a finished unit and stores its lineage durably.
+    pub fn record_result(&mut self, result: UnitResult) -> Result<UnitOutcome, PipelineError> {
+        if let Some(chunk) = result
+            .unit
+            .strip_prefix("analysis#")
+            .and_then(|c| c.parse::<usize>().ok())
+        {
+            if !self.analysis_in_flight.remove(&chunk) {
+                return Ok(UnitOutcome::Ignored);
+            }
+            self.generated_tokens += result.generated_tokens();
+            self.record_analysis(chunk, &result)?;
+            return Ok(UnitOutcome::Analysed);
+        }
+        let Some(planned) = self.in_flight.remove(&result.unit) else {
+            return Ok(UnitOutcome::Ignored);
+        };
+        self.progress[planned.stratum].in_flight -= 1;
+        if result.error.is_some() {
+            self.consecutive_failures += 1;
+        } else {
+            self.consecutive_failures = 0;
+        }
+        let decision = self.decide(&planned, &result);
+        let batch = self.attempt_lineage(&planned, &result, &decision);
+        self.store.append(&batch)?;
+        // Counted only once durable.
+        self.done[planned.stratum].insert(planned.attempt);
+        self.progress[planned.stratum].attempts += 1;
+        self.generated_tokens += result.generated_tokens();
+        match decision.reason {
+            None => {
+                let record = AcceptedRecord {
+                    id: record_id(&self.plan_id, &planned.unit),
+                    stratum: planned.stratum,
+                    input: final_input(&result).to_string(),
+                    response: result
+                        .text_of(&planned.task.response.step)
+                        .unwrap_or_default()
+                        .to_string(),
+                };
+                self.remember_accepted(record);
+                Ok(UnitOutcome::Accepted)
+            }
+            Some(reason) => {
+                *self.rejected.entry(reason.clone()).or_default() += 1;
+                Ok(UnitOutcome::Rejected(reason))
+            }
+        }
+    }
+
+    fn record_analysis(&mut self, chunk: usize, result: &UnitResult) -> Result<(), PipelineError> {
+        let Some(text) = result.text_of("domain_analysis") else {
+            tracing::warn!(chunk, error = ?result.error, "domain analysis failed; generation goes on without it");
+            return Ok(());
+        };
+        let parsed: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let chunk_node = self.grounding.knowledge.chunks[chunk].id.clone();
+        let call = result.calls.last();
+        let mut batch = LineageBatch::default();
+        let mut add = |kind: NodeKind, role: &str, i: usize, mut body: serde_json::Value| {
+            body["chunk"] = chunk.into();
+            let id = NodeId::derive(
+                &self.plan_id,
+                &["analysis", &chunk.to_string(), role, &i.to_string()],
+            );
+            let mut params = serde_json::Map::new();
+            params.insert("worker".into(), result.worker.clone().into());
+            params.insert("schema".into(), "concepts+scenarios v1".into());
+            batch.nodes.push(Node {
+                id: id.clone(),
+                plan: self.plan_id.clone(),
+                kind,
+                status: NodeStatus::Recorded,
+                created_at_ms: call.map(|c| c.finished_ms).unwrap_or_else(now_unix_ms),
+                step: "domain_analysis".into(),
+                params,
+                body,
+            });
+            batch
+                .edges
+                .push(Edge::new(&chunk_node, &id, EdgeKind::DerivedFrom));
+        };
+        let items = |key: &str| {
+            parsed
+                .get(key)
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default()
+        };
+        for (i, concept) in items("concepts").into_iter().enumerate() {
+            if concept
+                .get("term")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| !t.trim().is_empty())
+            {
+                add(NodeKind::GlossaryTerm, "concept", i, concept);
+            }
+        }
+        for (i, scenario) in items("scenarios").into_iter().enumerate() {
+            if scenario
+                .get("description")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| !t.trim().is_empty())
+            {
+                add(NodeKind::Scenario, "scenario", i, scenario);
+            }
+        }
+        self.store.append(&batch)?;
+        let mut nodes = batch.nodes;
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        for node in &nodes {
+            self.add_extracted(node);
+        }
+        Ok(())
+    }
+
+    fn decide(&mut self, planned: &PlannedAttempt, result: &UnitResult) -> Decision {
+        let reject = |reason: &str, detail: serde_json::Value| Decision {
+            reason: Some(reason.to_string()),
+            detail,
+            duplicate_of: None,
+        };
+        if let Some(error) = &result.error {
+            return reject("generation_failed", serde_json::json!({ "error": error }));
+        }
+        let Some(verdict) = &result.verdict else {
+            return reject(
+                "generation_failed",
+                serde_json::json!({ "error": "no verdict" }),
+            );
+        };
+        if let Some(first) = verdict.rejections.first() {
+            let reason = first
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("heuristics");
+            return reject(
+                reason,
+                serde_json::json!({ "rejections": verdict.rejections }),
+            );
+        }
+        if let Some(first) = verdict.evolution_failures.first() {
+            let reason = first
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("evolution");
+            return reject(
+                &format!("evol_{reason}"),
+                serde_json::json!({ "evolution_failures": verdict.evolution_failures }),
+            );
+        }
+        if verdict.score < self.plan.quality.min_score {
+            return reject(
+                "low_quality_score",
+                serde_json::json!({ "score": verdict.score, "min_score": self.plan.quality.min_score }),
+            );
+        }
+        if self.progress[planned.stratum].missing() == 0 {
+            return reject(
+                "quota_filled",
+                serde_json::json!({ "quota": self.progress[planned.stratum].quota }),
+            );
+        }
+        let input = final_input(result);
+        let response = result
+            .text_of(&planned.task.response.step)
+            .unwrap_or_default();
+        // The novelty gate: augmentations are meant to stay close to their source.
+        if !matches!(planned.method, Method::Augmentation(_))
+            && let Some(close) = self.novelty.too_similar(input)
+        {
+            let mut decision = reject(
+                "too_similar",
+                serde_json::json!({ "rouge_l": close.rouge_l, "threshold": NOVELTY_THRESHOLD }),
+            );
+            decision.duplicate_of = self.novelty_ids.get(close.closest).cloned();
+            return decision;
+        }
+        let id = record_id(&self.plan_id, &planned.unit);
+        match self
+            .dedup
+            .check_and_insert(id.as_str(), &dedup_text(input, response))
+        {
+            DedupVerdict::Unique => Decision {
+                reason: None,
+                detail: serde_json::json!({ "score": verdict.score }),
+                duplicate_of: None,
+            },
+            DedupVerdict::Exact { of } => Decision {
+                duplicate_of: Some(NodeId::new(of)),
+                ..reject("exact_duplicate", serde_json::json!({}))
+            },
+            DedupVerdict::Near { of, jaccard } => Decision {
+                duplicate_of: Some(NodeId::new(of)),
+                ..reject(
+                    "near_duplicate",
+                    serde_json::json!({ "jaccard": jaccard, "threshold": NEAR_DUPLICATE_JACCARD }),
+                )
+            },
+        }
+    }
+
+    /// Every node and edge one attempt leaves, in one atomic batch.
+    fn attempt_lineage(
+        &self,
+        planned: &PlannedAttempt,
+        result: &UnitResult,
+        decision: &Decision,
+    ) -> LineageBatch {
+        let plan_id = &self.plan_id;
+        let mut batch = LineageBatch::default();
+        let node_id = |role: &str| NodeId::derive(plan_id, &[&planned.unit, role]);
+        let first_ms = result
+            .calls
+            .first()
+            .map(|c| c.started_ms)
+            .unwrap_or_else(now_unix_ms);
+        let mut node = |id: NodeId,
+                        kind: NodeKind,
+                        step: &str,
+                        at_ms: u64,
+                        params: serde_json::Map<String, serde_json::Value>,
+                        body: serde_json::Value| {
+            batch.nodes.push(Node {
+                id,
+                plan: plan_id.clone(),
+                kind,
+                status: NodeStatus::Recorded,
+                created_at_ms: at_ms,
+                step: step.to_string(),
+                params,
+                body,
+            });
+        };
+        let stratum = &self.strata[planned.stratum];
+        let mut edges = Vec::new();
+
+        // 1. The template instance, or the augmentation request.
+        let origin = match (planned.method, &planned.source) {
+            (Method::Augmentation(kind), Some(source)) => {
+                let id = node_id("augmentation");
+                let mut params = serde_json::Map::new();
+                params.insert("transform".into(), prompts::augmentation_name(kind).into());
+                params.insert("target_stratum".into(), stratum_key(stratum).into());
+                node(
+                    id.clone(),
+                    NodeKind::Augmentation,
+                    "augmentation",
+                    first_ms,
+                    params,
+                    serde_json::json!({ "request": planned.instruction, "sampled": planned.sampled }),
+                );
+                edges.push(Edge::new(source, &id, EdgeKind::DerivedFrom));
+                id
+            }
+            _ => {
+                let id = node_id("instance");
+                let mut params = serde_json::Map::new();
+                params.insert("task_type".into(), stratum.task_type.clone().into());
+                params.insert("language".into(), stratum.language.clone().into());
+                params.insert("method".into(), planned.method.name().into());
+                params.insert("attempt".into(), planned.attempt.into());
+                node(
+                    id.clone(),
+                    NodeKind::TemplateInstance,
+                    "template_instantiation",
+                    first_ms,
+                    params,
+                    serde_json::json!({ "text": planned.instruction, "stratum": stratum, "sampled": planned.sampled }),
+                );
+                edges.push(Edge::new(
+                    &self.grounding.knowledge.plan_node,
+                    &id,
+                    EdgeKind::DerivedFrom,
+                ));
+                for knowledge in &planned.instance_grounding {
+                    edges.push(Edge::new(knowledge, &id, EdgeKind::GroundedOn));
+                }
+                id
+            }
+        };
+
+        // 2. The input, and its evolution.
+        let mut previous = origin;
+        let input_steps: Vec<&seedling_common::work::CallOutcome> = result
+            .calls
+            .iter()
+            .filter(|c| c.step != planned.task.response.step)
+            .collect();
+        for (i, call) in input_steps.iter().enumerate() {
+            let id = node_id(&format!("input{i}"));
+            let model_call = if i == 0 {
+                Some(&planned.task.input)
+            } else {
+                planned.task.evolve.as_ref()
+            };
+            let mut params = model_call.map(|c| c.params()).unwrap_or_default();
+            params.insert("worker".into(), result.worker.clone().into());
+            if i > 0
+                && let Some(op) = planned.evol_operation
+            {
+                params.insert("operation".into(), op.into());
+            }
+            node(
+                id.clone(),
+                NodeKind::GeneratedInput,
+                &call.step,
+                call.finished_ms,
+                params,
+                serde_json::json!({ "text": call.text, "tokens": call.generated_tokens }),
+            );
+            edges.push(Edge::new(&previous, &id, EdgeKind::DerivedFrom));
+            if i == 0 {
+                for seed in &planned.input_grounding {
+                    edges.push(Edge::new(seed, &id, EdgeKind::GroundedOn));
+                }
+            }
+            previous = id;
+        }
+
+        // 3. The response: the record.
+        let record = record_id(plan_id, &planned.unit);
+        let response_call = result
+            .calls
+            .iter()
+            .find(|c| c.step == planned.task.response.step);
+        let mut params = planned.task.response.params();
+        params.insert("worker".into(), result.worker.clone().into());
+        let accepted = decision.reason.is_none();
+        let score = result.verdict.as_ref().map(|v| v.score).unwrap_or(0.0);
+        let finished_ms = result
+            .calls
+            .last()
+            .map(|c| c.finished_ms)
+            .unwrap_or_else(now_unix_ms);
+        let mut body = serde_json::json!({
+            "unit": planned.unit,
+            "stratum": stratum_key(stratum),
+            "stratum_fields": stratum,
+            "attempt": planned.attempt,
+            "method": planned.method.name(),
+            "input": final_input(result),
+            "response": response_call.map(|c| c.text.clone()).unwrap_or_default(),
+            "finish_reason": response_call.map(|c| c.finish_reason.clone()),
+            "quality_score": score,
+            "generated_tokens": result.generated_tokens(),
+            "decision": if accepted { "accepted" } else { "rejected" },
+        });
+        if let Some(reason) = &decision.reason {
+            body["reason"] = reason.clone().into();
+        }
+        if let Some(error) = &result.error {
+            body["error"] = error.clone().into();
+        }
+        batch.nodes.push(Node {
+            id: record.clone(),
+            plan: plan_id.clone(),
+            kind: NodeKind::Response,
+            status: if accepted {
+                NodeStatus::Accepted
+            } else {
+                NodeStatus::Rejected
+            },
+            created_at_ms: response_call.map(|c| c.finished_ms).unwrap_or(finished_ms),
+            step: planned.task.response.step.clone(),
+            params,
+            body,
+        });
+        edges.push(Edge::new(&previous, &record, EdgeKind::DerivedFrom));
+        for grounding in &planned.response_grounding {
+            if *grounding != previous {
+                edges.push(Edge::new(grounding, &record, EdgeKind::GroundedOn));
+            }
+        }
+
+        // 4. The quality decision about it.
+        let judgement = node_id("quality");
+        let mut params = serde_json::Map::new();
+        params.insert("scorer".into(), "heuristics v1".into());
+        params.insert("min_score".into(), self.plan.quality.min_score.into());
+        params.insert("novelty_threshold".into(), NOVELTY_THRESHOLD.into());
+        params.insert(
+            "near_duplicate_jaccard".into(),
+            NEAR_DUPLICATE_JACCARD.into(),
+        );
+        let kind = if decision.duplicate_of.is_some() {
+            NodeKind::DedupDecision
+        } else {
+            NodeKind::Judgement
+        };
+        let step = if decision.duplicate_of.is_some() {
+            "deduplication"
+        } else {
+            "quality_filter"
+        };
+        batch.nodes.push(Node {
+            id: judgement.clone(),
+            plan: plan_id.clone(),
+            kind,
+            status: NodeStatus::Recorded,
+            created_at_ms: finished_ms + 1,
+            step: step.into(),
+            params,
+            body: serde_json::json!({
+                "decision": if accepted { "accepted" } else { "rejected" },
+                "reason": decision.reason,
+                "detail": decision.detail,
+                "heuristics": result.verdict,
+                "duplicate_of": decision.duplicate_of,
+            }),
+        });
+        edges.push(Edge::new(&record, &judgement, EdgeKind::JudgedBy));
+        if let Some(survivor) = &decision.duplicate_of {
+            edges.push(Edge::new(survivor, &record, EdgeKind::DuplicateOf));
+        }
+        batch.edges = edges;
+        batch
+    }
+
+    /// Where the run stands now.
+    pub fn progress(&self) -> Progress {
+        let phase = if !self.analysis_pending.is_empty() || !self.analysis_in_flight.is_empty() {
+            "domain analysis"
+        } else if self.is_finished() {
+            "done"
+        } else {
+            "generation"
+        };
+        Progress {
+            plan: self.plan_id.to_string(),
+            phase,
+            target: self.progress.iter().map(|p| p.quota).sum(),
+            accepted: self.progress.iter().map(|p| p.accepted).sum(),
+            attempts: self.progress.iter().map(|p| p.attempts).sum(),
+            in_flight: self.in_flight() as u64,
+            rejected: self.rejected.clone(),
+            generated_tokens: self.generated_tokens,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            strata: self
+                .strata
+                .iter()
+                .zip(&self.progress)
+                .map(|(s, p)| StratumLine {
+                    stratum: stratum_key(s),
+                    quota: p.quota,
+                    accepted: p.accepted,
+                    attempts: p.attempts,
+                    exhausted: p.exhausted(self.options.attempts_per_record),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A coordinator decision about one attempt; `reason` is `None` when accepted.
+#[derive(Debug, Clone)]
+struct Decision {
+    reason: Option<String>,
+    detail: serde_json::Value,
+    duplicate_of: Option<NodeId>,
+}
+
+/// The record id of a unit: deterministic in plan and unit, so a result
+/// that arrives twice is stored once.
+pub fn record_id(plan: &PlanId, unit: &str) -> NodeId {
+    NodeId::derive(plan, &[unit, "response"])
+}
+
+/// The input as the record holds it: the last input call's cleaned text.
+fn final_input(result: &UnitResult) -> &str {
+    result
+        .calls
+        .iter()
+        .rev()
+        .find(|c| c.step != "response_generation" && c.step != "translate_response")
+        .map(|c| c.text.as_str())
+        .unwrap_or_default()
+}
+
+fn dedup_text(input: &str, response: &str) -> String {
+    format!("{input}\n{response}")
+}

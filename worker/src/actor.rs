@@ -1,0 +1,75 @@
+//! The worker actor: owns an engine and runs the units it is sent. Each unit
+//! runs on its own task so that the engine batches them together; the actor
+//! itself only hands work out, so it never blocks on the model.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use seedling_proto::actors::{CoordinatorMsg, WorkerMsg};
+use seedling_proto::worker::WorkerCapacity;
+
+use crate::engine::Engine;
+use crate::unit::run_unit;
+
+/// A worker actor for one engine.
+#[derive(Debug)]
+pub struct WorkerActor;
+
+/// What a worker actor starts with.
+#[derive(Debug)]
+pub struct WorkerArgs {
+    pub engine: Arc<Engine>,
+    pub capacity: WorkerCapacity,
+    /// Told that this worker is ready once it has started.
+    pub coordinator: ActorRef<CoordinatorMsg>,
+}
+
+#[derive(Debug)]
+pub struct WorkerState {
+    engine: Arc<Engine>,
+    id: String,
+}
+
+impl Actor for WorkerActor {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let id = args.capacity.worker_id.clone();
+        args.coordinator
+            .send_message(CoordinatorMsg::WorkerJoined {
+                worker: myself,
+                capacity: args.capacity,
+            })?;
+        Ok(WorkerState {
+            engine: args.engine,
+            id,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMsg::RunUnit { task, report_to } => {
+                let engine = Arc::clone(&state.engine);
+                let worker = state.id.clone();
+                tokio::spawn(async move {
+                    let result = run_unit(&engine, &worker, &task).await;
+                    tracing::debug!(plan = %result.plan, unit = %result.unit, %worker, "unit finished");
+                    // A coordinator that has stopped no longer wants it.
+                    let _ = report_to.send_message(CoordinatorMsg::UnitFinished(Box::new(result)));
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! Runs one work unit on the engine: the task's model calls in order, then
+//! the model-free checks of the pair. Everything the coordinator needs to
+//! decide and to write lineage comes back in the [`UnitResult`], including
+//! the calls that ran before a failure.
+
+use seedling_common::time::now_unix_ms;
+use seedling_common::work::{
+    CallOutcome, CallPrompt, GenerateTask, HeuristicVerdict, ModelCall, TaskKind, UnitResult,
+    UnitTask,
+};
+
+use crate::engine::{
+    ChatMessage, Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams,
+};
+use crate::scoring::heuristics::{
+    RuleCheck, Thresholds, check_pair, evolution_failures, heuristic_score,
+};
+use crate::scoring::language::detect_language;
+
+/// The engine request for a call.
+pub fn request_for(call: &ModelCall) -> GenerationRequest {
+    let request = match &call.prompt {
+        CallPrompt::Chat(messages) => GenerationRequest::chat(
+            messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: m.content.clone(),
+                })
+                .collect(),
+        ),
+        CallPrompt::Raw(text) => GenerationRequest::raw(text.clone()),
+    };
+    let request = request
+        .with_max_new_tokens(call.max_new_tokens)
+        .with_stop(call.stop.clone())
+        .with_sampling(SamplingParams {
+            temperature: call.temperature,
+            top_p: call.top_p,
+            top_k: call.top_k,
+            seed: call.seed,
+            ..SamplingParams::default()
+        });
+    match &call.json_schema {
+        Some(schema) => request.with_constraint(OutputConstraint::JsonSchema(schema.clone())),
+        None => request,
+    }
+}
+
+/// A generated instruction as a user would type it: no label, no quotes,
+/// no trailing chatter after a blank line.
+pub fn clean_generated_input(text: &str) -> String {
+    let mut text = text.trim();
+    for label in [
+        "#Rewritten Prompt#:",
+        "Rewritten Prompt:",
+        "Message:",
+        "Question:",
+        "User:",
+        "Customer:",
+        "Mensaje:",
+        "Pregunta:",
+    ] {
+        if text.len() >= label.len() && text[..label.len()].eq_ignore_ascii_case(label) {
+            text = text[label.len()..].trim();
+        }
+    }
+    let text = text
+        .trim_matches(|c| matches!(c, '"' | '\u{201c}' | '\u{201d}'))
+        .trim();
+    text.to_string()
+}
+
+async fn call(engine: &Engine, call: &ModelCall) -> Result<CallOutcome, EngineError> {
+    let started_ms = now_unix_ms();
+    let generation = engine.generate(request_for(call)).await?;
+    let accounting = &generation.accounting;
+    Ok(CallOutcome {
+        step: call.step.clone(),
+        text: generation.text.trim().to_string(),
+        finish_reason: format!("{:?}", generation.finish_reason),
+        prompt_tokens: accounting.prompt_tokens_computed + accounting.prompt_tokens_reused,
+        generated_tokens: accounting.generated_tokens,
+        started_ms,
+        finished_ms: now_unix_ms(),
+    })
+}
+
+fn rule_checks(task: &GenerateTask) -> Vec<RuleCheck> {
+    task.checks
+        .rules
+        .iter()
+        .map(|rule| RuleCheck {
+            must_contain: rule.must_contain.clone(),
+            must_not_contain: rule.must_not_contain.clone(),
+            // The plan was validated; a pattern that still fails is skipped.
+            forbidden: rule
+                .forbidden_regex
+                .as_deref()
+                .and_then(|p| regex::Regex::new(p).ok()),
+        })
+        .collect()
+}
+
+/// The model-free verdict on a finished pair.
+pub fn judge_pair(
+    task: &GenerateTask,
+    base_input: &str,
+    input: &str,
+    response: &str,
+) -> HeuristicVerdict {
+    let thresholds = Thresholds::default();
+    let language = task.checks.language.as_str();
+    let mut rejections: Vec<serde_json::Value> = check_pair(
+        input,
+        response,
+        Some(language),
+        &rule_checks(task),
+        &thresholds,
+    )
+    .into_iter()
+    .filter(|r| {
+        !(task.checks.allow_refusal
+            && matches!(r, crate::scoring::heuristics::Rejection::Refusal { .. }))
+    })
+    .map(|r| serde_json::to_value(r).unwrap_or_default())
+    .collect();
+    if input.chars().count() < 10 {
+        rejections
+            .push(serde_json::json!({"reason": "input_too_short", "chars": input.chars().count()}));
+    }
+    if let Some(detected) = detect_language(input)
+        && detected != language
+        && input.chars().count() >= 40
+    {
+        rejections.push(serde_json::json!({
+            "reason": "input_wrong_language", "expected": language, "detected": detected
+        }));
+    }
+    let evolution_failures = if task.checks.evolved {
+        evolution_failures(base_input, input, response)
+            .into_iter()
+            .map(|f| serde_json::to_value(f).unwrap_or_default())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    HeuristicVerdict {
+        score: heuristic_score(input, response, &thresholds),
+        rejections,
+        evolution_failures,
+    }
+}
+
+async fn run_generate(
+    engine: &Engine,
+    task: &GenerateTask,
+    result: &mut UnitResult,
+) -> Result<(), EngineError> {
+    // Inputs are kept as a user would type them (see `clean_generated_input`).
+    let mut first = call(engine, &task.input).await?;
+    first.text = clean_generated_input(&first.text);
+    let base_input = first.text.clone();
+    result.calls.push(first);
+    let mut input = base_input.clone();
+    if let Some(evolve) = &task.evolve {
+        let mut evolved = call(engine, &evolve.with_input(&base_input)).await?;
+        evolved.text = clean_generated_input(&evolved.text);
+        input = evolved.text.clone();
+        result.calls.push(evolved);
+    }
+    let response = call(engine, &task.response.with_input(&input)).await?;
+    let verdict = judge_pair(task, &base_input, &input, &response.text);
+    result.calls.push(response);
+    result.verdict = Some(verdict);
+    Ok(())
+}
+
+/// Runs a unit to its end; failures are reported in the result, not raised.
+pub async fn run_unit(engine: &Engine, worker: &str, task: &UnitTask) -> UnitResult {
+    let mut result = UnitResult {
+        plan: task.plan.clone(),
+        unit: task.unit.clone(),
+        worker: worker.to_string(),
+        calls: Vec::new(),
+        verdict: None,
+        error: None,
+    };
+    let outcome = match &task.kind {
+        TaskKind::Generate(generate) => run_generate(engine, generate, &mut result).await,
+        TaskKind::Analyze(analyze) => call(engine, &analyze.call)
+            .await
+            .map(|c| result.calls.push(c)),
+    };
+    if let Err(err) = outcome {
+        result.error = Some(err.to_string());
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_inputs_lose_labels_and_quotes() {
+        assert_eq!(
+            clean_generated_input("  Question: \"Why is my card blocked?\" "),
+            "Why is my card blocked?"
+        );
+        assert_eq!(
+            clean_generated_input("#Rewritten Prompt#: How do wires work?"),
+            "How do wires work?"
+        );
+        assert_eq!(clean_generated_input("Plain text."), "Plain text.");
+    }
+}
