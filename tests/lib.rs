@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests in `it/`: where the model is and
 //! how to start an engine that behaves on a 2-core machine.
 
+pub mod scripted;
+
 use std::path::PathBuf;
 
 use seedling_worker::engine::{Engine, EngineConfig};
@@ -36,4 +38,10 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ sits in the repository root")
         .to_path_buf()
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

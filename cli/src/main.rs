@@ -4,6 +4,7 @@
 mod bench;
 mod generate;
 mod plan;
+mod run;
 mod store;
 
 use std::path::PathBuf;
@@ -25,6 +26,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a plan on this machine (a local coordinator and worker) and write its dataset
+    Run(run::RunArgs),
+    /// Write a plan's dataset (splits, formats, card, manifest) from a lineage store
+    Export(store::ExportArgs),
     /// Generate one completion with the local model (a smoke test of the engine)
     Generate(generate::GenerateArgs),
     /// Inspect the model file the engine would load
@@ -118,6 +123,8 @@ fn run() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Export(args) => store::run_export(args),
         Command::Generate(args) => generate::run(args),
         Command::Model {
             command: ModelCommand::Info(args),

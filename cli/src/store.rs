@@ -13,18 +13,77 @@ use seedling_coordinator::lineage::{LineageStore, PlanGraph, Walk};
 
 #[derive(Debug, Clone, Args)]
 pub struct StoreArg {
-    /// Lineage store directory
+    /// Lineage store directory, or the output directory of `seedling run`
     #[arg(long, env = "SEEDLING_STORE", default_value = "seedling-store")]
     pub store: PathBuf,
 }
 
 impl StoreArg {
-    fn open(&self) -> anyhow::Result<LineageStore> {
-        if !self.store.exists() {
-            anyhow::bail!("lineage store {} does not exist", self.store.display());
+    /// The store directory itself: a run's output directory keeps it under `.seedling/`.
+    pub fn path(&self) -> PathBuf {
+        let in_run = crate::run::store_dir(&self.store);
+        if in_run.exists() {
+            in_run
+        } else {
+            self.store.clone()
         }
-        Ok(LineageStore::open(&self.store)?)
     }
+
+    pub fn open(&self) -> anyhow::Result<LineageStore> {
+        let path = self.path();
+        if !path.exists() {
+            anyhow::bail!("lineage store {} does not exist", path.display());
+        }
+        Ok(LineageStore::open(&path)?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Plan id [default: the store's only plan]
+    pub plan: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Directory to write the dataset into
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `seedling export`: package a plan's accepted records again, anywhere.
+pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    let store = args.store.open()?;
+    let plan = match args.plan {
+        Some(plan) => PlanId::new(plan),
+        None => {
+            let plans = store.plans()?;
+            match plans.as_slice() {
+                [only] => only.clone(),
+                [] => anyhow::bail!("the store holds no plan"),
+                many => anyhow::bail!(
+                    "the store holds {} plans; name one: {}",
+                    many.len(),
+                    many.iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    };
+    let summary = seedling_coordinator::dataset::export_dataset(&store, &plan, &args.out)?;
+    let splits: Vec<String> = summary
+        .per_split
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!(
+        "dataset {} of plan {plan}: {} records ({}) in {}",
+        summary.version,
+        summary.records,
+        splits.join(", "),
+        summary.dir.display()
+    );
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]

@@ -369,3 +369,20 @@ fn no_lineage_group_spans_two_splits() {
         "30 records should spread over several splits"
     );
 }
+
+#[test]
+fn plans_lists_each_plan_once() {
+    let (_dir, store) = open_with_records(3);
+    let other = PlanId::new("p-other");
+    store.append(&plan_roots(&other)).unwrap();
+    store.append(&records(&other, 0, 2)).unwrap();
+    assert_eq!(store.plans().unwrap(), vec![other, plan()]);
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        LineageStore::open(empty.path())
+            .unwrap()
+            .plans()
+            .unwrap()
+            .is_empty()
+    );
+}

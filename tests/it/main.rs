@@ -8,4 +8,5 @@ mod fetch_model;
 mod lineage_crash;
 mod lineage_store;
 mod model_engine;
+mod pipeline;
 mod plans;

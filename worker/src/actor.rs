@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use seedling_common::work::UnitResult;
 use seedling_proto::actors::{CoordinatorMsg, WorkerMsg};
 use seedling_proto::worker::WorkerCapacity;
 
@@ -63,7 +64,20 @@ impl Actor for WorkerActor {
                 let engine = Arc::clone(&state.engine);
                 let worker = state.id.clone();
                 tokio::spawn(async move {
-                    let result = run_unit(&engine, &worker, &task).await;
+                    let (plan, unit) = (task.plan.clone(), task.unit.clone());
+                    let running = {
+                        let worker = worker.clone();
+                        tokio::spawn(async move { run_unit(&engine, &worker, &task).await })
+                    };
+                    // A unit that panics is still reported, or the plan would wait for it forever.
+                    let result = running.await.unwrap_or_else(|err| UnitResult {
+                        plan,
+                        unit,
+                        worker: worker.clone(),
+                        calls: Vec::new(),
+                        verdict: None,
+                        error: Some(format!("the worker failed while running the unit: {err}")),
+                    });
                     tracing::debug!(plan = %result.plan, unit = %result.unit, %worker, "unit finished");
                     // A coordinator that has stopped no longer wants it.
                     let _ = report_to.send_message(CoordinatorMsg::UnitFinished(Box::new(result)));

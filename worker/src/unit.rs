@@ -13,8 +13,13 @@ use crate::engine::{
     ChatMessage, Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams,
 };
 use crate::scoring::heuristics::{
-    RuleCheck, Thresholds, check_pair, evolution_failures, heuristic_score,
+    RuleCheck, Thresholds, assistant_phrase, check_pair, evolution_failures, heuristic_score,
+    placeholder,
 };
+
+/// Longest input kept: people's messages to a support chat are short, and a
+/// longer "input" is usually the model answering its own question.
+pub const MAX_INPUT_CHARS: usize = 600;
 use crate::scoring::language::detect_language;
 
 /// The engine request for a call.
@@ -47,28 +52,57 @@ pub fn request_for(call: &ModelCall) -> GenerationRequest {
     }
 }
 
-/// A generated instruction as a user would type it: no label, no quotes,
-/// no trailing chatter after a blank line.
+/// Openings of a reply *about* the message rather than the message itself.
+const PREAMBLES: &[&str] = &[
+    "certainly",
+    "sure",
+    "here is",
+    "here's",
+    "here\u{2019}s",
+    "of course",
+    "absolutely",
+    "claro",
+    "aquí",
+    "por supuesto",
+];
+
+/// Labels a model puts before the message.
+const LABELS: &[&str] = &[
+    "#rewritten prompt#:",
+    "rewritten prompt:",
+    "rewritten message:",
+    "message:",
+    "question:",
+    "user:",
+    "customer:",
+    "mensaje:",
+    "pregunta:",
+];
+
+/// A generated instruction as a user would type it: no "Sure, here is...:"
+/// line, no label, no quotes.
 pub fn clean_generated_input(text: &str) -> String {
     let mut text = text.trim();
-    for label in [
-        "#Rewritten Prompt#:",
-        "Rewritten Prompt:",
-        "Message:",
-        "Question:",
-        "User:",
-        "Customer:",
-        "Mensaje:",
-        "Pregunta:",
-    ] {
-        if text.len() >= label.len() && text[..label.len()].eq_ignore_ascii_case(label) {
+    if let Some((first, rest)) = text.split_once('\n') {
+        let lower = first.trim().to_lowercase();
+        if lower.ends_with(':')
+            && PREAMBLES.iter().any(|p| lower.starts_with(p))
+            && !rest.trim().is_empty()
+        {
+            text = rest.trim();
+        }
+    }
+    for label in LABELS {
+        if text
+            .get(..label.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(label))
+        {
             text = text[label.len()..].trim();
         }
     }
-    let text = text
-        .trim_matches(|c| matches!(c, '"' | '\u{201c}' | '\u{201d}'))
-        .trim();
-    text.to_string()
+    text.trim_matches(|c| matches!(c, '"' | '\u{201c}' | '\u{201d}'))
+        .trim()
+        .to_string()
 }
 
 async fn call(engine: &Engine, call: &ModelCall) -> Result<CallOutcome, EngineError> {
@@ -128,6 +162,21 @@ pub fn judge_pair(
     if input.chars().count() < 10 {
         rejections
             .push(serde_json::json!({"reason": "input_too_short", "chars": input.chars().count()}));
+    }
+    if let Some(found) = placeholder(input) {
+        rejections
+            .push(serde_json::json!({"reason": "input_has_placeholder", "placeholder": found}));
+    }
+    if let Some(found) = placeholder(response) {
+        rejections
+            .push(serde_json::json!({"reason": "response_has_placeholder", "placeholder": found}));
+    }
+    if let Some(phrase) = assistant_phrase(input) {
+        rejections
+            .push(serde_json::json!({"reason": "input_sounds_like_assistant", "phrase": phrase}));
+    }
+    if input.chars().count() > MAX_INPUT_CHARS {
+        rejections.push(serde_json::json!({"reason": "input_too_long", "chars": input.chars().count(), "max": MAX_INPUT_CHARS}));
     }
     if let Some(detected) = detect_language(input)
         && detected != language
@@ -213,5 +262,17 @@ mod tests {
             "How do wires work?"
         );
         assert_eq!(clean_generated_input("Plain text."), "Plain text.");
+        // a label cut inside a multi-byte character must not panic
+        assert_eq!(
+            clean_generated_input("Certainly! Here\u{2019}s"),
+            "Certainly! Here\u{2019}s"
+        );
+        assert_eq!(
+            clean_generated_input(
+                "Certainly! Here\u{2019}s a more direct version:\n\n\"Can you walk me through the steps?\""
+            ),
+            "Can you walk me through the steps?"
+        );
+        assert_eq!(clean_generated_input("Mensaje: ¿Por qué?"), "¿Por qué?");
     }
 }

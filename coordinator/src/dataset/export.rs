@@ -195,9 +195,19 @@ pub fn export_dataset(
 
     // Lineage groups: records that share a seed, instance or duplicate cluster.
     let graph = PlanGraph::load(store, plan)?;
+    // A group is named after its smallest accepted record id, which later
+    // exports (adding split and export nodes to the group) do not change.
+    let accepted_ids: std::collections::HashSet<&NodeId> = accepted.iter().map(|n| &n.id).collect();
     let mut group_of: HashMap<NodeId, String> = HashMap::new();
     for group in graph.lineage_groups() {
-        let name = group[0].to_string();
+        let Some(name) = group
+            .iter()
+            .filter(|id| accepted_ids.contains(id))
+            .min()
+            .map(|id| id.to_string())
+        else {
+            continue;
+        };
         for id in group {
             group_of.insert(id, name.clone());
         }

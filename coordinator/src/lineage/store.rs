@@ -259,6 +259,32 @@ impl LineageStore {
         self.walk(id, false, walk)
     }
 
+    /// Every plan with nodes in the store, in id order. Jumps from one plan's
+    /// index range to the next, so it reads one key per plan.
+    pub fn plans(&self) -> Result<Vec<PlanId>, LineageError> {
+        let mut plans = Vec::new();
+        let mut from = vec![keys::INDEX];
+        while let Some(entry) = self.tree.range(from.clone()..).next() {
+            let (key, _) = entry.map_err(io)?;
+            if key.first() != Some(&keys::INDEX) {
+                break;
+            }
+            let Some(sep) = key.iter().position(|b| *b == 0) else {
+                return Err(LineageError::Corrupt {
+                    key: keys::printable(&key),
+                    reason: "malformed index key".into(),
+                });
+            };
+            plans.push(PlanId::new(
+                String::from_utf8_lossy(&key[1..sep]).into_owned(),
+            ));
+            // Past every key of this plan: its separator is the lowest byte.
+            from = key[..sep].to_vec();
+            from.push(1);
+        }
+        Ok(plans)
+    }
+
     /// Ids of a plan's nodes, optionally of one kind and status, in id order.
     pub fn nodes_of_plan(
         &self,

@@ -113,27 +113,91 @@ fn adversarial_instruction(plan: &Plan, kind: AdversarialKind, seed: u32) -> Str
 }
 
 fn persona_voice(params: &UnitParams<'_>) -> String {
-    let mut voice = params.persona.name.clone();
-    let attributes: Vec<String> = params
+    let values: Vec<&str> = params
         .persona
         .attributes
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
+        .values()
+        .map(String::as_str)
         .collect();
-    if !attributes.is_empty() {
-        voice.push_str(&format!(" ({})", attributes.join(", ")));
+    if values.is_empty() {
+        params.persona.name.clone()
+    } else {
+        format!("{} ({})", params.persona.name, values.join(", "))
     }
-    voice
+}
+
+/// How the persona is named where it speaks: `Everyday customer: "..."`.
+fn speaker(params: &UnitParams<'_>) -> String {
+    let mut chars = params.persona.name.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => "User".into(),
+    }
 }
 
 fn input_system(plan: &Plan, language: &str) -> String {
     format!(
-        "You write realistic messages that people send to an assistant for {}: {} \
-         Write in {}. Reply with the message only: no title, no quotes, no answer.",
+        "You write realistic messages that people send to the support chat of {} ({}). Write only the \
+         message, in {}, in the first person, one to three sentences. Never answer it.",
         plan.domain.name,
         plan.domain.description,
         language_name(language)
     )
+}
+
+/// Where every prefilled input ends: the closing quote of the message.
+const MESSAGE_STOPS: &[&str] = &["\"", "<|im_end|>"];
+
+/// A chat prompt with the assistant's reply already begun (Qwen's ChatML).
+/// A small model that has written `Message: "` goes on with the message
+/// itself, not a letter or a comment about it.
+fn prefilled(system: &str, user: &str, reply_start: &str) -> CallPrompt {
+    prefilled_after(system, None, user, reply_start)
+}
+
+/// [`prefilled`] after one demonstration exchange, which shows a small
+/// model the shape of the answer better than any instruction.
+fn prefilled_after(
+    system: &str,
+    demo: Option<(String, String)>,
+    user: &str,
+    reply_start: &str,
+) -> CallPrompt {
+    let mut text = format!("<|im_start|>system\n{system}<|im_end|>\n");
+    if let Some((demo_user, demo_reply)) = demo {
+        text.push_str(&format!(
+            "<|im_start|>user\n{demo_user}<|im_end|>\n<|im_start|>assistant\n{demo_reply}<|im_end|>\n"
+        ));
+    }
+    text.push_str(&format!(
+        "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{reply_start}"
+    ));
+    CallPrompt::Raw(text)
+}
+
+/// A demonstration built from an expert example (of the stratum's
+/// subdomain when there is one): the persona asking the expert's question.
+fn input_demo(plan: &Plan, params: &UnitParams<'_>) -> Option<(String, String)> {
+    let subdomain = &params.stratum.subdomain;
+    let example = plan
+        .expert_examples
+        .iter()
+        .find(|e| e.subdomain.as_ref() == Some(subdomain))
+        .or_else(|| plan.expert_examples.first())?;
+    let topic = example.subdomain.as_deref().unwrap_or(subdomain);
+    Some((
+        format!(
+            "Ask a question about {topic}.\nThe writer: {}.",
+            persona_voice(params)
+        ),
+        format!("{}: \"{}\"", speaker(params), example.question),
+    ))
+}
+
+fn message_call(s: CallSettings, step: &str, prompt: CallPrompt, max_new_tokens: u32) -> ModelCall {
+    let mut call = s.call(step, prompt, max_new_tokens);
+    call.stop = MESSAGE_STOPS.iter().map(|s| s.to_string()).collect();
+    call
 }
 
 /// Template method: the rendered instruction becomes a user message.
@@ -143,19 +207,18 @@ pub fn template_input(
     instruction: &str,
     s: CallSettings,
 ) -> ModelCall {
-    let mut task = format!(
-        "{instruction}\n\nWrite the message as this person: {}.",
-        persona_voice(params)
-    );
+    let mut task = format!("{instruction}\nThe writer: {}.", persona_voice(params));
     if let Some(kind) = params.adversarial_kind {
         task.push(' ');
         task.push_str(&adversarial_instruction(plan, kind, s.seed));
     }
-    let prompt = CallPrompt::Chat(vec![
-        Message::system(input_system(plan, &params.stratum.language)),
-        Message::user(task),
-    ]);
-    s.call("template_rewrite", prompt, INPUT_TOKENS)
+    let prompt = prefilled_after(
+        &input_system(plan, &params.stratum.language),
+        input_demo(plan, params),
+        &task,
+        &format!("{}: \"", speaker(params)),
+    );
+    message_call(s, "template_rewrite", prompt, INPUT_TOKENS)
 }
 
 /// Self-Instruct: a new question bootstrapped from expert examples and
@@ -166,11 +229,7 @@ pub fn self_instruct_input(
     seeds: &[String],
     s: CallSettings,
 ) -> ModelCall {
-    let examples: Vec<String> = seeds
-        .iter()
-        .enumerate()
-        .map(|(i, q)| format!("{}. {q}", i + 1))
-        .collect();
+    let examples: Vec<String> = seeds.iter().map(|q| format!("Message: \"{q}\"")).collect();
     let subdomain = plan
         .subdomains
         .iter()
@@ -178,21 +237,22 @@ pub fn self_instruct_input(
         .map(|d| format!("{} ({})", d.name, d.description))
         .unwrap_or_else(|| params.stratum.subdomain.clone());
     let mut task = format!(
-        "Example messages:\n{}\n\nWrite one new message about {subdomain} that is different from every example, \
-         as this person: {}. Task type: {}.",
+        "Example messages:\n{}\n\nWrite one new message about {subdomain}, different from every example. \
+         Task type: {}. The writer: {}.",
         examples.join("\n"),
-        persona_voice(params),
         params.stratum.task_type.replace('_', " "),
+        persona_voice(params),
     );
     if let Some(kind) = params.adversarial_kind {
         task.push(' ');
         task.push_str(&adversarial_instruction(plan, kind, s.seed));
     }
-    let prompt = CallPrompt::Chat(vec![
-        Message::system(input_system(plan, &params.stratum.language)),
-        Message::user(task),
-    ]);
-    s.call("self_instruct", prompt, INPUT_TOKENS)
+    let prompt = prefilled(
+        &input_system(plan, &params.stratum.language),
+        &task,
+        &format!("{}: \"", speaker(params)),
+    );
+    message_call(s, "self_instruct", prompt, INPUT_TOKENS)
 }
 
 /// Evol-Instruct's operations: four in depth, one in breadth.
@@ -219,13 +279,15 @@ pub const EVOL_OPERATIONS: &[(&str, &str)] = &[
 /// Evol-Instruct: rewrites the input produced before it.
 pub fn evolve_input(plan: &Plan, language: &str, operation: usize, s: CallSettings) -> ModelCall {
     let (_, how) = EVOL_OPERATIONS[operation % EVOL_OPERATIONS.len()];
-    let prompt = CallPrompt::Chat(vec![
-        Message::system(input_system(plan, language)),
-        Message::user(format!(
-            "Rewrite this message. {how} Keep it natural and answerable; at most 60 words.\n\nMessage: {INPUT_SLOT}"
-        )),
-    ]);
-    s.call("evol_instruct", prompt, INPUT_TOKENS + 40)
+    let user = format!(
+        "Rewrite this message. {how} Keep it natural and answerable, at most 60 words.\nMessage: \"{INPUT_SLOT}\""
+    );
+    let prompt = prefilled(
+        &input_system(plan, language),
+        &user,
+        "Rewritten message: \"",
+    );
+    message_call(s, "evol_instruct", prompt, INPUT_TOKENS + 40)
 }
 
 /// Magpie: the chat template up to the user turn, continued raw, so the
@@ -310,13 +372,14 @@ pub fn augment_input(
             language_name(&params.stratum.language)
         ),
     };
-    let prompt = CallPrompt::Chat(vec![
-        Message::system(input_system(plan, &params.stratum.language)),
-        Message::user(format!(
-            "Rewrite this message. {how}\n\nMessage: {source_input}"
-        )),
-    ]);
-    s.call(
+    let user = format!("Rewrite this message. {how}\nMessage: \"{source_input}\"");
+    let prompt = prefilled(
+        &input_system(plan, &params.stratum.language),
+        &user,
+        "Rewritten message: \"",
+    );
+    message_call(
+        s,
         &format!("augment_{}", augmentation_name(kind)),
         prompt,
         INPUT_TOKENS,
@@ -449,15 +512,19 @@ mod tests {
             .unwrap();
         let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
         let call = template_input(&plan, &params, "Ask something.", CallSettings::of(&plan, 1));
-        let CallPrompt::Chat(messages) = &call.prompt else {
+        let CallPrompt::Raw(text) = &call.prompt else {
             panic!()
         };
+        assert!(text.contains("Make the message"), "{text}");
+        assert!(text.contains(&params.persona.name));
+        // the reply is begun, and ends with the message's closing quote
         assert!(
-            messages[1].content.contains("Make the message"),
-            "{}",
-            messages[1].content
+            text.ends_with(&format!("<|im_start|>assistant\n{}: \"", speaker(&params))),
+            "{text}"
         );
-        assert!(messages[1].content.contains(&params.persona.name));
+        // one demonstration exchange, from the plan's expert examples
+        assert_eq!(text.matches("<|im_start|>assistant").count(), 2, "{text}");
+        assert!(call.stop.contains(&"\"".to_string()));
     }
 
     #[test]

@@ -295,7 +295,7 @@ impl PlanRun {
         self.progress[record.stratum].accepted += 1;
         self.novelty.insert(&record.input);
         self.novelty_ids.push(record.id.clone());
-        let _ = self.dedup.check_and_insert(
+        self.dedup.insert(
             record.id.as_str(),
             &dedup_text(&record.input, &record.response),
         );
@@ -557,6 +557,25 @@ impl PlanRun {
         let response = result
             .text_of(&planned.task.response.step)
             .unwrap_or_default();
+        // Duplicates first: an exact copy is reported as one, not as "too similar".
+        match self.dedup.check(&dedup_text(input, response)) {
+            DedupVerdict::Unique => {}
+            DedupVerdict::Exact { of } => {
+                return Decision {
+                    duplicate_of: Some(NodeId::new(of)),
+                    ..reject("exact_duplicate", serde_json::json!({}))
+                };
+            }
+            DedupVerdict::Near { of, jaccard } => {
+                return Decision {
+                    duplicate_of: Some(NodeId::new(of)),
+                    ..reject(
+                        "near_duplicate",
+                        serde_json::json!({ "jaccard": jaccard, "threshold": NEAR_DUPLICATE_JACCARD }),
+                    )
+                };
+            }
+        }
         // The novelty gate: augmentations are meant to stay close to their source.
         if !matches!(planned.method, Method::Augmentation(_))
             && let Some(close) = self.novelty.too_similar(input)
@@ -568,27 +587,10 @@ impl PlanRun {
             decision.duplicate_of = self.novelty_ids.get(close.closest).cloned();
             return decision;
         }
-        let id = record_id(&self.plan_id, &planned.unit);
-        match self
-            .dedup
-            .check_and_insert(id.as_str(), &dedup_text(input, response))
-        {
-            DedupVerdict::Unique => Decision {
-                reason: None,
-                detail: serde_json::json!({ "score": verdict.score }),
-                duplicate_of: None,
-            },
-            DedupVerdict::Exact { of } => Decision {
-                duplicate_of: Some(NodeId::new(of)),
-                ..reject("exact_duplicate", serde_json::json!({}))
-            },
-            DedupVerdict::Near { of, jaccard } => Decision {
-                duplicate_of: Some(NodeId::new(of)),
-                ..reject(
-                    "near_duplicate",
-                    serde_json::json!({ "jaccard": jaccard, "threshold": NEAR_DUPLICATE_JACCARD }),
-                )
-            },
+        Decision {
+            reason: None,
+            detail: serde_json::json!({ "score": verdict.score }),
+            duplicate_of: None,
         }
     }
 

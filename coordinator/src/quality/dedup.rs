@@ -107,16 +107,11 @@ impl DedupIndex {
         self.ids.is_empty()
     }
 
-    /// Checks `text` and keeps it under `id` when it is unique; a duplicate
-    /// is not kept, so its survivor stays the one it is compared with.
-    pub fn check_and_insert(&mut self, id: &str, text: &str) -> DedupVerdict {
+    fn prepare(text: &str) -> Prepared {
         let normalised = normalise(text);
         let exact_key = hash_bytes(normalised.as_bytes());
-        if let Some(of) = self.exact.get(&exact_key) {
-            return DedupVerdict::Exact { of: of.clone() };
-        }
         let signature = signature(&normalised);
-        let band_keys: Vec<u64> = signature
+        let band_keys = signature
             .chunks(ROWS)
             .map(|rows| {
                 hash_bytes(
@@ -127,30 +122,73 @@ impl DedupIndex {
                 )
             })
             .collect();
+        Prepared {
+            exact_key,
+            signature,
+            band_keys,
+        }
+    }
+
+    fn verdict(&self, prepared: &Prepared) -> DedupVerdict {
+        if let Some(of) = self.exact.get(&prepared.exact_key) {
+            return DedupVerdict::Exact { of: of.clone() };
+        }
         let mut best: Option<(usize, f64)> = None;
-        for (band, key) in band_keys.iter().enumerate() {
+        for (band, key) in prepared.band_keys.iter().enumerate() {
             for &candidate in self.buckets[band].get(key).into_iter().flatten() {
-                let jaccard = estimated_jaccard(&signature, &self.signatures[candidate]);
+                let jaccard = estimated_jaccard(&prepared.signature, &self.signatures[candidate]);
                 if best.is_none_or(|(_, b)| jaccard > b) {
                     best = Some((candidate, jaccard));
                 }
             }
         }
-        if let Some((candidate, jaccard)) = best.filter(|(_, j)| *j >= self.threshold) {
-            return DedupVerdict::Near {
+        match best.filter(|(_, j)| *j >= self.threshold) {
+            Some((candidate, jaccard)) => DedupVerdict::Near {
                 of: self.ids[candidate].clone(),
                 jaccard,
-            };
+            },
+            None => DedupVerdict::Unique,
         }
+    }
+
+    fn keep(&mut self, id: &str, prepared: Prepared) {
         let idx = self.ids.len();
-        self.exact.insert(exact_key, id.to_string());
+        self.exact.insert(prepared.exact_key, id.to_string());
         self.ids.push(id.to_string());
-        for (band, key) in band_keys.into_iter().enumerate() {
+        for (band, key) in prepared.band_keys.into_iter().enumerate() {
             self.buckets[band].entry(key).or_default().push(idx);
         }
-        self.signatures.push(signature);
-        DedupVerdict::Unique
+        self.signatures.push(prepared.signature);
     }
+
+    /// What the index says about `text`, keeping nothing.
+    pub fn check(&self, text: &str) -> DedupVerdict {
+        self.verdict(&Self::prepare(text))
+    }
+
+    /// Keeps `text` under `id` as a survivor, whatever it duplicates.
+    pub fn insert(&mut self, id: &str, text: &str) {
+        self.keep(id, Self::prepare(text));
+    }
+
+    /// Checks `text` and keeps it under `id` when it is unique; a duplicate
+    /// is not kept, so its survivor stays the one it is compared with.
+    pub fn check_and_insert(&mut self, id: &str, text: &str) -> DedupVerdict {
+        let prepared = Self::prepare(text);
+        let verdict = self.verdict(&prepared);
+        if verdict == DedupVerdict::Unique {
+            self.keep(id, prepared);
+        }
+        verdict
+    }
+}
+
+/// A text's keys, computed once for checking and keeping.
+#[derive(Debug)]
+struct Prepared {
+    exact_key: u64,
+    signature: Vec<u64>,
+    band_keys: Vec<u64>,
 }
 
 #[cfg(test)]

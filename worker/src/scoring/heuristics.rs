@@ -87,25 +87,33 @@ impl Default for Thresholds {
     }
 }
 
-/// Phrases that open or make up a refusal or an apology, lowercase.
+/// Phrases of a refusal, lowercase. Empathy ("I'm sorry to hear that")
+/// is not a refusal: support answers open with it all the time.
 const REFUSALS: &[&str] = &[
-    "i'm sorry",
-    "i am sorry",
-    "sorry, but",
-    "i apologize",
-    "i cannot",
-    "i can't",
-    "i can not",
+    "i'm sorry, but",
+    "i am sorry, but",
+    "sorry, but i",
+    "sorry, i can't",
+    "sorry, i cannot",
+    "i apologize, but",
+    "i cannot help",
+    "i can't help",
+    "i cannot assist",
+    "i can't assist",
+    "i cannot provide",
+    "i can't provide",
     "i'm unable to",
     "i am unable to",
+    "i'm not able to",
+    "i don't have the capability",
     "as an ai",
     "as a language model",
-    "i'm not able to",
-    "lo siento",
-    "no puedo",
+    "lo siento, pero",
+    "lo siento, no puedo",
+    "no puedo ayudar",
     "como modelo de lenguaje",
-    "je suis désolé",
-    "es tut mir leid",
+    "je suis désolé, mais",
+    "es tut mir leid, aber",
 ];
 
 fn words(text: &str) -> Vec<String> {
@@ -156,6 +164,45 @@ pub fn copied_input_share(input: &str, response: &str) -> f64 {
         .filter(|g| response_grams.contains(*g))
         .count();
     copied as f64 / input_grams.len() as f64
+}
+
+/// A template placeholder left in a text (`[Customer Name]`, `[Your Bank]`).
+pub fn placeholder(text: &str) -> Option<String> {
+    static PATTERN: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        regex::Regex::new(r"\[(?:[A-Z][\w'’]*|[a-z]+_[a-z_]+)(?:[ _'’][\w'’]+){0,4}\]")
+            .expect("valid pattern")
+    });
+    pattern.find(text).map(|m| m.as_str().to_string())
+}
+
+/// Phrases of an assistant, lowercase: an input (the user's message) that
+/// contains them was written from the wrong side of the conversation.
+const ASSISTANT_PHRASES: &[&str] = &[
+    "how can i help you",
+    "how can i assist you",
+    "how may i help",
+    "how may i assist",
+    "i'm here to help",
+    "i am here to help",
+    "i'm here to assist",
+    "i am here to assist",
+    "feel free to ask",
+    "thank you for reaching out",
+    "thank you for contacting",
+    "i hope this message finds you well",
+    "¿en qué puedo ayudarle",
+    "¿en qué puedo ayudarte",
+    "estoy aquí para ayudar",
+];
+
+/// The assistant phrase an input contains, if any.
+pub fn assistant_phrase(input: &str) -> Option<&'static str> {
+    let lower = input.to_lowercase();
+    ASSISTANT_PHRASES
+        .iter()
+        .copied()
+        .find(|p| lower.contains(p))
 }
 
 /// Every heuristic reason to reject `response` to `input`.
@@ -356,7 +403,7 @@ mod tests {
     #[test]
     fn refusals_and_apologies() {
         let refusal = "I'm sorry, but I cannot help with questions about your bank account.";
-        assert_eq!(refusal_phrase(refusal), Some("i'm sorry"));
+        assert_eq!(refusal_phrase(refusal), Some("i'm sorry, but"));
         assert!(
             check(refusal)
                 .iter()
@@ -364,7 +411,12 @@ mod tests {
         );
         assert_eq!(
             refusal_phrase("Lo siento, no puedo ayudarle con eso."),
-            Some("lo siento")
+            Some("lo siento, no puedo")
+        );
+        // empathy is not a refusal
+        assert_eq!(
+            refusal_phrase("I'm sorry to hear your card was declined. A hold may be the cause."),
+            None
         );
         // a response that merely mentions sorry in another sense is not a refusal phrase
         assert_eq!(refusal_phrase(GOOD), None);
@@ -489,5 +541,24 @@ mod tests {
             "{echo} {repetitive} {good}"
         );
         assert!((0.0..=1.0).contains(&echo) && (0.0..=1.0).contains(&repetitive));
+    }
+
+    #[test]
+    fn placeholders_and_assistant_voice() {
+        assert_eq!(
+            placeholder("Dear [Customer Name], hello").as_deref(),
+            Some("[Customer Name]")
+        );
+        assert_eq!(
+            placeholder("Hi [small_business_owner's name]!").as_deref(),
+            Some("[small_business_owner's name]")
+        );
+        assert_eq!(placeholder("See note [1] and the list [a, b]."), None);
+        assert_eq!(placeholder(GOOD), None);
+        assert_eq!(
+            assistant_phrase("Hello! How can I help you today?"),
+            Some("how can i help you")
+        );
+        assert_eq!(assistant_phrase(QUESTION), None);
     }
 }

@@ -1,0 +1,331 @@
+//! `seedling run PLAN --out DIR`: the embedded mode. A coordinator actor and
+//! one local worker actor (the real engine) in this process, the lineage
+//! store under `DIR/.seedling/lineage`, the dataset written to `DIR` when
+//! every quota is met. Running it again with the same plan and directory
+//! continues from what the store holds.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use ractor::Actor;
+use seedling_coordinator::dataset::{ExportSummary, export_dataset};
+use seedling_coordinator::lineage::LineageStore;
+use seedling_coordinator::pipeline::{
+    CoordinatorActor, CoordinatorArgs, PlanRun, Progress, RunOptions,
+};
+use seedling_coordinator::plan::load_plan;
+use seedling_proto::worker::WorkerCapacity;
+use seedling_worker::actor::{WorkerActor, WorkerArgs};
+use seedling_worker::engine::Engine;
+use seedling_worker::model_file::sha256_file;
+use tokio::sync::{oneshot, watch};
+
+use crate::EngineArgs;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plan (TOML; see examples/)
+    pub plan: PathBuf,
+    /// Output directory: the dataset, with the lineage store in DIR/.seedling
+    #[arg(long, default_value = "seedling-out")]
+    pub out: PathBuf,
+    /// Accepted records to produce, overriding the plan's target
+    #[arg(long)]
+    pub target: Option<u64>,
+    /// Attempts a stratum may spend per record of its quota before it counts as short
+    #[arg(long, default_value_t = 6.0)]
+    pub attempts_per_record: f64,
+    /// Print no progress, only the summary
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Where a run directory keeps its lineage store.
+pub fn store_dir(out: &Path) -> PathBuf {
+    out.join(".seedling").join("lineage")
+}
+
+fn generator_version(model: &Path) -> anyhow::Result<String> {
+    let digest = sha256_file(model)?;
+    let name = model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(format!(
+        "seedling {} ({name} sha256:{})",
+        env!("CARGO_PKG_VERSION"),
+        &digest[..16]
+    ))
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.target == Some(0) {
+        anyhow::bail!("--target must be > 0");
+    }
+    if !(args.attempts_per_record.is_finite() && args.attempts_per_record >= 1.0) {
+        anyhow::bail!("--attempts-per-record must be >= 1");
+    }
+    let plan = load_plan(&args.plan)?;
+    let base_dir = args
+        .plan
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut engine_args = args.engine.clone();
+    if engine_args.model.is_none()
+        && let Some(model) = &plan.model
+    {
+        engine_args.model = Some(base_dir.join(model));
+    }
+    let config = engine_args.config();
+    // A missing or foreign model file is named before anything is written.
+    seedling_worker::model_file::check_gguf_header(&config.model_path)?;
+    let store_path = store_dir(&args.out);
+    let store =
+        Arc::new(LineageStore::open(&store_path).with_context(|| {
+            format!("opening the run's lineage store in {}", args.out.display())
+        })?);
+    let options = RunOptions {
+        target: args.target,
+        generator_version: generator_version(&config.model_path)?,
+        base_dir,
+        attempts_per_record: args.attempts_per_record,
+    };
+    let plan_run = PlanRun::open(Arc::clone(&store), plan, options)?;
+    let plan_id = plan_run.plan_id().clone();
+    let started = Instant::now();
+    let progress = if plan_run.is_finished() {
+        plan_run.progress()
+    } else {
+        let before = plan_run.progress();
+        if before.accepted > 0 || before.attempts > 0 {
+            eprintln!(
+                "seedling: continuing plan {plan_id}: {}/{} accepted after {} attempts",
+                before.accepted, before.target, before.attempts
+            );
+        }
+        let engine = Arc::new(Engine::start(config.clone())?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(drive(plan_run, engine, args.quiet))?
+    };
+    let summary = export_dataset(&store, &plan_id, &args.out)
+        .with_context(|| format!("exporting plan {plan_id} to {}", args.out.display()))?;
+    print_summary(&progress, &summary, started.elapsed(), &store_path);
+    Ok(())
+}
+
+/// Runs the coordinator and the local worker until the plan ends.
+async fn drive(run: PlanRun, engine: Arc<Engine>, quiet: bool) -> anyhow::Result<Progress> {
+    let (progress_tx, mut progress_rx) = watch::channel(run.progress());
+    let (finished_tx, mut finished_rx) = oneshot::channel();
+    let (coordinator, coordinator_handle) = Actor::spawn(
+        None,
+        CoordinatorActor,
+        CoordinatorArgs {
+            run,
+            progress: progress_tx,
+            finished: finished_tx,
+        },
+    )
+    .await
+    .context("starting the coordinator actor")?;
+    let config = engine.config().clone();
+    let capacity = WorkerCapacity {
+        worker_id: "local".into(),
+        slots: config.n_slots,
+        context_tokens: config.n_ctx,
+        model_digest: String::new(),
+        model_name: engine.info().name.clone(),
+        gpu: config.n_gpu_layers > 0,
+        gpu_layers: config.n_gpu_layers,
+    };
+    let (worker, worker_handle) = Actor::spawn(
+        None,
+        WorkerActor,
+        WorkerArgs {
+            engine: Arc::clone(&engine),
+            capacity,
+            coordinator: coordinator.clone(),
+        },
+    )
+    .await
+    .context("starting the worker actor")?;
+
+    let mut reporter = Reporter::new(quiet, &progress_rx.borrow());
+    let outcome = loop {
+        tokio::select! {
+            finished = &mut finished_rx => break finished.context("the coordinator stopped without a result")?,
+            changed = progress_rx.changed() => {
+                if changed.is_ok() {
+                    reporter.show(&progress_rx.borrow_and_update());
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                reporter.clear();
+                let progress = progress_rx.borrow().clone();
+                eprintln!(
+                    "seedling: interrupted; {} accepted records are stored. Run the same command again to continue.",
+                    progress.accepted
+                );
+                std::process::exit(130);
+            }
+        }
+    };
+    reporter.clear();
+    worker.stop(None);
+    let _ = worker_handle.await;
+    let _ = coordinator_handle.await;
+    Ok(outcome?)
+}
+
+/// Progress on stderr: one rewritten line on a terminal, a line per tenth
+/// of the target otherwise (quiet in CI logs).
+struct Reporter {
+    quiet: bool,
+    terminal: bool,
+    last_tenth: u64,
+    started: Instant,
+    last_draw: Option<Instant>,
+    /// Accepted records and tokens before this process started: rates and
+    /// the ETA count only this run's work.
+    baseline: (u64, u64),
+}
+
+impl Reporter {
+    fn new(quiet: bool, initial: &Progress) -> Self {
+        Self {
+            quiet,
+            terminal: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last_draw: None,
+            baseline: (initial.accepted, initial.generated_tokens),
+            last_tenth: (initial.accepted * 10)
+                .checked_div(initial.target)
+                .unwrap_or(0),
+        }
+    }
+
+    fn line(&self, p: &Progress) -> String {
+        let (accepted_before, tokens_before) = self.baseline;
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        let planned: Vec<_> = p.strata.iter().filter(|s| s.quota > 0).collect();
+        let full = planned.iter().filter(|s| s.accepted >= s.quota).count();
+        let rate = p.accepted.saturating_sub(accepted_before) as f64 / elapsed;
+        let eta = if rate > 0.0 && p.accepted < p.target {
+            format!(
+                ", ETA {}",
+                human_duration(Duration::from_secs_f64(
+                    (p.target - p.accepted) as f64 / rate
+                ))
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[{}] accepted {}/{} · strata full {}/{} · attempts {} · in flight {} · {:.0} tok/s{}",
+            p.phase,
+            p.accepted,
+            p.target,
+            full,
+            planned.len(),
+            p.attempts,
+            p.in_flight,
+            p.generated_tokens.saturating_sub(tokens_before) as f64 / elapsed,
+            eta
+        )
+    }
+
+    fn show(&mut self, p: &Progress) {
+        if self.quiet {
+            return;
+        }
+        if self.terminal {
+            if self
+                .last_draw
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+            {
+                return;
+            }
+            self.last_draw = Some(Instant::now());
+            let line = self.line(p);
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            let tenth = (p.accepted * 10).checked_div(p.target).unwrap_or(0);
+            if tenth > self.last_tenth {
+                self.last_tenth = tenth;
+                let line = self.line(p);
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    fn clear(&self) {
+        if self.terminal && !self.quiet {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn print_summary(p: &Progress, export: &ExportSummary, elapsed: Duration, store: &Path) {
+    println!("plan {} finished in {}", p.plan, human_duration(elapsed));
+    println!(
+        "  accepted {}/{} after {} attempts; {} tokens generated",
+        p.accepted, p.target, p.attempts, p.generated_tokens
+    );
+    if !p.rejected.is_empty() {
+        let reasons: Vec<String> = p.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        println!("  rejected: {}", reasons.join(", "));
+    }
+    let short = p.shortfalls();
+    if short.is_empty() {
+        let planned = p.strata.iter().filter(|s| s.quota > 0).count();
+        println!("  every stratum met its quota ({planned} strata)");
+    } else {
+        println!(
+            "  {} strata fell short (attempt budget spent):",
+            short.len()
+        );
+        for s in short {
+            println!(
+                "    {}: {}/{} after {} attempts",
+                s.stratum, s.accepted, s.quota, s.attempts
+            );
+        }
+    }
+    let splits: Vec<String> = export
+        .per_split
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!(
+        "  dataset {} in {} ({}); card {}",
+        export.version,
+        export.dir.display(),
+        splits.join(", "),
+        export.dir.join("README.md").display()
+    );
+    println!(
+        "  lineage: seedling lineage show RECORD_ID --store {}",
+        store.display()
+    );
+}

@@ -1,0 +1,334 @@
+//! The coordinator's side of the pipeline, driven by the scripted test
+//! double instead of the model: exact targets, resume after a crash, late
+//! results, dedup with lineage, failing engines, and the packaged dataset
+//! (splits by lineage group, schema, traces, manifest).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+use seedling_common::ids::{NodeId, PlanId};
+use seedling_common::lineage::{EdgeKind, NodeKind, NodeStatus};
+use seedling_common::record::Record;
+use seedling_coordinator::dataset::{export_dataset, validate_record};
+use seedling_coordinator::lineage::{LineageStore, PlanGraph};
+use seedling_coordinator::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome};
+use seedling_coordinator::plan::{Plan, allocate, load_plan};
+use seedling_tests::repo_root;
+use seedling_tests::scripted::{Script, ScriptedWorker};
+
+fn example(name: &str) -> Plan {
+    load_plan(&repo_root().join("examples").join(name)).unwrap()
+}
+
+fn options(target: u64) -> RunOptions {
+    RunOptions {
+        target: Some(target),
+        generator_version: "seedling test (scripted worker)".into(),
+        base_dir: repo_root().join("examples"),
+        attempts_per_record: 6.0,
+    }
+}
+
+fn open(dir: &Path, plan: &Plan, target: u64) -> (Arc<LineageStore>, PlanRun) {
+    let store = Arc::new(LineageStore::open(dir).unwrap());
+    let run = PlanRun::open(Arc::clone(&store), plan.clone(), options(target)).unwrap();
+    (store, run)
+}
+
+/// Runs units `slots` at a time, oldest first, until the run ends or
+/// `stop_at` records are accepted (then whatever is in flight is lost, as
+/// in a crash).
+fn drive(
+    run: &mut PlanRun,
+    worker: &ScriptedWorker,
+    slots: usize,
+    stop_at: Option<u64>,
+) -> Progress {
+    let mut pending = VecDeque::new();
+    loop {
+        pending.extend(run.next_units(slots - pending.len()).unwrap());
+        let Some(unit) = pending.pop_front() else {
+            return run.progress();
+        };
+        run.record_result(worker.answer(&unit)).unwrap();
+        if run.is_failing() || stop_at.is_some_and(|n| run.progress().accepted >= n) {
+            return run.progress();
+        }
+    }
+}
+
+fn accepted_ids(store: &LineageStore, plan: &PlanId) -> Vec<NodeId> {
+    store
+        .nodes_of_plan(plan, Some(NodeKind::Response), Some(NodeStatus::Accepted))
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_run_reaches_its_target_exactly_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = example("retail-banking.toml");
+    let worker = ScriptedWorker::new(Script {
+        duplicate_every: 7,
+        refuse_every: 11,
+        ..Script::default()
+    });
+    let plan_id;
+    {
+        let (_store, mut run) = open(dir.path(), &plan, 40);
+        plan_id = run.plan_id().clone();
+        let at_crash = drive(&mut run, &worker, 8, Some(15));
+        assert_eq!(at_crash.accepted, 15);
+        assert!(
+            at_crash.in_flight > 0,
+            "the crash must lose units in flight"
+        );
+    }
+    let (store, mut run) = open(dir.path(), &plan, 40);
+    let resumed = run.progress();
+    assert_eq!(
+        resumed.accepted, 15,
+        "the accepted records survive the crash"
+    );
+    let done = drive(&mut run, &worker, 8, None);
+    assert!(run.is_finished());
+    assert_eq!(done.accepted, 40);
+    assert!(done.shortfalls().is_empty(), "{:?}", done.shortfalls());
+    // Every stratum has exactly its quota.
+    let quotas: BTreeMap<String, u64> = done
+        .strata
+        .iter()
+        .map(|s| (s.stratum.clone(), s.quota))
+        .collect();
+    for line in &done.strata {
+        assert_eq!(line.accepted, quotas[&line.stratum], "{}", line.stratum);
+    }
+    let ids = accepted_ids(&store, &plan_id);
+    assert_eq!(ids.len(), 40);
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 40);
+    // Duplicates and refusals were caught, with the reason and the survivor.
+    assert!(
+        done.rejected.get("exact_duplicate").copied().unwrap_or(0) > 0,
+        "{:?}",
+        done.rejected
+    );
+    assert!(
+        done.rejected.get("refusal").copied().unwrap_or(0) > 0,
+        "{:?}",
+        done.rejected
+    );
+    let rejected: Vec<NodeId> = store
+        .nodes_of_plan(
+            &plan_id,
+            Some(NodeKind::Response),
+            Some(NodeStatus::Rejected),
+        )
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut duplicates = 0;
+    for id in rejected {
+        let node = store.require(&id).unwrap();
+        assert!(
+            node.body["reason"].is_string(),
+            "a rejected record says why: {:?}",
+            node.body
+        );
+        if node.body["reason"] == "exact_duplicate" {
+            duplicates += 1;
+            let survivor = store
+                .parents(&id)
+                .unwrap()
+                .into_iter()
+                .find(|(kind, _)| *kind == EdgeKind::DuplicateOf)
+                .expect("a duplicate links to its survivor")
+                .1;
+            assert_eq!(
+                store.require(&survivor).unwrap().status,
+                NodeStatus::Accepted
+            );
+        }
+    }
+    assert!(duplicates > 0);
+    let check = store.check().unwrap();
+    assert!(check.is_ok(), "{:?}", check.problems);
+}
+
+#[test]
+fn late_and_repeated_results_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = example("clinical-lab.toml");
+    let (store, mut run) = open(dir.path(), &plan, 6);
+    let worker = ScriptedWorker::default();
+    let units = run.next_units(4).unwrap();
+    let results: Vec<_> = units.iter().map(|u| worker.answer(u)).collect();
+    for result in &results {
+        assert_ne!(
+            run.record_result(result.clone()).unwrap(),
+            UnitOutcome::Ignored
+        );
+    }
+    let before = store.check().unwrap();
+    for result in &results {
+        assert_eq!(
+            run.record_result(result.clone()).unwrap(),
+            UnitOutcome::Ignored
+        );
+    }
+    assert_eq!(store.check().unwrap(), before);
+}
+
+#[test]
+fn a_failing_engine_stops_the_run_and_keeps_what_was_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = example("retail-banking.toml");
+    let (store, mut run) = open(dir.path(), &plan, 30);
+    let plan_id = run.plan_id().clone();
+    let healthy = drive(&mut run, &ScriptedWorker::default(), 4, Some(5));
+    let failing = ScriptedWorker::new(Script {
+        failing: true,
+        ..Script::default()
+    });
+    let end = drive(&mut run, &failing, 4, None);
+    assert!(run.is_failing());
+    assert!(!run.is_finished());
+    assert_eq!(end.accepted, healthy.accepted);
+    assert!(end.rejected["generation_failed"] >= 16);
+    assert_eq!(
+        accepted_ids(&store, &plan_id).len() as u64,
+        healthy.accepted
+    );
+}
+
+#[test]
+fn the_bilingual_plan_yields_both_languages_in_their_quotas() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = example("bilingual-en-es.toml");
+    let (store, mut run) = open(dir.path(), &plan, 20);
+    let plan_id = run.plan_id().clone();
+    let done = drive(&mut run, &ScriptedWorker::default(), 8, None);
+    assert_eq!(done.accepted, 20);
+    let mut planned: BTreeMap<String, u64> = BTreeMap::new();
+    let mut plan20 = plan.clone();
+    plan20.target.accepted = 20;
+    for quota in allocate(&plan20) {
+        *planned.entry(quota.stratum.language.clone()).or_default() += quota.quota;
+    }
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    for id in accepted_ids(&store, &plan_id) {
+        let node = store.require(&id).unwrap();
+        let language = node.body["stratum_fields"]["language"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        *got.entry(language).or_default() += 1;
+    }
+    assert_eq!(got, planned);
+    assert_eq!(planned.len(), 2);
+}
+
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_export_keeps_lineage_groups_in_one_split_and_every_record_traceable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut plan = example("retail-banking.toml");
+    // More augmentation, so that groups of several records exist.
+    plan.augmentation.share = 0.4;
+    let (store, mut run) = open(dir.path(), &plan, 40);
+    let plan_id = run.plan_id().clone();
+    let done = drive(&mut run, &ScriptedWorker::default(), 8, None);
+    assert_eq!(done.accepted, 40);
+    let summary = export_dataset(&store, &plan_id, out.path()).unwrap();
+    assert_eq!(summary.records, 40);
+
+    let mut split_of: HashMap<String, String> = HashMap::new();
+    for split in ["train", "validation", "test"] {
+        for value in read_jsonl(&out.path().join(format!("data/{split}.jsonl"))) {
+            let record: Record =
+                serde_json::from_value(value).expect("the 3.1 schema, field for field");
+            validate_record(&record).unwrap();
+            let steps: Vec<&str> = record
+                .trace
+                .processing_steps
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            for step in [
+                "plan_submitted",
+                "response_generation",
+                "quality_filter",
+                "split_assignment",
+                "export",
+            ] {
+                assert!(
+                    steps.contains(&step),
+                    "{} lacks {step}: {steps:?}",
+                    record.id
+                );
+            }
+            assert!(
+                steps.contains(&"template_instantiation") || steps.contains(&"augmentation"),
+                "{steps:?}"
+            );
+            assert!(
+                split_of
+                    .insert(record.id.clone(), split.to_string())
+                    .is_none(),
+                "duplicate id {}",
+                record.id
+            );
+        }
+        assert_eq!(
+            read_jsonl(&out.path().join(format!("chatml/{split}.jsonl"))).len(),
+            summary.per_split[split]
+        );
+    }
+    assert_eq!(split_of.len(), 40);
+
+    // No lineage group spans two splits, and some groups hold several records.
+    let mut largest = 0;
+    for group in PlanGraph::load(&store, &plan_id).unwrap().lineage_groups() {
+        let splits: BTreeSet<&String> = group
+            .iter()
+            .filter_map(|id| split_of.get(id.as_str()))
+            .collect();
+        assert!(splits.len() <= 1, "group {:?} spans {splits:?}", group[0]);
+        largest = largest.max(
+            group
+                .iter()
+                .filter(|id| split_of.contains_key(id.as_str()))
+                .count(),
+        );
+    }
+    assert!(
+        largest >= 2,
+        "augmentation should put related records in one group"
+    );
+
+    // The manifest names every file with its digest.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap())
+            .unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert!(files.len() >= 3 * 5 + 2);
+    for file in files {
+        let bytes = std::fs::read(out.path().join(file["path"].as_str().unwrap())).unwrap();
+        let digest = seedling_tests::sha256_hex(&bytes);
+        assert_eq!(file["sha256"], digest, "{}", file["path"]);
+    }
+    assert_eq!(manifest["dataset_version"], summary.version);
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(card.contains(&summary.version) && card.contains("lineage group"));
+
+    // Exporting again changes nothing: same version, same files.
+    let again = export_dataset(&store, &plan_id, out.path()).unwrap();
+    assert_eq!(again.version, summary.version);
+}

@@ -1,0 +1,190 @@
+//! A **test double** for the worker: answers every unit from a script, with
+//! no model, so the coordinator's logic (quotas, resume, dedup, lineage,
+//! packaging) can be tested quickly and exactly. It lives only in the test
+//! crate; the shipped `seedling` binary cannot reach it.
+//!
+//! Inputs and responses are random words of the task's language, so they are
+//! novel and pass the language check; a few units are scripted duplicates of
+//! an earlier answer or refusals, so dedup and heuristics have work to do.
+//! The verdict comes from the worker's real model-free checks.
+
+use std::cell::RefCell;
+
+use seedling_common::work::{CallOutcome, TaskKind, UnitResult, UnitTask};
+use seedling_worker::unit::judge_pair;
+
+const ENGLISH: &str = "account balance card payment transfer bank money fee charge monthly statement \
+    deposit withdraw online branch customer service phone number address change limit daily weekly \
+    travel abroad currency exchange rate interest savings checking loan mortgage credit debit history \
+    pending hold merchant refund dispute receipt purchase store fuel station grocery restaurant hotel \
+    airline ticket booking cancel order delivery package return policy window week month year today \
+    yesterday morning evening night please help understand explain why how when where which would \
+    could should might really quite very simply clearly quickly slowly usually often never always \
+    family friend business owner small large new old second first last next previous recent \
+    automatic manual mobile app website email letter message notice alert reminder password login \
+    security code verification identity document proof income salary employer tax form report";
+
+const SPANISH: &str = "cuenta saldo tarjeta pago transferencia banco dinero comisión cargo mensual \
+    extracto depósito retirar sucursal cliente servicio teléfono número dirección cambio límite diario \
+    semanal viaje extranjero moneda cambio interés ahorro préstamo hipoteca crédito débito historial \
+    pendiente retención comercio reembolso disputa recibo compra tienda gasolinera supermercado \
+    restaurante hotel aerolínea billete reserva cancelar pedido entrega paquete devolución política \
+    semana mes año hoy ayer mañana tarde noche por favor ayuda entender explicar porque cómo cuándo \
+    dónde cuál podría debería realmente bastante muy claramente rápidamente despacio normalmente \
+    siempre nunca familia amigo negocio dueño pequeño grande nuevo viejo segundo primero último \
+    próximo anterior reciente automático manual aplicación móvil correo carta mensaje aviso alerta \
+    contraseña acceso seguridad código verificación identidad documento prueba ingresos salario";
+
+/// What the script makes go wrong.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Script {
+    /// Every `duplicate_every`-th generate unit repeats the previous answer (0: never).
+    pub duplicate_every: u64,
+    /// Every `refuse_every`-th generate unit refuses (0: never).
+    pub refuse_every: u64,
+    /// Every unit fails as if the engine were gone.
+    pub failing: bool,
+}
+
+/// Scripted answers to units.
+#[derive(Debug, Default)]
+pub struct ScriptedWorker {
+    script: Script,
+    answered: RefCell<Vec<(String, String)>>,
+    count: RefCell<u64>,
+}
+
+fn hash(text: &str, salt: &str) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(text.as_bytes());
+    hasher.update(salt.as_bytes());
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(word)
+}
+
+const ENGLISH_GLUE: &[&str] = &[
+    "the", "and", "my", "of", "to", "is", "for", "with", "that", "it", "I", "was",
+];
+const SPANISH_GLUE: &[&str] = &[
+    "el", "la", "de", "que", "y", "en", "los", "por", "con", "para", "mi", "una",
+];
+
+/// `n` words of `language` drawn by a hash of `seed`, every other one a
+/// function word, so that language identification recognises the text.
+pub fn words(language: &str, seed: &str, n: usize) -> String {
+    let (vocabulary, glue) = if language == "es" {
+        (SPANISH, SPANISH_GLUE)
+    } else {
+        (ENGLISH, ENGLISH_GLUE)
+    };
+    let vocabulary: Vec<&str> = vocabulary.split_whitespace().collect();
+    let mut out: Vec<&str> = (0..n)
+        .map(|i| {
+            let h = hash(seed, &i.to_string());
+            if i % 2 == 0 {
+                glue[(h % glue.len() as u64) as usize]
+            } else {
+                vocabulary[(h % vocabulary.len() as u64) as usize]
+            }
+        })
+        .collect();
+    out.dedup();
+    out.join(" ")
+}
+
+fn call(step: &str, text: String) -> CallOutcome {
+    CallOutcome {
+        step: step.into(),
+        text,
+        finish_reason: "EndOfGeneration".into(),
+        prompt_tokens: 100,
+        generated_tokens: 40,
+        started_ms: seedling_common::time::now_unix_ms(),
+        finished_ms: seedling_common::time::now_unix_ms(),
+    }
+}
+
+impl ScriptedWorker {
+    pub fn new(script: Script) -> Self {
+        Self {
+            script,
+            ..Self::default()
+        }
+    }
+
+    pub fn answer(&self, task: &UnitTask) -> UnitResult {
+        let mut result = UnitResult {
+            plan: task.plan.clone(),
+            unit: task.unit.clone(),
+            worker: "scripted".into(),
+            calls: Vec::new(),
+            verdict: None,
+            error: None,
+        };
+        if self.script.failing {
+            result.error = Some("the engine has stopped".into());
+            return result;
+        }
+        match &task.kind {
+            TaskKind::Analyze(analyze) => {
+                let schema = analyze
+                    .call
+                    .json_schema
+                    .as_ref()
+                    .expect("analysis is constrained");
+                let subdomain =
+                    schema["properties"]["scenarios"]["items"]["properties"]["subdomain"]["enum"]
+                        [0]
+                    .clone();
+                let json = serde_json::json!({
+                    "concepts": [{"term": format!("concept {}", task.unit), "definition": "What the chunk explains."}],
+                    "scenarios": [{"description": format!("A customer asks about {}", task.unit), "subdomain": subdomain}],
+                });
+                result.calls.push(call("domain_analysis", json.to_string()));
+            }
+            TaskKind::Generate(generate) => {
+                let n = {
+                    let mut count = self.count.borrow_mut();
+                    *count += 1;
+                    *count
+                };
+                let language = generate.checks.language.as_str();
+                let previous = self.answered.borrow().last().cloned();
+                let (base, input, response) = match previous {
+                    Some((input, response))
+                        if self.script.duplicate_every > 0
+                            && n % self.script.duplicate_every == 0 =>
+                    {
+                        (input.clone(), input, response)
+                    }
+                    _ => {
+                        let base = words(language, &format!("{}base", task.unit), 16);
+                        let input = if generate.evolve.is_some() {
+                            words(language, &format!("{}evolved", task.unit), 18)
+                        } else {
+                            base.clone()
+                        };
+                        let response =
+                            if self.script.refuse_every > 0 && n % self.script.refuse_every == 0 {
+                                "I'm sorry, but I cannot help with that request today.".to_string()
+                            } else {
+                                words(language, &format!("{}response", task.unit), 40)
+                            };
+                        (base, input, response)
+                    }
+                };
+                result.calls.push(call(&generate.input.step, base.clone()));
+                if let Some(evolve) = &generate.evolve {
+                    result.calls.push(call(&evolve.step, input.clone()));
+                }
+                result
+                    .calls
+                    .push(call(&generate.response.step, response.clone()));
+                result.verdict = Some(judge_pair(generate, &base, &input, &response));
+                self.answered.borrow_mut().push((input, response));
+            }
+        }
+        result
+    }
+}
