@@ -32,6 +32,17 @@ pub fn engine(n_slots: u32, n_ctx: u32) -> Engine {
     Engine::start(config).expect("engine starts on the default model")
 }
 
+/// The release `seedling` binary, which the test command builds first.
+pub fn seedling_bin() -> PathBuf {
+    let path = repo_root().join("target/release/seedling");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test (it builds it) or cargo build --release",
+        path.display()
+    );
+    path
+}
+
 /// Root of the repository, for scripts.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -97,7 +97,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         base_dir,
         attempts_per_record: args.attempts_per_record,
     };
+    let earlier_plans = store.plans()?;
     let plan_run = PlanRun::open(Arc::clone(&store), plan, options)?;
+    if !earlier_plans.is_empty() && !earlier_plans.contains(plan_run.plan_id()) {
+        // An edited plan is a new plan: say so rather than silently start over.
+        let names: Vec<&str> = earlier_plans.iter().map(|p| p.as_str()).collect();
+        eprintln!(
+            "seedling: {} holds {} from an earlier run; this plan differs from it, so it runs as new plan {}",
+            args.out.display(),
+            names.join(", "),
+            plan_run.plan_id()
+        );
+    }
     let plan_id = plan_run.plan_id().clone();
     let started = Instant::now();
     let progress = if plan_run.is_finished() {
@@ -115,7 +126,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        runtime.block_on(drive(plan_run, engine, args.quiet))?
+        let progress = runtime.block_on(drive(plan_run, Arc::clone(&engine), args.quiet))?;
+        // Units still in the engine are surplus: leave them, do not drain them.
+        runtime.shutdown_background();
+        std::mem::forget(engine);
+        progress
     };
     let summary = export_dataset(&store, &plan_id, &args.out)
         .with_context(|| format!("exporting plan {plan_id} to {}", args.out.display()))?;
@@ -230,8 +245,14 @@ impl Reporter {
         } else {
             String::new()
         };
+        let lagging = planned
+            .iter()
+            .filter(|s| s.accepted < s.quota)
+            .max_by_key(|s| (s.quota - s.accepted, std::cmp::Reverse(s.stratum.clone())))
+            .map(|s| format!(" · lagging {} {}/{}", s.stratum, s.accepted, s.quota))
+            .unwrap_or_default();
         format!(
-            "[{}] accepted {}/{} · strata full {}/{} · attempts {} · in flight {} · {:.0} tok/s{}",
+            "[{}] accepted {}/{} · strata full {}/{} · attempts {} · in flight {} · {:.0} tok/s{}{lagging}",
             p.phase,
             p.accepted,
             p.target,
@@ -295,6 +316,16 @@ fn print_summary(p: &Progress, export: &ExportSummary, elapsed: Duration, store:
     if !p.rejected.is_empty() {
         let reasons: Vec<String> = p.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
         println!("  rejected: {}", reasons.join(", "));
+    }
+    let planned: Vec<_> = p.strata.iter().filter(|s| s.quota > 0).collect();
+    if planned.len() <= 40 {
+        println!("  per stratum (accepted/quota, attempts):");
+        for s in &planned {
+            println!(
+                "    {:>3}/{:<3} {:>4}  {}",
+                s.accepted, s.quota, s.attempts, s.stratum
+            );
+        }
     }
     let short = p.shortfalls();
     if short.is_empty() {

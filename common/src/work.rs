@@ -135,7 +135,7 @@ pub struct AnalyzeTask {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskKind {
-    Generate(GenerateTask),
+    Generate(Box<GenerateTask>),
     Analyze(AnalyzeTask),
 }
 

@@ -8,5 +8,6 @@ mod fetch_model;
 mod lineage_crash;
 mod lineage_store;
 mod model_engine;
+mod model_run;
 mod pipeline;
 mod plans;

@@ -148,7 +148,7 @@ fn malformed_plans_name_file_line_and_field() {
             from: "forbidden_regex = '\\b\\d{4}",
             to: "forbidden_regex = '(\\b\\d{4}",
             line_of: Some("forbidden_regex = '(\\b"),
-            says: &["rules[0].forbidden_regex", "invalid regex"],
+            says: &["rules[1].forbidden_regex", "invalid regex"],
         },
         Case {
             what: "zero weight",
@@ -163,6 +163,13 @@ fn malformed_plans_name_file_line_and_field() {
             to: "[[languages]]\ncode = \"en\"\nshare = 0.5\n\n[[languages]]\ncode = \"de\"\nshare = 0.5",
             line_of: None,
             says: &["has no template for plan language \"de\""],
+        },
+        Case {
+            what: "augmentation share out of range",
+            from: "share = 0.1\nkinds = [\"paraphrase\"",
+            to: "share = 1.5\nkinds = [\"paraphrase\"",
+            line_of: None,
+            says: &["augmentation.share", "must be in [0, 1)"],
         },
         Case {
             what: "unknown adversarial kind",

@@ -361,7 +361,7 @@ pub fn augment_input(
             persona_voice(params)
         ),
         AugmentationKind::FormalityShift => {
-            if s.seed % 2 == 0 {
+            if s.seed.is_multiple_of(2) {
                 "Say the same thing much more formally.".to_string()
             } else {
                 "Say the same thing much more casually.".to_string()

@@ -302,15 +302,16 @@ impl PlanRun {
         self.accepted.push(record);
     }
 
-    /// Whether every stratum is full or out of budget, with nothing in flight.
+    /// Whether every stratum is full, or out of budget with nothing in
+    /// flight. Units still running for full strata cannot change the
+    /// dataset (they would be surplus), so they are not waited for.
     pub fn is_finished(&self) -> bool {
-        self.in_flight.is_empty()
-            && self.analysis_pending.is_empty()
+        self.analysis_pending.is_empty()
             && self.analysis_in_flight.is_empty()
-            && self
-                .progress
-                .iter()
-                .all(|p| p.missing() == 0 || p.exhausted(self.options.attempts_per_record))
+            && self.progress.iter().all(|p| {
+                p.missing() == 0
+                    || (p.exhausted(self.options.attempts_per_record) && p.in_flight == 0)
+            })
     }
 
     /// Whether the engine behind the units looks gone.
@@ -370,7 +371,7 @@ impl PlanRun {
                 units.push(UnitTask {
                     plan: self.plan_id.to_string(),
                     unit: planned.unit.clone(),
-                    kind: TaskKind::Generate(planned.task.clone()),
+                    kind: TaskKind::Generate(Box::new(planned.task.clone())),
                 });
                 self.progress[stratum].in_flight += 1;
                 self.in_flight.insert(planned.unit.clone(), planned);

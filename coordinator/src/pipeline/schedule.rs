@@ -20,10 +20,10 @@ impl StratumProgress {
         self.quota.saturating_sub(self.accepted)
     }
 
-    /// Acceptance rate with a prior of one success in two tries, so a new
-    /// stratum is neither starved nor flooded.
-    pub fn expected_yield(&self) -> f64 {
-        (self.accepted as f64 + 1.0) / (self.attempts as f64 + 2.0)
+    /// Acceptance rate, starting from `prior` (the plan's overall rate)
+    /// worth two attempts, so a new stratum is neither starved nor flooded.
+    pub fn expected_yield(&self, prior: f64) -> f64 {
+        (self.accepted as f64 + 2.0 * prior) / (self.attempts as f64 + 2.0)
     }
 
     /// Most attempts this stratum may use in total.
@@ -32,14 +32,14 @@ impl StratumProgress {
     }
 
     /// Attempts still needed beyond those in flight, by the expected yield.
-    fn wanted(&self, attempts_per_record: f64) -> f64 {
+    fn wanted(&self, attempts_per_record: f64, prior: f64) -> f64 {
         if self.missing() == 0 {
             return 0.0;
         }
         let left = self
             .budget(attempts_per_record)
             .saturating_sub(self.attempts + self.in_flight) as f64;
-        let needed = self.missing() as f64 / self.expected_yield() - self.in_flight as f64;
+        let needed = self.missing() as f64 / self.expected_yield(prior) - self.in_flight as f64;
         needed.min(left).max(0.0)
     }
 
@@ -50,30 +50,31 @@ impl StratumProgress {
 }
 
 /// How many new attempts each stratum gets from `free` slots: one at a time
-/// to the stratum wanting the most (ties: the earlier stratum).
+/// to the stratum wanting the most (ties: the earlier stratum), while it
+/// wants at least half an attempt more. Rounding instead of always topping
+/// up keeps surplus records (attempts for a stratum already full) rare.
 pub fn next_attempts(
     strata: &[StratumProgress],
     free: usize,
     attempts_per_record: f64,
 ) -> Vec<u64> {
+    let accepted: u64 = strata.iter().map(|s| s.accepted).sum();
+    let attempts: u64 = strata.iter().map(|s| s.attempts).sum();
+    let prior = (accepted as f64 + 1.0) / (attempts as f64 + 2.0);
     let mut wanted: Vec<f64> = strata
         .iter()
-        .map(|s| s.wanted(attempts_per_record))
+        .map(|s| s.wanted(attempts_per_record, prior))
         .collect();
     let mut given = vec![0u64; strata.len()];
     for _ in 0..free {
         let best = wanted
             .iter()
             .enumerate()
-            .filter(|(_, w)| **w > 0.0)
+            .filter(|(_, w)| **w >= 0.5)
             .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)));
         let Some((idx, _)) = best else { break };
         given[idx] += 1;
-        wanted[idx] = (wanted[idx] - 1.0).max(0.0);
-        // A fraction of an attempt still needs a whole one.
-        if wanted[idx] < 1e-9 {
-            wanted[idx] = 0.0;
-        }
+        wanted[idx] -= 1.0;
     }
     given
 }
@@ -108,6 +109,12 @@ mod tests {
             // the budget caps a hopeless stratum
             (vec![s(1, 0, 7, 0)], 10, vec![1]),
             (vec![s(1, 0, 8, 0)], 10, vec![0]),
+            // a plan accepting most attempts makes one attempt per record
+            (
+                vec![s(10, 10, 12, 0), s(1, 0, 0, 0), s(2, 0, 0, 0)],
+                10,
+                vec![0, 1, 3],
+            ),
         ];
         for (strata, free, expected) in cases {
             assert_eq!(

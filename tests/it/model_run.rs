@@ -1,0 +1,114 @@
+//! `seedling run` end to end with the real model (the README's main job on a
+//! small target): killed with SIGKILL halfway, run again, it continues and
+//! the dataset holds exactly the target, no duplicate ids, every record in
+//! the design's schema with a trace of every step that touched it.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use seedling_common::record::Record;
+use seedling_coordinator::dataset::validate_record;
+use seedling_tests::{repo_root, seedling_bin};
+
+const TARGET: usize = 8;
+
+fn run_command(out: &Path) -> Command {
+    let mut command = Command::new(seedling_bin());
+    command
+        .arg("run")
+        .arg(repo_root().join("examples/retail-banking.toml"))
+        .arg("--out")
+        .arg(out)
+        .arg("--target")
+        .arg(TARGET.to_string())
+        .env("OMP_WAIT_POLICY", "passive");
+    command
+}
+
+/// The accepted count in a progress line (`[generation] accepted 3/8 · ...`).
+fn accepted_in(line: &str) -> Option<usize> {
+    let rest = line.split("accepted ").nth(1)?;
+    rest.split('/').next()?.trim().parse().ok()
+}
+
+#[test]
+fn model_run_killed_halfway_resumes_to_the_exact_target() {
+    let out = tempfile::tempdir().unwrap();
+
+    // First run: killed once half the target is accepted.
+    let mut child = run_command(out.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if accepted_in(&line).is_some_and(|n| n >= TARGET / 2) {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let at_kill = seen.last().and_then(|l| accepted_in(l)).unwrap_or(0);
+    assert!(
+        (TARGET / 2..TARGET).contains(&at_kill),
+        "killed too late or never progressed: {seen:?}"
+    );
+
+    // Second run: continues from the store and finishes.
+    let second = run_command(out.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        second.status.success(),
+        "second run failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("seedling: continuing plan"), "{stderr}");
+    assert!(
+        stdout.contains(&format!("accepted {TARGET}/{TARGET}")),
+        "{stdout}"
+    );
+    eprintln!("first run killed at {at_kill}/{TARGET} accepted; second run:\n{stdout}");
+
+    // The dataset: exactly the target, unique ids, schema, traces.
+    let mut ids = BTreeSet::new();
+    for split in ["train", "validation", "test"] {
+        let text = std::fs::read_to_string(out.path().join(format!("data/{split}.jsonl"))).unwrap();
+        for line in text.lines() {
+            let record: Record = serde_json::from_str(line).expect("design 3.1 schema");
+            validate_record(&record).unwrap();
+            let steps: Vec<&str> = record
+                .trace
+                .processing_steps
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            for step in [
+                "plan_submitted",
+                "quality_filter",
+                "split_assignment",
+                "export",
+            ] {
+                assert!(
+                    steps.contains(&step),
+                    "{} lacks {step}: {steps:?}",
+                    record.id
+                );
+            }
+            assert!(ids.insert(record.id.clone()), "duplicate id {}", record.id);
+        }
+        for format in ["chatml", "sharegpt", "alpaca"] {
+            assert!(out.path().join(format!("{format}/{split}.jsonl")).exists());
+        }
+        assert!(out.path().join(format!("parquet/{split}.parquet")).exists());
+    }
+    assert_eq!(ids.len(), TARGET);
+    for file in ["README.md", "manifest.json", "plan.json"] {
+        assert!(out.path().join(file).exists(), "{file} missing");
+    }
+}
