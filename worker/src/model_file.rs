@@ -35,7 +35,7 @@ pub enum ModelFileError {
         "model file {path} not found (fetch the default model with scripts/fetch-model, or pass --model PATH)"
     )]
     Missing { path: PathBuf },
-    #[error("model file {path} cannot be read: {source}")]
+    #[error("model file {path} cannot be read")]
     Unreadable {
         path: PathBuf,
         #[source]

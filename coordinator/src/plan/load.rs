@@ -25,7 +25,7 @@ pub struct LocatedProblem {
 /// Why a plan cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read plan {path}: {source}")]
+    #[error("cannot read plan {path}")]
     Read {
         path: PathBuf,
         #[source]
