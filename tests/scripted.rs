@@ -181,7 +181,18 @@ impl ScriptedWorker {
                 result
                     .calls
                     .push(call(&generate.response.step, response.clone()));
-                result.verdict = Some(judge_pair(generate, &base, &input, &response));
+                let mut verdict = judge_pair(generate, &base, &input, &response);
+                if let Some(judge) = &generate.judge
+                    && verdict.rejections.is_empty()
+                {
+                    let graded = serde_json::json!({
+                        "rationale": "scripted", "helpfulness": 4, "correctness": 4,
+                        "instruction_following": 5, "clarity": 3,
+                    });
+                    result.calls.push(call(&judge.step, graded.to_string()));
+                    verdict.judge = Some(graded);
+                }
+                result.verdict = Some(verdict);
                 self.answered.borrow_mut().push((input, response));
             }
         }

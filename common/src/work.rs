@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// Replaced in a later call by the text the earlier call produced.
 pub const INPUT_SLOT: &str = "\u{27e6}input\u{27e7}";
+/// Replaced in the judge's call by the response.
+pub const RESPONSE_SLOT: &str = "\u{27e6}response\u{27e7}";
 
 /// One role-tagged message of a chat prompt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +65,15 @@ pub struct ModelCall {
 impl ModelCall {
     /// The call with every [`INPUT_SLOT`] replaced by `input`.
     pub fn with_input(&self, input: &str) -> Self {
-        let fill = |text: &str| text.replace(INPUT_SLOT, input);
+        self.filled(input, RESPONSE_SLOT)
+    }
+
+    /// The call with both slots filled.
+    pub fn filled(&self, input: &str, response: &str) -> Self {
+        let fill = |text: &str| {
+            text.replace(INPUT_SLOT, input)
+                .replace(RESPONSE_SLOT, response)
+        };
         let prompt = match &self.prompt {
             CallPrompt::Chat(messages) => CallPrompt::Chat(
                 messages
@@ -124,6 +134,8 @@ pub struct GenerateTask {
     pub evolve: Option<ModelCall>,
     /// Produces the response to the input.
     pub response: ModelCall,
+    /// Grades the pair (JSON rubric) when it passed the checks.
+    pub judge: Option<ModelCall>,
     pub checks: CheckSpec,
 }
 
@@ -170,6 +182,9 @@ pub struct HeuristicVerdict {
     pub evolution_failures: Vec<serde_json::Value>,
     /// A model-free quality estimate in [0, 1].
     pub score: f64,
+    /// The judge's rubric scores (1-5 each) and rationale, when it ran.
+    #[serde(default)]
+    pub judge: Option<serde_json::Value>,
 }
 
 /// What a worker reports for a unit.

@@ -198,6 +198,7 @@ pub fn judge_pair(
         score: heuristic_score(input, response, &thresholds),
         rejections,
         evolution_failures,
+        judge: None,
     }
 }
 
@@ -219,8 +220,20 @@ async fn run_generate(
         result.calls.push(evolved);
     }
     let response = call(engine, &task.response.with_input(&input)).await?;
-    let verdict = judge_pair(task, &base_input, &input, &response.text);
+    let mut verdict = judge_pair(task, &base_input, &input, &response.text);
+    let response_text = response.text.clone();
     result.calls.push(response);
+    // The judge grades only what the cheap checks let through.
+    if let Some(judge) = &task.judge
+        && verdict.rejections.is_empty()
+        && verdict.evolution_failures.is_empty()
+    {
+        let graded = call(engine, &judge.filled(&input, &response_text)).await?;
+        verdict.judge = Some(serde_json::from_str(&graded.text).unwrap_or_else(
+            |e| serde_json::json!({ "unparsed": graded.text, "error": e.to_string() }),
+        ));
+        result.calls.push(graded);
+    }
     result.verdict = Some(verdict);
     Ok(())
 }

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::report::DiversityFacts;
 use crate::plan::Plan;
+use crate::quality::diversity::LexicalDiversity;
+use crate::quality::funnel::FunnelRow;
 
 /// Everything the card reports.
 #[derive(Debug)]
@@ -20,7 +23,9 @@ pub struct CardFacts<'a> {
     pub strata: &'a BTreeMap<String, usize>,
     pub scores: &'a [f64],
     pub attempts: u64,
+    pub funnel: &'a [FunnelRow],
     pub rejected: &'a BTreeMap<String, u64>,
+    pub diversity: &'a DiversityFacts,
 }
 
 fn table(out: &mut String, header: [&str; 2], rows: impl IntoIterator<Item = (String, String)>) {
@@ -101,12 +106,21 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
     let _ = writeln!(
         out,
         "Every record passed the model-free checks (length, repetition, refusal, copied input, \
-         code fences, the plan's business rules, language and script), Evol-Instruct's elimination \
-         filter where it applies, the Self-Instruct novelty gate (ROUGE-L <= 0.7), exact and \
-         near-duplicate removal, and `quality_score >= {}`. `quality_score` is the heuristic \
-         estimate (repetition, substance, originality); `review_status` is `auto_approved`: \
-         no human has reviewed these records.\n",
-        plan.quality.min_score
+         placeholders, an input written from the assistant's side, code fences, the plan's business \
+         rules, language and script), Evol-Instruct's elimination filter where it applies, the \
+         Self-Instruct novelty gate (ROUGE-L <= 0.7), exact and near-duplicate removal, and \
+         `quality_score >= {}`. `quality_score` is the heuristic estimate (repetition, substance, \
+         originality){}. `review_status` is `auto_approved`: no human has reviewed these records.\n",
+        plan.quality.min_score,
+        if plan.quality.judge {
+            format!(
+                ", blended with the model judge's rubric (helpfulness, correctness, instruction \
+                 following, clarity) at weight {}",
+                plan.quality.judge_weight
+            )
+        } else {
+            "; the model judge was off for this plan".to_string()
+        }
     );
     let bins = histogram(f.scores);
     table(
@@ -119,7 +133,18 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
             )
         }),
     );
-    let _ = writeln!(out, "Acceptance: {total} of {} attempts.\n", f.attempts);
+    let _ = writeln!(
+        out,
+        "Acceptance funnel: {total} records accepted of {} attempts.\n",
+        f.attempts
+    );
+    table(
+        &mut out,
+        ["stage", "attempts"],
+        f.funnel
+            .iter()
+            .map(|r| (r.stage.to_string(), r.count.to_string())),
+    );
     if !f.rejected.is_empty() {
         table(
             &mut out,
@@ -127,6 +152,45 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
             f.rejected.iter().map(|(k, v)| (k.clone(), v.to_string())),
         );
     }
+
+    out.push_str("## Diversity and balance\n\n");
+    out.push_str(
+        "distinct-n: distinct n-grams over all n-grams; self-BLEU: mean BLEU-4 of each text against the \
+         others (lower is more varied); entropy: evenness over the plan's categories (1 = even).\n\n",
+    );
+    let _ = writeln!(
+        out,
+        "| texts | records | distinct-1 | distinct-2 | type-token | self-BLEU |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let row = |out: &mut String, name: &str, d: &LexicalDiversity| {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            d.texts, d.distinct_1, d.distinct_2, d.type_token_ratio, d.self_bleu
+        );
+    };
+    row(&mut out, "inputs", &f.diversity.inputs);
+    row(&mut out, "responses", &f.diversity.responses);
+    for (subdomain, d) in &f.diversity.per_subdomain {
+        row(&mut out, &format!("inputs: {subdomain}"), d);
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "| dimension | covered | entropy |\n| --- | ---: | ---: |"
+    );
+    for b in &f.diversity.balance {
+        let _ = writeln!(
+            out,
+            "| {} | {}/{} | {:.3} |",
+            b.dimension, b.covered, b.categories, b.entropy
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nAdversarial share: {:.3} (planned {}).\n",
+        f.diversity.adversarial_share, plan.adversarial.share
+    );
 
     out.push_str("## Plan\n\n");
     let _ = writeln!(

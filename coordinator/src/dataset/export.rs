@@ -19,9 +19,11 @@ use sha2::{Digest, Sha256};
 use super::card::{CardFacts, render_card};
 use super::formats::{to_alpaca, to_chatml, to_sharegpt};
 use super::parquet::write_parquet;
+use super::report::diversity_facts;
 use super::splits::{Group, Split, assign_splits};
 use crate::lineage::{LineageError, LineageStore, PlanGraph};
 use crate::plan::Plan;
+use crate::quality::funnel::funnel;
 
 /// `review_status` of records that passed automatic checks only.
 pub const AUTO_APPROVED: &str = "auto_approved";
@@ -414,7 +416,9 @@ pub fn export_dataset(
         strata: &strata,
         scores: &scores,
         attempts,
+        funnel: &funnel(attempts, &rejected),
         rejected: &rejected,
+        diversity: &diversity_facts(&stored, &accepted),
     });
     files.push(write_file(out, "README.md", card.as_bytes())?);
     let manifest = serde_json::json!({

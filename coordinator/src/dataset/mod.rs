@@ -6,6 +6,7 @@ mod card;
 pub mod export;
 pub mod formats;
 mod parquet;
+mod report;
 pub mod splits;
 
 pub use export::{ExportError, ExportSummary, export_dataset, stored_plan, validate_record};

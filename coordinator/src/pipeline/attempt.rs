@@ -336,6 +336,10 @@ pub fn plan_attempt(
         source,
         evol_operation,
         task: GenerateTask {
+            judge: plan
+                .quality
+                .judge
+                .then(|| prompts::judge(plan, settings.seed)),
             input,
             checks: checks(plan, stratum, evolve.is_some()),
             evolve,

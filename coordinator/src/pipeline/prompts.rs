@@ -3,7 +3,7 @@
 //! the long, shared part (the grounding) first so the engine's prefix cache
 //! computes it once per plan.
 
-use seedling_common::work::{CallPrompt, INPUT_SLOT, Message, ModelCall};
+use seedling_common::work::{CallPrompt, INPUT_SLOT, Message, ModelCall, RESPONSE_SLOT};
 
 use crate::plan::{AdversarialKind, AugmentationKind, Plan, UnitParams};
 
@@ -346,6 +346,91 @@ pub fn response(plan: &Plan, language: &str, chunk: Option<&str>, s: CallSetting
     s.call("response_generation", prompt, plan.sampling.max_new_tokens)
 }
 
+/// Version of the judge prompt and rubric, recorded in every judgement.
+pub const JUDGE_VERSION: &str = "rubric-v1";
+
+/// The judge's rubric: aspect and what a 5 means.
+pub const JUDGE_ASPECTS: &[(&str, &str)] = &[
+    ("helpfulness", "it fully solves the person's problem"),
+    (
+        "correctness",
+        "every fact agrees with the terms and rules above",
+    ),
+    (
+        "instruction_following",
+        "it answers exactly what was asked, in the asked language",
+    ),
+    ("clarity", "it is clear, concise and well organised"),
+];
+
+/// The schema of a judgement: a rationale first (so the scores follow from
+/// it), then each aspect as an integer from 1 to 5.
+pub fn judge_schema() -> serde_json::Value {
+    let mut properties = serde_json::Map::new();
+    properties.insert(
+        "rationale".into(),
+        serde_json::json!({"type": "string", "maxLength": 240}),
+    );
+    let mut required = vec![serde_json::json!("rationale")];
+    for (aspect, _) in JUDGE_ASPECTS {
+        properties.insert(
+            (*aspect).into(),
+            serde_json::json!({"type": "integer", "enum": [1, 2, 3, 4, 5]}),
+        );
+        required.push(serde_json::json!(aspect));
+    }
+    serde_json::json!({"type": "object", "properties": properties, "required": required})
+}
+
+/// A rubric judge in the style of Prometheus / UltraFeedback, grounded on
+/// the plan's rules and glossary; grammar-constrained, so it always parses.
+pub fn judge(plan: &Plan, seed: u32) -> ModelCall {
+    let mut system = format!(
+        "You are a strict grader of answers given by an assistant for {}: {}",
+        plan.domain.name, plan.domain.description
+    );
+    if !plan.rules.is_empty() {
+        system.push_str("\n\nRules the answer must follow:");
+        for rule in &plan.rules {
+            system.push_str(&format!("\n- {}", rule.statement));
+        }
+    }
+    if !plan.glossary.is_empty() {
+        system.push_str("\n\nTerms:");
+        for entry in plan.glossary.iter().take(40) {
+            system.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
+        }
+    }
+    system.push_str("\n\nScore the answer from 1 (poor) to 5 (excellent) on each aspect:");
+    for (aspect, five) in JUDGE_ASPECTS {
+        system.push_str(&format!("\n- {aspect}: 5 when {five}"));
+    }
+    system.push_str("\nA wrong fact or a broken rule makes correctness 1. Write a one-sentence rationale first. Reply in JSON.");
+    let prompt = CallPrompt::Chat(vec![
+        Message::system(system),
+        Message::user(format!("Message: {INPUT_SLOT}\n\nAnswer: {RESPONSE_SLOT}")),
+    ]);
+    let settings = CallSettings {
+        temperature: 0.3,
+        top_p: 0.9,
+        top_k: 40,
+        seed,
+    };
+    let mut call = settings.call("judge", prompt, 160);
+    call.json_schema = Some(judge_schema());
+    call
+}
+
+/// The judge's scores as one number in [0, 1]: the mean aspect, rescaled.
+pub fn judge_score(judgement: &serde_json::Value) -> Option<f64> {
+    let scores: Vec<f64> = JUDGE_ASPECTS
+        .iter()
+        .map(|(aspect, _)| judgement.get(*aspect).and_then(|v| v.as_f64()))
+        .collect::<Option<_>>()?;
+    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    Some(((mean - 1.0) / 4.0).clamp(0.0, 1.0))
+}
+
 /// Augmentation of an accepted input (not translation).
 pub fn augment_input(
     plan: &Plan,
@@ -538,6 +623,25 @@ mod tests {
         };
         assert!(text.ends_with("<|im_start|>user\n"));
         assert!(call.stop.contains(&"<|im_end|>".to_string()));
+    }
+
+    #[test]
+    fn judge_scores_rescale_the_rubric_and_need_every_aspect() {
+        let all = |n: i64| serde_json::json!({"rationale": "r", "helpfulness": n, "correctness": n, "instruction_following": n, "clarity": n});
+        assert_eq!(judge_score(&all(5)), Some(1.0));
+        assert_eq!(judge_score(&all(1)), Some(0.0));
+        assert_eq!(judge_score(&all(3)), Some(0.5));
+        assert_eq!(judge_score(&serde_json::json!({"helpfulness": 5})), None);
+        let plan = retail();
+        let call = judge(&plan, 1);
+        assert!(call.json_schema.is_some());
+        let CallPrompt::Chat(messages) = &call.prompt else {
+            panic!()
+        };
+        assert!(messages[0].content.contains(&plan.rules[0].statement));
+        assert!(
+            messages[1].content.contains(INPUT_SLOT) && messages[1].content.contains(RESPONSE_SLOT)
+        );
     }
 
     #[test]

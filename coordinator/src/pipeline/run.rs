@@ -20,7 +20,7 @@ use super::attempt::{
     AcceptedRecord, Grounding, Method, PlannedAttempt, plan_attempt, stratum_key,
 };
 use super::knowledge::{Knowledge, knowledge_batch, plan_id};
-use super::prompts;
+use super::prompts::{self, JUDGE_VERSION};
 use super::schedule::{StratumProgress, next_attempts};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
@@ -425,7 +425,7 @@ impl PlanRun {
                 let record = AcceptedRecord {
                     id: record_id(&self.plan_id, &planned.unit),
                     stratum: planned.stratum,
-                    input: final_input(&result).to_string(),
+                    input: final_input(&planned, &result).to_string(),
                     response: result
                         .text_of(&planned.task.response.step)
                         .unwrap_or_default()
@@ -542,10 +542,11 @@ impl PlanRun {
                 serde_json::json!({ "evolution_failures": verdict.evolution_failures }),
             );
         }
-        if verdict.score < self.plan.quality.min_score {
+        let score = combined_score(&self.plan, verdict);
+        if score < self.plan.quality.min_score {
             return reject(
                 "low_quality_score",
-                serde_json::json!({ "score": verdict.score, "min_score": self.plan.quality.min_score }),
+                serde_json::json!({ "score": score, "heuristic_score": verdict.score, "min_score": self.plan.quality.min_score }),
             );
         }
         if self.progress[planned.stratum].missing() == 0 {
@@ -554,7 +555,7 @@ impl PlanRun {
                 serde_json::json!({ "quota": self.progress[planned.stratum].quota }),
             );
         }
-        let input = final_input(result);
+        let input = final_input(planned, result);
         let response = result
             .text_of(&planned.task.response.step)
             .unwrap_or_default();
@@ -590,7 +591,7 @@ impl PlanRun {
         }
         Decision {
             reason: None,
-            detail: serde_json::json!({ "score": verdict.score }),
+            detail: serde_json::json!({ "score": score, "heuristic_score": verdict.score }),
             duplicate_of: None,
         }
     }
@@ -680,7 +681,7 @@ impl PlanRun {
         let input_steps: Vec<&seedling_common::work::CallOutcome> = result
             .calls
             .iter()
-            .filter(|c| c.step != planned.task.response.step)
+            .filter(|c| is_input_step(planned, &c.step))
             .collect();
         for (i, call) in input_steps.iter().enumerate() {
             let id = node_id(&format!("input{i}"));
@@ -722,7 +723,11 @@ impl PlanRun {
         let mut params = planned.task.response.params();
         params.insert("worker".into(), result.worker.clone().into());
         let accepted = decision.reason.is_none();
-        let score = result.verdict.as_ref().map(|v| v.score).unwrap_or(0.0);
+        let score = result
+            .verdict
+            .as_ref()
+            .map(|v| combined_score(&self.plan, v))
+            .unwrap_or(0.0);
         let finished_ms = result
             .calls
             .last()
@@ -734,7 +739,7 @@ impl PlanRun {
             "stratum_fields": stratum,
             "attempt": planned.attempt,
             "method": planned.method.name(),
-            "input": final_input(result),
+            "input": final_input(planned, result),
             "response": response_call.map(|c| c.text.clone()).unwrap_or_default(),
             "finish_reason": response_call.map(|c| c.finish_reason.clone()),
             "quality_score": score,
@@ -772,6 +777,13 @@ impl PlanRun {
         let judgement = node_id("quality");
         let mut params = serde_json::Map::new();
         params.insert("scorer".into(), "heuristics v1".into());
+        if let Some(judge) = &planned.task.judge
+            && result.verdict.as_ref().is_some_and(|v| v.judge.is_some())
+        {
+            params.insert("judge".into(), JUDGE_VERSION.into());
+            params.insert("judge_weight".into(), self.plan.quality.judge_weight.into());
+            params.insert("judge_sampling".into(), judge.params().into());
+        }
         params.insert("min_score".into(), self.plan.quality.min_score.into());
         params.insert("novelty_threshold".into(), NOVELTY_THRESHOLD.into());
         params.insert(
@@ -861,15 +873,32 @@ pub fn record_id(plan: &PlanId, unit: &str) -> NodeId {
     NodeId::derive(plan, &[unit, "response"])
 }
 
+/// Whether a call of `planned` made (part of) its input.
+fn is_input_step(planned: &PlannedAttempt, step: &str) -> bool {
+    step == planned.task.input.step || planned.task.evolve.as_ref().is_some_and(|e| e.step == step)
+}
+
 /// The input as the record holds it: the last input call's cleaned text.
-fn final_input(result: &UnitResult) -> &str {
+fn final_input<'r>(planned: &PlannedAttempt, result: &'r UnitResult) -> &'r str {
     result
         .calls
         .iter()
         .rev()
-        .find(|c| c.step != "response_generation" && c.step != "translate_response")
+        .find(|c| is_input_step(planned, &c.step))
         .map(|c| c.text.as_str())
         .unwrap_or_default()
+}
+
+/// The record's quality score: the heuristic estimate, blended with the
+/// judge's rubric by the plan's judge weight when the judge ran.
+fn combined_score(plan: &Plan, verdict: &seedling_common::work::HeuristicVerdict) -> f64 {
+    match verdict.judge.as_ref().and_then(prompts::judge_score) {
+        Some(judged) => {
+            let w = plan.quality.judge_weight;
+            (((1.0 - w) * verdict.score + w * judged) * 1000.0).round() / 1000.0
+        }
+        None => verdict.score,
+    }
 }
 
 fn dedup_text(input: &str, response: &str) -> String {

@@ -254,11 +254,22 @@ pub struct Target {
 pub struct Quality {
     /// Lowest combined quality score an accepted record may have, in [0, 1].
     pub min_score: f64,
+    /// Ask the model to grade every pair that passed the heuristics. Off by
+    /// default: the default 0.5B model grades everything 5/5 (BENCHMARKS.md,
+    /// judge reliability); turn it on with a larger model.
+    pub judge: bool,
+    /// Weight of the judge in the combined score, in [0, 1]; the rest is
+    /// the heuristic estimate. A small judge is noisy: keep it moderate.
+    pub judge_weight: f64,
 }
 
 impl Default for Quality {
     fn default() -> Self {
-        Self { min_score: 0.6 }
+        Self {
+            min_score: 0.6,
+            judge: false,
+            judge_weight: 0.4,
+        }
     }
 }
 

@@ -332,6 +332,10 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
         );
     }
     c.unit_interval(root.key("quality").key("min_score"), plan.quality.min_score);
+    c.unit_interval(
+        root.key("quality").key("judge_weight"),
+        plan.quality.judge_weight,
+    );
 
     let splits = root.key("splits");
     let s = &plan.splits;

@@ -1,0 +1,95 @@
+//! The model judge on the real model: every judgement parses (grammar-
+//! constrained JSON) and carries every aspect of the rubric. Its
+//! reliability (does a correct answer outscore one that contradicts the
+//! plan's glossary, do seeds agree) is measured and printed: the default
+//! 0.5B model grades everything 5/5, so plans leave the judge off unless
+//! they run a larger model (BENCHMARKS.md, judge reliability).
+
+use seedling_coordinator::pipeline::{judge_call, judge_score};
+use seedling_coordinator::plan::load_plan;
+use seedling_tests::{engine, repo_root};
+use seedling_worker::unit::request_for;
+
+/// (question, correct answer, answer that contradicts the plan)
+const PAIRS: [(&str, &str, &str); 5] = [
+    (
+        "What does APY mean on my savings account?",
+        "APY is the annual percentage yield: the yearly return on your savings balance, including compounding.",
+        "APY is the monthly fee the bank charges you for keeping a savings account open.",
+    ),
+    (
+        "What is an authorization hold on my card?",
+        "It is a temporary reservation of funds for a pending card transaction. It lowers your available balance until the merchant settles or the hold drops off.",
+        "It is a permanent charge that can never be reversed, and it does not change your available balance.",
+    ),
+    (
+        "What does available balance mean?",
+        "Your available balance is your ledger balance minus holds and pending debits: what you can spend right now.",
+        "Your available balance is your ledger balance plus all holds and pending debits, so it is always higher.",
+    ),
+    (
+        "What is ACH?",
+        "ACH is the Automated Clearing House, the network that moves batched electronic transfers between US banks.",
+        "ACH is a kind of credit card that the bank issues only to business customers.",
+    ),
+    (
+        "Can you check my card for me? What do you need?",
+        "I can look into it without any secret details: never share your PIN or full card number. Tell me the date and amount of the payment.",
+        "Sure, just tell me your PIN and your full card number and I will check it for you.",
+    ),
+];
+
+const SEEDS: u32 = 10;
+
+#[test]
+fn model_judge_output_always_parses_and_its_reliability_is_measured() {
+    let plan = load_plan(&repo_root().join("examples/retail-banking.toml")).unwrap();
+    let engine = engine(16, 8192);
+    // Every answer, graded with ten seeds: 100 judge calls.
+    let mut requests = Vec::new();
+    for (question, right, wrong) in PAIRS {
+        for answer in [right, wrong] {
+            for seed in 0..SEEDS {
+                requests.push(request_for(
+                    &judge_call(&plan, seed + 1).filled(question, answer),
+                ));
+            }
+        }
+    }
+    assert_eq!(requests.len(), 100);
+    let generations = engine.generate_all_blocking(requests).unwrap();
+    let scores: Vec<f64> = generations
+        .iter()
+        .map(|g| {
+            let json: serde_json::Value = serde_json::from_str(&g.text)
+                .unwrap_or_else(|e| panic!("judgement does not parse ({e}): {}", g.text));
+            judge_score(&json).unwrap_or_else(|| panic!("judgement lacks an aspect: {}", g.text))
+        })
+        .collect();
+
+    let per = SEEDS as usize;
+    let mean = |i: usize| scores[i * per..(i + 1) * per].iter().sum::<f64>() / per as f64;
+    let mut wins = 0;
+    let mut agreement = 0;
+    for (pair, (question, _, _)) in PAIRS.iter().enumerate() {
+        let (right, wrong) = (mean(pair * 2), mean(pair * 2 + 1));
+        if right > wrong {
+            wins += 1;
+        }
+        eprintln!("pair {pair} ({question}): correct {right:.3}, contradicting {wrong:.3}");
+        // Self-consistency: consecutive seeds within one rubric point (0.25).
+        for answer in [pair * 2, pair * 2 + 1] {
+            let s = &scores[answer * per..(answer + 1) * per];
+            agreement += s.windows(2).filter(|w| (w[0] - w[1]).abs() <= 0.25).count();
+        }
+    }
+    let comparisons = PAIRS.len() * 2 * (per - 1);
+    eprintln!(
+        "judge: 100 of 100 judgements parse; correct beats contradicting on {wins} of 5 pairs; \
+         seed-to-seed agreement within one point {agreement} of {comparisons}"
+    );
+    assert!(
+        wins >= 4,
+        "the judge prefers the correct answer on only {wins} of 5 pairs"
+    );
+}
