@@ -1,5 +1,6 @@
 //! `seedling plan check`: validate a plan file and show the stratified
-//! allocation it asks for, before any model is loaded.
+//! allocation it asks for, before any model is loaded. `seedling plan
+//! status`: where a run stands, from the snapshot it keeps.
 
 use std::path::PathBuf;
 
@@ -19,10 +20,98 @@ pub enum PlanCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Show a run's progress: the acceptance funnel and every stratum's quota
+    /// (works while `seedling run` is running)
+    Status {
+        /// The run's output directory
+        #[arg(default_value = "seedling-out")]
+        dir: PathBuf,
+        /// Print the snapshot as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let path = crate::run::progress_file(dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "no run in {} ({}: {e}); start one with seedling run PLAN --out {}",
+            dir.display(),
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let snapshot: serde_json::Value = serde_json::from_str(&text)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+        return Ok(());
+    }
+    let p = &snapshot["progress"];
+    let pid = snapshot["pid"].as_u64().unwrap_or(0);
+    let live = !snapshot["finished"].as_bool().unwrap_or(false)
+        && std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let state = if snapshot["finished"].as_bool() == Some(true) {
+        format!(
+            "finished, dataset {}",
+            snapshot["dataset"].as_str().unwrap_or("?")
+        )
+    } else if live {
+        format!("running (pid {pid})")
+    } else {
+        "stopped before the end: run the same command again to continue".to_string()
+    };
+    println!(
+        "plan {} in {}: {state}; updated {}",
+        p["plan"].as_str().unwrap_or("?"),
+        dir.display(),
+        snapshot["updated_at"].as_str().unwrap_or("?")
+    );
+    let count = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    println!(
+        "  [{}] accepted {}/{}, {} attempts, {} in flight, {} tokens",
+        p["phase"].as_str().unwrap_or("?"),
+        count(&p["accepted"]),
+        count(&p["target"]),
+        count(&p["attempts"]),
+        count(&p["in_flight"]),
+        count(&p["generated_tokens"])
+    );
+    let rejected: std::collections::BTreeMap<String, u64> =
+        serde_json::from_value(p["rejected"].clone()).unwrap_or_default();
+    println!("  funnel:");
+    println!("    {:>6}  attempted", count(&p["attempts"]));
+    for row in seedling_coordinator::quality::funnel::funnel(count(&p["attempts"]), &rejected) {
+        println!("    {:>6}  {}", row.count, row.stage);
+    }
+    if !rejected.is_empty() {
+        let reasons: Vec<String> = rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        println!("  rejected: {}", reasons.join(", "));
+    }
+    println!("  strata (accepted/quota, attempts):");
+    for line in p["strata"].as_array().into_iter().flatten() {
+        if count(&line["quota"]) == 0 {
+            continue;
+        }
+        let mark = if line["exhausted"].as_bool() == Some(true) {
+            "  (budget spent)"
+        } else {
+            ""
+        };
+        println!(
+            "    {:>3}/{:<3} {:>4}  {}{mark}",
+            count(&line["accepted"]),
+            count(&line["quota"]),
+            count(&line["attempts"]),
+            line["stratum"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
 }
 
 pub fn run(command: PlanCommand) -> anyhow::Result<()> {
     match command {
+        PlanCommand::Status { dir, json } => status(&dir, json),
         PlanCommand::Check { plan, json, all } => {
             let parsed = load_plan(&plan)?;
             let quotas = allocate(&parsed);

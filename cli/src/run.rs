@@ -51,6 +51,32 @@ pub fn store_dir(out: &Path) -> PathBuf {
     out.join(".seedling").join("lineage")
 }
 
+/// Where a run directory keeps its latest progress, for `seedling plan status`.
+pub fn progress_file(out: &Path) -> PathBuf {
+    out.join(".seedling").join("progress.json")
+}
+
+/// Writes the progress snapshot through a temporary file (readers never see
+/// half of it). A failure only costs the snapshot, never the run.
+fn write_progress(out: &Path, progress: &Progress, dataset: Option<&str>) {
+    let snapshot = serde_json::json!({
+        "pid": std::process::id(),
+        "updated_at": seedling_common::time::rfc3339_from_unix_ms(seedling_common::time::now_unix_ms()),
+        "finished": dataset.is_some(),
+        "dataset": dataset,
+        "progress": progress,
+    });
+    let path = progress_file(out);
+    let tmp = path.with_extension("partial");
+    let written = serde_json::to_vec_pretty(&snapshot)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(err) = written {
+        tracing::warn!(path = %path.display(), %err, "cannot write the progress snapshot");
+    }
+}
+
 fn generator_version(model: &Path) -> anyhow::Result<String> {
     let digest = sha256_file(model)?;
     let name = model
@@ -126,7 +152,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let progress = runtime.block_on(drive(plan_run, Arc::clone(&engine), args.quiet))?;
+        let progress =
+            runtime.block_on(drive(plan_run, Arc::clone(&engine), args.quiet, &args.out))?;
         // Units still in the engine are surplus: leave them, do not drain them.
         runtime.shutdown_background();
         std::mem::forget(engine);
@@ -134,12 +161,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let summary = export_dataset(&store, &plan_id, &args.out)
         .with_context(|| format!("exporting plan {plan_id} to {}", args.out.display()))?;
+    write_progress(&args.out, &progress, Some(&summary.version));
     print_summary(&progress, &summary, started.elapsed(), &store_path);
     Ok(())
 }
 
 /// Runs the coordinator and the local worker until the plan ends.
-async fn drive(run: PlanRun, engine: Arc<Engine>, quiet: bool) -> anyhow::Result<Progress> {
+async fn drive(
+    run: PlanRun,
+    engine: Arc<Engine>,
+    quiet: bool,
+    out: &Path,
+) -> anyhow::Result<Progress> {
     let (progress_tx, mut progress_rx) = watch::channel(run.progress());
     let (finished_tx, mut finished_rx) = oneshot::channel();
     let (coordinator, coordinator_handle) = Actor::spawn(
@@ -176,12 +209,19 @@ async fn drive(run: PlanRun, engine: Arc<Engine>, quiet: bool) -> anyhow::Result
     .context("starting the worker actor")?;
 
     let mut reporter = Reporter::new(quiet, &progress_rx.borrow());
+    write_progress(out, &progress_rx.borrow(), None);
+    let mut last_snapshot = Instant::now();
     let outcome = loop {
         tokio::select! {
             finished = &mut finished_rx => break finished.context("the coordinator stopped without a result")?,
             changed = progress_rx.changed() => {
                 if changed.is_ok() {
-                    reporter.show(&progress_rx.borrow_and_update());
+                    let progress = progress_rx.borrow_and_update().clone();
+                    reporter.show(&progress);
+                    if last_snapshot.elapsed() >= Duration::from_secs(1) {
+                        write_progress(out, &progress, None);
+                        last_snapshot = Instant::now();
+                    }
                 }
             }
             _ = tokio::signal::ctrl_c() => {

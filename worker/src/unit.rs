@@ -288,4 +288,89 @@ mod tests {
         );
         assert_eq!(clean_generated_input("Mensaje: ¿Por qué?"), "¿Por qué?");
     }
+
+    fn task(language: &str) -> GenerateTask {
+        let call = ModelCall {
+            step: "x".into(),
+            prompt: CallPrompt::Raw(String::new()),
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 1,
+            max_new_tokens: 1,
+            seed: 0,
+            stop: vec![],
+            json_schema: None,
+        };
+        GenerateTask {
+            input: call.clone(),
+            evolve: None,
+            response: call,
+            judge: None,
+            checks: seedling_common::work::CheckSpec {
+                language: language.into(),
+                rules: vec![],
+                allow_refusal: false,
+                evolved: false,
+            },
+        }
+    }
+
+    fn reasons(verdict: &HeuristicVerdict) -> Vec<&str> {
+        verdict
+            .rejections
+            .iter()
+            .filter_map(|r| r["reason"].as_str())
+            .collect()
+    }
+
+    const QUESTION: &str =
+        "Why was my card declined at the gas station when my balance is positive?";
+
+    #[test]
+    fn chinese_drift_in_an_english_plan_is_rejected_for_its_script() {
+        let drifted = "加油站的预授权冻结会减少您的可用余额，所以即使余额为正，交易也可能被拒绝。";
+        assert_eq!(
+            reasons(&judge_pair(&task("en"), QUESTION, QUESTION, drifted)),
+            vec!["mixed_script"]
+        );
+        let mixed =
+            "Gas stations place an authorization hold 预授权冻结会减少您的可用余额 on your card.";
+        assert!(
+            reasons(&judge_pair(&task("en"), QUESTION, QUESTION, mixed)).contains(&"mixed_script")
+        );
+        // the same text is right for a Chinese plan
+        assert!(
+            !reasons(&judge_pair(
+                &task("zh"),
+                "为什么我的卡在加油站被拒绝了？",
+                "为什么我的卡在加油站被拒绝了？",
+                drifted
+            ))
+            .contains(&"mixed_script")
+        );
+    }
+
+    #[test]
+    fn a_spanish_answer_in_an_english_plan_is_rejected_for_its_language() {
+        let spanish = "Las gasolineras suelen bloquear una cantidad mayor que la compra. Su saldo disponible \
+            descuenta esas retenciones, por eso la tarjeta puede ser rechazada aunque el saldo sea positivo.";
+        assert_eq!(
+            reasons(&judge_pair(&task("en"), QUESTION, QUESTION, spanish)),
+            vec!["wrong_language"]
+        );
+    }
+
+    #[test]
+    fn placeholders_and_assistant_voiced_inputs_are_rejected() {
+        let answer = "Fuel pumps place an authorization hold larger than the purchase; it lowers your available balance for a few days.";
+        let letter = "Dear [Customer Name], how can I help you with your card today?";
+        let verdict = judge_pair(&task("en"), letter, letter, answer);
+        let found = reasons(&verdict);
+        assert!(
+            found.contains(&"input_has_placeholder")
+                && found.contains(&"input_sounds_like_assistant"),
+            "{found:?}"
+        );
+        assert!(reasons(&judge_pair(&task("en"), QUESTION, QUESTION, answer)).is_empty());
+    }
 }
