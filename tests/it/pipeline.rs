@@ -332,3 +332,73 @@ fn the_export_keeps_lineage_groups_in_one_split_and_every_record_traceable() {
     let again = export_dataset(&store, &plan_id, out.path()).unwrap();
     assert_eq!(again.version, summary.version);
 }
+
+#[test]
+fn a_stratum_that_keeps_repeating_itself_is_sampled_hotter() {
+    let text = r#"
+version = 1
+seed = 5
+[domain]
+name = "lab"
+description = "A clinical laboratory's front desk."
+[[subdomains]]
+name = "samples"
+weight = 1
+[[personas]]
+name = "nurse"
+weight = 1
+[[languages]]
+code = "en"
+share = 1.0
+[[task_types]]
+name = "question_answering"
+share = 1.0
+[task_types.templates]
+en = "As a {{ persona }}, ask about {{ subdomain }}."
+[methods]
+template = 1.0
+self_instruct = 0.0
+evol_instruct = 0.0
+magpie = 0.0
+[augmentation]
+share = 0.0
+kinds = []
+[target]
+accepted = 30
+"#;
+    let plan = seedling_coordinator::plan::parse_plan("steer.toml", text, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, mut run) = open(dir.path(), &plan, 30);
+    let base = plan.sampling.temperature;
+    let temperatures = |run: &mut PlanRun| -> Vec<f32> {
+        let units = run.next_units(2).unwrap();
+        let temps = units
+            .iter()
+            .map(|u| match &u.kind {
+                seedling_common::work::TaskKind::Generate(task) => task.input.temperature,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for unit in units {
+            run.return_unit(&unit.unit);
+        }
+        temps
+    };
+    assert!(temperatures(&mut run).iter().all(|t| *t == base));
+    // Every other answer repeats the previous one.
+    let worker = ScriptedWorker::new(Script {
+        duplicate_every: 2,
+        ..Script::default()
+    });
+    let progress = drive(&mut run, &worker, 2, Some(6));
+    assert!(
+        progress.rejected["exact_duplicate"] >= 3,
+        "{:?}",
+        progress.rejected
+    );
+    let hotter = temperatures(&mut run);
+    assert!(
+        hotter.iter().all(|t| *t > base + 0.1),
+        "base {base}, now {hotter:?}"
+    );
+}

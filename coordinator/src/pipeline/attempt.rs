@@ -180,7 +180,8 @@ fn checks(plan: &Plan, stratum: &Stratum, evolved: bool) -> CheckSpec {
 }
 
 /// Plans attempt `attempt` of stratum `index`. `accepted` are the plan's
-/// accepted records so far, in acceptance order.
+/// accepted records so far, in acceptance order; `temperature` samples the
+/// generation calls (the plan's, or higher when the stratum is steered).
 pub fn plan_attempt(
     plan: &Plan,
     grounding: &Grounding,
@@ -188,12 +189,16 @@ pub fn plan_attempt(
     index: usize,
     attempt: u64,
     accepted: &[AcceptedRecord],
+    temperature: f32,
 ) -> Result<PlannedAttempt, String> {
     let stratum = &strata[index];
     let unit = format!("{}#{attempt}", stratum_key(stratum));
     let effective = &grounding.effective;
     let knowledge = &grounding.knowledge;
-    let settings = CallSettings::of(plan, seed_of(plan, &unit));
+    let settings = CallSettings {
+        temperature,
+        ..CallSettings::of(plan, seed_of(plan, &unit))
+    };
     let params = sample_unit(effective, stratum, attempt)
         .ok_or_else(|| format!("stratum {unit} names a persona the plan does not have"))?;
     let instruction = render_instruction(effective, &params)?;

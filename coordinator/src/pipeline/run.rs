@@ -21,7 +21,7 @@ use super::attempt::{
 };
 use super::knowledge::{Knowledge, knowledge_batch, plan_id};
 use super::prompts::{self, JUDGE_VERSION};
-use super::schedule::{StratumProgress, next_attempts};
+use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
 use crate::quality::dedup::{DedupIndex, DedupVerdict};
@@ -111,6 +111,8 @@ pub struct PlanRun {
     novelty_ids: Vec<NodeId>,
     dedup: DedupIndex,
     rejected: BTreeMap<String, u64>,
+    /// Attempts per stratum rejected as duplicates (steers its temperature).
+    duplicates: Vec<u64>,
     generated_tokens: u64,
     consecutive_failures: u32,
     started: Instant,
@@ -161,6 +163,7 @@ impl PlanRun {
                 knowledge: knowledge.clone(),
             },
             done: vec![BTreeSet::new(); strata.len()],
+            duplicates: vec![0; strata.len()],
             strata,
             progress,
             store,
@@ -285,6 +288,7 @@ impl PlanRun {
                 self.remember_accepted(record);
             } else {
                 let reason = body_str(&node, "reason").to_string();
+                self.duplicates[stratum] += u64::from(is_duplicate(&reason));
                 *self.rejected.entry(reason).or_default() += 1;
             }
         }
@@ -366,6 +370,11 @@ impl PlanRun {
                     stratum,
                     attempt,
                     &self.accepted,
+                    steered_temperature(
+                        self.plan.sampling.temperature,
+                        self.progress[stratum].attempts,
+                        self.duplicates[stratum],
+                    ),
                 )
                 .map_err(PipelineError::Planning)?;
                 units.push(UnitTask {
@@ -435,6 +444,7 @@ impl PlanRun {
                 Ok(UnitOutcome::Accepted)
             }
             Some(reason) => {
+                self.duplicates[planned.stratum] += u64::from(is_duplicate(&reason));
                 *self.rejected.entry(reason.clone()).or_default() += 1;
                 Ok(UnitOutcome::Rejected(reason))
             }
@@ -871,6 +881,11 @@ struct Decision {
 /// that arrives twice is stored once.
 pub fn record_id(plan: &PlanId, unit: &str) -> NodeId {
     NodeId::derive(plan, &[unit, "response"])
+}
+
+/// Whether a rejection says the attempt repeated an accepted record.
+fn is_duplicate(reason: &str) -> bool {
+    matches!(reason, "exact_duplicate" | "near_duplicate" | "too_similar")
 }
 
 /// Whether a call of `planned` made (part of) its input.

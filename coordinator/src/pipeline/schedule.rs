@@ -79,6 +79,29 @@ pub fn next_attempts(
     given
 }
 
+/// Attempts a stratum needs before its duplicate rate steers it.
+pub const STEER_AFTER_ATTEMPTS: u64 = 4;
+/// Duplicate share (exact, near, too similar) at which a stratum is steered.
+pub const STEER_DUPLICATE_SHARE: f64 = 0.3;
+/// Highest temperature steering goes to.
+pub const MAX_STEERED_TEMPERATURE: f32 = 1.3;
+
+/// The temperature for a stratum's next attempts: the plan's, raised by 0.2
+/// for every 0.3 of its attempts that came back as duplicates, so a stratum
+/// whose outputs collapse onto each other samples more widely.
+pub fn steered_temperature(base: f32, attempts: u64, duplicates: u64) -> f32 {
+    if attempts < STEER_AFTER_ATTEMPTS {
+        return base;
+    }
+    let share = duplicates as f64 / attempts as f64;
+    let steps = (share / STEER_DUPLICATE_SHARE).floor() as f32;
+    if steps <= 0.0 {
+        base
+    } else {
+        (base + 0.2 * steps).min(MAX_STEERED_TEMPERATURE.max(base))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +158,26 @@ mod tests {
         assert!(given[0] > given[1], "{given:?}");
         // yields (11/52) and (41/52): about 3.7x as many attempts
         assert!((3.0..4.5).contains(&ratio), "{given:?} ratio {ratio}");
+    }
+
+    #[test]
+    fn steering_raises_temperature_with_the_duplicate_rate() {
+        // (base, attempts, duplicates) -> temperature
+        let cases = [
+            (0.8, 3, 3, 0.8),   // too few attempts to judge
+            (0.8, 10, 2, 0.8),  // 20% duplicates: fine
+            (0.8, 10, 3, 1.0),  // 30%: one step
+            (0.8, 10, 6, 1.2),  // 60%: two steps
+            (0.8, 10, 10, 1.3), // capped
+            (1.5, 10, 10, 1.5), // never lowered
+        ];
+        for (base, attempts, duplicates, expected) in cases {
+            let got = steered_temperature(base, attempts, duplicates);
+            assert!(
+                (got - expected).abs() < 1e-6,
+                "{base} {attempts} {duplicates}: {got}"
+            );
+        }
     }
 
     #[test]
