@@ -4,6 +4,7 @@
 mod bench;
 mod generate;
 mod plan;
+mod quality;
 mod run;
 mod store;
 
@@ -41,6 +42,11 @@ enum Command {
     Plan {
         #[command(subcommand)]
         command: plan::PlanCommand,
+    },
+    /// Check the quality scores against human labels
+    Quality {
+        #[command(subcommand)]
+        command: quality::QualityCommand,
     },
     /// Check, back up and restore the lineage store
     Store {
@@ -135,6 +141,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Plan { command } => plan::run(command),
         Command::Store { command } => store::run_store(command),
+        Command::Quality { command } => quality::run(command),
         Command::Lineage { command } => store::run_lineage(command),
         Command::Bench { command } => bench::run(command),
     }

@@ -1,6 +1,8 @@
 //! Quality control that needs every worker's output: deduplication, the
-//! diversity of what was accepted, and the acceptance funnel.
+//! diversity of what was accepted, the acceptance funnel, and the agreement
+//! of the quality score with human labels.
 
+pub mod calibration;
 pub mod dedup;
 pub mod diversity;
 pub mod funnel;
