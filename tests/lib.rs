@@ -56,3 +56,45 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// The records of one split of an exported dataset, each checked: the 3.1
+/// schema field for field, `validate_record`, and a trace that names every
+/// step an exported record went through.
+pub fn exported_records(
+    dir: &std::path::Path,
+    split: &str,
+) -> Vec<seedling_common::record::Record> {
+    let path = dir.join(format!("data/{split}.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let record: seedling_common::record::Record =
+                serde_json::from_str(line).expect("the 3.1 schema, field for field");
+            seedling_coordinator::dataset::validate_record(&record).unwrap();
+            let steps: Vec<&str> = record
+                .trace
+                .processing_steps
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            let has = |step: &str| steps.contains(&step);
+            for step in [
+                "plan_submitted",
+                "quality_filter",
+                "split_assignment",
+                "export",
+            ] {
+                assert!(has(step), "{} lacks {step}: {steps:?}", record.id);
+            }
+            assert!(
+                has("response_generation") || has("translate_response"),
+                "{steps:?}"
+            );
+            assert!(
+                has("template_instantiation") || has("augmentation"),
+                "{steps:?}"
+            );
+            record
+        })
+        .collect()
+}

@@ -8,9 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use seedling_common::record::Record;
-use seedling_coordinator::dataset::validate_record;
-use seedling_tests::{repo_root, seedling_bin};
+use seedling_tests::{exported_records, repo_root, seedling_bin};
 
 const TARGET: usize = 8;
 
@@ -78,28 +76,7 @@ fn model_run_killed_halfway_resumes_to_the_exact_target() {
     // The dataset: exactly the target, unique ids, schema, traces.
     let mut ids = BTreeSet::new();
     for split in ["train", "validation", "test"] {
-        let text = std::fs::read_to_string(out.path().join(format!("data/{split}.jsonl"))).unwrap();
-        for line in text.lines() {
-            let record: Record = serde_json::from_str(line).expect("design 3.1 schema");
-            validate_record(&record).unwrap();
-            let steps: Vec<&str> = record
-                .trace
-                .processing_steps
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            for step in [
-                "plan_submitted",
-                "quality_filter",
-                "split_assignment",
-                "export",
-            ] {
-                assert!(
-                    steps.contains(&step),
-                    "{} lacks {step}: {steps:?}",
-                    record.id
-                );
-            }
+        for record in exported_records(out.path(), split) {
             assert!(ids.insert(record.id.clone()), "duplicate id {}", record.id);
         }
         for format in ["chatml", "sharegpt", "alpaca"] {

@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{EdgeKind, NodeKind, NodeStatus};
-use seedling_common::record::Record;
-use seedling_coordinator::dataset::{export_dataset, validate_record};
+use seedling_coordinator::dataset::export_dataset;
 use seedling_coordinator::lineage::{LineageStore, PlanGraph};
 use seedling_coordinator::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome};
 use seedling_coordinator::plan::{Plan, allocate, load_plan};
-use seedling_tests::repo_root;
 use seedling_tests::scripted::{Script, ScriptedWorker};
+use seedling_tests::{exported_records, repo_root};
 
 fn example(name: &str) -> Plan {
     load_plan(&repo_root().join("examples").join(name)).unwrap()
@@ -251,33 +250,7 @@ fn the_export_keeps_lineage_groups_in_one_split_and_every_record_traceable() {
 
     let mut split_of: HashMap<String, String> = HashMap::new();
     for split in ["train", "validation", "test"] {
-        for value in read_jsonl(&out.path().join(format!("data/{split}.jsonl"))) {
-            let record: Record =
-                serde_json::from_value(value).expect("the 3.1 schema, field for field");
-            validate_record(&record).unwrap();
-            let steps: Vec<&str> = record
-                .trace
-                .processing_steps
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            for step in [
-                "plan_submitted",
-                "response_generation",
-                "quality_filter",
-                "split_assignment",
-                "export",
-            ] {
-                assert!(
-                    steps.contains(&step),
-                    "{} lacks {step}: {steps:?}",
-                    record.id
-                );
-            }
-            assert!(
-                steps.contains(&"template_instantiation") || steps.contains(&"augmentation"),
-                "{steps:?}"
-            );
+        for record in exported_records(out.path(), split) {
             assert!(
                 split_of
                     .insert(record.id.clone(), split.to_string())

@@ -9,9 +9,7 @@ use seedling_common::work::{
     UnitTask,
 };
 
-use crate::engine::{
-    ChatMessage, Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams,
-};
+use crate::engine::{Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams};
 use crate::scoring::heuristics::{
     RuleCheck, Thresholds, assistant_phrase, check_pair, evolution_failures, heuristic_score,
     placeholder,
@@ -25,15 +23,7 @@ use crate::scoring::language::detect_language;
 /// The engine request for a call.
 pub fn request_for(call: &ModelCall) -> GenerationRequest {
     let request = match &call.prompt {
-        CallPrompt::Chat(messages) => GenerationRequest::chat(
-            messages
-                .iter()
-                .map(|m| ChatMessage {
-                    role: m.role.clone(),
-                    content: m.content.clone(),
-                })
-                .collect(),
-        ),
+        CallPrompt::Chat(messages) => GenerationRequest::chat(messages.clone()),
         CallPrompt::Raw(text) => GenerationRequest::raw(text.clone()),
     };
     let request = request

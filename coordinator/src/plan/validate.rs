@@ -113,6 +113,18 @@ impl Checker {
         }
     }
 
+    /// A share in [0, 1) that needs at least one kind when it is above 0.
+    fn share_with_kinds(&mut self, path: FieldPath, share: f64, kinds: usize) {
+        if !(0.0..1.0).contains(&share) {
+            self.fail(
+                path.key("share"),
+                format!("must be in [0, 1) (got {share})"),
+            );
+        } else if share > 0.0 && kinds == 0 {
+            self.fail(path.key("kinds"), "needs at least one kind when share > 0");
+        }
+    }
+
     fn non_empty(&mut self, path: FieldPath, what: &str, len: usize) -> bool {
         if len == 0 {
             self.fail(path, format!("needs at least one {what}"));
@@ -267,30 +279,19 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
         }
     }
 
-    let adversarial = root.key("adversarial");
-    if !(0.0..1.0).contains(&plan.adversarial.share) {
-        c.fail(
-            adversarial.key("share"),
-            format!("must be in [0, 1) (got {})", plan.adversarial.share),
-        );
-    } else if plan.adversarial.share > 0.0 && plan.adversarial.kinds.is_empty() {
-        c.fail(
-            adversarial.key("kinds"),
-            "needs at least one kind when share > 0",
-        );
-    }
-
-    let augmentation = root.key("augmentation");
-    if !(0.0..1.0).contains(&plan.augmentation.share) {
-        c.fail(
-            augmentation.key("share"),
-            format!("must be in [0, 1) (got {})", plan.augmentation.share),
-        );
-    } else if plan.augmentation.share > 0.0 && plan.augmentation.kinds.is_empty() {
-        c.fail(
-            augmentation.key("kinds"),
-            "needs at least one kind when share > 0",
-        );
+    for (key, share, kinds) in [
+        (
+            "adversarial",
+            plan.adversarial.share,
+            plan.adversarial.kinds.len(),
+        ),
+        (
+            "augmentation",
+            plan.augmentation.share,
+            plan.augmentation.kinds.len(),
+        ),
+    ] {
+        c.share_with_kinds(root.key(key), share, kinds);
     }
 
     let m = &plan.methods;

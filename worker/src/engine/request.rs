@@ -5,33 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// One chat turn; `role` is `system`, `user` or `assistant`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn system(content: impl Into<String>) -> Self {
-        Self {
-            role: "system".into(),
-            content: content.into(),
-        }
-    }
-    pub fn user(content: impl Into<String>) -> Self {
-        Self {
-            role: "user".into(),
-            content: content.into(),
-        }
-    }
-    pub fn assistant(content: impl Into<String>) -> Self {
-        Self {
-            role: "assistant".into(),
-            content: content.into(),
-        }
-    }
-}
+/// One chat turn; `role` is `system`, `user` or `assistant`. The same type
+/// the work units carry, so a unit's prompt reaches the engine unchanged.
+pub use seedling_common::work::Message as ChatMessage;
 
 /// The text the model continues.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
