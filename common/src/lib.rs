@@ -6,6 +6,7 @@
 //! with serde, so every crate (and the wire) can depend on it.
 
 pub mod ids;
+pub mod language;
 pub mod lineage;
 pub mod record;
 pub mod similarity;

@@ -245,7 +245,7 @@ pub fn plan_attempt(
                 .any(|r| augmentable(*kind, &strata[r.stratum], stratum))
         })
         .collect();
-    let method = choose_method(plan, &unit, &kinds);
+    let mut method = choose_method(plan, &unit, &kinds);
 
     let chunk = most_relevant_chunk(
         &knowledge.chunks,
@@ -283,7 +283,10 @@ pub fn plan_attempt(
                     .subdomain
                     .as_ref()
                     .is_none_or(|s| *s == stratum.subdomain);
-                if in_subdomain && seeds.len() < 3 {
+                if in_subdomain
+                    && prompts::example_fits(plan, example, &stratum.language)
+                    && seeds.len() < 3
+                {
                     seeds.push(example.question.clone());
                     input_grounding.push(knowledge.examples[i].clone());
                 }
@@ -301,7 +304,13 @@ pub fn plan_attempt(
                     input_grounding.push(record.id.clone());
                 }
             }
-            prompts::self_instruct_input(plan, &params, &seeds, settings)
+            if seeds.is_empty() {
+                // Nothing in this language to bootstrap from yet.
+                method = Method::Template;
+                prompts::template_input(plan, &params, &instruction, settings)
+            } else {
+                prompts::self_instruct_input(plan, &params, &seeds, settings)
+            }
         }
         Method::Augmentation(kind) => {
             let sources: Vec<&AcceptedRecord> = accepted

@@ -5,7 +5,9 @@
 
 use seedling_common::work::{CallPrompt, INPUT_SLOT, Message, ModelCall, RESPONSE_SLOT};
 
-use crate::plan::{AdversarialKind, AugmentationKind, Plan, UnitParams};
+use seedling_common::language::detect_language;
+
+use crate::plan::{AdversarialKind, AugmentationKind, ExpertExample, Plan, UnitParams};
 
 /// English name of a plan language, for prompts ("Spanish", not "es").
 pub fn language_name(code: &str) -> &str {
@@ -175,15 +177,29 @@ fn prefilled_after(
     CallPrompt::Raw(text)
 }
 
-/// A demonstration built from an expert example (of the stratum's
-/// subdomain when there is one): the persona asking the expert's question.
+/// Whether an expert example may be shown for a `language` stratum: it is
+/// written in that language, or the plan has only one language. A Spanish
+/// demonstration turns English requests Spanish.
+pub fn example_fits(plan: &Plan, example: &ExpertExample, language: &str) -> bool {
+    match detect_language(&example.question) {
+        Some(detected) => detected == language,
+        None => plan.languages.len() == 1,
+    }
+}
+
+/// A demonstration built from an expert example in the stratum's language
+/// (of its subdomain when there is one): the persona asking the expert's question.
 fn input_demo(plan: &Plan, params: &UnitParams<'_>) -> Option<(String, String)> {
     let subdomain = &params.stratum.subdomain;
-    let example = plan
+    let fitting: Vec<&ExpertExample> = plan
         .expert_examples
         .iter()
+        .filter(|e| example_fits(plan, e, &params.stratum.language))
+        .collect();
+    let example = fitting
+        .iter()
         .find(|e| e.subdomain.as_ref() == Some(subdomain))
-        .or_else(|| plan.expert_examples.first())?;
+        .or_else(|| fitting.first())?;
     let topic = example.subdomain.as_deref().unwrap_or(subdomain);
     Some((
         format!(
@@ -610,6 +626,20 @@ mod tests {
         // one demonstration exchange, from the plan's expert examples
         assert_eq!(text.matches("<|im_start|>assistant").count(), 2, "{text}");
         assert!(call.stop.contains(&"\"".to_string()));
+    }
+
+    #[test]
+    fn demonstrations_are_in_the_language_of_the_stratum() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bilingual-en-es.toml");
+        let plan = load_plan(&path).unwrap();
+        for quota in allocate(&plan) {
+            let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
+            let demo = input_demo(&plan, &params);
+            // the plan's only expert example is Spanish
+            assert_eq!(demo.is_some(), quota.stratum.language == "es", "{:?}", quota.stratum);
+        }
+        let retail = retail();
+        assert!(retail.expert_examples.iter().all(|e| example_fits(&retail, e, "en")));
     }
 
     #[test]
