@@ -182,6 +182,18 @@ impl ScriptedWorker {
                     .calls
                     .push(call(&generate.response.step, response.clone()));
                 let mut verdict = judge_pair(generate, &base, &input, &response);
+                if let Some(back) = &generate.back_translation
+                    && verdict.rejections.is_empty()
+                {
+                    // A perfect round trip.
+                    result
+                        .calls
+                        .push(call(&back.call.step, back.source.clone()));
+                    verdict.back_translation_chrf = Some(seedling_common::similarity::chrf(
+                        &back.source,
+                        &back.source,
+                    ));
+                }
                 if let Some(judge) = &generate.judge
                     && verdict.rejections.is_empty()
                 {

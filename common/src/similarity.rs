@@ -1,7 +1,8 @@
 //! Text similarity for the Self-Instruct novelty gate (design section 4.1,
 //! step 3): a new instruction joins the pool only if its ROUGE-L F1 against
 //! every instruction already there stays at or below a threshold (0.7 in the
-//! paper).
+//! paper). And chrF, for how much of a text survives a translation round trip
+//! (design section 7).
 
 /// Lowercase word tokens (letters and digits; everything else separates).
 pub fn tokens(text: &str) -> Vec<String> {
@@ -99,9 +100,68 @@ impl NoveltyPool {
     }
 }
 
+fn char_ngrams(text: &[char], n: usize) -> std::collections::HashMap<&[char], usize> {
+    let mut counts = std::collections::HashMap::new();
+    for gram in text.windows(n) {
+        *counts.entry(gram).or_default() += 1;
+    }
+    counts
+}
+
+/// chrF (Popović 2015): the F-score (beta 2, recall weighted) of character
+/// n-grams for n = 1..6, averaged over n, whitespace ignored, in [0, 1].
+pub fn chrf(hypothesis: &str, reference: &str) -> f64 {
+    let chars = |t: &str| -> Vec<char> {
+        t.chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let (h, r) = (chars(hypothesis), chars(reference));
+    let beta2 = 4.0;
+    let mut total = 0.0;
+    let mut orders = 0;
+    for n in 1..=6 {
+        let (hg, rg) = (char_ngrams(&h, n), char_ngrams(&r, n));
+        let (h_total, r_total): (usize, usize) = (hg.values().sum(), rg.values().sum());
+        if h_total == 0 || r_total == 0 {
+            continue;
+        }
+        let matched: usize = hg
+            .iter()
+            .map(|(g, c)| (*c).min(rg.get(g).copied().unwrap_or(0)))
+            .sum();
+        let precision = matched as f64 / h_total as f64;
+        let recall = matched as f64 / r_total as f64;
+        let f = if precision + recall == 0.0 {
+            0.0
+        } else {
+            (1.0 + beta2) * precision * recall / (beta2 * precision + recall)
+        };
+        total += f;
+        orders += 1;
+    }
+    if orders == 0 {
+        0.0
+    } else {
+        total / orders as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chrf_rewards_surviving_round_trips() {
+        let source = "Why was my card declined at the gas station?";
+        assert!((chrf(source, source) - 1.0).abs() < 1e-9);
+        let back = "Why did my card get declined at the gas station?";
+        let drift = "The weather is lovely in the mountains this spring.";
+        assert!(chrf(back, source) > 0.6, "{}", chrf(back, source));
+        assert!(chrf(drift, source) < 0.3, "{}", chrf(drift, source));
+        assert_eq!(chrf("", source), 0.0);
+    }
 
     fn score(a: &str, b: &str) -> f64 {
         rouge_l(&tokens(a), &tokens(b))

@@ -143,7 +143,18 @@ pub struct GenerateTask {
     pub response: ModelCall,
     /// Grades the pair (JSON rubric) when it passed the checks.
     pub judge: Option<ModelCall>,
+    /// For a translated record: the round trip back to the source language.
+    pub back_translation: Option<BackTranslation>,
     pub checks: CheckSpec,
+}
+
+/// Translates a translated input back ([`INPUT_SLOT`]) so that chrF against
+/// the source input says how much of it survived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackTranslation {
+    pub call: ModelCall,
+    /// The input that was translated.
+    pub source: String,
 }
 
 /// Extracts key concepts and scenarios from one reference chunk.
@@ -192,6 +203,9 @@ pub struct HeuristicVerdict {
     /// The judge's rubric scores (1-5 each) and rationale, when it ran.
     #[serde(default)]
     pub judge: Option<serde_json::Value>,
+    /// chrF of the back-translation against the source, for translations.
+    #[serde(default)]
+    pub back_translation_chrf: Option<f64>,
 }
 
 /// What a worker reports for a unit.

@@ -202,10 +202,14 @@ fn a_failing_engine_stops_the_run_and_keeps_what_was_accepted() {
 #[test]
 fn the_bilingual_plan_yields_both_languages_in_their_quotas() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = example("bilingual-en-es.toml");
+    let mut plan = example("bilingual-en-es.toml");
+    // Translation often enough that a 20-record run has some.
+    plan.augmentation.share = 0.5;
+    plan.augmentation.kinds = vec![seedling_coordinator::plan::AugmentationKind::Translation];
     let (store, mut run) = open(dir.path(), &plan, 20);
     let plan_id = run.plan_id().clone();
-    let done = drive(&mut run, &ScriptedWorker::default(), 8, None);
+    // One unit at a time: later attempts see accepted sources to translate.
+    let done = drive(&mut run, &ScriptedWorker::default(), 1, None);
     assert_eq!(done.accepted, 20);
     let mut planned: BTreeMap<String, u64> = BTreeMap::new();
     let mut plan20 = plan.clone();
@@ -224,6 +228,50 @@ fn the_bilingual_plan_yields_both_languages_in_their_quotas() {
     }
     assert_eq!(got, planned);
     assert_eq!(planned.len(), 2);
+
+    // Translated records link, through their augmentation, to a source in
+    // the other language, and carry the round trip's chrF.
+    let mut translated = 0;
+    for id in accepted_ids(&store, &plan_id) {
+        let node = store.require(&id).unwrap();
+        if node.body["method"] != "augmentation:translation" {
+            continue;
+        }
+        translated += 1;
+        let ancestors = store.ancestors(&id, Default::default()).unwrap();
+        let augmentation = ancestors
+            .iter()
+            .map(|r| store.require(&r.id).unwrap())
+            .find(|n| n.kind == NodeKind::Augmentation)
+            .expect("a translation descends from an augmentation");
+        let source = store
+            .parents(&augmentation.id)
+            .unwrap()
+            .into_iter()
+            .find(|(kind, _)| *kind == EdgeKind::DerivedFrom)
+            .map(|(_, id)| store.require(&id).unwrap())
+            .unwrap();
+        assert_eq!(source.kind, NodeKind::Response);
+        assert_ne!(
+            source.body["stratum_fields"]["language"],
+            node.body["stratum_fields"]["language"]
+        );
+        let quality = store
+            .children(&id)
+            .unwrap()
+            .into_iter()
+            .find(|(kind, _)| *kind == EdgeKind::JudgedBy)
+            .map(|(_, id)| store.require(&id).unwrap())
+            .unwrap();
+        assert!(
+            quality.body["heuristics"]["back_translation_chrf"]
+                .as_f64()
+                .is_some(),
+            "{:?}",
+            quality.body
+        );
+    }
+    assert!(translated > 0, "the bilingual plan translates some records");
 }
 
 fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {

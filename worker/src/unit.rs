@@ -3,6 +3,7 @@
 //! decide and to write lineage comes back in the [`UnitResult`], including
 //! the calls that ran before a failure.
 
+use seedling_common::similarity::chrf;
 use seedling_common::time::now_unix_ms;
 use seedling_common::work::{
     CallOutcome, CallPrompt, GenerateTask, HeuristicVerdict, ModelCall, TaskKind, UnitResult,
@@ -189,6 +190,7 @@ pub fn judge_pair(
         rejections,
         evolution_failures,
         judge: None,
+        back_translation_chrf: None,
     }
 }
 
@@ -213,10 +215,17 @@ async fn run_generate(
     let mut verdict = judge_pair(task, &base_input, &input, &response.text);
     let response_text = response.text.clone();
     result.calls.push(response);
+    let passed = verdict.rejections.is_empty() && verdict.evolution_failures.is_empty();
+    if let Some(back) = &task.back_translation
+        && passed
+    {
+        let round_trip = call(engine, &back.call.with_input(&input)).await?;
+        verdict.back_translation_chrf = Some(chrf(&round_trip.text, &back.source));
+        result.calls.push(round_trip);
+    }
     // The judge grades only what the cheap checks let through.
     if let Some(judge) = &task.judge
-        && verdict.rejections.is_empty()
-        && verdict.evolution_failures.is_empty()
+        && passed
     {
         let graded = call(engine, &judge.filled(&input, &response_text)).await?;
         verdict.judge = Some(serde_json::from_str(&graded.text).unwrap_or_else(
@@ -296,6 +305,7 @@ mod tests {
             evolve: None,
             response: call,
             judge: None,
+            back_translation: None,
             checks: seedling_common::work::CheckSpec {
                 language: language.into(),
                 rules: vec![],

@@ -108,7 +108,8 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
         "Every record passed the model-free checks (length, repetition, refusal, copied input, \
          placeholders, an input written from the assistant's side, code fences, the plan's business \
          rules, language and script), Evol-Instruct's elimination filter where it applies, the \
-         Self-Instruct novelty gate (ROUGE-L <= 0.7), exact and near-duplicate removal, and \
+         Self-Instruct novelty gate (ROUGE-L <= 0.7), for translations a round trip back to the \
+         source language (chrF >= 0.3), exact and near-duplicate removal, and \
          `quality_score >= {}`. `quality_score` is the heuristic estimate (repetition, substance, \
          originality){}. `review_status` is `auto_approved`: no human has reviewed these records.\n",
         plan.quality.min_score,

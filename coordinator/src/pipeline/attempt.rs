@@ -4,7 +4,7 @@
 //! index, so a resumed run plans exactly what an uninterrupted one would.
 
 use seedling_common::ids::NodeId;
-use seedling_common::work::{CheckSpec, GenerateTask, ModelCall, RuleSpec};
+use seedling_common::work::{BackTranslation, CheckSpec, GenerateTask, ModelCall, RuleSpec};
 
 use super::knowledge::{Knowledge, most_relevant_chunk};
 use super::prompts::{self, CallSettings};
@@ -264,6 +264,7 @@ pub fn plan_attempt(
     let mut source = None;
     let mut evol_operation = None;
     let mut evolve: Option<ModelCall> = None;
+    let mut back_translation = None;
     let mut instruction = instruction;
     let input = match method {
         Method::Template => prompts::template_input(plan, &params, &instruction, settings),
@@ -333,6 +334,10 @@ pub fn plan_attempt(
                     settings,
                 );
                 response_grounding = vec![record.id.clone()];
+                back_translation = Some(BackTranslation {
+                    call: prompts::back_translate(plan, &strata[record.stratum].language, settings),
+                    source: record.input.clone(),
+                });
             }
             prompts::augment_input(plan, kind, &record.input, &params, settings)
         }
@@ -354,6 +359,7 @@ pub fn plan_attempt(
                 .quality
                 .judge
                 .then(|| prompts::judge(plan, settings.seed)),
+            back_translation,
             input,
             checks: checks(plan, stratum, evolve.is_some()),
             evolve,

@@ -510,6 +510,23 @@ pub fn translate_response(
     )
 }
 
+/// The round trip of a translated input back into its source language.
+pub fn back_translate(plan: &Plan, source_language: &str, s: CallSettings) -> ModelCall {
+    let prompt = CallPrompt::Chat(vec![
+        Message::system(format!(
+            "You translate messages about {} into {}. Reply with the translation only.",
+            plan.domain.name,
+            language_name(source_language)
+        )),
+        Message::user(INPUT_SLOT.to_string()),
+    ]);
+    let settings = CallSettings {
+        temperature: 0.0,
+        ..s
+    };
+    settings.call("back_translation", prompt, INPUT_TOKENS + 40)
+}
+
 pub fn augmentation_name(kind: AugmentationKind) -> &'static str {
     match kind {
         AugmentationKind::Paraphrase => "paraphrase",
@@ -630,16 +647,27 @@ mod tests {
 
     #[test]
     fn demonstrations_are_in_the_language_of_the_stratum() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bilingual-en-es.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/bilingual-en-es.toml");
         let plan = load_plan(&path).unwrap();
         for quota in allocate(&plan) {
             let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
             let demo = input_demo(&plan, &params);
             // the plan's only expert example is Spanish
-            assert_eq!(demo.is_some(), quota.stratum.language == "es", "{:?}", quota.stratum);
+            assert_eq!(
+                demo.is_some(),
+                quota.stratum.language == "es",
+                "{:?}",
+                quota.stratum
+            );
         }
         let retail = retail();
-        assert!(retail.expert_examples.iter().all(|e| example_fits(&retail, e, "en")));
+        assert!(
+            retail
+                .expert_examples
+                .iter()
+                .all(|e| example_fits(&retail, e, "en"))
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::quality::dedup::{DedupIndex, DedupVerdict};
 pub const NOVELTY_THRESHOLD: f64 = 0.7;
 /// Near-duplicate threshold (estimated Jaccard of word shingles).
 pub const NEAR_DUPLICATE_JACCARD: f64 = 0.8;
+/// Least chrF between a translated input's back-translation and its source.
+pub const MIN_BACK_TRANSLATION_CHRF: f64 = 0.3;
 /// Reference chunks domain analysis reads at most.
 pub const MAX_ANALYSED_CHUNKS: usize = 6;
 /// Consecutive failed units after which the run stops: the engine is gone.
@@ -550,6 +552,14 @@ impl PlanRun {
             return reject(
                 &format!("evol_{reason}"),
                 serde_json::json!({ "evolution_failures": verdict.evolution_failures }),
+            );
+        }
+        if let Some(chrf) = verdict.back_translation_chrf
+            && chrf < MIN_BACK_TRANSLATION_CHRF
+        {
+            return reject(
+                "translation_drift",
+                serde_json::json!({ "back_translation_chrf": chrf, "min": MIN_BACK_TRANSLATION_CHRF }),
             );
         }
         let score = combined_score(&self.plan, verdict);
