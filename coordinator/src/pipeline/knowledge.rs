@@ -10,7 +10,7 @@ use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 
 use super::PipelineError;
-use crate::plan::Plan;
+use crate::plan::{Adversarial, Augmentation, Methods, Plan, Quality, Sampling, Splits};
 
 /// Reference chunks aim at this many characters (paragraphs are kept whole
 /// unless one alone is longer).
@@ -36,18 +36,72 @@ pub struct Knowledge {
     pub chunks: Vec<Chunk>,
 }
 
-/// A plan's id: a digest of everything in it except the target, so a run
-/// with another `--target` continues the same plan.
+/// A plan's id: a digest of what it says except the target, so a run with
+/// another `--target` continues the same plan. Settings left at their
+/// defaults do not count, so a Seedling version that adds a plan field (with
+/// a default) still recognises plans written before it.
 pub fn plan_id(plan: &Plan) -> PlanId {
-    let mut canonical = plan.clone();
-    canonical.target.accepted = 0;
-    let json = serde_json::to_vec(&canonical).unwrap_or_default();
-    let hash = blake3::hash(&json);
+    let mut value = serde_json::to_value(plan).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.remove("target");
+        let defaults = serde_json::json!({
+            "adversarial": Adversarial::default(),
+            "methods": Methods::default(),
+            "augmentation": Augmentation::default(),
+            "sampling": Sampling::default(),
+            "quality": Quality::default(),
+            "splits": Splits::default(),
+        });
+        for (table, default) in defaults.as_object().into_iter().flatten() {
+            if let Some(fields) = object.get_mut(table).and_then(|t| t.as_object_mut()) {
+                fields.retain(|key, v| default.get(key) != Some(v));
+            }
+        }
+    }
+    let hash = blake3::hash(canonical_json(&value).as_bytes());
     let hex: String = hash.as_bytes()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     PlanId::new(format!("plan-{hex}"))
+}
+
+/// JSON with object keys sorted and absent-like values (null, "", [], {})
+/// dropped, whatever order or map type produced it.
+fn canonical_json(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match value {
+        Value::Object(object) => {
+            let mut entries: Vec<(&String, String)> = object
+                .iter()
+                .filter(|(_, v)| !empty(v))
+                .map(|(k, v)| (k, canonical_json(v)))
+                .filter(|(_, v)| v != "{}")
+                .collect();
+            entries.sort();
+            let fields: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// Splits text into chunks of about `max_chars`, on paragraph boundaries.
@@ -225,6 +279,31 @@ mod tests {
         );
         assert_eq!(chunk_text(text, 1000).len(), 1);
         assert!(chunk_text("  \n\n ", 10).is_empty());
+    }
+
+    #[test]
+    fn plan_id_ignores_settings_written_at_their_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/retail-banking.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parse = |text: &str| crate::plan::parse_plan("p.toml", text, None).unwrap();
+        let plan = parse(&text);
+        // As if a later version had added `judge` and the user wrote its default.
+        let explicit = text.replace(
+            "[quality]\nmin_score = 0.6",
+            "[quality]\nmin_score = 0.6\njudge = false",
+        );
+        assert_ne!(explicit, text);
+        assert_eq!(plan_id(&parse(&explicit)), plan_id(&plan));
+        let judged = text.replace(
+            "[quality]\nmin_score = 0.6",
+            "[quality]\nmin_score = 0.6\njudge = true",
+        );
+        assert_ne!(plan_id(&parse(&judged)), plan_id(&plan));
+        // Whitespace and comments are not part of a plan.
+        assert_eq!(
+            plan_id(&parse(&format!("# a note\n{text}\n\n"))),
+            plan_id(&plan)
+        );
     }
 
     #[test]
