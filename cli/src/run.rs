@@ -154,9 +154,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .build()?;
         let progress =
             runtime.block_on(drive(plan_run, Arc::clone(&engine), args.quiet, &args.out))?;
-        // Units still in the engine are surplus: leave them, do not drain them.
-        runtime.shutdown_background();
-        std::mem::forget(engine);
+        // Units still in the engine are surplus: dropping their tasks drops
+        // their tickets, and the engine abandons them instead of finishing.
+        runtime.shutdown_timeout(Duration::from_secs(10));
+        drop(engine);
         progress
     };
     let summary = export_dataset(&store, &plan_id, &args.out)

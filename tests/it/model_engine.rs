@@ -404,3 +404,20 @@ fn model_missing_and_non_gguf_files_are_named_errors() {
     let err = Engine::start(pinned).unwrap_err();
     assert!(err.to_string().contains("expected 0000"), "{err}");
 }
+
+#[test]
+fn model_a_dropped_ticket_is_abandoned_not_decoded() {
+    let engine = engine(1, 2048);
+    // One slot: the short request can only run once the long one is gone.
+    let long = engine
+        .submit_blocking(greedy("Count from one to one thousand.", 1500).with_ignore_eos(true))
+        .unwrap();
+    drop(long);
+    let short = engine.generate_blocking(greedy("Say hello.", 4)).unwrap();
+    assert!(!short.text.is_empty());
+    let stats = engine.stats();
+    assert_eq!(
+        stats.requests_completed, 1,
+        "the abandoned request must not be decoded to its end: {stats:?}"
+    );
+}

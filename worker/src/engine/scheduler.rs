@@ -310,9 +310,26 @@ impl<'m> Scheduler<'m> {
                     Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
             }
+            self.drop_abandoned();
             self.admit();
             self.step();
             self.publish_gauges();
+        }
+    }
+
+    /// Requests whose caller has gone (the ticket was dropped) are not worth
+    /// decoding: forget them and free their cells. This is how a finished
+    /// plan stops the surplus work still in the engine.
+    fn drop_abandoned(&mut self) {
+        self.waiting.retain(|pending| !pending.reply.is_closed());
+        for idx in 0..self.slots.len() {
+            if self.slots[idx]
+                .as_ref()
+                .is_some_and(|slot| slot.reply.is_closed())
+                && let Some(slot) = self.slots[idx].take()
+            {
+                self.clear_seq(slot.seq_id);
+            }
         }
     }
 
