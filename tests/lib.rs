@@ -71,12 +71,7 @@ pub fn exported_records(
             let record: seedling_common::record::Record =
                 serde_json::from_str(line).expect("the 3.1 schema, field for field");
             seedling_coordinator::dataset::validate_record(&record).unwrap();
-            let steps: Vec<&str> = record
-                .trace
-                .processing_steps
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
+            let steps = record.trace.step_names();
             let has = |step: &str| steps.contains(&step);
             for step in [
                 "plan_submitted",

@@ -34,6 +34,16 @@ pub struct Trace {
     pub processing_steps: Vec<ProcessingStep>,
 }
 
+impl Trace {
+    /// The names of the steps, oldest first.
+    pub fn step_names(&self) -> Vec<&str> {
+        self.processing_steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+}
+
 /// One step that touched a record, with the parameters it ran with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,6 +22,7 @@ use super::parquet::write_parquet;
 use super::report::diversity_facts;
 use super::splits::{Group, Split, assign_splits};
 use crate::lineage::{LineageError, LineageStore, PlanGraph};
+use crate::pipeline::plan_node_id;
 use crate::plan::Plan;
 use crate::quality::funnel::funnel;
 
@@ -62,7 +63,7 @@ pub struct ManifestEntry {
 /// The plan and version a plan node carries.
 pub fn stored_plan(store: &LineageStore, plan: &PlanId) -> Result<(Plan, String), ExportError> {
     let node = store
-        .node(&NodeId::derive(plan, &["plan"]))?
+        .node(&plan_node_id(plan))?
         .ok_or_else(|| ExportError::UnknownPlan(plan.to_string()))?;
     let stored: Plan = serde_json::from_value(node.body["plan"].clone())
         .map_err(|e| ExportError::UnknownPlan(format!("{plan} (unreadable plan: {e})")))?;
@@ -104,12 +105,7 @@ pub fn validate_record(record: &Record) -> Result<(), String> {
             record.metadata.quality_score
         ));
     }
-    let steps: Vec<&str> = record
-        .trace
-        .processing_steps
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let steps = record.trace.step_names();
     if !steps
         .iter()
         .any(|s| *s == "response_generation" || *s == "translate_response")

@@ -3,11 +3,12 @@
 //! reference chunks. Written once per plan; every generated record is
 //! grounded on the nodes it used, so its trace reaches back to them.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+use seedling_common::similarity::tokens;
 
 use super::PipelineError;
 use crate::plan::{Adversarial, Augmentation, Methods, Plan, Quality, Sampling, Splits};
@@ -23,6 +24,21 @@ pub struct Chunk {
     pub source: String,
     pub index: usize,
     pub text: String,
+    /// Its content words, computed once: every attempt ranks chunks by them.
+    words: HashSet<String>,
+}
+
+impl Chunk {
+    pub fn new(id: NodeId, source: String, index: usize, text: String) -> Self {
+        let words = content_words(&text);
+        Self {
+            id,
+            source,
+            index,
+            text,
+            words,
+        }
+    }
 }
 
 /// Lineage ids of the plan's knowledge, by position in the plan.
@@ -34,6 +50,11 @@ pub struct Knowledge {
     pub examples: Vec<NodeId>,
     pub rules: Vec<NodeId>,
     pub chunks: Vec<Chunk>,
+}
+
+/// The id of a plan's root node, where its plan and generator version live.
+pub fn plan_node_id(plan: &PlanId) -> NodeId {
+    NodeId::derive(plan, &["plan"])
 }
 
 /// A plan's id: a digest of what it says except the target, so a run with
@@ -153,7 +174,7 @@ pub fn knowledge_batch(
     now_ms: u64,
 ) -> Result<(Knowledge, LineageBatch), PipelineError> {
     let mut batch = LineageBatch::default();
-    let plan_node = NodeId::derive(plan_id, &["plan"]);
+    let plan_node = plan_node_id(plan_id);
     let mut root = node(
         plan_id,
         plan_node.clone(),
@@ -221,12 +242,7 @@ pub fn knowledge_batch(
                 index,
                 serde_json::json!({ "source": source, "index": index, "text": text }),
             );
-            chunks.push(Chunk {
-                id,
-                source: source.clone(),
-                index,
-                text,
-            });
+            chunks.push(Chunk::new(id, source.clone(), index, text));
         }
     }
     Ok((
@@ -243,10 +259,10 @@ pub fn knowledge_batch(
 }
 
 /// Lower-case words of three letters or more, for relevance by overlap.
-fn content_words(text: &str) -> HashMap<String, ()> {
-    text.split(|c: char| !c.is_alphanumeric())
+fn content_words(text: &str) -> HashSet<String> {
+    tokens(text)
+        .into_iter()
         .filter(|w| w.chars().count() >= 3)
-        .map(|w| (w.to_lowercase(), ()))
         .collect()
 }
 
@@ -257,10 +273,7 @@ pub fn most_relevant_chunk<'k>(chunks: &'k [Chunk], text: &str) -> Option<&'k Ch
         .iter()
         .enumerate()
         .max_by_key(|(i, chunk)| {
-            let shared = content_words(&chunk.text)
-                .keys()
-                .filter(|w| wanted.contains_key(*w))
-                .count();
+            let shared = chunk.words.intersection(&wanted).count();
             (shared, std::cmp::Reverse(*i))
         })
         .map(|(_, chunk)| chunk)
@@ -320,11 +333,8 @@ mod tests {
 
     #[test]
     fn relevance_prefers_shared_words() {
-        let chunk = |i: usize, text: &str| Chunk {
-            id: NodeId::new(format!("n{i}")),
-            source: "doc".into(),
-            index: i,
-            text: text.into(),
+        let chunk = |i: usize, text: &str| {
+            Chunk::new(NodeId::new(format!("n{i}")), "doc".into(), i, text.into())
         };
         let chunks = vec![
             chunk(0, "wire transfers and cut-off times"),

@@ -7,12 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
+use seedling_common::similarity::tokens as words;
 
 /// Distinct n-grams over all n-grams of all texts (Li et al.'s distinct-n):
 /// 1.0 when nothing repeats, near 0 when every text says the same.
