@@ -7,8 +7,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
     println!("cargo:rerun-if-changed=proto");
-    prost_build::Config::new()
-        .protoc_executable(protoc)
-        .compile_protos(&["proto/worker.proto"], &["proto"])?;
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure().compile_with_config(
+        config,
+        &[
+            "proto/worker.proto",
+            "proto/cluster.proto",
+            "proto/results.proto",
+            "proto/api.proto",
+        ],
+        &["proto"],
+    )?;
     Ok(())
 }

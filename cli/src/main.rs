@@ -5,7 +5,9 @@ mod bench;
 mod generate;
 mod plan;
 mod quality;
+mod remote;
 mod run;
+mod start;
 mod store;
 
 use std::path::PathBuf;
@@ -29,6 +31,21 @@ struct Cli {
 enum Command {
     /// Run a plan on this machine (a local coordinator and worker) and write its dataset
     Run(run::RunArgs),
+    /// Start a cluster process: the coordinator, or a worker that joins it
+    Start {
+        #[command(subcommand)]
+        command: start::StartCommand,
+    },
+    /// Submit, list, watch and cancel plans on a cluster; check plan files
+    Plan {
+        #[command(subcommand)]
+        command: plan::PlanCommand,
+    },
+    /// The cluster's workers, slots, throughput, leases and queue
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Write a plan's dataset (splits, formats, card, manifest) from a lineage store
     Export(store::ExportArgs),
     /// Generate one completion with the local model (a smoke test of the engine)
@@ -37,11 +54,6 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
-    },
-    /// Check a plan file and the allocation it asks for
-    Plan {
-        #[command(subcommand)]
-        command: plan::PlanCommand,
     },
     /// Check the quality scores against human labels
     Quality {
@@ -62,6 +74,18 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Nodes, model, slots busy/free, tokens/s, queue depth, leases, last heartbeat
+    Status {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Print JSON (for scripts)
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -130,6 +154,10 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Start { command } => start::run(command),
+        Command::Cluster {
+            command: ClusterCommand::Status { remote, json },
+        } => remote.block_on(remote::cluster_status(&remote, json)),
         Command::Export(args) => store::run_export(args),
         Command::Generate(args) => generate::run(args),
         Command::Model {

@@ -1,11 +1,14 @@
 //! `seedling plan check`: validate a plan file and show the stratified
 //! allocation it asks for, before any model is loaded. `seedling plan
-//! status`: where a run stands, from the snapshot it keeps.
+//! status`: where a plan stands, from the coordinator or from the snapshot a
+//! local run keeps. `submit|list|watch|cancel`: the cluster's plans.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use seedling_coordinator::plan::{allocate, load_plan};
+
+use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum PlanCommand {
@@ -20,15 +23,51 @@ pub enum PlanCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Show a run's progress: the acceptance funnel and every stratum's quota
-    /// (works while `seedling run` is running)
+    /// Show a plan's progress: the acceptance funnel and every stratum's
+    /// quota. A plan id asks the coordinator; a directory reads the snapshot
+    /// `seedling run` keeps there (also while it runs)
     Status {
-        /// The run's output directory
+        /// Plan id, or a `seedling run` output directory
         #[arg(default_value = "seedling-out")]
-        dir: PathBuf,
-        /// Print the snapshot as JSON
+        plan: String,
+        /// Print JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Submit a plan to the cluster's coordinator
+    Submit {
+        /// The plan (TOML); the reference files it names are sent with it
+        plan: PathBuf,
+        /// Accepted records to produce, overriding the plan's target
+        #[arg(long)]
+        target: Option<u64>,
+        /// Follow its progress until it ends
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the coordinator's plans
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Follow a submitted plan until it ends
+    Watch {
+        plan: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop a plan; its accepted records stay in the store
+    Cancel {
+        plan: String,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -111,7 +150,23 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
 
 pub fn run(command: PlanCommand) -> anyhow::Result<()> {
     match command {
-        PlanCommand::Status { dir, json } => status(&dir, json),
+        PlanCommand::Status { plan, json, remote } => {
+            let dir = std::path::Path::new(&plan);
+            if dir.is_dir() {
+                status(dir, json)
+            } else if plan == "seedling-out" {
+                anyhow::bail!("no run in seedling-out; name a plan id (seedling plan list) or a run directory")
+            } else {
+                remote.block_on(crate::remote::status(&remote, &plan, json))
+            }
+        }
+        PlanCommand::Submit { plan, target, watch, remote } => {
+            anyhow::ensure!(target != Some(0), "--target must be > 0");
+            remote.block_on(crate::remote::submit(&remote, &plan, target, watch))
+        }
+        PlanCommand::List { json, remote } => remote.block_on(crate::remote::list(&remote, json)),
+        PlanCommand::Watch { plan, remote } => remote.block_on(crate::remote::watch(&remote, &plan)),
+        PlanCommand::Cancel { plan, remote } => remote.block_on(crate::remote::cancel(&remote, &plan)),
         PlanCommand::Check { plan, json, all } => {
             let parsed = load_plan(&plan)?;
             let quotas = allocate(&parsed);

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use seedling_common::ids::{NodeId, PlanId};
-use seedling_common::lineage::{Node, NodeKind};
-use seedling_common::time::rfc3339_from_unix_ms;
-use seedling_coordinator::lineage::{LineageStore, PlanGraph, Walk};
+use seedling_coordinator::lineage::{LineageStore, PlanGraph, lineage_report};
+
+use crate::remote::Remote;
 
 #[derive(Debug, Clone, Args)]
 pub struct StoreArg {
@@ -40,18 +40,28 @@ impl StoreArg {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Plan id [default: the store's only plan]
+    /// Plan id [default with --store: the store's only plan]
     pub plan: Option<String>,
-    #[command(flatten)]
-    pub store: StoreArg,
+    /// Lineage store directory or `seedling run` output directory; without
+    /// it the dataset comes from the coordinator
+    #[arg(long, env = "SEEDLING_STORE")]
+    pub store: Option<PathBuf>,
     /// Directory to write the dataset into
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub remote: Remote,
 }
 
 /// `seedling export`: package a plan's accepted records again, anywhere.
 pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
-    let store = args.store.open()?;
+    let Some(store) = args.store else {
+        let plan = args
+            .plan
+            .context("name the plan id (seedling plan list), or give --store for a local store")?;
+        return args.remote.block_on(crate::remote::export(&args.remote, &plan, &args.out));
+    };
+    let store = StoreArg { store }.open()?;
     let plan = match args.plan {
         Some(plan) => PlanId::new(plan),
         None => {
@@ -113,8 +123,12 @@ pub enum LineageCommand {
     Show {
         /// Node or record id
         id: String,
+        /// Lineage store directory or `seedling run` output directory;
+        /// without it the coordinator answers
+        #[arg(long, env = "SEEDLING_STORE")]
+        store: Option<PathBuf>,
         #[command(flatten)]
-        store: StoreArg,
+        remote: Remote,
         /// How many levels to walk each way
         #[arg(long, default_value_t = 32)]
         depth: usize,
@@ -187,99 +201,20 @@ pub fn run_store(command: StoreCommand) -> anyhow::Result<()> {
     }
 }
 
-fn is_decision(kind: NodeKind) -> bool {
-    matches!(
-        kind,
-        NodeKind::Judgement
-            | NodeKind::DedupDecision
-            | NodeKind::ReviewDecision
-            | NodeKind::SplitAssignment
-            | NodeKind::Export
-    )
-}
-
-fn line(node: &Node) -> String {
-    format!(
-        "{} {} [{}] status={} at {}",
-        node.id,
-        node.kind,
-        node.step,
-        node.status,
-        rfc3339_from_unix_ms(node.created_at_ms)
-    )
-}
-
 pub fn run_lineage(command: LineageCommand) -> anyhow::Result<()> {
     match command {
         LineageCommand::Show {
             id,
             store,
+            remote,
             depth,
             json,
         } => {
-            let store = store.open()?;
-            let id = NodeId::new(id);
-            let node = store.require(&id)?;
-            let walk = Walk {
-                max_depth: depth,
-                limit: 10_000,
+            let Some(store) = store else {
+                return remote.block_on(crate::remote::lineage(&remote, &id));
             };
-            let ancestors = store.ancestors(&id, walk)?;
-            let descendants = store.descendants(&id, walk)?;
-            let load = |reached: &[seedling_coordinator::lineage::Reached]| {
-                reached
-                    .iter()
-                    .map(|r| store.require(&r.id).map(|n| (r.depth, r.via, n)))
-                    .collect::<Result<Vec<_>, _>>()
-            };
-            let ancestors = load(&ancestors)?;
-            let descendants = load(&descendants)?;
-            let current = store.current_version(&id)?;
-            if json {
-                let walk_json = |list: &[(usize, seedling_common::lineage::EdgeKind, Node)]| {
-                    list.iter()
-                        .map(|(depth, via, node)| serde_json::json!({"depth": depth, "via": via, "node": node}))
-                        .collect::<Vec<_>>()
-                };
-                let out = serde_json::json!({
-                    "node": node,
-                    "current_version": current,
-                    "ancestors": walk_json(&ancestors),
-                    "descendants": walk_json(&descendants),
-                });
-                println!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(());
-            }
-            println!("{}", line(&node));
-            println!("  plan: {}", node.plan);
-            if current != id {
-                println!("  superseded; current version: {current}");
-            }
-            if !node.params.is_empty() {
-                println!(
-                    "  params: {}",
-                    serde_json::Value::Object(node.params.clone())
-                );
-            }
-            if !node.body.is_null() {
-                println!("  body: {}", node.body);
-            }
-            println!("ancestors ({}):", ancestors.len());
-            for (depth, via, n) in &ancestors {
-                println!("  {}{via:<13} {}", "  ".repeat(depth - 1), line(n));
-            }
-            println!("descendants ({}):", descendants.len());
-            for (depth, via, n) in &descendants {
-                println!("  {}{via:<13} {}", "  ".repeat(depth - 1), line(n));
-            }
-            let decisions: Vec<_> = descendants
-                .iter()
-                .filter(|(_, _, n)| is_decision(n.kind))
-                .collect();
-            println!("decisions ({}):", decisions.len());
-            for (_, via, n) in decisions {
-                println!("  {via:<13} {} {}: {}", n.kind, n.id, n.body);
-            }
+            let store = StoreArg { store }.open()?;
+            print!("{}", lineage_report(&store, &NodeId::new(id), depth, json)?);
             Ok(())
         }
         LineageCommand::Graph {

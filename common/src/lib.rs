@@ -5,6 +5,7 @@
 //! **Invariant:** no IO and no async runtime here; everything is plain data
 //! with serde, so every crate (and the wire) can depend on it.
 
+pub mod config;
 pub mod ids;
 pub mod language;
 pub mod lineage;

@@ -3,6 +3,7 @@
 //! the generation pipeline and its coordinator actor, the quality control that
 //! needs every worker's output (deduplication), and dataset packaging.
 
+pub mod cluster;
 pub mod dataset;
 pub mod lineage;
 pub mod pipeline;

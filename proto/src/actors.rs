@@ -3,12 +3,13 @@
 //! local actor messages, in the cluster the same values travel encoded.
 
 use ractor::ActorRef;
+use ractor_cluster::RactorMessage;
 use seedling_common::work::{UnitResult, UnitTask};
 
 use crate::worker::WorkerCapacity;
 
 /// What a worker actor is asked to do.
-#[derive(Debug)]
+#[derive(RactorMessage, Debug)]
 pub enum WorkerMsg {
     /// Run one unit and report its result to `report_to`.
     RunUnit {
@@ -18,7 +19,7 @@ pub enum WorkerMsg {
 }
 
 /// What a coordinator actor is told.
-#[derive(Debug)]
+#[derive(RactorMessage, Debug)]
 pub enum CoordinatorMsg {
     /// A worker is ready for units, with this much capacity.
     WorkerJoined {

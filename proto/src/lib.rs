@@ -2,11 +2,48 @@
 //! only crate that knows both the wire types and the domain types.
 
 pub mod actors;
+pub mod auth;
+pub mod cluster;
+
+/// The generated code, nested as its protobuf packages are, so that one
+/// package's reference to another (`super::super::worker::v1`) resolves.
+#[allow(missing_debug_implementations, clippy::all)]
+mod generated {
+    pub mod seedling {
+        pub mod worker {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/seedling.worker.v1.rs"));
+            }
+        }
+        pub mod cluster {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/seedling.cluster.v1.rs"));
+            }
+        }
+        pub mod results {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/seedling.results.v1.rs"));
+            }
+        }
+        pub mod api {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/seedling.api.v1.rs"));
+            }
+        }
+    }
+}
 
 /// Messages a worker sends about itself (`proto/worker.proto`).
-pub mod worker {
-    include!(concat!(env!("OUT_DIR"), "/seedling.worker.v1.rs"));
-}
+pub use generated::seedling::worker::v1 as worker;
+
+/// Control-plane payloads carried over ractor_cluster (`proto/cluster.proto`).
+pub use generated::seedling::cluster::v1 as control;
+
+/// The data plane: unit results streamed to the coordinator (`proto/results.proto`).
+pub use generated::seedling::results::v1 as results;
+
+/// The researcher's and operator's gRPC API (`proto/api.proto`).
+pub use generated::seedling::api::v1 as api;
 
 #[cfg(test)]
 mod tests {

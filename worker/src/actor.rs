@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use seedling_common::work::UnitResult;
+use seedling_common::work::{UnitResult, UnitTask};
 use seedling_proto::actors::{CoordinatorMsg, WorkerMsg};
 use seedling_proto::worker::WorkerCapacity;
 
@@ -64,21 +64,7 @@ impl Actor for WorkerActor {
                 let engine = Arc::clone(&state.engine);
                 let worker = state.id.clone();
                 tokio::spawn(async move {
-                    let (plan, unit) = (task.plan.clone(), task.unit.clone());
-                    let running = {
-                        let worker = worker.clone();
-                        tokio::spawn(async move { run_unit(&engine, &worker, &task).await })
-                    };
-                    // A unit that panics is still reported, or the plan would wait for it forever.
-                    let result = running.await.unwrap_or_else(|err| UnitResult {
-                        plan,
-                        unit,
-                        worker: worker.clone(),
-                        calls: Vec::new(),
-                        verdict: None,
-                        error: Some(format!("the worker failed while running the unit: {err}")),
-                    });
-                    tracing::debug!(plan = %result.plan, unit = %result.unit, %worker, "unit finished");
+                    let result = run_caught(engine, worker, task).await;
                     // A coordinator that has stopped no longer wants it.
                     let _ = report_to.send_message(CoordinatorMsg::UnitFinished(Box::new(result)));
                 });
@@ -86,4 +72,24 @@ impl Actor for WorkerActor {
         }
         Ok(())
     }
+}
+
+/// Runs a unit on its own task and always returns a result: a unit that
+/// panics is reported as failed, or the plan would wait for it forever.
+pub(crate) async fn run_caught(engine: Arc<Engine>, worker: String, task: Box<UnitTask>) -> UnitResult {
+    let (plan, unit) = (task.plan.clone(), task.unit.clone());
+    let running = {
+        let worker = worker.clone();
+        tokio::spawn(async move { run_unit(&engine, &worker, &task).await })
+    };
+    let result = running.await.unwrap_or_else(|err| UnitResult {
+        plan,
+        unit,
+        worker: worker.clone(),
+        calls: Vec::new(),
+        verdict: None,
+        error: Some(format!("the worker failed while running the unit: {err}")),
+    });
+    tracing::debug!(plan = %result.plan, unit = %result.unit, %worker, "unit finished");
+    result
 }

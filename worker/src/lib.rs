@@ -8,5 +8,6 @@
 pub mod actor;
 pub mod engine;
 pub mod model_file;
+pub mod remote;
 pub mod scoring;
 pub mod unit;

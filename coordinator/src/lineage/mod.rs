@@ -9,10 +9,12 @@ mod dump;
 mod error;
 mod graph;
 mod keys;
+mod report;
 mod store;
 pub mod synthetic;
 
 pub use dump::{DUMP_FORMAT_VERSION, DumpSummary};
 pub use error::LineageError;
 pub use graph::PlanGraph;
+pub use report::lineage_report;
 pub use store::{AppendOutcome, CheckReport, LineageStore, Reached, Walk};

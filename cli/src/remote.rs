@@ -1,0 +1,338 @@
+//! The CLI as a client of a running coordinator: `plan submit|list|status|
+//! cancel`, `cluster status`, and `export` / `lineage show` without a local
+//! store. `--coordinator` (or SEEDLING_COORDINATOR) picks the cluster.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use seedling_proto::api::seedling_client::SeedlingClient;
+use seedling_proto::api::{
+    ClusterStatusRequest, LineageRequest, ListPlansRequest, PlanRef, PlanSummary, SubmitPlanRequest,
+};
+use seedling_proto::auth::AttachToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Where the coordinator is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// The coordinator's API address
+    #[arg(long, env = "SEEDLING_COORDINATOR", default_value = "http://127.0.0.1:7470")]
+    pub coordinator: String,
+    /// Bearer token, when the coordinator requires one
+    #[arg(long, env = "SEEDLING_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+type Client = SeedlingClient<InterceptedService<Channel, AttachToken>>;
+
+/// A gRPC failure in words: the status code name, then the server's message.
+fn explain(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+impl Remote {
+    pub fn block_on<T>(&self, work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(work)
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        let channel = tonic::transport::Endpoint::from_shared(self.coordinator.clone())
+            .with_context(|| format!("--coordinator {:?} is not a URL like http://host:7470", self.coordinator))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.coordinator))?;
+        let token = AttachToken::new(self.token.as_deref()).map_err(explain)?;
+        Ok(SeedlingClient::with_interceptor(channel, token).max_decoding_message_size(64 << 20))
+    }
+}
+
+/// The reference files a plan names, read relative to the plan file.
+fn reference_files(plan: &Path, text: &str) -> anyhow::Result<HashMap<String, Vec<u8>>> {
+    // Only the paths are read here; the coordinator validates the plan.
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Ok(HashMap::new());
+    };
+    let base = plan.parent().unwrap_or(Path::new("."));
+    let mut files = HashMap::new();
+    let references = value.get("references").and_then(|r| r.as_array());
+    for path in references.into_iter().flatten().filter_map(|r| r.get("path")?.as_str()) {
+        let resolved = base.join(path);
+        let bytes = std::fs::read(&resolved)
+            .with_context(|| format!("{}: reference {path}: cannot read {}", plan.display(), resolved.display()))?;
+        files.insert(path.to_string(), bytes);
+    }
+    Ok(files)
+}
+
+fn progress_line(s: &PlanSummary) -> String {
+    let mut line = format!(
+        "[{}] {} accepted {}/{} · attempts {} · in flight {} · {} tokens · {:.0}s",
+        s.state, s.plan_id, s.accepted, s.target, s.attempts, s.in_flight, s.generated_tokens, s.elapsed_s
+    );
+    if !s.error.is_empty() {
+        line.push_str(&format!(" · error: {}", s.error));
+    }
+    line
+}
+
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 { width } else { (done.min(total) as usize * width) / total as usize };
+    format!("{}{}", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+fn print_plan(s: &PlanSummary) {
+    println!("{}", progress_line(s));
+    println!("  domain: {} · phase: {}", s.domain, s.phase);
+    if !s.rejected.is_empty() {
+        let mut rejected: Vec<_> = s.rejected.iter().collect();
+        rejected.sort();
+        let parts: Vec<String> = rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        println!("  rejected: {}", parts.join(", "));
+    }
+    println!("  strata (accepted/quota, attempts):");
+    for stratum in s.strata.iter().filter(|st| st.quota > 0) {
+        println!(
+            "    [{}] {:>3}/{:<3} {:>4}  {}{}",
+            bar(stratum.accepted, stratum.quota, 12),
+            stratum.accepted,
+            stratum.quota,
+            stratum.attempts,
+            stratum.stratum,
+            if stratum.exhausted && stratum.accepted < stratum.quota { "  (short: budget spent)" } else { "" }
+        );
+    }
+}
+
+fn json_plan(s: &PlanSummary) -> serde_json::Value {
+    serde_json::json!({
+        "plan_id": s.plan_id, "domain": s.domain, "state": s.state, "phase": s.phase,
+        "target": s.target, "accepted": s.accepted, "attempts": s.attempts, "in_flight": s.in_flight,
+        "generated_tokens": s.generated_tokens, "elapsed_s": s.elapsed_s, "error": s.error,
+        "rejected": s.rejected,
+        "strata": s.strata.iter().map(|st| serde_json::json!({
+            "stratum": st.stratum, "quota": st.quota, "accepted": st.accepted,
+            "attempts": st.attempts, "exhausted": st.exhausted,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn submit(remote: &Remote, plan: &Path, target: Option<u64>, watch: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(plan).with_context(|| format!("cannot read plan {}", plan.display()))?;
+    let files = reference_files(plan, &text)?;
+    let mut client = remote.client().await?;
+    let summary = client
+        .submit_plan(SubmitPlanRequest {
+            file_name: plan.display().to_string(),
+            plan_toml: text,
+            files,
+            target,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    println!("submitted plan {} ({}): {}/{} accepted, {}", summary.plan_id, summary.domain, summary.accepted, summary.target, summary.state);
+    if watch {
+        watch_plan(&mut client, &summary.plan_id).await?;
+    }
+    Ok(())
+}
+
+async fn watch_plan(client: &mut Client, id: &str) -> anyhow::Result<()> {
+    let mut updates = client
+        .watch_plan(PlanRef { plan_id: id.to_string() })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_accepted = None;
+    let mut last = None;
+    while let Some(summary) = updates.message().await.map_err(explain)? {
+        if terminal {
+            eprint!("\r\x1b[2K{}", progress_line(&summary));
+        } else if last_accepted != Some(summary.accepted) {
+            eprintln!("{}", progress_line(&summary));
+        }
+        last_accepted = Some(summary.accepted);
+        last = Some(summary);
+    }
+    if terminal {
+        eprintln!();
+    }
+    let last = last.context("the coordinator closed the watch without an update")?;
+    print_plan(&last);
+    match last.state.as_str() {
+        "finished" => Ok(()),
+        "running" => anyhow::bail!("the coordinator went away while plan {id} was running; it resumes when the coordinator restarts"),
+        other => anyhow::bail!("plan {id} ended {other}"),
+    }
+}
+
+pub async fn watch(remote: &Remote, id: &str) -> anyhow::Result<()> {
+    watch_plan(&mut remote.client().await?, id).await
+}
+
+pub async fn list(remote: &Remote, json: bool) -> anyhow::Result<()> {
+    let plans = remote.client().await?.list_plans(ListPlansRequest {}).await.map_err(explain)?.into_inner().plans;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plans.iter().map(json_plan).collect::<Vec<_>>())?);
+        return Ok(());
+    }
+    if plans.is_empty() {
+        println!("no plans; submit one with seedling plan submit PLAN");
+    }
+    for p in &plans {
+        println!("{:<22} {:<10} {:>5}/{:<5} attempts {:<6} {}", p.plan_id, p.state, p.accepted, p.target, p.attempts, p.domain);
+    }
+    Ok(())
+}
+
+pub async fn status(remote: &Remote, id: &str, json: bool) -> anyhow::Result<()> {
+    let plan = remote
+        .client()
+        .await?
+        .get_plan(PlanRef { plan_id: id.to_string() })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&json_plan(&plan))?);
+    } else {
+        print_plan(&plan);
+    }
+    Ok(())
+}
+
+pub async fn cancel(remote: &Remote, id: &str) -> anyhow::Result<()> {
+    let plan = remote
+        .client()
+        .await?
+        .cancel_plan(PlanRef { plan_id: id.to_string() })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    println!("plan {} {}: {}/{} accepted records kept", plan.plan_id, plan.state, plan.accepted, plan.target);
+    Ok(())
+}
+
+pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
+    let status = remote
+        .client()
+        .await?
+        .get_cluster_status(ClusterStatusRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if json {
+        let workers: Vec<serde_json::Value> = status
+            .workers
+            .iter()
+            .map(|w| {
+                let c = w.capacity.clone().unwrap_or_default();
+                let stats = w.stats.unwrap_or_default();
+                serde_json::json!({
+                    "worker_id": c.worker_id, "model": c.model_name, "model_digest": c.model_digest,
+                    "slots": c.slots, "context_tokens": c.context_tokens, "gpu": c.gpu, "gpu_layers": c.gpu_layers,
+                    "busy": w.busy, "free": w.free, "tokens_per_s": w.tokens_per_s,
+                    "last_heartbeat_s_ago": w.last_heartbeat_s_ago, "leased_units": w.leased_units,
+                    "unacknowledged": w.unacknowledged, "generated_tokens": stats.generated_tokens,
+                    "requests_completed": stats.requests_completed,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "coordinator": status.coordinator, "workers": workers, "queue_depth": status.queue_depth,
+            "plans_running": status.plans_running, "leases_expired": status.leases_expired,
+            "workers_left": status.workers_left, "lease_timeout_s": status.lease_timeout_s,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "coordinator {} · {} plans running · {} records queued · {} workers · leases expired {} · workers left {} · lease timeout {:.0}s",
+        status.coordinator,
+        status.plans_running,
+        status.queue_depth,
+        status.workers.len(),
+        status.leases_expired,
+        status.workers_left,
+        status.lease_timeout_s
+    );
+    if !status.workers.is_empty() {
+        println!("{:<18} {:<28} {:>5} {:>5} {:>5} {:>8} {:>9} {:>6}", "worker", "model", "slots", "busy", "free", "tok/s", "heartbeat", "unack");
+    }
+    for w in &status.workers {
+        let c = w.capacity.clone().unwrap_or_default();
+        println!(
+            "{:<18} {:<28} {:>5} {:>5} {:>5} {:>8.1} {:>8.1}s {:>6}{}",
+            c.worker_id,
+            format!("{}{}", c.model_name, if c.gpu { " (GPU)" } else { " (CPU)" }),
+            c.slots,
+            w.busy,
+            w.free,
+            w.tokens_per_s,
+            w.last_heartbeat_s_ago,
+            w.unacknowledged,
+            if w.leased_units.is_empty() { String::new() } else { format!("  leases: {}", w.leased_units.len()) }
+        );
+    }
+    Ok(())
+}
+
+/// Streams a plan's dataset from the coordinator into `out`.
+pub async fn export(remote: &Remote, id: &str, out: &Path) -> anyhow::Result<()> {
+    let mut chunks = remote
+        .client()
+        .await?
+        .export_dataset(PlanRef { plan_id: id.to_string() })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let mut written: Vec<PathBuf> = Vec::new();
+    let mut version = String::new();
+    while let Some(chunk) = chunks.message().await.map_err(explain)? {
+        let relative = PathBuf::from(&chunk.path);
+        anyhow::ensure!(
+            relative.components().all(|c| matches!(c, std::path::Component::Normal(_))),
+            "the coordinator sent a path outside the dataset: {}",
+            chunk.path
+        );
+        let path = out.join(&relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(written.last() == Some(&relative))
+            .write(true)
+            .truncate(written.last() != Some(&relative))
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut file, &chunk.data)?;
+        if written.last() != Some(&relative) {
+            written.push(relative);
+        }
+        version = chunk.dataset_version;
+    }
+    println!("dataset {version} of plan {id}: {} files in {}", written.len(), out.display());
+    Ok(())
+}
+
+pub async fn lineage(remote: &Remote, id: &str) -> anyhow::Result<()> {
+    let reply = remote
+        .client()
+        .await?
+        .get_lineage(LineageRequest { record_id: id.to_string() })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    print!("{}", reply.text);
+    Ok(())
+}

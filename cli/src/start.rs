@@ -1,0 +1,145 @@
+//! `seedling start coordinator|worker --config FILE`: the long-running
+//! processes of a cluster (see cluster-configs/README.md).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use seedling_common::config::{ClusterConfig, Secret};
+use seedling_coordinator::cluster::{CoordinatorSettings, serve};
+use seedling_proto::worker::WorkerCapacity;
+use seedling_worker::engine::{Engine, EngineConfig};
+use seedling_worker::model_file::{check_gguf_header, default_model_path, sha256_file};
+use seedling_worker::remote::{RemoteSettings, serve_worker};
+
+#[derive(Debug, Subcommand)]
+pub enum StartCommand {
+    /// Start the coordinator: the cluster node, the gRPC API, the lineage store
+    Coordinator {
+        /// Cluster configuration with a [coordinator] section (see cluster-configs/)
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a worker: load the model, join the coordinator, run the units it leases
+    Worker {
+        /// Cluster configuration with a [worker] section (see cluster-configs/)
+        #[arg(long)]
+        config: PathBuf,
+        /// Worker id, overriding the config [default: host name and process id]
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+fn read_config(path: &Path) -> anyhow::Result<ClusterConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    Ok(ClusterConfig::parse(&path.display().to_string(), &text)?)
+}
+
+fn secret(secret: &Secret, field: &str) -> anyhow::Result<Option<String>> {
+    secret
+        .resolve(field, |var| std::env::var(var).ok())
+        .map_err(anyhow::Error::msg)
+}
+
+/// Resolves a config path against the directory of the config file.
+fn beside(config: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(path)
+    }
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn stop_requested() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub fn run(command: StartCommand) -> anyhow::Result<()> {
+    match command {
+        StartCommand::Coordinator { config: path } => {
+            let config = read_config(&path)?;
+            let c = config
+                .coordinator
+                .with_context(|| format!("{}: no [coordinator] section", path.display()))?;
+            let settings = CoordinatorSettings {
+                data_dir: beside(&path, &c.data_dir),
+                grpc_listen: c
+                    .grpc_listen
+                    .parse()
+                    .with_context(|| format!("{}: coordinator.grpc_listen {:?} is not ip:port", path.display(), c.grpc_listen))?,
+                cluster_port: c.cluster_port,
+                cluster_listen_ip: c.cluster_listen_ip.parse()?,
+                hostname: c.hostname.clone(),
+                cookie: secret(&c.cookie, "coordinator.cookie")?.context("coordinator.cookie is required")?,
+                token: secret(&c.token, "coordinator.token")?,
+                lease_timeout: Duration::from_millis(c.lease_timeout_ms),
+                attempts_per_record: c.attempts_per_record,
+            };
+            runtime()?.block_on(serve(settings, stop_requested()))?;
+            eprintln!("seedling coordinator: stopped");
+            Ok(())
+        }
+        StartCommand::Worker { config: path, id } => {
+            let config = read_config(&path)?;
+            let w = config
+                .worker
+                .with_context(|| format!("{}: no [worker] section", path.display()))?;
+            let worker_id = id.or(w.id.clone()).unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            let model = w.model.as_ref().map(|m| beside(&path, m)).unwrap_or_else(default_model_path);
+            // A missing or foreign model file is named before the node joins.
+            check_gguf_header(&model)?;
+            let engine_config = EngineConfig {
+                n_ctx: w.ctx,
+                n_threads: w.threads.unwrap_or(0),
+                n_gpu_layers: w.gpu_layers,
+                n_slots: w.slots,
+                ..EngineConfig::new(model.clone())
+            };
+            let settings = RemoteSettings {
+                coordinator_node: w.coordinator_node.clone(),
+                coordinator_grpc: w.coordinator_grpc.clone(),
+                cluster_port: w.cluster_port,
+                cookie: secret(&w.cookie, "worker.cookie")?.context("worker.cookie is required")?,
+                token: secret(&w.token, "worker.token")?,
+                heartbeat: Duration::from_millis(w.heartbeat_ms),
+            };
+            let digest = sha256_file(&model)?;
+            let engine = Arc::new(Engine::start(engine_config.clone())?);
+            let capacity = WorkerCapacity {
+                worker_id,
+                slots: engine_config.n_slots,
+                context_tokens: engine_config.n_ctx,
+                model_digest: digest,
+                model_name: engine.info().name.clone(),
+                gpu: engine_config.n_gpu_layers > 0,
+                gpu_layers: engine_config.n_gpu_layers,
+            };
+            let runtime = runtime()?;
+            runtime.block_on(serve_worker(settings, Arc::clone(&engine), capacity, stop_requested()))?;
+            // Units still in the engine are abandoned with their tasks.
+            runtime.shutdown_timeout(Duration::from_secs(5));
+            drop(engine);
+            eprintln!("seedling worker: stopped");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Cluster configuration files (`cluster-configs/*.toml`): one file may
+//! configure a coordinator, a worker, or both (a single-node cluster).
+//! Pure data and parsing; the binaries read the file and the environment.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A parsed cluster configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub coordinator: Option<CoordinatorConfig>,
+    pub worker: Option<WorkerConfig>,
+}
+
+/// A shared secret, written in the file or named by an environment variable
+/// (so that configs can be committed without it).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub value: Option<String>,
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Lineage store and submitted plans; relative paths start at the config file.
+    pub data_dir: PathBuf,
+    /// Address of the gRPC API and result ingest.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: String,
+    /// ractor_cluster node port.
+    #[serde(default = "default_cluster_port")]
+    pub cluster_port: u16,
+    /// Interface the node server listens on.
+    #[serde(default = "default_listen_ip")]
+    pub cluster_listen_ip: String,
+    /// The name other nodes know this host by.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Node cookie: nodes presenting another one are refused.
+    #[serde(default)]
+    pub cookie: Secret,
+    /// Bearer token the gRPC API requires, when set.
+    #[serde(default)]
+    pub token: Secret,
+    /// A worker that sends no heartbeat for this long loses its units.
+    #[serde(default = "default_lease_timeout_ms")]
+    pub lease_timeout_ms: u64,
+    /// Attempt budget per quota record before a stratum counts as short.
+    #[serde(default = "default_attempts_per_record")]
+    pub attempts_per_record: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Unique in the cluster [default: host name and process id].
+    pub id: Option<String>,
+    /// The coordinator's ractor_cluster node, `host:port`.
+    pub coordinator_node: String,
+    /// The coordinator's gRPC address, `http://host:port`.
+    pub coordinator_grpc: String,
+    /// This node's ractor_cluster port (0 picks a free one).
+    #[serde(default)]
+    pub cluster_port: u16,
+    #[serde(default)]
+    pub cookie: Secret,
+    #[serde(default)]
+    pub token: Secret,
+    /// GGUF model file [default: the fetch-model cache]; relative paths start at the config file.
+    pub model: Option<PathBuf>,
+    #[serde(default = "default_ctx")]
+    pub ctx: u32,
+    /// CPU threads for llama.cpp [default: all cores].
+    pub threads: Option<u32>,
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    #[serde(default)]
+    pub gpu_layers: u32,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_grpc_listen() -> String {
+    "127.0.0.1:7470".into()
+}
+fn default_cluster_port() -> u16 {
+    7471
+}
+fn default_listen_ip() -> String {
+    "0.0.0.0".into()
+}
+fn default_hostname() -> String {
+    "127.0.0.1".into()
+}
+fn default_lease_timeout_ms() -> u64 {
+    10_000
+}
+fn default_attempts_per_record() -> f64 {
+    6.0
+}
+fn default_ctx() -> u32 {
+    8192
+}
+fn default_slots() -> u32 {
+    8
+}
+fn default_heartbeat_ms() -> u64 {
+    1_000
+}
+
+/// What is wrong with a configuration, naming the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: no [{section}] section")]
+    MissingSection { file: String, section: &'static str },
+}
+
+impl ClusterConfig {
+    /// Parses and checks a configuration; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            file: file.to_string(),
+            message: err.to_string().trim().to_string(),
+        })?;
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        if let Some(c) = &config.coordinator {
+            check_secret(&c.cookie, "coordinator.cookie", true).map_err(|m| invalid("coordinator.cookie", m))?;
+            check_secret(&c.token, "coordinator.token", false).map_err(|m| invalid("coordinator.token", m))?;
+            if !(1_000..=600_000).contains(&c.lease_timeout_ms) {
+                return Err(invalid(
+                    "coordinator.lease_timeout_ms",
+                    format!("{} is outside 1000..=600000", c.lease_timeout_ms),
+                ));
+            }
+            if !(c.attempts_per_record.is_finite() && c.attempts_per_record >= 1.0) {
+                return Err(invalid("coordinator.attempts_per_record", "must be >= 1".into()));
+            }
+            check_addr(&c.grpc_listen).map_err(|m| invalid("coordinator.grpc_listen", m))?;
+            c.cluster_listen_ip
+                .parse::<std::net::IpAddr>()
+                .map_err(|e| invalid("coordinator.cluster_listen_ip", e.to_string()))?;
+        }
+        if let Some(w) = &config.worker {
+            check_secret(&w.cookie, "worker.cookie", true).map_err(|m| invalid("worker.cookie", m))?;
+            check_secret(&w.token, "worker.token", false).map_err(|m| invalid("worker.token", m))?;
+            check_addr(&w.coordinator_node).map_err(|m| invalid("worker.coordinator_node", m))?;
+            if !(w.coordinator_grpc.starts_with("http://") || w.coordinator_grpc.starts_with("https://")) {
+                return Err(invalid(
+                    "worker.coordinator_grpc",
+                    format!("{:?} must start with http:// or https://", w.coordinator_grpc),
+                ));
+            }
+            if w.slots == 0 || w.slots > 256 {
+                return Err(invalid("worker.slots", format!("{} is outside 1..=256", w.slots)));
+            }
+            if w.ctx < 512 {
+                return Err(invalid("worker.ctx", format!("{} is below 512", w.ctx)));
+            }
+            if !(100..=60_000).contains(&w.heartbeat_ms) {
+                return Err(invalid("worker.heartbeat_ms", format!("{} is outside 100..=60000", w.heartbeat_ms)));
+            }
+            if let Some(id) = &w.id
+                && (id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            {
+                return Err(invalid("worker.id", format!("{id:?}: use letters, digits, '-', '_' or '.'")));
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn check_secret(secret: &Secret, field: &str, required: bool) -> Result<(), String> {
+    match (&secret.value, &secret.env) {
+        (Some(_), Some(_)) => Err("set value or env, not both".into()),
+        (Some(v), None) if v.is_empty() => Err("an empty secret protects nothing".into()),
+        (None, None) if required => Err(format!("set {field}.value or {field}.env")),
+        _ => Ok(()),
+    }
+}
+
+fn check_addr(addr: &str) -> Result<(), String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("{addr:?} is not host:port")),
+    }
+}
+
+impl Secret {
+    /// The secret's value, reading the named environment variable through
+    /// `env`. `None` when neither is configured.
+    pub fn resolve(
+        &self,
+        field: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, String> {
+        match (&self.value, &self.env) {
+            (Some(value), _) => Ok(Some(value.clone())),
+            (None, Some(var)) => match env(var) {
+                Some(value) if !value.is_empty() => Ok(Some(value)),
+                _ => Err(format!("{field}: environment variable {var} is not set")),
+            },
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOTH: &str = r#"
+[coordinator]
+data_dir = "data"
+cookie = { value = "c" }
+token = { env = "TOKEN" }
+lease_timeout_ms = 3000
+
+[worker]
+coordinator_node = "127.0.0.1:7471"
+coordinator_grpc = "http://127.0.0.1:7470"
+cookie = { env = "COOKIE" }
+slots = 4
+"#;
+
+    #[test]
+    fn a_single_node_config_parses_with_defaults() {
+        let config = ClusterConfig::parse("both.toml", BOTH).unwrap();
+        let c = config.coordinator.unwrap();
+        assert_eq!((c.grpc_listen.as_str(), c.cluster_port, c.lease_timeout_ms), ("127.0.0.1:7470", 7471, 3000));
+        let w = config.worker.unwrap();
+        assert_eq!((w.slots, w.ctx, w.heartbeat_ms, w.cluster_port), (4, 8192, 1000, 0));
+    }
+
+    #[test]
+    fn secrets_come_from_the_file_or_the_environment() {
+        let config = ClusterConfig::parse("both.toml", BOTH).unwrap();
+        let c = config.coordinator.unwrap();
+        assert_eq!(c.cookie.resolve("cookie", |_| None).unwrap().as_deref(), Some("c"));
+        assert_eq!(
+            c.token.resolve("token", |v| (v == "TOKEN").then(|| "t".into())).unwrap().as_deref(),
+            Some("t")
+        );
+        let err = c.token.resolve("coordinator.token", |_| None).unwrap_err();
+        assert!(err.contains("TOKEN is not set"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (BOTH.replace("lease_timeout_ms = 3000", "lease_timeout_ms = 5"), "coordinator.lease_timeout_ms"),
+            (BOTH.replace("slots = 4", "slots = 0"), "worker.slots"),
+            (BOTH.replace("cookie = { value = \"c\" }", ""), "coordinator.cookie"),
+            (BOTH.replace("\"http://127.0.0.1:7470\"", "\"127.0.0.1:7470\""), "worker.coordinator_grpc"),
+            (BOTH.replace("\"127.0.0.1:7471\"", "\"nowhere\""), "worker.coordinator_node"),
+        ];
+        for (text, field) in cases {
+            match ClusterConfig::parse("c.toml", &text) {
+                Err(ConfigError::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{field}: expected an invalid-field error, got {other:?}"),
+            }
+        }
+        let err = ClusterConfig::parse("c.toml", "[coordinator]\ndata_dr = 1\n").unwrap_err();
+        assert!(err.to_string().contains("data_dr"), "{err}");
+    }
+}

@@ -1,0 +1,685 @@
+//! The cluster coordinator actor: the one owner of every plan's run and of
+//! the worker table. Workers join and renew their lease by heartbeat (over
+//! ractor_cluster, through the gate); results arrive from the gRPC ingest and
+//! are answered only once their lineage is durable; the API asks it questions.
+//! A worker whose heartbeats stop, or whose node leaves, loses its units to
+//! the others. A result counts only from the worker holding the unit's
+//! lease, so a late or resent result never lands twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use ractor::pg::GroupChangeMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorMessage;
+use seedling_common::work::UnitResult;
+use seedling_proto::api::{ClusterStatus, PlanSummary, StratumProgress, SubmitPlanRequest, WorkerStatus};
+use seedling_proto::cluster::WorkerWire;
+use seedling_proto::control::{Heartbeat, UnitAssignment};
+use seedling_proto::results::UnitReport;
+use seedling_proto::worker::{EngineStats, WorkerCapacity};
+use tokio::sync::watch;
+
+use super::assign::{WorkerRoom, assign};
+use super::submissions::{self, Submission, is_safe_relative};
+use super::{ApiError, ClusterError};
+use crate::lineage::LineageStore;
+use crate::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome, plan_id};
+use crate::plan::parse_plan;
+
+/// Units kept per engine slot: one running, one queued.
+const UNITS_PER_SLOT: usize = 2;
+/// How often leases are checked.
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+pub struct ClusterCoordinator;
+
+/// What the coordinator starts with.
+#[derive(Debug)]
+pub struct ClusterArgs {
+    pub store: Arc<LineageStore>,
+    pub data_dir: PathBuf,
+    pub lease_timeout: Duration,
+    pub attempts_per_record: f64,
+    /// The address clients reach this coordinator at (shown in status).
+    pub address: String,
+}
+
+/// What the coordinator is told or asked.
+#[derive(RactorMessage, Debug)]
+pub enum ClusterMsg {
+    /// A worker's heartbeat (decoded by the gate).
+    Heartbeat(Box<Heartbeat>),
+    /// A result from the ingest stream; answered with its outcome once durable.
+    Report(Box<UnitReport>, RpcReplyPort<String>),
+    /// Time to look at the leases.
+    Tick,
+    Submit(Box<SubmitPlanRequest>, RpcReplyPort<Result<PlanSummary, ApiError>>),
+    Cancel(String, RpcReplyPort<Result<PlanSummary, ApiError>>),
+    GetPlan(String, RpcReplyPort<Result<PlanSummary, ApiError>>),
+    ListPlans(RpcReplyPort<Vec<PlanSummary>>),
+    Watch(String, RpcReplyPort<Result<watch::Receiver<PlanSummary>, ApiError>>),
+    Status(RpcReplyPort<ClusterStatus>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlanState {
+    Running,
+    Finished,
+    /// Every stratum ended, some short of their quota (budget spent).
+    Short,
+    Cancelled,
+    Failed,
+}
+
+impl PlanState {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Finished => "finished",
+            Self::Short => "short",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PlanSlot {
+    run: PlanRun,
+    dir: PathBuf,
+    domain: String,
+    state: PlanState,
+    error: String,
+    watchers: watch::Sender<PlanSummary>,
+}
+
+impl PlanSlot {
+    fn summary(&self) -> PlanSummary {
+        summary(&self.run.progress(), &self.domain, self.state, &self.error)
+    }
+
+    /// Settles the state after a change of the run.
+    fn settle(&mut self) {
+        if self.state == PlanState::Running && self.run.is_finished() {
+            self.state = if self.run.progress().shortfalls().is_empty() {
+                PlanState::Finished
+            } else {
+                PlanState::Short
+            };
+            tracing::info!(plan = %self.run.plan_id(), state = self.state.name(), "plan ended");
+        }
+        self.watchers.send_replace(self.summary());
+    }
+
+    fn fail(&mut self, error: impl std::fmt::Display) {
+        tracing::error!(plan = %self.run.plan_id(), %error, "plan failed");
+        self.state = PlanState::Failed;
+        self.error = error.to_string();
+        self.watchers.send_replace(self.summary());
+    }
+}
+
+fn summary(progress: &Progress, domain: &str, state: PlanState, error: &str) -> PlanSummary {
+    PlanSummary {
+        plan_id: progress.plan.clone(),
+        domain: domain.to_string(),
+        state: state.name().into(),
+        phase: progress.phase.into(),
+        target: progress.target,
+        accepted: progress.accepted,
+        attempts: progress.attempts,
+        in_flight: progress.in_flight,
+        generated_tokens: progress.generated_tokens,
+        elapsed_s: progress.elapsed_s,
+        strata: progress
+            .strata
+            .iter()
+            .map(|s| StratumProgress {
+                stratum: s.stratum.clone(),
+                quota: s.quota,
+                accepted: s.accepted,
+                attempts: s.attempts,
+                exhausted: s.exhausted,
+            })
+            .collect(),
+        rejected: progress.rejected.clone().into_iter().collect(),
+        error: error.to_string(),
+    }
+}
+
+#[derive(Debug)]
+struct WorkerEntry {
+    actor: ActorRef<WorkerWire>,
+    capacity: WorkerCapacity,
+    group: String,
+    /// Units leased to it, as (plan, unit).
+    units: BTreeSet<(String, String)>,
+    /// Units it reports running that it holds no lease on (from before a
+    /// lease expiry or a coordinator restart): they still take its slots.
+    stale_running: usize,
+    last_heartbeat: Instant,
+    stats: Option<EngineStats>,
+    unacknowledged: u32,
+    tokens_per_s: f64,
+}
+
+impl WorkerEntry {
+    fn free(&self) -> usize {
+        let limit = self.capacity.slots.max(1) as usize * UNITS_PER_SLOT;
+        limit.saturating_sub(self.units.len() + self.stale_running)
+    }
+}
+
+#[derive(Debug)]
+pub struct ClusterState {
+    store: Arc<LineageStore>,
+    data_dir: PathBuf,
+    lease_timeout: Duration,
+    attempts_per_record: f64,
+    address: String,
+    /// In submission order.
+    plans: Vec<PlanSlot>,
+    workers: BTreeMap<String, WorkerEntry>,
+    leases_expired: u64,
+    workers_left: u64,
+}
+
+impl ClusterState {
+    fn plan_index(&self, id: &str) -> Option<usize> {
+        self.plans.iter().position(|p| p.run.plan_id().as_str() == id)
+    }
+
+    fn plan(&self, id: &str) -> Result<&PlanSlot, ApiError> {
+        self.plan_index(id)
+            .map(|i| &self.plans[i])
+            .ok_or_else(|| ApiError::NotFound(format!("no plan {id} on this coordinator")))
+    }
+
+    fn generator_version(&self) -> String {
+        let model = self
+            .workers
+            .values()
+            .next()
+            .map(|w| {
+                let digest = &w.capacity.model_digest;
+                format!("; {} sha256:{}", w.capacity.model_name, &digest[..digest.len().min(16)])
+            })
+            .unwrap_or_default();
+        format!("seedling {} (cluster{model})", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Opens a stored or newly submitted plan and adds it to the table.
+    fn open_plan(&mut self, stored: submissions::Stored) -> Result<usize, ClusterError> {
+        let file = &stored.submission.file_name;
+        let plan = parse_plan(file, &stored.plan_text, Some(&stored.dir)).map_err(|e| ClusterError::Corrupt {
+            path: stored.dir.clone(),
+            message: e.to_string(),
+        })?;
+        let domain = plan.domain.name.clone();
+        let run = PlanRun::open(
+            Arc::clone(&self.store),
+            plan,
+            RunOptions {
+                target: stored.submission.target,
+                generator_version: self.generator_version(),
+                base_dir: stored.dir.clone(),
+                attempts_per_record: self.attempts_per_record,
+            },
+        )?;
+        let state = if stored.cancelled {
+            PlanState::Cancelled
+        } else {
+            PlanState::Running
+        };
+        let initial = summary(&run.progress(), &domain, state, "");
+        let mut slot = PlanSlot {
+            run,
+            dir: stored.dir,
+            domain,
+            state,
+            error: String::new(),
+            watchers: watch::channel(initial).0,
+        };
+        slot.settle();
+        self.plans.push(slot);
+        Ok(self.plans.len() - 1)
+    }
+
+    fn submit(&mut self, request: SubmitPlanRequest) -> Result<PlanSummary, ApiError> {
+        let file = if request.file_name.is_empty() {
+            "plan.toml".to_string()
+        } else {
+            request.file_name.clone()
+        };
+        if request.target == Some(0) {
+            return Err(ApiError::InvalidArgument("target: must be > 0".into()));
+        }
+        let plan = parse_plan(&file, &request.plan_toml, None)
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        for name in request.files.keys() {
+            if !is_safe_relative(name) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{file}: attached file {name:?} must be a relative path inside the plan's directory"
+                )));
+            }
+        }
+        for (idx, reference) in plan.references.iter().enumerate() {
+            let path = reference.path.to_string_lossy();
+            if !is_safe_relative(&path) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{file}: references[{idx}].path: {path} must be a relative path inside the plan's directory"
+                )));
+            }
+            if !request.files.contains_key(path.as_ref()) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{file}: references[{idx}].path: file {path} was not sent with the plan"
+                )));
+            }
+        }
+        let id = plan_id(&plan);
+        if let Some(existing) = self.plan_index(id.as_str()) {
+            // Submitting the same plan again is asking about it.
+            return Ok(self.plans[existing].summary());
+        }
+        let submission = Submission {
+            plan_id: id.to_string(),
+            file_name: file,
+            target: request.target,
+            submitted_at_ms: seedling_common::time::now_unix_ms(),
+        };
+        let files: BTreeMap<String, Vec<u8>> = request.files.into_iter().collect();
+        let dir = submissions::save(&self.data_dir, &submission, &request.plan_toml, &files)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let index = self
+            .open_plan(submissions::Stored {
+                submission,
+                dir,
+                plan_text: request.plan_toml,
+                cancelled: false,
+            })
+            .map_err(|e| match e {
+                // A reference that is not text, or similar: the plan's fault.
+                ClusterError::Pipeline(err) => ApiError::InvalidArgument(err.to_string()),
+                other => ApiError::Internal(other.to_string()),
+            })?;
+        tracing::info!(plan = %id, domain = %self.plans[index].domain, "plan submitted");
+        Ok(self.plans[index].summary())
+    }
+
+    fn cancel(&mut self, id: &str) -> Result<PlanSummary, ApiError> {
+        let index = self.plan(id).map(|_| self.plan_index(id).unwrap_or_default())?;
+        let slot = &mut self.plans[index];
+        if slot.state == PlanState::Running {
+            submissions::mark_cancelled(&slot.dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+            slot.state = PlanState::Cancelled;
+            // Units still running elsewhere report as stale and store nothing.
+            for worker in self.workers.values_mut() {
+                worker.units.retain(|(plan, _)| plan != id);
+            }
+            tracing::info!(plan = %id, "plan cancelled");
+            slot.settle();
+        }
+        Ok(slot.summary())
+    }
+
+    fn on_heartbeat(&mut self, beat: Heartbeat) {
+        let Some(capacity) = beat.capacity.clone() else {
+            tracing::warn!("heartbeat without capacity ignored");
+            return;
+        };
+        let id = capacity.worker_id.clone();
+        let now = Instant::now();
+        if !self.workers.contains_key(&id) {
+            let Some(cell) = ractor::pg::get_members(&beat.group).into_iter().next() else {
+                tracing::warn!(worker = %id, group = %beat.group, "heartbeat from a worker whose actor is not visible yet");
+                return;
+            };
+            tracing::info!(worker = %id, slots = capacity.slots, model = %capacity.model_name, gpu = capacity.gpu, "worker joined");
+            self.workers.insert(
+                id.clone(),
+                WorkerEntry {
+                    actor: cell.into(),
+                    capacity: capacity.clone(),
+                    group: beat.group.clone(),
+                    units: BTreeSet::new(),
+                    stale_running: 0,
+                    last_heartbeat: now,
+                    stats: None,
+                    unacknowledged: 0,
+                    tokens_per_s: 0.0,
+                },
+            );
+        }
+        let worker = self.workers.get_mut(&id).expect("inserted above");
+        let elapsed = now.duration_since(worker.last_heartbeat).as_secs_f64();
+        if let (Some(before), Some(after)) = (&worker.stats, &beat.stats)
+            && elapsed > 0.0
+        {
+            let delta = after.generated_tokens.saturating_sub(before.generated_tokens) as f64;
+            worker.tokens_per_s = delta / elapsed;
+        }
+        worker.capacity = capacity;
+        worker.last_heartbeat = now;
+        worker.stats = beat.stats;
+        worker.unacknowledged = beat.unacknowledged;
+        worker.stale_running = beat
+            .running
+            .iter()
+            .filter(|r| {
+                r.split_once('/')
+                    .is_none_or(|(plan, unit)| !worker.units.contains(&(plan.to_string(), unit.to_string())))
+            })
+            .count();
+        self.dispatch();
+    }
+
+    /// Takes a worker out and gives its units back to their plans.
+    fn drop_worker(&mut self, id: &str, why: &str) {
+        let Some(worker) = self.workers.remove(id) else {
+            return;
+        };
+        tracing::warn!(worker = %id, units = worker.units.len(), why, "worker out; its units go to the others");
+        for (plan, unit) in &worker.units {
+            if let Some(index) = self.plan_index(plan) {
+                self.plans[index].run.return_unit(unit);
+            }
+        }
+        self.dispatch();
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.duration_since(w.last_heartbeat) > self.lease_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.leases_expired += 1;
+            self.drop_worker(&id, "lease expired: no heartbeat within the lease timeout");
+        }
+    }
+
+    fn on_group_change(&mut self, change: &GroupChangeMessage) {
+        if let GroupChangeMessage::Leave(_, group, _) = change
+            && ractor::pg::get_members(group).is_empty()
+            && let Some(id) = self
+                .workers
+                .iter()
+                .find(|(_, w)| &w.group == group)
+                .map(|(id, _)| id.clone())
+        {
+            self.workers_left += 1;
+            self.drop_worker(&id, "its node left the cluster");
+        }
+    }
+
+    /// Hands units to workers with free room until no plan has more to give.
+    fn dispatch(&mut self) {
+        loop {
+            let running: Vec<usize> = (0..self.plans.len())
+                .filter(|&i| self.plans[i].state == PlanState::Running)
+                .collect();
+            let ids: Vec<String> = self.workers.keys().cloned().collect();
+            let rooms: Vec<WorkerRoom> = ids
+                .iter()
+                .map(|id| {
+                    let w = &self.workers[id];
+                    WorkerRoom {
+                        worker: id.clone(),
+                        free: w.free(),
+                        running: running
+                            .iter()
+                            .enumerate()
+                            .filter(|&(_, &p)| {
+                                let plan = self.plans[p].run.plan_id().as_str();
+                                w.units.iter().any(|(held, _)| held == plan)
+                            })
+                            .map(|(n, _)| n)
+                            .collect(),
+                    }
+                })
+                .collect();
+            let mut given = 0;
+            for grant in assign(&rooms, running.len()) {
+                let slot = &mut self.plans[running[grant.plan]];
+                let tasks = match slot.run.next_units(grant.count) {
+                    Ok(tasks) => tasks,
+                    Err(err) => {
+                        slot.fail(err);
+                        continue;
+                    }
+                };
+                let worker = self.workers.get_mut(&ids[grant.worker]).expect("listed above");
+                for task in tasks {
+                    let unit = task.unit.clone();
+                    let plan = task.plan.clone();
+                    let assignment = UnitAssignment {
+                        plan_id: plan.clone(),
+                        unit_id: unit.clone(),
+                        task_json: serde_json::to_vec(&task).expect("a unit task serialises"),
+                        lease_ms: self.lease_timeout.as_millis() as u64,
+                    };
+                    if worker.actor.cast(WorkerWire::Assign(assignment.encode_to_vec())).is_err() {
+                        tracing::warn!(%plan, %unit, worker = %worker.capacity.worker_id, "worker unreachable; unit returned");
+                        slot.run.return_unit(&unit);
+                        continue;
+                    }
+                    tracing::debug!(%plan, %unit, worker = %worker.capacity.worker_id, "unit leased");
+                    worker.units.insert((plan, unit));
+                    given += 1;
+                }
+                slot.settle();
+            }
+            if given == 0 {
+                return;
+            }
+        }
+    }
+
+    fn on_report(&mut self, report: UnitReport) -> String {
+        let key = (report.plan_id.clone(), report.unit_id.clone());
+        let leased = self
+            .workers
+            .get_mut(&report.worker_id)
+            .is_some_and(|w| w.units.remove(&key));
+        let index = self.plan_index(&report.plan_id);
+        let (true, Some(index)) = (leased, index) else {
+            tracing::debug!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, "stale result ignored");
+            return "stale".into();
+        };
+        let slot = &mut self.plans[index];
+        if slot.state != PlanState::Running {
+            return "stale".into();
+        }
+        let result = match serde_json::from_slice::<UnitResult>(&report.result_json) {
+            Ok(result) if result.plan == report.plan_id && result.unit == report.unit_id => result,
+            Ok(_) => {
+                slot.run.return_unit(&report.unit_id);
+                return "invalid: the result names another unit".into();
+            }
+            Err(err) => {
+                slot.run.return_unit(&report.unit_id);
+                return format!("invalid: {err}");
+            }
+        };
+        let outcome = match slot.run.record_result(result) {
+            Ok(UnitOutcome::Accepted) => "accepted".to_string(),
+            Ok(UnitOutcome::Rejected(reason)) => format!("rejected:{reason}"),
+            Ok(UnitOutcome::Analysed) => "analysed".into(),
+            Ok(UnitOutcome::Ignored) => "stale".into(),
+            Err(err) => {
+                slot.fail(&err);
+                return format!("error: {err}");
+            }
+        };
+        tracing::debug!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, %outcome, "result stored");
+        if slot.run.is_failing() {
+            slot.fail("the workers' engines fail every unit; records accepted so far are stored");
+        }
+        slot.settle();
+        self.dispatch();
+        outcome
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let now = Instant::now();
+        let running = self.plans.iter().filter(|p| p.state == PlanState::Running);
+        ClusterStatus {
+            coordinator: self.address.clone(),
+            workers: self
+                .workers
+                .values()
+                .map(|w| WorkerStatus {
+                    capacity: Some(w.capacity.clone()),
+                    busy: (w.units.len() + w.stale_running) as u32,
+                    free: w.free() as u32,
+                    last_heartbeat_s_ago: now.duration_since(w.last_heartbeat).as_secs_f64(),
+                    tokens_per_s: w.tokens_per_s,
+                    leased_units: w.units.iter().map(|(p, u)| format!("{p}/{u}")).collect(),
+                    stats: w.stats,
+                    unacknowledged: w.unacknowledged,
+                })
+                .collect(),
+            queue_depth: running
+                .clone()
+                .map(|p| {
+                    let progress = p.run.progress();
+                    progress.target.saturating_sub(progress.accepted + progress.in_flight)
+                })
+                .sum(),
+            plans_running: running.count() as u32,
+            leases_expired: self.leases_expired,
+            workers_left: self.workers_left,
+            lease_timeout_s: self.lease_timeout.as_secs_f64(),
+        }
+    }
+}
+
+impl Actor for ClusterCoordinator {
+    type Msg = ClusterMsg;
+    type State = ClusterState;
+    type Arguments = ClusterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = ClusterState {
+            store: args.store,
+            data_dir: args.data_dir,
+            lease_timeout: args.lease_timeout,
+            attempts_per_record: args.attempts_per_record,
+            address: args.address,
+            plans: Vec::new(),
+            workers: BTreeMap::new(),
+            leases_expired: 0,
+            workers_left: 0,
+        };
+        // A restarted coordinator picks every plan up where the store left it.
+        for stored in submissions::load_all(&state.data_dir)? {
+            let id = stored.submission.plan_id.clone();
+            match state.open_plan(stored) {
+                Ok(index) => {
+                    let p = state.plans[index].run.progress();
+                    tracing::info!(plan = %id, state = state.plans[index].state.name(), accepted = p.accepted, target = p.target, "plan reopened");
+                }
+                Err(err) => tracing::error!(plan = %id, %err, "cannot reopen a submitted plan"),
+            }
+        }
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.send_interval(TICK, || ClusterMsg::Tick);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ClusterMsg::Heartbeat(beat) => {
+                let known = beat
+                    .capacity
+                    .as_ref()
+                    .is_some_and(|c| state.workers.contains_key(&c.worker_id));
+                let group = beat.group.clone();
+                state.on_heartbeat(*beat);
+                if !known && state.workers.values().any(|w| w.group == group) {
+                    // Told when its node goes, not only when its lease runs out.
+                    ractor::pg::monitor(group, myself.get_cell());
+                }
+            }
+            ClusterMsg::Report(report, reply) => {
+                let outcome = state.on_report(*report);
+                let _ = reply.send(outcome);
+            }
+            ClusterMsg::Tick => state.on_tick(),
+            ClusterMsg::Submit(request, reply) => {
+                let _ = reply.send(state.submit(*request));
+                state.dispatch();
+            }
+            ClusterMsg::Cancel(id, reply) => {
+                let _ = reply.send(state.cancel(&id));
+            }
+            ClusterMsg::GetPlan(id, reply) => {
+                let _ = reply.send(state.plan(&id).map(PlanSlot::summary));
+            }
+            ClusterMsg::ListPlans(reply) => {
+                let _ = reply.send(state.plans.iter().map(PlanSlot::summary).collect());
+            }
+            ClusterMsg::Watch(id, reply) => {
+                let _ = reply.send(state.plan(&id).map(|p| p.watchers.subscribe()));
+            }
+            ClusterMsg::Status(reply) => {
+                let _ = reply.send(state.status());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(change) = &event {
+            state.on_group_change(change);
+        }
+        Ok(())
+    }
+}
+
+/// A terminal plan state: watchers stop here.
+pub fn is_terminal(state: &str) -> bool {
+    state != PlanState::Running.name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_running_is_not_terminal() {
+        for state in [PlanState::Finished, PlanState::Short, PlanState::Cancelled, PlanState::Failed] {
+            assert!(is_terminal(state.name()));
+        }
+        assert!(!is_terminal(PlanState::Running.name()));
+    }
+}

@@ -1,0 +1,194 @@
+//! The researcher's and operator's gRPC API. Questions about plans and
+//! workers go to the coordinator actor; lineage and exports read the store
+//! directly (sled is safe to share), so a long export never stalls results.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use seedling_common::ids::{NodeId, PlanId};
+use seedling_proto::api::seedling_server::Seedling;
+use seedling_proto::api::{
+    ClusterStatus, ClusterStatusRequest, ExportChunk, LineageReply, LineageRequest,
+    ListPlansRequest, ListPlansResponse, PlanRef, PlanSummary, SubmitPlanRequest,
+};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::ApiError;
+use super::actor::{ClusterMsg, is_terminal};
+use crate::dataset::export_dataset;
+use crate::lineage::{LineageError, LineageStore, lineage_report};
+
+/// Bytes per export chunk: far below ractor's and tonic's frame limits.
+const CHUNK: usize = 1 << 20;
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub coordinator: ActorRef<ClusterMsg>,
+    pub store: Arc<LineageStore>,
+    pub data_dir: PathBuf,
+}
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl Api {
+    async fn ask<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(ractor::RpcReplyPort<T>) -> ClusterMsg,
+    ) -> Result<T, Status> {
+        match self.coordinator.call(message, Some(ASK_TIMEOUT)).await {
+            Ok(CallResult::Success(value)) => Ok(value),
+            Ok(CallResult::Timeout) => Err(Status::deadline_exceeded("the coordinator is busy; try again")),
+            _ => Err(Status::unavailable("the coordinator actor has stopped")),
+        }
+    }
+}
+
+fn plan_id(request: &PlanRef) -> Result<String, Status> {
+    let id = request.plan_id.trim();
+    if id.is_empty() {
+        return Err(Status::invalid_argument("plan_id: required"));
+    }
+    Ok(id.to_string())
+}
+
+/// Every file under `dir`, as paths relative to it, sorted.
+fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path.strip_prefix(dir).expect("under dir").to_path_buf());
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[tonic::async_trait]
+impl Seedling for Api {
+    async fn submit_plan(&self, request: Request<SubmitPlanRequest>) -> Result<Response<PlanSummary>, Status> {
+        let request = Box::new(request.into_inner());
+        let summary = self.ask(|reply| ClusterMsg::Submit(request, reply)).await??;
+        Ok(Response::new(summary))
+    }
+
+    type WatchPlanStream = Stream_<PlanSummary>;
+
+    async fn watch_plan(&self, request: Request<PlanRef>) -> Result<Response<Self::WatchPlanStream>, Status> {
+        let id = plan_id(request.get_ref())?;
+        let mut updates = self.ask(|reply| ClusterMsg::Watch(id, reply)).await??;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let summary = updates.borrow_and_update().clone();
+                let done = is_terminal(&summary.state);
+                if tx.send(Ok(summary)).await.is_err() || done {
+                    return;
+                }
+                // At most a few updates a second: watchers see progress, not every result.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if updates.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn get_plan(&self, request: Request<PlanRef>) -> Result<Response<PlanSummary>, Status> {
+        let id = plan_id(request.get_ref())?;
+        Ok(Response::new(self.ask(|reply| ClusterMsg::GetPlan(id, reply)).await??))
+    }
+
+    async fn list_plans(&self, _request: Request<ListPlansRequest>) -> Result<Response<ListPlansResponse>, Status> {
+        let plans = self.ask(ClusterMsg::ListPlans).await?;
+        Ok(Response::new(ListPlansResponse { plans }))
+    }
+
+    async fn cancel_plan(&self, request: Request<PlanRef>) -> Result<Response<PlanSummary>, Status> {
+        let id = plan_id(request.get_ref())?;
+        Ok(Response::new(self.ask(|reply| ClusterMsg::Cancel(id, reply)).await??))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(self.ask(ClusterMsg::Status).await?))
+    }
+
+    type ExportDatasetStream = Stream_<ExportChunk>;
+
+    async fn export_dataset(&self, request: Request<PlanRef>) -> Result<Response<Self::ExportDatasetStream>, Status> {
+        let id = plan_id(request.get_ref())?;
+        // Known to the coordinator, or NotFound before any work.
+        let lookup = id.clone();
+        self.ask(|reply| ClusterMsg::GetPlan(lookup, reply)).await??;
+        let store = Arc::clone(&self.store);
+        let out = self.data_dir.join("exports").join(&id);
+        let exported = tokio::task::spawn_blocking(move || -> Result<(String, Vec<(PathBuf, Vec<u8>)>), ApiError> {
+            let _ = std::fs::remove_dir_all(&out);
+            let summary = export_dataset(&store, &PlanId::new(id.clone()), &out)
+                .map_err(|e| ApiError::FailedPrecondition(format!("cannot export plan {id}: {e}")))?;
+            let files = files_under(&out)
+                .and_then(|files| {
+                    files
+                        .into_iter()
+                        .map(|f| std::fs::read(out.join(&f)).map(|bytes| (f, bytes)))
+                        .collect()
+                })
+                .map_err(|e| ApiError::Internal(format!("reading the export of {id}: {e}")))?;
+            Ok((summary.version, files))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let (version, files) = exported;
+        let chunks: Vec<Result<ExportChunk, Status>> = files
+            .into_iter()
+            .flat_map(|(path, bytes)| {
+                let path = path.to_string_lossy().into_owned();
+                let version = version.clone();
+                let pieces: Vec<Vec<u8>> = if bytes.is_empty() {
+                    vec![Vec::new()]
+                } else {
+                    bytes.chunks(CHUNK).map(<[u8]>::to_vec).collect()
+                };
+                pieces.into_iter().map(move |data| {
+                    Ok(ExportChunk {
+                        path: path.clone(),
+                        data,
+                        dataset_version: version.clone(),
+                    })
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn get_lineage(&self, request: Request<LineageRequest>) -> Result<Response<LineageReply>, Status> {
+        let id = request.into_inner().record_id;
+        if id.trim().is_empty() {
+            return Err(Status::invalid_argument("record_id: required"));
+        }
+        let store = Arc::clone(&self.store);
+        let text = tokio::task::spawn_blocking(move || lineage_report(&store, &NodeId::new(id.trim().to_string()), 32, false))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                LineageError::NodeNotFound(_) => Status::not_found(e.to_string()),
+                other => Status::internal(other.to_string()),
+            })?;
+        Ok(Response::new(LineageReply { text }))
+    }
+}

@@ -1,0 +1,42 @@
+//! The coordinator's face on the cluster: a remote-addressable actor in the
+//! coordinator process group. It decodes what worker nodes send and hands
+//! the coordinator typed messages; a frame that does not decode is logged
+//! and dropped here, never inside the coordinator.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use seedling_proto::cluster::{CoordinatorWire, decode};
+use seedling_proto::control::Heartbeat;
+
+use super::actor::ClusterMsg;
+
+#[derive(Debug)]
+pub struct CoordinatorGate;
+
+impl Actor for CoordinatorGate {
+    type Msg = CoordinatorWire;
+    type State = ActorRef<ClusterMsg>;
+    type Arguments = ActorRef<ClusterMsg>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        coordinator: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(coordinator)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        coordinator: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CoordinatorWire::Heartbeat(bytes) => match decode::<Heartbeat>("heartbeat", &bytes) {
+                Ok(beat) => coordinator.cast(ClusterMsg::Heartbeat(Box::new(beat)))?,
+                Err(err) => tracing::warn!(%err, "dropped a frame from a worker node"),
+            },
+        }
+        Ok(())
+    }
+}

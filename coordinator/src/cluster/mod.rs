@@ -1,0 +1,72 @@
+//! The cluster coordinator: plans from the gRPC API, workers on
+//! ractor_cluster, results from the gRPC ingest, everything durable in the
+//! lineage store.
+//!
+//! - `actor`: the coordinator actor (plans, workers, leases, dispatch)
+//! - `assign`: the pure placement rule
+//! - `gate`: decodes worker nodes' frames for the actor
+//! - `ingest`: result streams, acknowledged once durable
+//! - `api`: the researcher's and operator's API
+//! - `submissions`: submitted plans on disk, for restarts
+//! - `node`: starts all of it and stops it cleanly
+
+mod actor;
+mod api;
+mod assign;
+mod gate;
+mod ingest;
+mod node;
+mod submissions;
+
+use std::path::PathBuf;
+
+pub use actor::{ClusterArgs, ClusterCoordinator, ClusterMsg, is_terminal};
+pub use assign::{Grant, WorkerRoom, assign};
+pub use node::{CoordinatorSettings, serve};
+
+use crate::lineage::LineageError;
+use crate::pipeline::PipelineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{path}: {source}")]
+    Disk {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Lineage(#[from] LineageError),
+    #[error("cluster node: {0}")]
+    Node(String),
+    #[error("gRPC server on {addr}: {message}")]
+    Grpc { addr: String, message: String },
+}
+
+/// What an API call can fail with; each maps to one gRPC status code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::InvalidArgument(m) => Self::invalid_argument(m),
+            ApiError::NotFound(m) => Self::not_found(m),
+            ApiError::FailedPrecondition(m) => Self::failed_precondition(m),
+            ApiError::Internal(m) => Self::internal(m),
+        }
+    }
+}

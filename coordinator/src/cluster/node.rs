@@ -1,0 +1,130 @@
+//! Starts a coordinator: the lineage store, the ractor_cluster node server
+//! (cookie-checked), the coordinator and its gate, and the gRPC server with
+//! the API and the result ingest; stops them in reverse order.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+use ractor_cluster::NodeServer;
+use ractor_cluster::node::NodeConnectionMode;
+use seedling_proto::api::seedling_server::SeedlingServer;
+use seedling_proto::auth::RequireToken;
+use seedling_proto::cluster::COORDINATOR_GROUP;
+use seedling_proto::results::result_ingest_server::ResultIngestServer;
+use tonic::service::interceptor::InterceptedService;
+
+use super::ClusterError;
+use super::actor::{ClusterArgs, ClusterCoordinator};
+use super::api::Api;
+use super::gate::CoordinatorGate;
+use super::ingest::Ingest;
+use crate::lineage::LineageStore;
+
+/// Largest request the API takes: a plan with its reference files.
+const MAX_REQUEST_BYTES: usize = 64 << 20;
+
+/// A coordinator's settings, secrets resolved.
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    pub data_dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub cluster_port: u16,
+    pub cluster_listen_ip: IpAddr,
+    pub hostname: String,
+    pub cookie: String,
+    pub token: Option<String>,
+    pub lease_timeout: Duration,
+    pub attempts_per_record: f64,
+}
+
+/// Runs a coordinator until `shutdown` resolves.
+pub async fn serve(
+    settings: CoordinatorSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ClusterError> {
+    let disk = |source| ClusterError::Disk {
+        path: settings.data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&settings.data_dir).map_err(disk)?;
+    let store = Arc::new(LineageStore::open(settings.data_dir.join("lineage"))?);
+    // Bind the API first: a taken port fails before anything else starts.
+    let listener = tokio::net::TcpListener::bind(settings.grpc_listen)
+        .await
+        .map_err(|e| ClusterError::Grpc {
+            addr: settings.grpc_listen.to_string(),
+            message: e.to_string(),
+        })?;
+    let node = NodeServer::new(
+        settings.cluster_port,
+        settings.cookie.clone(),
+        "seedling-coordinator".into(),
+        settings.hostname.clone(),
+        None,
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(settings.cluster_listen_ip);
+    let (node, node_handle) = Actor::spawn(None, node, ())
+        .await
+        .map_err(|e| ClusterError::Node(format!("port {}: {e}", settings.cluster_port)))?;
+    let address = format!("http://{}", settings.grpc_listen);
+    let (coordinator, coordinator_handle) = Actor::spawn(
+        None,
+        ClusterCoordinator,
+        ClusterArgs {
+            store: Arc::clone(&store),
+            data_dir: settings.data_dir.clone(),
+            lease_timeout: settings.lease_timeout,
+            attempts_per_record: settings.attempts_per_record,
+            address: address.clone(),
+        },
+    )
+    .await
+    .map_err(|e| ClusterError::Node(format!("coordinator: {e}")))?;
+    let (gate, gate_handle) = Actor::spawn(None, CoordinatorGate, coordinator.clone())
+        .await
+        .map_err(|e| ClusterError::Node(format!("gate: {e}")))?;
+    ractor::pg::join(COORDINATOR_GROUP.into(), vec![gate.get_cell()]);
+    tracing::info!(grpc = %address, cluster_port = settings.cluster_port, data_dir = %settings.data_dir.display(), "coordinator ready");
+    eprintln!(
+        "seedling coordinator: API {address}, cluster node port {}, data {}",
+        settings.cluster_port,
+        settings.data_dir.display()
+    );
+
+    let auth = RequireToken::new(settings.token.clone());
+    let api = InterceptedService::new(
+        SeedlingServer::new(Api {
+            coordinator: coordinator.clone(),
+            store: Arc::clone(&store),
+            data_dir: settings.data_dir.clone(),
+        })
+        .max_decoding_message_size(MAX_REQUEST_BYTES),
+        auth.clone(),
+    );
+    let ingest = ResultIngestServer::with_interceptor(
+        Ingest {
+            coordinator: coordinator.clone(),
+        },
+        auth,
+    );
+    let served = tonic::transport::Server::builder()
+        .add_service(api)
+        .add_service(ingest)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await;
+
+    gate.stop(None);
+    coordinator.stop(None);
+    node.stop(None);
+    let _ = gate_handle.await;
+    let _ = coordinator_handle.await;
+    let _ = node_handle.await;
+    served.map_err(|e| ClusterError::Grpc {
+        addr: address,
+        message: e.to_string(),
+    })
+}

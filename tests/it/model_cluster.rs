@@ -1,0 +1,348 @@
+//! The cluster on loopback with real processes and the real model: a
+//! coordinator and workers started by `seedling start`, plans submitted by
+//! `seedling plan submit`, watched through `plan status --json` and
+//! `cluster status --json`. On 2 cores each worker runs its engine at one
+//! thread with passive waiting.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use seedling_common::config::ClusterConfig;
+use seedling_tests::{exported_records, repo_root, seedling_bin};
+
+const COOKIE: &str = "loopback-cookie";
+const TOKEN: &str = "loopback-token";
+const LEASE_MS: u64 = 4_000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A loopback cluster in a temporary directory; every process dies with it.
+struct Cluster {
+    dir: tempfile::TempDir,
+    grpc: String,
+    cluster_port: u16,
+    coordinator: Option<Child>,
+    workers: Vec<(String, Child)>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(child) = &mut self.coordinator {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let grpc_port = free_port();
+        let cluster_port = free_port();
+        let config = format!(
+            "[coordinator]\ndata_dir = \"data\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\ncluster_port = {cluster_port}\n\
+             cluster_listen_ip = \"127.0.0.1\"\ncookie = {{ value = \"{COOKIE}\" }}\ntoken = {{ value = \"{TOKEN}\" }}\n\
+             lease_timeout_ms = {LEASE_MS}\n"
+        );
+        std::fs::write(dir.path().join("coordinator.toml"), config).unwrap();
+        let mut cluster = Self {
+            dir,
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            cluster_port,
+            coordinator: None,
+            workers: Vec::new(),
+        };
+        cluster.start_coordinator();
+        cluster
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn start_coordinator(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log("coordinator")).unwrap();
+        let child = Command::new(seedling_bin())
+            .args(["start", "coordinator", "--config"])
+            .arg(self.dir.path().join("coordinator.toml"))
+            .env("SEEDLING_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.coordinator = Some(child);
+        wait_for("the coordinator's API", Duration::from_secs(30), || {
+            self.cli(&["cluster", "status", "--json"]).status.success()
+        });
+    }
+
+    fn worker_config(&self, id: &str, cookie: &str, threads: u32, slots: u32) -> PathBuf {
+        let path = self.dir.path().join(format!("{id}.toml"));
+        let config = format!(
+            "[worker]\nid = \"{id}\"\ncoordinator_node = \"127.0.0.1:{}\"\ncoordinator_grpc = \"{}\"\n\
+             cookie = {{ value = \"{cookie}\" }}\ntoken = {{ value = \"{TOKEN}\" }}\nthreads = {threads}\nslots = {slots}\n\
+             ctx = 4096\nheartbeat_ms = 500\n",
+            self.cluster_port, self.grpc
+        );
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    fn start_worker(&mut self, id: &str, threads: u32, slots: u32) {
+        let config = self.worker_config(id, COOKIE, threads, slots);
+        let log = std::fs::File::create(self.log(id)).unwrap();
+        let child = Command::new(seedling_bin())
+            .args(["start", "worker", "--config"])
+            .arg(config)
+            .env("OMP_WAIT_POLICY", "passive")
+            .env("SEEDLING_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.workers.push((id.to_string(), child));
+    }
+
+    fn worker(&self, id: &str) -> &Child {
+        &self.workers.iter().find(|(w, _)| w == id).unwrap().1
+    }
+
+    /// Runs the CLI against this cluster, with the token.
+    fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with(args, Some(TOKEN))
+    }
+
+    fn cli_with(&self, args: &[&str], token: Option<&str>) -> Output {
+        let mut command = Command::new(seedling_bin());
+        command.args(args).env("SEEDLING_COORDINATOR", &self.grpc).env_remove("SEEDLING_TOKEN");
+        if let Some(token) = token {
+            command.env("SEEDLING_TOKEN", token);
+        }
+        command.output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(out.status.success(), "seedling {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn workers_seen(&self) -> BTreeSet<String> {
+        self.json(&["cluster", "status", "--json"])["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["worker_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn submit(&self, target: u64) -> String {
+        let plan = repo_root().join("examples/retail-banking.toml");
+        let out = self.cli(&["plan", "submit", plan.to_str().unwrap(), "--target", &target.to_string()]);
+        assert!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace().nth(2).unwrap().to_string()
+    }
+
+    fn plan(&self, id: &str) -> serde_json::Value {
+        self.json(&["plan", "status", id, "--json"])
+    }
+
+    fn accepted(&self, id: &str) -> u64 {
+        self.plan(id)["accepted"].as_u64().unwrap()
+    }
+
+    /// Exports through the API and returns the records' ids, checking every record.
+    fn export(&self, id: &str) -> Vec<seedling_common::record::Record> {
+        let out = self.dir.path().join(format!("export-{}", Instant::now().elapsed().as_nanos()));
+        let _ = std::fs::remove_dir_all(&out);
+        let result = self.cli(&["export", id, "--out", out.to_str().unwrap()]);
+        assert!(result.status.success(), "export: {}", String::from_utf8_lossy(&result.stderr));
+        ["train", "validation", "test"]
+            .iter()
+            .flat_map(|split| {
+                if out.join(format!("data/{split}.jsonl")).exists() {
+                    exported_records(&out, split)
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect()
+    }
+
+    fn coordinator_log(&self) -> String {
+        std::fs::read_to_string(self.log("coordinator")).unwrap_or_default()
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+fn assert_exact_and_unique(records: &[seedling_common::record::Record], target: usize) {
+    let ids: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let inputs: BTreeSet<&str> = records.iter().map(|r| r.input.as_str()).collect();
+    assert_eq!(records.len(), target, "exactly the target");
+    assert_eq!(ids.len(), target, "no duplicate ids");
+    assert_eq!(inputs.len(), target, "no duplicate inputs");
+}
+
+#[test]
+fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
+    const TARGET: u64 = 8;
+    let mut cluster = Cluster::new();
+    cluster.start_worker("wa", 1, 4);
+    cluster.start_worker("wb", 1, 4);
+    wait_for("two workers", Duration::from_secs(60), || cluster.workers_seen().len() == 2);
+    let plan = cluster.submit(TARGET);
+    wait_for("2 accepted records", Duration::from_secs(400), || cluster.accepted(&plan) >= 2);
+
+    // A hung worker: ractor_cluster never notices it, the lease does.
+    signal(cluster.worker("wa"), "STOP");
+    let took = wait_for("the hung worker's lease to expire", Duration::from_secs(30), || {
+        !cluster.workers_seen().contains("wa")
+    });
+    assert!(took <= Duration::from_millis(LEASE_MS + 2_000), "lease expired after {took:?}");
+    let status = cluster.json(&["cluster", "status", "--json"]);
+    assert!(status["leases_expired"].as_u64().unwrap() >= 1, "{status}");
+    signal(cluster.worker("wa"), "CONT");
+    // Its late results arrive for units it no longer holds: stale, stored nothing.
+    wait_for("wa's late results to be refused", Duration::from_secs(120), || {
+        cluster.coordinator_log().contains("stale result ignored")
+    });
+    wait_for("wa to rejoin", Duration::from_secs(30), || cluster.workers_seen().contains("wa"));
+
+    // A killed worker: its node leaves at once, its units go to wa.
+    let before = cluster.accepted(&plan);
+    assert!(before < TARGET, "the plan ended before the kill; raise TARGET");
+    signal(cluster.worker("wb"), "KILL");
+    wait_for("the killed worker to leave", Duration::from_secs(10), || {
+        !cluster.workers_seen().contains("wb")
+    });
+    wait_for("the plan to finish", Duration::from_secs(480), || {
+        cluster.plan(&plan)["state"] != "running"
+    });
+    let summary = cluster.plan(&plan);
+    assert_eq!(summary["state"], "finished", "{summary}");
+    assert_eq!(summary["accepted"].as_u64(), Some(TARGET));
+    assert_exact_and_unique(&cluster.export(&plan), TARGET as usize);
+}
+
+#[test]
+fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_record() {
+    const TARGET: u64 = 6;
+    let mut cluster = Cluster::new();
+    cluster.start_worker("solo", 2, 8);
+    wait_for("the worker", Duration::from_secs(60), || cluster.workers_seen().len() == 1);
+    let plan = cluster.submit(TARGET);
+    wait_for("2 accepted records", Duration::from_secs(400), || cluster.accepted(&plan) >= 2);
+    let before: BTreeSet<String> = cluster.export(&plan).into_iter().map(|r| r.id).collect();
+    assert!(before.len() >= 2 && before.len() < TARGET as usize, "{before:?}");
+
+    let mut coordinator = cluster.coordinator.take().unwrap();
+    signal(&coordinator, "KILL");
+    coordinator.wait().unwrap();
+    cluster.start_coordinator();
+    // The worker reconnects by itself; the plan resumes from the store.
+    wait_for("the worker to reconnect", Duration::from_secs(60), || cluster.workers_seen().len() == 1);
+    wait_for("the plan to finish", Duration::from_secs(480), || {
+        cluster.plan(&plan)["state"] != "running"
+    });
+    let summary = cluster.plan(&plan);
+    assert_eq!(summary["state"], "finished", "{summary}");
+    let after = cluster.export(&plan);
+    assert_exact_and_unique(&after, TARGET as usize);
+    let after: BTreeSet<String> = after.into_iter().map(|r| r.id).collect();
+    assert!(before.is_subset(&after), "lost acknowledged records: {:?}", before.difference(&after).collect::<Vec<_>>());
+}
+
+#[test]
+fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
+    let mut cluster = Cluster::new();
+
+    // The API requires the configured token.
+    for token in [None, Some("guess")] {
+        let out = cluster.cli_with(&["plan", "list"], token);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("Unauthenticated"), "{token:?}: {stderr}");
+    }
+
+    // A malformed plan: InvalidArgument naming the field; nothing stored.
+    let text = std::fs::read_to_string(repo_root().join("examples/retail-banking.toml")).unwrap();
+    let broken = text.replacen("[target]\naccepted = ", "[target]\naccepted = -", 1);
+    assert_ne!(broken, text, "the example plan has a [target] accepted line");
+    let bad = cluster.dir.path().join("bad-plan.toml");
+    std::fs::write(&bad, broken).unwrap();
+    let out = cluster.cli(&["plan", "submit", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("InvalidArgument") && stderr.contains("target.accepted"), "{stderr}");
+    let missing = cluster.cli(&["plan", "status", "plan-0000000000000000"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
+    let plans = cluster.json(&["plan", "list", "--json"]);
+    assert_eq!(plans.as_array().map(Vec::len), Some(0), "{plans}");
+
+    // A node with the wrong cookie is refused and says why.
+    let config = cluster.worker_config("stranger", "not-the-cookie", 1, 1);
+    let started = Instant::now();
+    let out = Command::new(seedling_bin())
+        .args(["start", "worker", "--config"])
+        .arg(config)
+        .env("OMP_WAIT_POLICY", "passive")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cookie"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(cluster.workers_seen().is_empty());
+
+    // And the coordinator still serves a well-formed worker.
+    cluster.start_worker("friend", 1, 1);
+    wait_for("the friendly worker", Duration::from_secs(60), || cluster.workers_seen().contains("friend"));
+}
+
+#[test]
+fn every_cluster_config_parses() {
+    let root = repo_root().join("cluster-configs");
+    let mut found = 0;
+    let mut pending = vec![root.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let config = ClusterConfig::parse(&path.display().to_string(), &text)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert!(
+                    config.coordinator.is_some() || config.worker.is_some(),
+                    "{} configures nothing",
+                    path.display()
+                );
+                found += 1;
+            }
+        }
+    }
+    assert!(found >= 5, "expected the single-node, loopback and multi-node configs, found {found} in {}", Path::new(&root).display());
+}

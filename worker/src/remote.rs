@@ -1,0 +1,376 @@
+//! A worker node in a cluster. Control plane: a ractor_cluster node connected
+//! to the coordinator's; a gate actor in this worker's process group takes
+//! unit assignments; a heartbeat (join, lease renewal, load) goes to the
+//! coordinator's gate every interval. Data plane: results go up one gRPC
+//! stream and stay in memory until acknowledged, so a reconnect (coordinator
+//! restarted, network blip) resends exactly what was not yet durable.
+//!
+//! Both planes reconnect by themselves, with backoff; ractor_cluster does
+//! not re-dial, and never notices a hung peer, hence the coordinator's lease.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message as _;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::NodeServer;
+use ractor_cluster::node::NodeConnectionMode;
+use seedling_common::work::{UnitResult, UnitTask};
+use seedling_proto::auth::AttachToken;
+use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group};
+use seedling_proto::control::{Heartbeat, UnitAssignment};
+use seedling_proto::results::UnitReport;
+use seedling_proto::results::result_ingest_client::ResultIngestClient;
+use seedling_proto::worker::{EngineStats, WorkerCapacity};
+use tokio::sync::mpsc;
+
+use crate::actor::run_caught;
+use crate::engine::Engine;
+
+/// Finished results waiting for the uplink; a full outbox holds the units back.
+const OUTBOX: usize = 64;
+/// Results sent but not acknowledged before the uplink stops sending more.
+const MAX_UNACKNOWLEDGED: usize = 64;
+/// How long a first connection may take to be accepted.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A worker node's settings, secrets resolved.
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    pub coordinator_node: String,
+    pub coordinator_grpc: String,
+    pub cluster_port: u16,
+    pub cookie: String,
+    pub token: Option<String>,
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("cannot start this node's cluster server: {0}")]
+    Node(String),
+    #[error("cannot reach the coordinator node at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error(
+        "the coordinator node at {addr} did not accept this node within {secs}s: check that worker and coordinator use the same cookie and that {addr} is a seedling coordinator's cluster port"
+    )]
+    Refused { addr: String, secs: u64 },
+    #[error("the coordinator's gRPC address {addr} is not usable: {reason}")]
+    Grpc { addr: String, reason: String },
+}
+
+/// The units this worker runs, shared by the gate and the heartbeat.
+type Running = Arc<Mutex<BTreeSet<String>>>;
+
+#[derive(Debug)]
+struct WorkerGate;
+
+#[derive(Debug)]
+struct GateState {
+    engine: Arc<Engine>,
+    worker_id: String,
+    outbox: mpsc::Sender<UnitResult>,
+    running: Running,
+}
+
+impl Actor for WorkerGate {
+    type Msg = WorkerWire;
+    type State = GateState;
+    type Arguments = GateState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let WorkerWire::Assign(bytes) = message;
+        let assignment = match decode::<UnitAssignment>("assignment", &bytes) {
+            Ok(assignment) => assignment,
+            Err(err) => {
+                tracing::warn!(%err, "dropped a frame from the coordinator");
+                return Ok(());
+            }
+        };
+        let task: Box<UnitTask> = match serde_json::from_slice(&assignment.task_json) {
+            Ok(task) => task,
+            Err(err) => {
+                // Likely a coordinator of another version: say so, the lease expires the unit.
+                tracing::error!(plan = %assignment.plan_id, unit = %assignment.unit_id, %err, "cannot read the unit's task");
+                return Ok(());
+            }
+        };
+        let key = format!("{}/{}", task.plan, task.unit);
+        state.running.lock().expect("running set").insert(key.clone());
+        let (engine, worker, outbox, running) = (
+            Arc::clone(&state.engine),
+            state.worker_id.clone(),
+            state.outbox.clone(),
+            Arc::clone(&state.running),
+        );
+        tracing::debug!(plan = %task.plan, unit = %task.unit, "unit assigned");
+        tokio::spawn(async move {
+            let result = run_caught(engine, worker, task).await;
+            // Waits while the outbox is full: backpressure from the coordinator.
+            let _ = outbox.send(result).await;
+            running.lock().expect("running set").remove(&key);
+        });
+        Ok(())
+    }
+}
+
+fn engine_stats(engine: &Engine) -> EngineStats {
+    let s = engine.stats();
+    EngineStats {
+        requests_completed: s.requests_completed,
+        requests_failed: s.requests_failed,
+        prompt_tokens_computed: s.prompt_tokens_computed,
+        prompt_tokens_reused: s.prompt_tokens_reused,
+        generated_tokens: s.generated_tokens,
+        active_slots: s.active_slots as u32,
+        queued_requests: s.queued_requests as u32,
+    }
+}
+
+/// Dials the coordinator node until its gate is visible; `give_up` bounds
+/// the wait (a first join), `None` retries forever (a rejoin).
+async fn join(
+    node: &ActorRef<ractor_cluster::NodeServerMessage>,
+    addr: &str,
+    give_up: Option<Duration>,
+) -> Result<(), RemoteError> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match ractor_cluster::client_connect(node, addr).await {
+            Ok(()) => {
+                // Authentication and the process-group sync follow the TCP connect.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                while tokio::time::Instant::now() < deadline {
+                    if !ractor::pg::get_members(&COORDINATOR_GROUP.to_string()).is_empty() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if let Some(limit) = give_up
+                    && started.elapsed() >= limit
+                {
+                    return Err(RemoteError::Refused {
+                        addr: addr.to_string(),
+                        secs: limit.as_secs(),
+                    });
+                }
+            }
+            Err(err) => {
+                if let Some(limit) = give_up
+                    && started.elapsed() >= limit
+                {
+                    return Err(RemoteError::Unreachable {
+                        addr: addr.to_string(),
+                        reason: err.to_string(),
+                    });
+                }
+                tracing::debug!(%addr, %err, "coordinator node not reachable yet");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Runs this worker in the cluster until `shutdown` resolves.
+pub async fn serve_worker(
+    settings: RemoteSettings,
+    engine: Arc<Engine>,
+    capacity: WorkerCapacity,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RemoteError> {
+    let worker_id = capacity.worker_id.clone();
+    let endpoint = tonic::transport::Endpoint::from_shared(settings.coordinator_grpc.clone())
+        .map_err(|e| RemoteError::Grpc {
+            addr: settings.coordinator_grpc.clone(),
+            reason: e.to_string(),
+        })?;
+    let token = AttachToken::new(settings.token.as_deref()).map_err(|e| RemoteError::Grpc {
+        addr: settings.coordinator_grpc.clone(),
+        reason: e.message().to_string(),
+    })?;
+    let node = NodeServer::new(
+        settings.cluster_port,
+        settings.cookie.clone(),
+        format!("seedling-worker-{worker_id}"),
+        "localhost".into(),
+        None,
+        Some(NodeConnectionMode::Isolated),
+    );
+    let (node, node_handle) = Actor::spawn(None, node, ())
+        .await
+        .map_err(|e| RemoteError::Node(e.to_string()))?;
+
+    let (outbox, results) = mpsc::channel(OUTBOX);
+    let running: Running = Arc::default();
+    let (gate, gate_handle) = Actor::spawn(
+        None,
+        WorkerGate,
+        GateState {
+            engine: Arc::clone(&engine),
+            worker_id: worker_id.clone(),
+            outbox,
+            running: Arc::clone(&running),
+        },
+    )
+    .await
+    .map_err(|e| RemoteError::Node(e.to_string()))?;
+    let group = worker_group(&worker_id);
+    ractor::pg::join(group.clone(), vec![gate.get_cell()]);
+
+    let joined = join(&node, &settings.coordinator_node, Some(JOIN_TIMEOUT)).await;
+    if let Err(err) = joined {
+        gate.stop(None);
+        node.stop(None);
+        let _ = gate_handle.await;
+        let _ = node_handle.await;
+        return Err(err);
+    }
+    eprintln!(
+        "seedling worker {worker_id}: joined the coordinator at {} ({} slots, {})",
+        settings.coordinator_node, capacity.slots, capacity.model_name
+    );
+    tracing::info!(worker = %worker_id, coordinator = %settings.coordinator_node, "joined the cluster");
+
+    let unacknowledged = Arc::new(AtomicU32::new(0));
+    let uplink = tokio::spawn(uplink(
+        endpoint,
+        token,
+        worker_id.clone(),
+        results,
+        Arc::clone(&unacknowledged),
+    ));
+
+    let heartbeats = async {
+        let mut tick = tokio::time::interval(settings.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let members = ractor::pg::get_members(&COORDINATOR_GROUP.to_string());
+            let Some(coordinator) = members.into_iter().next() else {
+                eprintln!("seedling worker {worker_id}: lost the coordinator; reconnecting");
+                tracing::warn!(worker = %worker_id, "coordinator gone; reconnecting");
+                let _ = join(&node, &settings.coordinator_node, None).await;
+                eprintln!("seedling worker {worker_id}: rejoined the coordinator");
+                continue;
+            };
+            let beat = Heartbeat {
+                capacity: Some(capacity.clone()),
+                group: group.clone(),
+                running: running.lock().expect("running set").iter().cloned().collect(),
+                stats: Some(engine_stats(&engine)),
+                unacknowledged: unacknowledged.load(Ordering::Relaxed),
+            };
+            let coordinator: ActorRef<CoordinatorWire> = coordinator.into();
+            if let Err(err) = coordinator.cast(CoordinatorWire::Heartbeat(beat.encode_to_vec())) {
+                tracing::warn!(%err, "heartbeat not sent");
+            }
+        }
+    };
+    tokio::select! {
+        () = heartbeats => {}
+        () = shutdown => {}
+    }
+    uplink.abort();
+    gate.stop(None);
+    node.stop(None);
+    let _ = gate_handle.await;
+    let _ = node_handle.await;
+    Ok(())
+}
+
+/// The result stream: connect, resend what is unacknowledged, then send new
+/// results as they finish; on any error, reconnect with backoff.
+async fn uplink(
+    endpoint: tonic::transport::Endpoint,
+    token: AttachToken,
+    worker_id: String,
+    mut results: mpsc::Receiver<UnitResult>,
+    unacknowledged_count: Arc<AtomicU32>,
+) {
+    let mut unacknowledged: BTreeMap<u64, UnitReport> = BTreeMap::new();
+    let mut next_seq = 1u64;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(err) => {
+                tracing::debug!(%err, "result stream: coordinator not reachable");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let mut client = ResultIngestClient::with_interceptor(channel, token.clone());
+        let (up, up_rx) = mpsc::channel::<UnitReport>(MAX_UNACKNOWLEDGED);
+        let response = client
+            .stream_results(tokio_stream::wrappers::ReceiverStream::new(up_rx))
+            .await;
+        let mut acks = match response {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                tracing::warn!(%status, "result stream refused");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        if !unacknowledged.is_empty() {
+            tracing::info!(count = unacknowledged.len(), "resending unacknowledged results");
+        }
+        let mut broken = false;
+        for report in unacknowledged.values() {
+            if up.send(report.clone()).await.is_err() {
+                broken = true;
+                break;
+            }
+        }
+        while !broken {
+            let room = unacknowledged.len() < MAX_UNACKNOWLEDGED;
+            tokio::select! {
+                result = results.recv(), if room => {
+                    let Some(result) = result else { return };
+                    let report = UnitReport {
+                        worker_id: worker_id.clone(),
+                        seq: next_seq,
+                        plan_id: result.plan.clone(),
+                        unit_id: result.unit.clone(),
+                        result_json: serde_json::to_vec(&result).expect("a unit result serialises"),
+                    };
+                    next_seq += 1;
+                    unacknowledged.insert(report.seq, report.clone());
+                    broken = up.send(report).await.is_err();
+                }
+                ack = acks.message() => match ack {
+                    Ok(Some(ack)) => {
+                        if let Some(report) = unacknowledged.remove(&ack.seq) {
+                            tracing::debug!(plan = %report.plan_id, unit = %report.unit_id, outcome = %ack.outcome, "result acknowledged");
+                        }
+                    }
+                    Ok(None) | Err(_) => broken = true,
+                },
+            }
+            unacknowledged_count.store(unacknowledged.len() as u32, Ordering::Relaxed);
+        }
+        tracing::warn!(pending = unacknowledged.len(), "result stream broken; reconnecting");
+        tokio::time::sleep(backoff).await;
+    }
+}
