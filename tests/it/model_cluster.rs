@@ -292,6 +292,13 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     assert_ne!(broken, text, "the example plan has a [target] accepted line");
     let bad = cluster.dir.path().join("bad-plan.toml");
     std::fs::write(&bad, broken).unwrap();
+    // Its reference file goes with it, so only the coordinator can object.
+    std::fs::create_dir_all(cluster.dir.path().join("docs")).unwrap();
+    std::fs::copy(
+        repo_root().join("examples/docs/card-declines.md"),
+        cluster.dir.path().join("docs/card-declines.md"),
+    )
+    .unwrap();
     let out = cluster.cli(&["plan", "submit", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -491,7 +491,7 @@ impl ClusterState {
             .is_some_and(|w| w.units.remove(&key));
         let index = self.plan_index(&report.plan_id);
         let (true, Some(index)) = (leased, index) else {
-            tracing::debug!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, "stale result ignored");
+            tracing::info!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, "stale result ignored: the unit is not leased to this worker");
             return "stale".into();
         };
         let slot = &mut self.plans[index];

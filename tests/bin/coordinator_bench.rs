@@ -1,0 +1,235 @@
+//! Coordinator benchmark with **scripted workers** (the test double from
+//! `tests/scripted.rs` stands in for llama.cpp; it answers instantly).
+//!
+//! One process: the real cluster coordinator (`serve`: actor, lease table,
+//! lineage store, gRPC API and ingest) and N simulated workers, each a local
+//! gate actor in its process group that heartbeats like a worker node and
+//! streams its results over a real gRPC stream on loopback. Only the
+//! ractor_cluster TCP hop is skipped (the actors are local). Measured:
+//! records ingested durably per second (accepted and all results),
+//! assignment latency (result sent -> next unit received at that worker),
+//! and peak memory.
+//!
+//!   cargo run --release -p seedling-tests --bin coordinator-bench -- [WORKERS] [TARGET]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use seedling_common::work::{UnitResult, UnitTask};
+use seedling_coordinator::cluster::{CoordinatorSettings, serve};
+use seedling_proto::api::seedling_client::SeedlingClient;
+use seedling_proto::api::{ClusterStatusRequest, PlanRef, SubmitPlanRequest};
+use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group};
+use seedling_proto::control::{Heartbeat, UnitAssignment};
+use seedling_proto::results::UnitReport;
+use seedling_proto::results::result_ingest_client::ResultIngestClient;
+use seedling_proto::worker::WorkerCapacity;
+use seedling_tests::repo_root;
+use seedling_tests::scripted::{Script, ScriptedWorker};
+use tokio::sync::mpsc;
+
+const SLOTS: u32 = 8;
+
+struct SimWorker;
+
+struct SimState {
+    script: ScriptedWorker,
+    results: mpsc::UnboundedSender<UnitResult>,
+    /// When this worker last sent a result: the next assignment's latency starts there.
+    last_sent: Arc<Mutex<Option<Instant>>>,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Actor for SimWorker {
+    type Msg = WorkerWire;
+    type State = SimState;
+    type Arguments = SimState;
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, state: SimState) -> Result<SimState, ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle(&self, _: ActorRef<Self::Msg>, message: Self::Msg, state: &mut SimState) -> Result<(), ActorProcessingErr> {
+        let WorkerWire::Assign(bytes) = message;
+        let assignment: UnitAssignment = decode("assignment", &bytes)?;
+        if let Some(sent) = state.last_sent.lock().unwrap().take() {
+            state.latencies.lock().unwrap().push(sent.elapsed());
+        }
+        let task: UnitTask = serde_json::from_slice(&assignment.task_json)?;
+        let _ = state.results.send(state.script.answer(&task));
+        Ok(())
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let workers: usize = args.get(1).map_or(Ok(32), |a| a.parse())?;
+    let target: u64 = args.get(2).map_or(Ok(2000), |a| a.parse())?;
+    let data = tempfile::tempdir()?;
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let settings = CoordinatorSettings {
+        data_dir: data.path().to_path_buf(),
+        grpc_listen: grpc.parse()?,
+        cluster_port: free_port(),
+        cluster_listen_ip: "127.0.0.1".parse()?,
+        hostname: "127.0.0.1".into(),
+        cookie: "bench".into(),
+        token: None,
+        lease_timeout: Duration::from_secs(30),
+        attempts_per_record: 50.0,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(settings, async move {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://{grpc}");
+    let mut api = loop {
+        if let Ok(client) = SeedlingClient::connect(url.clone()).await {
+            break client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let mut sims = Vec::new();
+    for n in 0..workers {
+        let id = format!("sim-{n:02}");
+        let (results_tx, mut results_rx) = mpsc::unbounded_channel::<UnitResult>();
+        let last_sent = Arc::new(Mutex::new(None));
+        let (actor, _) = Actor::spawn(
+            None,
+            SimWorker,
+            SimState {
+                script: ScriptedWorker::new(Script::default()),
+                results: results_tx,
+                last_sent: Arc::clone(&last_sent),
+                latencies: Arc::clone(&latencies),
+            },
+        )
+        .await?;
+        ractor::pg::join(worker_group(&id), vec![actor.get_cell()]);
+        // Uplink: one gRPC stream, acknowledgements drained.
+        let mut ingest = ResultIngestClient::connect(url.clone()).await?;
+        let (up, up_rx) = mpsc::channel::<UnitReport>(64);
+        let mut acks = ingest.stream_results(tokio_stream::wrappers::ReceiverStream::new(up_rx)).await?.into_inner();
+        tokio::spawn(async move { while let Ok(Some(_)) = acks.message().await {} });
+        let worker = id.clone();
+        tokio::spawn(async move {
+            let mut seq = 0;
+            while let Some(result) = results_rx.recv().await {
+                seq += 1;
+                let report = UnitReport {
+                    worker_id: worker.clone(),
+                    seq,
+                    plan_id: result.plan.clone(),
+                    unit_id: result.unit.clone(),
+                    result_json: serde_json::to_vec(&result).unwrap(),
+                };
+                *last_sent.lock().unwrap() = Some(Instant::now());
+                if up.send(report).await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Heartbeats, as a worker node sends them.
+        let capacity = WorkerCapacity {
+            worker_id: id.clone(),
+            slots: SLOTS,
+            context_tokens: 8192,
+            model_digest: "scripted".into(),
+            model_name: "scripted test double".into(),
+            gpu: false,
+            gpu_layers: 0,
+        };
+        tokio::spawn(async move {
+            loop {
+                if let Some(gate) = ractor::pg::get_members(&COORDINATOR_GROUP.to_string()).into_iter().next() {
+                    let beat = Heartbeat { capacity: Some(capacity.clone()), group: worker_group(&id), ..Heartbeat::default() };
+                    let gate: ActorRef<CoordinatorWire> = gate.into();
+                    let _ = gate.cast(CoordinatorWire::Heartbeat(beat.encode_to_vec()));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        sims.push(actor);
+    }
+    while api.get_cluster_status(ClusterStatusRequest {}).await?.into_inner().workers.len() < workers {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let plan_path = repo_root().join("examples/retail-banking.toml");
+    let plan_toml = std::fs::read_to_string(&plan_path)?;
+    let table: toml::Table = plan_toml.parse()?;
+    let mut files = HashMap::new();
+    for reference in table.get("references").and_then(|r| r.as_array()).into_iter().flatten() {
+        let path = reference["path"].as_str().unwrap();
+        files.insert(path.to_string(), std::fs::read(plan_path.parent().unwrap().join(path))?);
+    }
+    let started = Instant::now();
+    let submitted = api
+        .submit_plan(SubmitPlanRequest { file_name: "retail-banking.toml".into(), plan_toml, files, target: Some(target) })
+        .await?
+        .into_inner();
+    let id = submitted.plan_id.clone();
+    let mut last_print = Instant::now();
+    let summary = loop {
+        let summary = api.get_plan(PlanRef { plan_id: id.clone() }).await?.into_inner();
+        if summary.state != "running" {
+            break summary;
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            eprintln!("  {}/{} accepted, {} attempts, {:.0}s", summary.accepted, summary.target, summary.attempts, started.elapsed().as_secs_f64());
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort();
+    println!("coordinator benchmark (scripted workers stand in for llama.cpp)");
+    println!("  workers {workers} x {SLOTS} slots, plan retail-banking, target {target}, state {}", summary.state);
+    println!(
+        "  accepted {} in {elapsed:.1}s: {:.0} accepted records/s; {} results stored: {:.0} results/s (each a durable lineage batch)",
+        summary.accepted,
+        summary.accepted as f64 / elapsed,
+        summary.attempts,
+        summary.attempts as f64 / elapsed
+    );
+    println!(
+        "  assignment latency (result sent -> next unit at that worker): p50 {:.2} ms, p99 {:.2} ms, over {} assignments",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.len()
+    );
+    println!("  peak RSS of the process (coordinator + simulated workers): {:.0} MiB", peak_rss_mib());
+    let _ = stop.send(());
+    let _ = server.await;
+    for sim in sims {
+        sim.stop(None);
+    }
+    Ok(())
+}
