@@ -155,18 +155,29 @@ pub fn run(command: PlanCommand) -> anyhow::Result<()> {
             if dir.is_dir() {
                 status(dir, json)
             } else if plan == "seedling-out" {
-                anyhow::bail!("no run in seedling-out; name a plan id (seedling plan list) or a run directory")
+                anyhow::bail!(
+                    "no run in seedling-out; name a plan id (seedling plan list) or a run directory"
+                )
             } else {
                 remote.block_on(crate::remote::status(&remote, &plan, json))
             }
         }
-        PlanCommand::Submit { plan, target, watch, remote } => {
+        PlanCommand::Submit {
+            plan,
+            target,
+            watch,
+            remote,
+        } => {
             anyhow::ensure!(target != Some(0), "--target must be > 0");
             remote.block_on(crate::remote::submit(&remote, &plan, target, watch))
         }
         PlanCommand::List { json, remote } => remote.block_on(crate::remote::list(&remote, json)),
-        PlanCommand::Watch { plan, remote } => remote.block_on(crate::remote::watch(&remote, &plan)),
-        PlanCommand::Cancel { plan, remote } => remote.block_on(crate::remote::cancel(&remote, &plan)),
+        PlanCommand::Watch { plan, remote } => {
+            remote.block_on(crate::remote::watch(&remote, &plan))
+        }
+        PlanCommand::Cancel { plan, remote } => {
+            remote.block_on(crate::remote::cancel(&remote, &plan))
+        }
         PlanCommand::Check { plan, json, all } => {
             let parsed = load_plan(&plan)?;
             let quotas = allocate(&parsed);

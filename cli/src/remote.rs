@@ -20,7 +20,11 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone, Args)]
 pub struct Remote {
     /// The coordinator's API address
-    #[arg(long, env = "SEEDLING_COORDINATOR", default_value = "http://127.0.0.1:7470")]
+    #[arg(
+        long,
+        env = "SEEDLING_COORDINATOR",
+        default_value = "http://127.0.0.1:7470"
+    )]
     pub coordinator: String,
     /// Bearer token, when the coordinator requires one
     #[arg(long, env = "SEEDLING_TOKEN", hide_env_values = true)]
@@ -44,7 +48,12 @@ impl Remote {
 
     async fn client(&self) -> anyhow::Result<Client> {
         let channel = tonic::transport::Endpoint::from_shared(self.coordinator.clone())
-            .with_context(|| format!("--coordinator {:?} is not a URL like http://host:7470", self.coordinator))?
+            .with_context(|| {
+                format!(
+                    "--coordinator {:?} is not a URL like http://host:7470",
+                    self.coordinator
+                )
+            })?
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
@@ -63,10 +72,19 @@ fn reference_files(plan: &Path, text: &str) -> anyhow::Result<HashMap<String, Ve
     let base = plan.parent().unwrap_or(Path::new("."));
     let mut files = HashMap::new();
     let references = value.get("references").and_then(|r| r.as_array());
-    for path in references.into_iter().flatten().filter_map(|r| r.get("path")?.as_str()) {
+    for path in references
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("path")?.as_str())
+    {
         let resolved = base.join(path);
-        let bytes = std::fs::read(&resolved)
-            .with_context(|| format!("{}: reference {path}: cannot read {}", plan.display(), resolved.display()))?;
+        let bytes = std::fs::read(&resolved).with_context(|| {
+            format!(
+                "{}: reference {path}: cannot read {}",
+                plan.display(),
+                resolved.display()
+            )
+        })?;
         files.insert(path.to_string(), bytes);
     }
     Ok(files)
@@ -75,7 +93,14 @@ fn reference_files(plan: &Path, text: &str) -> anyhow::Result<HashMap<String, Ve
 fn progress_line(s: &PlanSummary) -> String {
     let mut line = format!(
         "[{}] {} accepted {}/{} · attempts {} · in flight {} · {} tokens · {:.0}s",
-        s.state, s.plan_id, s.accepted, s.target, s.attempts, s.in_flight, s.generated_tokens, s.elapsed_s
+        s.state,
+        s.plan_id,
+        s.accepted,
+        s.target,
+        s.attempts,
+        s.in_flight,
+        s.generated_tokens,
+        s.elapsed_s
     );
     if !s.error.is_empty() {
         line.push_str(&format!(" · error: {}", s.error));
@@ -84,7 +109,11 @@ fn progress_line(s: &PlanSummary) -> String {
 }
 
 fn bar(done: u64, total: u64, width: usize) -> String {
-    let filled = if total == 0 { width } else { (done.min(total) as usize * width) / total as usize };
+    let filled = if total == 0 {
+        width
+    } else {
+        (done.min(total) as usize * width) / total as usize
+    };
     format!("{}{}", "#".repeat(filled), ".".repeat(width - filled))
 }
 
@@ -106,7 +135,11 @@ fn print_plan(s: &PlanSummary) {
             stratum.quota,
             stratum.attempts,
             stratum.stratum,
-            if stratum.exhausted && stratum.accepted < stratum.quota { "  (short: budget spent)" } else { "" }
+            if stratum.exhausted && stratum.accepted < stratum.quota {
+                "  (short: budget spent)"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -124,8 +157,14 @@ fn json_plan(s: &PlanSummary) -> serde_json::Value {
     })
 }
 
-pub async fn submit(remote: &Remote, plan: &Path, target: Option<u64>, watch: bool) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(plan).with_context(|| format!("cannot read plan {}", plan.display()))?;
+pub async fn submit(
+    remote: &Remote,
+    plan: &Path,
+    target: Option<u64>,
+    watch: bool,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(plan)
+        .with_context(|| format!("cannot read plan {}", plan.display()))?;
     let files = reference_files(plan, &text)?;
     let mut client = remote.client().await?;
     let summary = client
@@ -138,7 +177,10 @@ pub async fn submit(remote: &Remote, plan: &Path, target: Option<u64>, watch: bo
         .await
         .map_err(explain)?
         .into_inner();
-    println!("submitted plan {} ({}): {}/{} accepted, {}", summary.plan_id, summary.domain, summary.accepted, summary.target, summary.state);
+    println!(
+        "submitted plan {} ({}): {}/{} accepted, {}",
+        summary.plan_id, summary.domain, summary.accepted, summary.target, summary.state
+    );
     if watch {
         watch_plan(&mut client, &summary.plan_id).await?;
     }
@@ -147,7 +189,9 @@ pub async fn submit(remote: &Remote, plan: &Path, target: Option<u64>, watch: bo
 
 async fn watch_plan(client: &mut Client, id: &str) -> anyhow::Result<()> {
     let mut updates = client
-        .watch_plan(PlanRef { plan_id: id.to_string() })
+        .watch_plan(PlanRef {
+            plan_id: id.to_string(),
+        })
         .await
         .map_err(explain)?
         .into_inner();
@@ -170,7 +214,9 @@ async fn watch_plan(client: &mut Client, id: &str) -> anyhow::Result<()> {
     print_plan(&last);
     match last.state.as_str() {
         "finished" => Ok(()),
-        "running" => anyhow::bail!("the coordinator went away while plan {id} was running; it resumes when the coordinator restarts"),
+        "running" => anyhow::bail!(
+            "the coordinator went away while plan {id} was running; it resumes when the coordinator restarts"
+        ),
         other => anyhow::bail!("plan {id} ended {other}"),
     }
 }
@@ -180,16 +226,29 @@ pub async fn watch(remote: &Remote, id: &str) -> anyhow::Result<()> {
 }
 
 pub async fn list(remote: &Remote, json: bool) -> anyhow::Result<()> {
-    let plans = remote.client().await?.list_plans(ListPlansRequest {}).await.map_err(explain)?.into_inner().plans;
+    let plans = remote
+        .client()
+        .await?
+        .list_plans(ListPlansRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .plans;
     if json {
-        println!("{}", serde_json::to_string_pretty(&plans.iter().map(json_plan).collect::<Vec<_>>())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plans.iter().map(json_plan).collect::<Vec<_>>())?
+        );
         return Ok(());
     }
     if plans.is_empty() {
         println!("no plans; submit one with seedling plan submit PLAN");
     }
     for p in &plans {
-        println!("{:<22} {:<10} {:>5}/{:<5} attempts {:<6} {}", p.plan_id, p.state, p.accepted, p.target, p.attempts, p.domain);
+        println!(
+            "{:<22} {:<10} {:>5}/{:<5} attempts {:<6} {}",
+            p.plan_id, p.state, p.accepted, p.target, p.attempts, p.domain
+        );
     }
     Ok(())
 }
@@ -198,7 +257,9 @@ pub async fn status(remote: &Remote, id: &str, json: bool) -> anyhow::Result<()>
     let plan = remote
         .client()
         .await?
-        .get_plan(PlanRef { plan_id: id.to_string() })
+        .get_plan(PlanRef {
+            plan_id: id.to_string(),
+        })
         .await
         .map_err(explain)?
         .into_inner();
@@ -214,11 +275,16 @@ pub async fn cancel(remote: &Remote, id: &str) -> anyhow::Result<()> {
     let plan = remote
         .client()
         .await?
-        .cancel_plan(PlanRef { plan_id: id.to_string() })
+        .cancel_plan(PlanRef {
+            plan_id: id.to_string(),
+        })
         .await
         .map_err(explain)?
         .into_inner();
-    println!("plan {} {}: {}/{} accepted records kept", plan.plan_id, plan.state, plan.accepted, plan.target);
+    println!(
+        "plan {} {}: {}/{} accepted records kept",
+        plan.plan_id, plan.state, plan.accepted, plan.target
+    );
     Ok(())
 }
 
@@ -266,21 +332,32 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
         status.lease_timeout_s
     );
     if !status.workers.is_empty() {
-        println!("{:<18} {:<28} {:>5} {:>5} {:>5} {:>8} {:>9} {:>6}", "worker", "model", "slots", "busy", "free", "tok/s", "heartbeat", "unack");
+        println!(
+            "{:<18} {:<28} {:>5} {:>5} {:>5} {:>8} {:>9} {:>6}",
+            "worker", "model", "slots", "busy", "free", "tok/s", "heartbeat", "unack"
+        );
     }
     for w in &status.workers {
         let c = w.capacity.clone().unwrap_or_default();
         println!(
             "{:<18} {:<28} {:>5} {:>5} {:>5} {:>8.1} {:>8.1}s {:>6}{}",
             c.worker_id,
-            format!("{}{}", c.model_name, if c.gpu { " (GPU)" } else { " (CPU)" }),
+            format!(
+                "{}{}",
+                c.model_name,
+                if c.gpu { " (GPU)" } else { " (CPU)" }
+            ),
             c.slots,
             w.busy,
             w.free,
             w.tokens_per_s,
             w.last_heartbeat_s_ago,
             w.unacknowledged,
-            if w.leased_units.is_empty() { String::new() } else { format!("  leases: {}", w.leased_units.len()) }
+            if w.leased_units.is_empty() {
+                String::new()
+            } else {
+                format!("  leases: {}", w.leased_units.len())
+            }
         );
     }
     Ok(())
@@ -291,7 +368,9 @@ pub async fn export(remote: &Remote, id: &str, out: &Path) -> anyhow::Result<()>
     let mut chunks = remote
         .client()
         .await?
-        .export_dataset(PlanRef { plan_id: id.to_string() })
+        .export_dataset(PlanRef {
+            plan_id: id.to_string(),
+        })
         .await
         .map_err(explain)?
         .into_inner();
@@ -300,7 +379,9 @@ pub async fn export(remote: &Remote, id: &str, out: &Path) -> anyhow::Result<()>
     while let Some(chunk) = chunks.message().await.map_err(explain)? {
         let relative = PathBuf::from(&chunk.path);
         anyhow::ensure!(
-            relative.components().all(|c| matches!(c, std::path::Component::Normal(_))),
+            relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_))),
             "the coordinator sent a path outside the dataset: {}",
             chunk.path
         );
@@ -321,7 +402,11 @@ pub async fn export(remote: &Remote, id: &str, out: &Path) -> anyhow::Result<()>
         }
         version = chunk.dataset_version;
     }
-    println!("dataset {version} of plan {id}: {} files in {}", written.len(), out.display());
+    println!(
+        "dataset {version} of plan {id}: {} files in {}",
+        written.len(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -329,7 +414,9 @@ pub async fn lineage(remote: &Remote, id: &str) -> anyhow::Result<()> {
     let reply = remote
         .client()
         .await?
-        .get_lineage(LineageRequest { record_id: id.to_string() })
+        .get_lineage(LineageRequest {
+            record_id: id.to_string(),
+        })
         .await
         .map_err(explain)?
         .into_inner();

@@ -34,7 +34,8 @@ pub enum StartCommand {
 }
 
 fn read_config(path: &Path) -> anyhow::Result<ClusterConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
     Ok(ClusterConfig::parse(&path.display().to_string(), &text)?)
 }
 
@@ -79,14 +80,18 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("{}: no [coordinator] section", path.display()))?;
             let settings = CoordinatorSettings {
                 data_dir: beside(&path, &c.data_dir),
-                grpc_listen: c
-                    .grpc_listen
-                    .parse()
-                    .with_context(|| format!("{}: coordinator.grpc_listen {:?} is not ip:port", path.display(), c.grpc_listen))?,
+                grpc_listen: c.grpc_listen.parse().with_context(|| {
+                    format!(
+                        "{}: coordinator.grpc_listen {:?} is not ip:port",
+                        path.display(),
+                        c.grpc_listen
+                    )
+                })?,
                 cluster_port: c.cluster_port,
                 cluster_listen_ip: c.cluster_listen_ip.parse()?,
                 hostname: c.hostname.clone(),
-                cookie: secret(&c.cookie, "coordinator.cookie")?.context("coordinator.cookie is required")?,
+                cookie: secret(&c.cookie, "coordinator.cookie")?
+                    .context("coordinator.cookie is required")?,
                 token: secret(&c.token, "coordinator.token")?,
                 lease_timeout: Duration::from_millis(c.lease_timeout_ms),
                 attempts_per_record: c.attempts_per_record,
@@ -101,10 +106,15 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 .worker
                 .with_context(|| format!("{}: no [worker] section", path.display()))?;
             let worker_id = id.or(w.id.clone()).unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
+                let host =
+                    std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
                 format!("{}-{}", host.trim(), std::process::id())
             });
-            let model = w.model.as_ref().map(|m| beside(&path, m)).unwrap_or_else(default_model_path);
+            let model = w
+                .model
+                .as_ref()
+                .map(|m| beside(&path, m))
+                .unwrap_or_else(default_model_path);
             // A missing or foreign model file is named before the node joins.
             check_gguf_header(&model)?;
             let engine_config = EngineConfig {
@@ -134,7 +144,12 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 gpu_layers: engine_config.n_gpu_layers,
             };
             let runtime = runtime()?;
-            runtime.block_on(serve_worker(settings, Arc::clone(&engine), capacity, stop_requested()))?;
+            runtime.block_on(serve_worker(
+                settings,
+                Arc::clone(&engine),
+                capacity,
+                stop_requested(),
+            ))?;
             // Units still in the engine are abandoned with their tasks.
             runtime.shutdown_timeout(Duration::from_secs(5));
             drop(engine);

@@ -59,7 +59,9 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         let plan = args
             .plan
             .context("name the plan id (seedling plan list), or give --store for a local store")?;
-        return args.remote.block_on(crate::remote::export(&args.remote, &plan, &args.out));
+        return args
+            .remote
+            .block_on(crate::remote::export(&args.remote, &plan, &args.out));
     };
     let store = StoreArg { store }.open()?;
     let plan = match args.plan {

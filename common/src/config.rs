@@ -140,8 +140,10 @@ impl ClusterConfig {
             message,
         };
         if let Some(c) = &config.coordinator {
-            check_secret(&c.cookie, "coordinator.cookie", true).map_err(|m| invalid("coordinator.cookie", m))?;
-            check_secret(&c.token, "coordinator.token", false).map_err(|m| invalid("coordinator.token", m))?;
+            check_secret(&c.cookie, "coordinator.cookie", true)
+                .map_err(|m| invalid("coordinator.cookie", m))?;
+            check_secret(&c.token, "coordinator.token", false)
+                .map_err(|m| invalid("coordinator.token", m))?;
             if !(1_000..=600_000).contains(&c.lease_timeout_ms) {
                 return Err(invalid(
                     "coordinator.lease_timeout_ms",
@@ -149,7 +151,10 @@ impl ClusterConfig {
                 ));
             }
             if !(c.attempts_per_record.is_finite() && c.attempts_per_record >= 1.0) {
-                return Err(invalid("coordinator.attempts_per_record", "must be >= 1".into()));
+                return Err(invalid(
+                    "coordinator.attempts_per_record",
+                    "must be >= 1".into(),
+                ));
             }
             check_addr(&c.grpc_listen).map_err(|m| invalid("coordinator.grpc_listen", m))?;
             c.cluster_listen_ip
@@ -157,28 +162,47 @@ impl ClusterConfig {
                 .map_err(|e| invalid("coordinator.cluster_listen_ip", e.to_string()))?;
         }
         if let Some(w) = &config.worker {
-            check_secret(&w.cookie, "worker.cookie", true).map_err(|m| invalid("worker.cookie", m))?;
-            check_secret(&w.token, "worker.token", false).map_err(|m| invalid("worker.token", m))?;
+            check_secret(&w.cookie, "worker.cookie", true)
+                .map_err(|m| invalid("worker.cookie", m))?;
+            check_secret(&w.token, "worker.token", false)
+                .map_err(|m| invalid("worker.token", m))?;
             check_addr(&w.coordinator_node).map_err(|m| invalid("worker.coordinator_node", m))?;
-            if !(w.coordinator_grpc.starts_with("http://") || w.coordinator_grpc.starts_with("https://")) {
+            if !(w.coordinator_grpc.starts_with("http://")
+                || w.coordinator_grpc.starts_with("https://"))
+            {
                 return Err(invalid(
                     "worker.coordinator_grpc",
-                    format!("{:?} must start with http:// or https://", w.coordinator_grpc),
+                    format!(
+                        "{:?} must start with http:// or https://",
+                        w.coordinator_grpc
+                    ),
                 ));
             }
             if w.slots == 0 || w.slots > 256 {
-                return Err(invalid("worker.slots", format!("{} is outside 1..=256", w.slots)));
+                return Err(invalid(
+                    "worker.slots",
+                    format!("{} is outside 1..=256", w.slots),
+                ));
             }
             if w.ctx < 512 {
                 return Err(invalid("worker.ctx", format!("{} is below 512", w.ctx)));
             }
             if !(100..=60_000).contains(&w.heartbeat_ms) {
-                return Err(invalid("worker.heartbeat_ms", format!("{} is outside 100..=60000", w.heartbeat_ms)));
+                return Err(invalid(
+                    "worker.heartbeat_ms",
+                    format!("{} is outside 100..=60000", w.heartbeat_ms),
+                ));
             }
             if let Some(id) = &w.id
-                && (id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+                && (id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
             {
-                return Err(invalid("worker.id", format!("{id:?}: use letters, digits, '-', '_' or '.'")));
+                return Err(invalid(
+                    "worker.id",
+                    format!("{id:?}: use letters, digits, '-', '_' or '.'"),
+                ));
             }
         }
         Ok(config)
@@ -242,18 +266,30 @@ slots = 4
     fn a_single_node_config_parses_with_defaults() {
         let config = ClusterConfig::parse("both.toml", BOTH).unwrap();
         let c = config.coordinator.unwrap();
-        assert_eq!((c.grpc_listen.as_str(), c.cluster_port, c.lease_timeout_ms), ("127.0.0.1:7470", 7471, 3000));
+        assert_eq!(
+            (c.grpc_listen.as_str(), c.cluster_port, c.lease_timeout_ms),
+            ("127.0.0.1:7470", 7471, 3000)
+        );
         let w = config.worker.unwrap();
-        assert_eq!((w.slots, w.ctx, w.heartbeat_ms, w.cluster_port), (4, 8192, 1000, 0));
+        assert_eq!(
+            (w.slots, w.ctx, w.heartbeat_ms, w.cluster_port),
+            (4, 8192, 1000, 0)
+        );
     }
 
     #[test]
     fn secrets_come_from_the_file_or_the_environment() {
         let config = ClusterConfig::parse("both.toml", BOTH).unwrap();
         let c = config.coordinator.unwrap();
-        assert_eq!(c.cookie.resolve("cookie", |_| None).unwrap().as_deref(), Some("c"));
         assert_eq!(
-            c.token.resolve("token", |v| (v == "TOKEN").then(|| "t".into())).unwrap().as_deref(),
+            c.cookie.resolve("cookie", |_| None).unwrap().as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            c.token
+                .resolve("token", |v| (v == "TOKEN").then(|| "t".into()))
+                .unwrap()
+                .as_deref(),
             Some("t")
         );
         let err = c.token.resolve("coordinator.token", |_| None).unwrap_err();
@@ -263,11 +299,23 @@ slots = 4
     #[test]
     fn bad_values_name_their_field() {
         let cases = [
-            (BOTH.replace("lease_timeout_ms = 3000", "lease_timeout_ms = 5"), "coordinator.lease_timeout_ms"),
+            (
+                BOTH.replace("lease_timeout_ms = 3000", "lease_timeout_ms = 5"),
+                "coordinator.lease_timeout_ms",
+            ),
             (BOTH.replace("slots = 4", "slots = 0"), "worker.slots"),
-            (BOTH.replace("cookie = { value = \"c\" }", ""), "coordinator.cookie"),
-            (BOTH.replace("\"http://127.0.0.1:7470\"", "\"127.0.0.1:7470\""), "worker.coordinator_grpc"),
-            (BOTH.replace("\"127.0.0.1:7471\"", "\"nowhere\""), "worker.coordinator_node"),
+            (
+                BOTH.replace("cookie = { value = \"c\" }", ""),
+                "coordinator.cookie",
+            ),
+            (
+                BOTH.replace("\"http://127.0.0.1:7470\"", "\"127.0.0.1:7470\""),
+                "worker.coordinator_grpc",
+            ),
+            (
+                BOTH.replace("\"127.0.0.1:7471\"", "\"nowhere\""),
+                "worker.coordinator_node",
+            ),
         ];
         for (text, field) in cases {
             match ClusterConfig::parse("c.toml", &text) {

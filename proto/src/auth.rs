@@ -70,7 +70,9 @@ impl AttachToken {
 impl Interceptor for AttachToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(header) = &self.header {
-            request.metadata_mut().insert("authorization", header.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
         }
         Ok(request)
     }
@@ -94,8 +96,14 @@ mod tests {
         let mut wrong = AttachToken::new(Some("guess")).unwrap();
         assert_eq!(call(&mut open, &mut none), Ok(()));
         assert_eq!(call(&mut closed, &mut right), Ok(()));
-        assert_eq!(call(&mut closed, &mut none), Err(tonic::Code::Unauthenticated));
-        assert_eq!(call(&mut closed, &mut wrong), Err(tonic::Code::Unauthenticated));
+        assert_eq!(
+            call(&mut closed, &mut none),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            call(&mut closed, &mut wrong),
+            Err(tonic::Code::Unauthenticated)
+        );
         assert!(AttachToken::new(Some("bad\ntoken")).is_err());
     }
 }

@@ -40,7 +40,10 @@ pub struct WireError {
 }
 
 /// Decodes a payload carried in one of the wire variants.
-pub fn decode<M: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M, WireError> {
+pub fn decode<M: prost::Message + Default>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<M, WireError> {
     M::decode(bytes).map_err(|source| WireError {
         what,
         len: bytes.len(),
@@ -72,7 +75,10 @@ mod tests {
         let decoded: Heartbeat = decode("heartbeat", &beat.encode_to_vec()).unwrap();
         assert_eq!(decoded, beat);
         let err = decode::<UnitAssignment>("assignment", b"\x0a\xff\xff\xff").unwrap_err();
-        assert!(err.to_string().contains("undecodable assignment payload"), "{err}");
+        assert!(
+            err.to_string().contains("undecodable assignment payload"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ use seedling_common::work::{UnitResult, UnitTask};
 use seedling_coordinator::cluster::{CoordinatorSettings, serve};
 use seedling_proto::api::seedling_client::SeedlingClient;
 use seedling_proto::api::{ClusterStatusRequest, PlanRef, SubmitPlanRequest};
-use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group};
+use seedling_proto::cluster::{
+    COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group,
+};
 use seedling_proto::control::{Heartbeat, UnitAssignment};
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
@@ -48,11 +50,20 @@ impl Actor for SimWorker {
     type State = SimState;
     type Arguments = SimState;
 
-    async fn pre_start(&self, _: ActorRef<Self::Msg>, state: SimState) -> Result<SimState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: SimState,
+    ) -> Result<SimState, ActorProcessingErr> {
         Ok(state)
     }
 
-    async fn handle(&self, _: ActorRef<Self::Msg>, message: Self::Msg, state: &mut SimState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut SimState,
+    ) -> Result<(), ActorProcessingErr> {
         let WorkerWire::Assign(bytes) = message;
         let assignment: UnitAssignment = decode("assignment", &bytes)?;
         if let Some(sent) = state.last_sent.lock().unwrap().take() {
@@ -65,7 +76,11 @@ impl Actor for SimWorker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn peak_rss_mib() -> f64 {
@@ -135,7 +150,10 @@ async fn main() -> anyhow::Result<()> {
         // Uplink: one gRPC stream, acknowledgements drained.
         let mut ingest = ResultIngestClient::connect(url.clone()).await?;
         let (up, up_rx) = mpsc::channel::<UnitReport>(64);
-        let mut acks = ingest.stream_results(tokio_stream::wrappers::ReceiverStream::new(up_rx)).await?.into_inner();
+        let mut acks = ingest
+            .stream_results(tokio_stream::wrappers::ReceiverStream::new(up_rx))
+            .await?
+            .into_inner();
         tokio::spawn(async move { while let Ok(Some(_)) = acks.message().await {} });
         let worker = id.clone();
         tokio::spawn(async move {
@@ -167,8 +185,15 @@ async fn main() -> anyhow::Result<()> {
         };
         tokio::spawn(async move {
             loop {
-                if let Some(gate) = ractor::pg::get_members(&COORDINATOR_GROUP.to_string()).into_iter().next() {
-                    let beat = Heartbeat { capacity: Some(capacity.clone()), group: worker_group(&id), ..Heartbeat::default() };
+                if let Some(gate) = ractor::pg::get_members(&COORDINATOR_GROUP.to_string())
+                    .into_iter()
+                    .next()
+                {
+                    let beat = Heartbeat {
+                        capacity: Some(capacity.clone()),
+                        group: worker_group(&id),
+                        ..Heartbeat::default()
+                    };
                     let gate: ActorRef<CoordinatorWire> = gate.into();
                     let _ = gate.cast(CoordinatorWire::Heartbeat(beat.encode_to_vec()));
                 }
@@ -177,7 +202,14 @@ async fn main() -> anyhow::Result<()> {
         });
         sims.push(actor);
     }
-    while api.get_cluster_status(ClusterStatusRequest {}).await?.into_inner().workers.len() < workers {
+    while api
+        .get_cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner()
+        .workers
+        .len()
+        < workers
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -185,24 +217,48 @@ async fn main() -> anyhow::Result<()> {
     let plan_toml = std::fs::read_to_string(&plan_path)?;
     let table: toml::Table = plan_toml.parse()?;
     let mut files = HashMap::new();
-    for reference in table.get("references").and_then(|r| r.as_array()).into_iter().flatten() {
+    for reference in table
+        .get("references")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
         let path = reference["path"].as_str().unwrap();
-        files.insert(path.to_string(), std::fs::read(plan_path.parent().unwrap().join(path))?);
+        files.insert(
+            path.to_string(),
+            std::fs::read(plan_path.parent().unwrap().join(path))?,
+        );
     }
     let started = Instant::now();
     let submitted = api
-        .submit_plan(SubmitPlanRequest { file_name: "retail-banking.toml".into(), plan_toml, files, target: Some(target) })
+        .submit_plan(SubmitPlanRequest {
+            file_name: "retail-banking.toml".into(),
+            plan_toml,
+            files,
+            target: Some(target),
+        })
         .await?
         .into_inner();
     let id = submitted.plan_id.clone();
     let mut last_print = Instant::now();
     let summary = loop {
-        let summary = api.get_plan(PlanRef { plan_id: id.clone() }).await?.into_inner();
+        let summary = api
+            .get_plan(PlanRef {
+                plan_id: id.clone(),
+            })
+            .await?
+            .into_inner();
         if summary.state != "running" {
             break summary;
         }
         if last_print.elapsed() > Duration::from_secs(5) {
-            eprintln!("  {}/{} accepted, {} attempts, {:.0}s", summary.accepted, summary.target, summary.attempts, started.elapsed().as_secs_f64());
+            eprintln!(
+                "  {}/{} accepted, {} attempts, {:.0}s",
+                summary.accepted,
+                summary.target,
+                summary.attempts,
+                started.elapsed().as_secs_f64()
+            );
             last_print = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -211,7 +267,10 @@ async fn main() -> anyhow::Result<()> {
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort();
     println!("coordinator benchmark (scripted workers stand in for llama.cpp)");
-    println!("  workers {workers} x {SLOTS} slots, plan retail-banking, target {target}, state {}", summary.state);
+    println!(
+        "  workers {workers} x {SLOTS} slots, plan retail-banking, target {target}, state {}",
+        summary.state
+    );
     println!(
         "  accepted {} in {elapsed:.1}s: {:.0} accepted records/s; {} results stored: {:.0} results/s (each a durable lineage batch)",
         summary.accepted,
@@ -225,7 +284,10 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat.len()
     );
-    println!("  peak RSS of the process (coordinator + simulated workers): {:.0} MiB", peak_rss_mib());
+    println!(
+        "  peak RSS of the process (coordinator + simulated workers): {:.0} MiB",
+        peak_rss_mib()
+    );
     let _ = stop.send(());
     let _ = server.await;
     for sim in sims {

@@ -17,7 +17,11 @@ const TOKEN: &str = "loopback-token";
 const LEASE_MS: u64 = 4_000;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A loopback cluster in a temporary directory; every process dies with it.
@@ -43,7 +47,11 @@ impl Drop for Cluster {
 }
 
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{name}");
 }
 
@@ -74,7 +82,11 @@ impl Cluster {
     }
 
     fn start_coordinator(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log("coordinator")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log("coordinator"))
+            .unwrap();
         let child = Command::new(seedling_bin())
             .args(["start", "coordinator", "--config"])
             .arg(self.dir.path().join("coordinator.toml"))
@@ -127,7 +139,10 @@ impl Cluster {
 
     fn cli_with(&self, args: &[&str], token: Option<&str>) -> Output {
         let mut command = Command::new(seedling_bin());
-        command.args(args).env("SEEDLING_COORDINATOR", &self.grpc).env_remove("SEEDLING_TOKEN");
+        command
+            .args(args)
+            .env("SEEDLING_COORDINATOR", &self.grpc)
+            .env_remove("SEEDLING_TOKEN");
         if let Some(token) = token {
             command.env("SEEDLING_TOKEN", token);
         }
@@ -136,7 +151,11 @@ impl Cluster {
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.cli(args);
-        assert!(out.status.success(), "seedling {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "seedling {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -151,8 +170,18 @@ impl Cluster {
 
     fn submit(&self, target: u64) -> String {
         let plan = repo_root().join("examples/retail-banking.toml");
-        let out = self.cli(&["plan", "submit", plan.to_str().unwrap(), "--target", &target.to_string()]);
-        assert!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.cli(&[
+            "plan",
+            "submit",
+            plan.to_str().unwrap(),
+            "--target",
+            &target.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "submit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         text.split_whitespace().nth(2).unwrap().to_string()
     }
@@ -167,10 +196,17 @@ impl Cluster {
 
     /// Exports through the API and returns the records' ids, checking every record.
     fn export(&self, id: &str) -> Vec<seedling_common::record::Record> {
-        let out = self.dir.path().join(format!("export-{}", Instant::now().elapsed().as_nanos()));
+        let out = self
+            .dir
+            .path()
+            .join(format!("export-{}", Instant::now().elapsed().as_nanos()));
         let _ = std::fs::remove_dir_all(&out);
         let result = self.cli(&["export", id, "--out", out.to_str().unwrap()]);
-        assert!(result.status.success(), "export: {}", String::from_utf8_lossy(&result.stderr));
+        assert!(
+            result.status.success(),
+            "export: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         ["train", "validation", "test"]
             .iter()
             .flat_map(|split| {
@@ -191,7 +227,10 @@ impl Cluster {
 fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !ready() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     started.elapsed()
@@ -211,32 +250,50 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     let mut cluster = Cluster::new();
     cluster.start_worker("wa", 1, 4);
     cluster.start_worker("wb", 1, 4);
-    wait_for("two workers", Duration::from_secs(60), || cluster.workers_seen().len() == 2);
+    wait_for("two workers", Duration::from_secs(60), || {
+        cluster.workers_seen().len() == 2
+    });
     let plan = cluster.submit(TARGET);
-    wait_for("2 accepted records", Duration::from_secs(400), || cluster.accepted(&plan) >= 2);
+    wait_for("2 accepted records", Duration::from_secs(400), || {
+        cluster.accepted(&plan) >= 2
+    });
 
     // A hung worker: ractor_cluster never notices it, the lease does.
     signal(cluster.worker("wa"), "STOP");
-    let took = wait_for("the hung worker's lease to expire", Duration::from_secs(30), || {
-        !cluster.workers_seen().contains("wa")
-    });
-    assert!(took <= Duration::from_millis(LEASE_MS + 2_000), "lease expired after {took:?}");
+    let took = wait_for(
+        "the hung worker's lease to expire",
+        Duration::from_secs(30),
+        || !cluster.workers_seen().contains("wa"),
+    );
+    assert!(
+        took <= Duration::from_millis(LEASE_MS + 2_000),
+        "lease expired after {took:?}"
+    );
     let status = cluster.json(&["cluster", "status", "--json"]);
     assert!(status["leases_expired"].as_u64().unwrap() >= 1, "{status}");
     signal(cluster.worker("wa"), "CONT");
     // Its late results arrive for units it no longer holds: stale, stored nothing.
-    wait_for("wa's late results to be refused", Duration::from_secs(120), || {
-        cluster.coordinator_log().contains("stale result ignored")
+    wait_for(
+        "wa's late results to be refused",
+        Duration::from_secs(120),
+        || cluster.coordinator_log().contains("stale result ignored"),
+    );
+    wait_for("wa to rejoin", Duration::from_secs(30), || {
+        cluster.workers_seen().contains("wa")
     });
-    wait_for("wa to rejoin", Duration::from_secs(30), || cluster.workers_seen().contains("wa"));
 
     // A killed worker: its node leaves at once, its units go to wa.
     let before = cluster.accepted(&plan);
-    assert!(before < TARGET, "the plan ended before the kill; raise TARGET");
+    assert!(
+        before < TARGET,
+        "the plan ended before the kill; raise TARGET"
+    );
     signal(cluster.worker("wb"), "KILL");
-    wait_for("the killed worker to leave", Duration::from_secs(10), || {
-        !cluster.workers_seen().contains("wb")
-    });
+    wait_for(
+        "the killed worker to leave",
+        Duration::from_secs(10),
+        || !cluster.workers_seen().contains("wb"),
+    );
     wait_for("the plan to finish", Duration::from_secs(480), || {
         cluster.plan(&plan)["state"] != "running"
     });
@@ -251,18 +308,27 @@ fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_
     const TARGET: u64 = 6;
     let mut cluster = Cluster::new();
     cluster.start_worker("solo", 2, 8);
-    wait_for("the worker", Duration::from_secs(60), || cluster.workers_seen().len() == 1);
+    wait_for("the worker", Duration::from_secs(60), || {
+        cluster.workers_seen().len() == 1
+    });
     let plan = cluster.submit(TARGET);
-    wait_for("2 accepted records", Duration::from_secs(400), || cluster.accepted(&plan) >= 2);
+    wait_for("2 accepted records", Duration::from_secs(400), || {
+        cluster.accepted(&plan) >= 2
+    });
     let before: BTreeSet<String> = cluster.export(&plan).into_iter().map(|r| r.id).collect();
-    assert!(before.len() >= 2 && before.len() < TARGET as usize, "{before:?}");
+    assert!(
+        before.len() >= 2 && before.len() < TARGET as usize,
+        "{before:?}"
+    );
 
     let mut coordinator = cluster.coordinator.take().unwrap();
     signal(&coordinator, "KILL");
     coordinator.wait().unwrap();
     cluster.start_coordinator();
     // The worker reconnects by itself; the plan resumes from the store.
-    wait_for("the worker to reconnect", Duration::from_secs(60), || cluster.workers_seen().len() == 1);
+    wait_for("the worker to reconnect", Duration::from_secs(60), || {
+        cluster.workers_seen().len() == 1
+    });
     wait_for("the plan to finish", Duration::from_secs(480), || {
         cluster.plan(&plan)["state"] != "running"
     });
@@ -271,7 +337,11 @@ fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_
     let after = cluster.export(&plan);
     assert_exact_and_unique(&after, TARGET as usize);
     let after: BTreeSet<String> = after.into_iter().map(|r| r.id).collect();
-    assert!(before.is_subset(&after), "lost acknowledged records: {:?}", before.difference(&after).collect::<Vec<_>>());
+    assert!(
+        before.is_subset(&after),
+        "lost acknowledged records: {:?}",
+        before.difference(&after).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -289,7 +359,10 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     // A malformed plan: InvalidArgument naming the field; nothing stored.
     let text = std::fs::read_to_string(repo_root().join("examples/retail-banking.toml")).unwrap();
     let broken = text.replacen("[target]\naccepted = ", "[target]\naccepted = -", 1);
-    assert_ne!(broken, text, "the example plan has a [target] accepted line");
+    assert_ne!(
+        broken, text,
+        "the example plan has a [target] accepted line"
+    );
     let bad = cluster.dir.path().join("bad-plan.toml");
     std::fs::write(&bad, broken).unwrap();
     // Its reference file goes with it, so only the coordinator can object.
@@ -302,7 +375,10 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     let out = cluster.cli(&["plan", "submit", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("InvalidArgument") && stderr.contains("target.accepted"), "{stderr}");
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("target.accepted"),
+        "{stderr}"
+    );
     let missing = cluster.cli(&["plan", "status", "plan-0000000000000000"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
     let plans = cluster.json(&["plan", "list", "--json"]);
@@ -325,7 +401,9 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
 
     // And the coordinator still serves a well-formed worker.
     cluster.start_worker("friend", 1, 1);
-    wait_for("the friendly worker", Duration::from_secs(60), || cluster.workers_seen().contains("friend"));
+    wait_for("the friendly worker", Duration::from_secs(60), || {
+        cluster.workers_seen().contains("friend")
+    });
 }
 
 #[test]
@@ -351,5 +429,9 @@ fn every_cluster_config_parses() {
             }
         }
     }
-    assert!(found >= 5, "expected the single-node, loopback and multi-node configs, found {found} in {}", Path::new(&root).display());
+    assert!(
+        found >= 5,
+        "expected the single-node, loopback and multi-node configs, found {found} in {}",
+        Path::new(&root).display()
+    );
 }

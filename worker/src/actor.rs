@@ -76,7 +76,11 @@ impl Actor for WorkerActor {
 
 /// Runs a unit on its own task and always returns a result: a unit that
 /// panics is reported as failed, or the plan would wait for it forever.
-pub(crate) async fn run_caught(engine: Arc<Engine>, worker: String, task: Box<UnitTask>) -> UnitResult {
+pub(crate) async fn run_caught(
+    engine: Arc<Engine>,
+    worker: String,
+    task: Box<UnitTask>,
+) -> UnitResult {
     let (plan, unit) = (task.plan.clone(), task.unit.clone());
     let running = {
         let worker = worker.clone();

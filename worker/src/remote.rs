@@ -19,7 +19,9 @@ use ractor_cluster::NodeServer;
 use ractor_cluster::node::NodeConnectionMode;
 use seedling_common::work::{UnitResult, UnitTask};
 use seedling_proto::auth::AttachToken;
-use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group};
+use seedling_proto::cluster::{
+    COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group,
+};
 use seedling_proto::control::{Heartbeat, UnitAssignment};
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
@@ -112,7 +114,11 @@ impl Actor for WorkerGate {
             }
         };
         let key = format!("{}/{}", task.plan, task.unit);
-        state.running.lock().expect("running set").insert(key.clone());
+        state
+            .running
+            .lock()
+            .expect("running set")
+            .insert(key.clone());
         let (engine, worker, outbox, running) = (
             Arc::clone(&state.engine),
             state.worker_id.clone(),
@@ -274,7 +280,12 @@ pub async fn serve_worker(
             let beat = Heartbeat {
                 capacity: Some(capacity.clone()),
                 group: group.clone(),
-                running: running.lock().expect("running set").iter().cloned().collect(),
+                running: running
+                    .lock()
+                    .expect("running set")
+                    .iter()
+                    .cloned()
+                    .collect(),
                 stats: Some(engine_stats(&engine)),
                 unacknowledged: unacknowledged.load(Ordering::Relaxed),
             };
@@ -334,7 +345,10 @@ async fn uplink(
         };
         backoff = Duration::from_millis(250);
         if !unacknowledged.is_empty() {
-            tracing::info!(count = unacknowledged.len(), "resending unacknowledged results");
+            tracing::info!(
+                count = unacknowledged.len(),
+                "resending unacknowledged results"
+            );
         }
         let mut broken = false;
         for report in unacknowledged.values() {
@@ -370,7 +384,10 @@ async fn uplink(
             }
             unacknowledged_count.store(unacknowledged.len() as u32, Ordering::Relaxed);
         }
-        tracing::warn!(pending = unacknowledged.len(), "result stream broken; reconnecting");
+        tracing::warn!(
+            pending = unacknowledged.len(),
+            "result stream broken; reconnecting"
+        );
         tokio::time::sleep(backoff).await;
     }
 }

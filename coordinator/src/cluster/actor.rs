@@ -16,7 +16,9 @@ use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use seedling_common::work::UnitResult;
-use seedling_proto::api::{ClusterStatus, PlanSummary, StratumProgress, SubmitPlanRequest, WorkerStatus};
+use seedling_proto::api::{
+    ClusterStatus, PlanSummary, StratumProgress, SubmitPlanRequest, WorkerStatus,
+};
 use seedling_proto::cluster::WorkerWire;
 use seedling_proto::control::{Heartbeat, UnitAssignment};
 use seedling_proto::results::UnitReport;
@@ -58,11 +60,17 @@ pub enum ClusterMsg {
     Report(Box<UnitReport>, RpcReplyPort<String>),
     /// Time to look at the leases.
     Tick,
-    Submit(Box<SubmitPlanRequest>, RpcReplyPort<Result<PlanSummary, ApiError>>),
+    Submit(
+        Box<SubmitPlanRequest>,
+        RpcReplyPort<Result<PlanSummary, ApiError>>,
+    ),
     Cancel(String, RpcReplyPort<Result<PlanSummary, ApiError>>),
     GetPlan(String, RpcReplyPort<Result<PlanSummary, ApiError>>),
     ListPlans(RpcReplyPort<Vec<PlanSummary>>),
-    Watch(String, RpcReplyPort<Result<watch::Receiver<PlanSummary>, ApiError>>),
+    Watch(
+        String,
+        RpcReplyPort<Result<watch::Receiver<PlanSummary>, ApiError>>,
+    ),
     Status(RpcReplyPort<ClusterStatus>),
 }
 
@@ -191,7 +199,9 @@ pub struct ClusterState {
 
 impl ClusterState {
     fn plan_index(&self, id: &str) -> Option<usize> {
-        self.plans.iter().position(|p| p.run.plan_id().as_str() == id)
+        self.plans
+            .iter()
+            .position(|p| p.run.plan_id().as_str() == id)
     }
 
     fn plan(&self, id: &str) -> Result<&PlanSlot, ApiError> {
@@ -207,7 +217,11 @@ impl ClusterState {
             .next()
             .map(|w| {
                 let digest = &w.capacity.model_digest;
-                format!("; {} sha256:{}", w.capacity.model_name, &digest[..digest.len().min(16)])
+                format!(
+                    "; {} sha256:{}",
+                    w.capacity.model_name,
+                    &digest[..digest.len().min(16)]
+                )
             })
             .unwrap_or_default();
         format!("seedling {} (cluster{model})", env!("CARGO_PKG_VERSION"))
@@ -216,9 +230,11 @@ impl ClusterState {
     /// Opens a stored or newly submitted plan and adds it to the table.
     fn open_plan(&mut self, stored: submissions::Stored) -> Result<usize, ClusterError> {
         let file = &stored.submission.file_name;
-        let plan = parse_plan(file, &stored.plan_text, Some(&stored.dir)).map_err(|e| ClusterError::Corrupt {
-            path: stored.dir.clone(),
-            message: e.to_string(),
+        let plan = parse_plan(file, &stored.plan_text, Some(&stored.dir)).map_err(|e| {
+            ClusterError::Corrupt {
+                path: stored.dir.clone(),
+                message: e.to_string(),
+            }
         })?;
         let domain = plan.domain.name.clone();
         let run = PlanRun::open(
@@ -312,10 +328,13 @@ impl ClusterState {
     }
 
     fn cancel(&mut self, id: &str) -> Result<PlanSummary, ApiError> {
-        let index = self.plan(id).map(|_| self.plan_index(id).unwrap_or_default())?;
+        let index = self
+            .plan(id)
+            .map(|_| self.plan_index(id).unwrap_or_default())?;
         let slot = &mut self.plans[index];
         if slot.state == PlanState::Running {
-            submissions::mark_cancelled(&slot.dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+            submissions::mark_cancelled(&slot.dir)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             slot.state = PlanState::Cancelled;
             // Units still running elsewhere report as stale and store nothing.
             for worker in self.workers.values_mut() {
@@ -360,7 +379,9 @@ impl ClusterState {
         if let (Some(before), Some(after)) = (&worker.stats, &beat.stats)
             && elapsed > 0.0
         {
-            let delta = after.generated_tokens.saturating_sub(before.generated_tokens) as f64;
+            let delta = after
+                .generated_tokens
+                .saturating_sub(before.generated_tokens) as f64;
             worker.tokens_per_s = delta / elapsed;
         }
         worker.capacity = capacity;
@@ -371,8 +392,9 @@ impl ClusterState {
             .running
             .iter()
             .filter(|r| {
-                r.split_once('/')
-                    .is_none_or(|(plan, unit)| !worker.units.contains(&(plan.to_string(), unit.to_string())))
+                r.split_once('/').is_none_or(|(plan, unit)| {
+                    !worker.units.contains(&(plan.to_string(), unit.to_string()))
+                })
             })
             .count();
         self.dispatch();
@@ -456,7 +478,10 @@ impl ClusterState {
                         continue;
                     }
                 };
-                let worker = self.workers.get_mut(&ids[grant.worker]).expect("listed above");
+                let worker = self
+                    .workers
+                    .get_mut(&ids[grant.worker])
+                    .expect("listed above");
                 for task in tasks {
                     let unit = task.unit.clone();
                     let plan = task.plan.clone();
@@ -466,7 +491,11 @@ impl ClusterState {
                         task_json: serde_json::to_vec(&task).expect("a unit task serialises"),
                         lease_ms: self.lease_timeout.as_millis() as u64,
                     };
-                    if worker.actor.cast(WorkerWire::Assign(assignment.encode_to_vec())).is_err() {
+                    if worker
+                        .actor
+                        .cast(WorkerWire::Assign(assignment.encode_to_vec()))
+                        .is_err()
+                    {
                         tracing::warn!(%plan, %unit, worker = %worker.capacity.worker_id, "worker unreachable; unit returned");
                         slot.run.return_unit(&unit);
                         continue;
@@ -551,7 +580,9 @@ impl ClusterState {
                 .clone()
                 .map(|p| {
                     let progress = p.run.progress();
-                    progress.target.saturating_sub(progress.accepted + progress.in_flight)
+                    progress
+                        .target
+                        .saturating_sub(progress.accepted + progress.in_flight)
                 })
                 .sum(),
             plans_running: running.count() as u32,
@@ -677,7 +708,12 @@ mod tests {
 
     #[test]
     fn only_running_is_not_terminal() {
-        for state in [PlanState::Finished, PlanState::Short, PlanState::Cancelled, PlanState::Failed] {
+        for state in [
+            PlanState::Finished,
+            PlanState::Short,
+            PlanState::Cancelled,
+            PlanState::Failed,
+        ] {
             assert!(is_terminal(state.name()));
         }
         assert!(!is_terminal(PlanState::Running.name()));

@@ -43,7 +43,9 @@ impl Api {
     ) -> Result<T, Status> {
         match self.coordinator.call(message, Some(ASK_TIMEOUT)).await {
             Ok(CallResult::Success(value)) => Ok(value),
-            Ok(CallResult::Timeout) => Err(Status::deadline_exceeded("the coordinator is busy; try again")),
+            Ok(CallResult::Timeout) => Err(Status::deadline_exceeded(
+                "the coordinator is busy; try again",
+            )),
             _ => Err(Status::unavailable("the coordinator actor has stopped")),
         }
     }
@@ -77,15 +79,23 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 #[tonic::async_trait]
 impl Seedling for Api {
-    async fn submit_plan(&self, request: Request<SubmitPlanRequest>) -> Result<Response<PlanSummary>, Status> {
+    async fn submit_plan(
+        &self,
+        request: Request<SubmitPlanRequest>,
+    ) -> Result<Response<PlanSummary>, Status> {
         let request = Box::new(request.into_inner());
-        let summary = self.ask(|reply| ClusterMsg::Submit(request, reply)).await??;
+        let summary = self
+            .ask(|reply| ClusterMsg::Submit(request, reply))
+            .await??;
         Ok(Response::new(summary))
     }
 
     type WatchPlanStream = Stream_<PlanSummary>;
 
-    async fn watch_plan(&self, request: Request<PlanRef>) -> Result<Response<Self::WatchPlanStream>, Status> {
+    async fn watch_plan(
+        &self,
+        request: Request<PlanRef>,
+    ) -> Result<Response<Self::WatchPlanStream>, Status> {
         let id = plan_id(request.get_ref())?;
         let mut updates = self.ask(|reply| ClusterMsg::Watch(id, reply)).await??;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -103,22 +113,34 @@ impl Seedling for Api {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn get_plan(&self, request: Request<PlanRef>) -> Result<Response<PlanSummary>, Status> {
         let id = plan_id(request.get_ref())?;
-        Ok(Response::new(self.ask(|reply| ClusterMsg::GetPlan(id, reply)).await??))
+        Ok(Response::new(
+            self.ask(|reply| ClusterMsg::GetPlan(id, reply)).await??,
+        ))
     }
 
-    async fn list_plans(&self, _request: Request<ListPlansRequest>) -> Result<Response<ListPlansResponse>, Status> {
+    async fn list_plans(
+        &self,
+        _request: Request<ListPlansRequest>,
+    ) -> Result<Response<ListPlansResponse>, Status> {
         let plans = self.ask(ClusterMsg::ListPlans).await?;
         Ok(Response::new(ListPlansResponse { plans }))
     }
 
-    async fn cancel_plan(&self, request: Request<PlanRef>) -> Result<Response<PlanSummary>, Status> {
+    async fn cancel_plan(
+        &self,
+        request: Request<PlanRef>,
+    ) -> Result<Response<PlanSummary>, Status> {
         let id = plan_id(request.get_ref())?;
-        Ok(Response::new(self.ask(|reply| ClusterMsg::Cancel(id, reply)).await??))
+        Ok(Response::new(
+            self.ask(|reply| ClusterMsg::Cancel(id, reply)).await??,
+        ))
     }
 
     async fn get_cluster_status(
@@ -130,27 +152,35 @@ impl Seedling for Api {
 
     type ExportDatasetStream = Stream_<ExportChunk>;
 
-    async fn export_dataset(&self, request: Request<PlanRef>) -> Result<Response<Self::ExportDatasetStream>, Status> {
+    async fn export_dataset(
+        &self,
+        request: Request<PlanRef>,
+    ) -> Result<Response<Self::ExportDatasetStream>, Status> {
         let id = plan_id(request.get_ref())?;
         // Known to the coordinator, or NotFound before any work.
         let lookup = id.clone();
-        self.ask(|reply| ClusterMsg::GetPlan(lookup, reply)).await??;
+        self.ask(|reply| ClusterMsg::GetPlan(lookup, reply))
+            .await??;
         let store = Arc::clone(&self.store);
         let out = self.data_dir.join("exports").join(&id);
-        let exported = tokio::task::spawn_blocking(move || -> Result<(String, Vec<(PathBuf, Vec<u8>)>), ApiError> {
-            let _ = std::fs::remove_dir_all(&out);
-            let summary = export_dataset(&store, &PlanId::new(id.clone()), &out)
-                .map_err(|e| ApiError::FailedPrecondition(format!("cannot export plan {id}: {e}")))?;
-            let files = files_under(&out)
-                .and_then(|files| {
-                    files
-                        .into_iter()
-                        .map(|f| std::fs::read(out.join(&f)).map(|bytes| (f, bytes)))
-                        .collect()
-                })
-                .map_err(|e| ApiError::Internal(format!("reading the export of {id}: {e}")))?;
-            Ok((summary.version, files))
-        })
+        let exported = tokio::task::spawn_blocking(
+            move || -> Result<(String, Vec<(PathBuf, Vec<u8>)>), ApiError> {
+                let _ = std::fs::remove_dir_all(&out);
+                let summary =
+                    export_dataset(&store, &PlanId::new(id.clone()), &out).map_err(|e| {
+                        ApiError::FailedPrecondition(format!("cannot export plan {id}: {e}"))
+                    })?;
+                let files = files_under(&out)
+                    .and_then(|files| {
+                        files
+                            .into_iter()
+                            .map(|f| std::fs::read(out.join(&f)).map(|bytes| (f, bytes)))
+                            .collect()
+                    })
+                    .map_err(|e| ApiError::Internal(format!("reading the export of {id}: {e}")))?;
+                Ok((summary.version, files))
+            },
+        )
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
         let (version, files) = exported;
@@ -176,19 +206,24 @@ impl Seedling for Api {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
-    async fn get_lineage(&self, request: Request<LineageRequest>) -> Result<Response<LineageReply>, Status> {
+    async fn get_lineage(
+        &self,
+        request: Request<LineageRequest>,
+    ) -> Result<Response<LineageReply>, Status> {
         let id = request.into_inner().record_id;
         if id.trim().is_empty() {
             return Err(Status::invalid_argument("record_id: required"));
         }
         let store = Arc::clone(&self.store);
-        let text = tokio::task::spawn_blocking(move || lineage_report(&store, &NodeId::new(id.trim().to_string()), 32, false))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| match e {
-                LineageError::NodeNotFound(_) => Status::not_found(e.to_string()),
-                other => Status::internal(other.to_string()),
-            })?;
+        let text = tokio::task::spawn_blocking(move || {
+            lineage_report(&store, &NodeId::new(id.trim().to_string()), 32, false)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| match e {
+            LineageError::NodeNotFound(_) => Status::not_found(e.to_string()),
+            other => Status::internal(other.to_string()),
+        })?;
         Ok(Response::new(LineageReply { text }))
     }
 }

@@ -52,7 +52,11 @@ pub fn assign(workers: &[WorkerRoom], plans: usize) -> Vec<Grant> {
             if count > 0 {
                 free[worker] -= count;
                 share -= count;
-                grants.push(Grant { worker, plan, count });
+                grants.push(Grant {
+                    worker,
+                    plan,
+                    count,
+                });
             }
         }
     }
@@ -72,14 +76,28 @@ mod tests {
     }
 
     fn grant(worker: usize, plan: usize, count: usize) -> Grant {
-        Grant { worker, plan, count }
+        Grant {
+            worker,
+            plan,
+            count,
+        }
     }
 
     #[test]
     fn assignment_table() {
         let cases: Vec<(&str, Vec<WorkerRoom>, usize, Vec<Grant>)> = vec![
-            ("no plans, nothing to give", vec![room("a", 4, &[])], 0, vec![]),
-            ("no room, nothing to give", vec![room("a", 0, &[]), room("b", 0, &[])], 2, vec![]),
+            (
+                "no plans, nothing to give",
+                vec![room("a", 4, &[])],
+                0,
+                vec![],
+            ),
+            (
+                "no room, nothing to give",
+                vec![room("a", 0, &[]), room("b", 0, &[])],
+                2,
+                vec![],
+            ),
             (
                 "one plan takes every free slot",
                 vec![room("a", 4, &[]), room("b", 2, &[])],
@@ -122,7 +140,11 @@ mod tests {
             let workers = vec![room("a", 3, &[0]), room("b", 7, &[1, 2]), room("c", 0, &[])];
             let grants = assign(&workers, plans);
             for (w, worker) in workers.iter().enumerate() {
-                let given: usize = grants.iter().filter(|g| g.worker == w).map(|g| g.count).sum();
+                let given: usize = grants
+                    .iter()
+                    .filter(|g| g.worker == w)
+                    .map(|g| g.count)
+                    .sum();
                 assert_eq!(given, worker.free, "plans={plans} worker={}", worker.worker);
             }
         }

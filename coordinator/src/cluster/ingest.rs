@@ -56,7 +56,9 @@ impl ResultIngest for Ingest {
                 let ack = match stored {
                     Ok(CallResult::Success(outcome)) => Ok(ReportAck { seq, outcome }),
                     // Unacknowledged: the worker resends after reconnecting.
-                    _ => Err(Status::unavailable("the coordinator could not store the result")),
+                    _ => Err(Status::unavailable(
+                        "the coordinator could not store the result",
+                    )),
                 };
                 let failed = ack.is_err();
                 if acks.send(ack).await.is_err() || failed {
@@ -64,6 +66,8 @@ impl ResultIngest for Ingest {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 }

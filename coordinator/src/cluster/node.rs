@@ -114,7 +114,10 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .add_service(api)
         .add_service(ingest)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await;
 
     gate.stop(None);

@@ -157,7 +157,13 @@ mod tests {
             submitted_at_ms: at,
         };
         let dir = save(data.path(), &submission("plan-b", 2), "x = 1", &files).unwrap();
-        save(data.path(), &submission("plan-a", 1), "y = 2", &BTreeMap::new()).unwrap();
+        save(
+            data.path(),
+            &submission("plan-a", 1),
+            "y = 2",
+            &BTreeMap::new(),
+        )
+        .unwrap();
         mark_cancelled(&dir).unwrap();
         // A half-written submission is not a submission.
         std::fs::create_dir_all(plans_dir(data.path()).join(".incoming-plan-c")).unwrap();
@@ -166,6 +172,9 @@ mod tests {
         assert_eq!(ids, ["plan-a", "plan-b"]);
         assert!(!all[0].cancelled && all[1].cancelled);
         assert_eq!(all[1].plan_text, "x = 1");
-        assert_eq!(std::fs::read(all[1].dir.join("refs/a.md")).unwrap(), b"text");
+        assert_eq!(
+            std::fs::read(all[1].dir.join("refs/a.md")).unwrap(),
+            b"text"
+        );
     }
 }

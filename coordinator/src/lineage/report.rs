@@ -76,7 +76,11 @@ pub fn lineage_report(
         let _ = writeln!(w, "  superseded; current version: {current}");
     }
     if !node.params.is_empty() {
-        let _ = writeln!(w, "  params: {}", serde_json::Value::Object(node.params.clone()));
+        let _ = writeln!(
+            w,
+            "  params: {}",
+            serde_json::Value::Object(node.params.clone())
+        );
     }
     if !node.body.is_null() {
         let _ = writeln!(w, "  body: {}", node.body);
