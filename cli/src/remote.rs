@@ -29,6 +29,9 @@ pub struct Remote {
     /// Bearer token, when the coordinator requires one
     #[arg(long, env = "SEEDLING_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM certificate to trust for an https:// coordinator (its CA or itself)
+    #[arg(long, env = "SEEDLING_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 type Client = SeedlingClient<InterceptedService<Channel, AttachToken>>;

@@ -93,6 +93,17 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 cookie: secret(&c.cookie, "coordinator.cookie")?
                     .context("coordinator.cookie is required")?,
                 token: secret(&c.token, "coordinator.token")?,
+                tls: match (&c.tls_cert, &c.tls_key) {
+                    (Some(cert), Some(key)) => {
+                        let read = |p: &PathBuf| {
+                            let p = beside(&path, p);
+                            std::fs::read(&p)
+                                .with_context(|| format!("cannot read {}", p.display()))
+                        };
+                        Some((read(cert)?, read(key)?))
+                    }
+                    _ => None,
+                },
                 lease_timeout: Duration::from_millis(c.lease_timeout_ms),
                 attempts_per_record: c.attempts_per_record,
             };
@@ -130,6 +141,14 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 cluster_port: w.cluster_port,
                 cookie: secret(&w.cookie, "worker.cookie")?.context("worker.cookie is required")?,
                 token: secret(&w.token, "worker.token")?,
+                tls_ca: w
+                    .tls_ca
+                    .as_ref()
+                    .map(|ca| {
+                        let ca = beside(&path, ca);
+                        std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))
+                    })
+                    .transpose()?,
                 heartbeat: Duration::from_millis(w.heartbeat_ms),
             };
             let digest = sha256_file(&model)?;

@@ -46,6 +46,9 @@ pub struct CoordinatorConfig {
     /// Bearer token the gRPC API requires, when set.
     #[serde(default)]
     pub token: Secret,
+    /// PEM certificate chain and key: the gRPC API serves TLS when both are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// A worker that sends no heartbeat for this long loses its units.
     #[serde(default = "default_lease_timeout_ms")]
     pub lease_timeout_ms: u64,
@@ -70,6 +73,8 @@ pub struct WorkerConfig {
     pub cookie: Secret,
     #[serde(default)]
     pub token: Secret,
+    /// PEM certificate to trust for an `https://` coordinator_grpc (its CA or itself).
+    pub tls_ca: Option<PathBuf>,
     /// GGUF model file [default: the fetch-model cache]; relative paths start at the config file.
     pub model: Option<PathBuf>,
     #[serde(default = "default_ctx")]
@@ -157,6 +162,12 @@ impl ClusterConfig {
                 ));
             }
             check_addr(&c.grpc_listen).map_err(|m| invalid("coordinator.grpc_listen", m))?;
+            if c.tls_cert.is_some() != c.tls_key.is_some() {
+                return Err(invalid(
+                    "coordinator.tls_cert",
+                    "set tls_cert and tls_key together".into(),
+                ));
+            }
             c.cluster_listen_ip
                 .parse::<std::net::IpAddr>()
                 .map_err(|e| invalid("coordinator.cluster_listen_ip", e.to_string()))?;
@@ -176,6 +187,12 @@ impl ClusterConfig {
                         "{:?} must start with http:// or https://",
                         w.coordinator_grpc
                     ),
+                ));
+            }
+            if w.tls_ca.is_some() && !w.coordinator_grpc.starts_with("https://") {
+                return Err(invalid(
+                    "worker.tls_ca",
+                    "only used with an https:// coordinator_grpc".into(),
                 ));
             }
             if w.slots == 0 || w.slots > 256 {

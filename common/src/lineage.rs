@@ -160,6 +160,13 @@ pub struct LineageBatch {
 }
 
 impl LineageBatch {
+    /// Adds another batch's writes, so several can be stored (and synced) at once.
+    pub fn extend(&mut self, other: LineageBatch) {
+        self.nodes.extend(other.nodes);
+        self.edges.extend(other.edges);
+        self.status_changes.extend(other.status_changes);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty() && self.edges.is_empty() && self.status_changes.is_empty()
     }

@@ -4,6 +4,8 @@
 //! paper). And chrF, for how much of a text survives a translation round trip
 //! (design section 7).
 
+use std::collections::HashMap;
+
 /// Lowercase word tokens (letters and digits; everything else separates).
 pub fn tokens(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -12,7 +14,7 @@ pub fn tokens(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn lcs_len(a: &[String], b: &[String]) -> usize {
+fn lcs_len<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     let mut row = vec![0usize; b.len() + 1];
     for x in a {
         let mut diagonal = 0;
@@ -30,7 +32,7 @@ fn lcs_len(a: &[String], b: &[String]) -> usize {
 }
 
 /// ROUGE-L F1 of two token sequences: harmonic mean of LCS precision and recall.
-pub fn rouge_l(a: &[String], b: &[String]) -> f64 {
+pub fn rouge_l<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
     if a.is_empty() || b.is_empty() {
         return 0.0;
     }
@@ -44,9 +46,18 @@ pub fn rouge_l(a: &[String], b: &[String]) -> f64 {
 }
 
 /// A pool of instructions that admits only novel ones.
+///
+/// Tokens are interned, and an inverted index bounds each entry's ROUGE-L
+/// before computing it: the LCS of two texts is at most the tokens they
+/// share, so an entry sharing too few tokens cannot be too similar and its
+/// O(n·m) LCS is skipped. A pool of thousands stays cheap to ask.
 #[derive(Debug, Clone)]
 pub struct NoveltyPool {
-    entries: Vec<Vec<String>>,
+    /// Each entry's token ids.
+    entries: Vec<Vec<u32>>,
+    /// Token id -> (entry, occurrences in it).
+    postings: HashMap<u32, Vec<(u32, u32)>>,
+    vocabulary: HashMap<String, u32>,
     threshold: f64,
 }
 
@@ -57,10 +68,24 @@ pub struct TooSimilar {
     pub rouge_l: f64,
 }
 
+/// Occurrences of each token id.
+fn counts(ids: &[u32]) -> HashMap<u32, u32> {
+    let mut counts = HashMap::new();
+    for id in ids {
+        *counts.entry(*id).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Stands for a token no entry has: it matches nothing.
+const UNSEEN: u32 = u32::MAX;
+
 impl NoveltyPool {
     pub fn new(threshold: f64) -> Self {
         Self {
             entries: Vec::new(),
+            postings: HashMap::new(),
+            vocabulary: HashMap::new(),
             threshold,
         }
     }
@@ -73,21 +98,57 @@ impl NoveltyPool {
         self.entries.is_empty()
     }
 
-    /// The entry `text` is too close to, if any (nothing is added).
+    /// The entry `text` is too close to, if any (nothing is added). Among
+    /// equally close entries, the latest.
     pub fn too_similar(&self, text: &str) -> Option<TooSimilar> {
-        let candidate = tokens(text);
-        self.entries
+        let candidate: Vec<u32> = tokens(text)
             .iter()
-            .enumerate()
-            .map(|(idx, entry)| (idx, rouge_l(entry, &candidate)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .filter(|(_, score)| *score > self.threshold)
-            .map(|(closest, rouge_l)| TooSimilar { closest, rouge_l })
+            .map(|t| self.vocabulary.get(t).copied().unwrap_or(UNSEEN))
+            .collect();
+        if candidate.is_empty() {
+            return None;
+        }
+        let mut shared = vec![0u32; self.entries.len()];
+        for (id, count) in counts(&candidate) {
+            for &(entry, occurrences) in self
+                .postings
+                .get(&id)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                shared[entry as usize] += count.min(occurrences);
+            }
+        }
+        let mut best: Option<TooSimilar> = None;
+        for (idx, entry) in self.entries.iter().enumerate() {
+            // ROUGE-L F1 = 2·LCS / (|a| + |b|) and LCS <= shared tokens.
+            let bound = 2.0 * f64::from(shared[idx]) / (entry.len() + candidate.len()) as f64;
+            if shared[idx] == 0 || bound + 1e-9 < self.threshold {
+                continue;
+            }
+            let score = rouge_l(entry, &candidate);
+            if score > self.threshold && best.is_none_or(|b| score >= b.rouge_l) {
+                best = Some(TooSimilar {
+                    closest: idx,
+                    rouge_l: score,
+                });
+            }
+        }
+        best
     }
 
     /// Adds `text` unconditionally; it becomes entry `len() - 1`.
     pub fn insert(&mut self, text: &str) {
-        self.entries.push(tokens(text));
+        let mut ids = Vec::new();
+        for token in tokens(text) {
+            let fresh = self.vocabulary.len() as u32;
+            ids.push(*self.vocabulary.entry(token).or_insert(fresh));
+        }
+        let entry = self.entries.len() as u32;
+        for (id, count) in counts(&ids) {
+            self.postings.entry(id).or_default().push((entry, count));
+        }
+        self.entries.push(ids);
     }
 
     /// Adds `text` when its ROUGE-L to every entry is at most the threshold.
@@ -209,5 +270,45 @@ mod tests {
         pool.admit("What interest does a high-yield savings account pay?")
             .unwrap();
         assert_eq!(pool.len(), 3);
+    }
+
+    #[test]
+    fn the_indexed_pool_answers_as_a_full_scan_would() {
+        let words = [
+            "card", "declined", "why", "was", "my", "the", "fee", "wire", "transfer", "how",
+            "long", "at", "a",
+        ];
+        // Deterministic pseudo-random texts over a small vocabulary: many near matches.
+        let mut state = 7u64;
+        let mut text = |len: usize| {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    words[(state >> 33) as usize % words.len()]
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut pool = NoveltyPool::new(0.5);
+        let mut plain: Vec<Vec<String>> = Vec::new();
+        for round in 0..400 {
+            let candidate = text(3 + round % 9);
+            let expected = plain
+                .iter()
+                .enumerate()
+                .map(|(idx, entry)| (idx, rouge_l(entry, &tokens(&candidate))))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .filter(|(_, score)| *score > 0.5);
+            let got = pool.too_similar(&candidate).map(|t| (t.closest, t.rouge_l));
+            assert_eq!(
+                got.map(|g| g.1),
+                expected.map(|e| e.1),
+                "round {round}: {candidate}"
+            );
+            pool.insert(&candidate);
+            plain.push(tokens(&candidate));
+        }
     }
 }

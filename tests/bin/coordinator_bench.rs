@@ -114,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         hostname: "127.0.0.1".into(),
         cookie: "bench".into(),
         token: None,
+        tls: None,
         lease_timeout: Duration::from_secs(30),
         attempts_per_record: 50.0,
     };

@@ -407,6 +407,82 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
 }
 
 #[test]
+fn model_cluster_api_serves_tls_with_a_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/setup installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[coordinator]\ndata_dir = \"data\"\ngrpc_listen = \"127.0.0.1:{port}\"\ncluster_port = {}\n\
+             cluster_listen_ip = \"127.0.0.1\"\ncookie = {{ value = \"{COOKIE}\" }}\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut coordinator = Command::new(seedling_bin())
+        .args(["start", "coordinator", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let list = |url: &str, ca: Option<&Path>| {
+        let mut command = Command::new(seedling_bin());
+        command
+            .args(["plan", "list", "--coordinator", url])
+            .env_remove("SEEDLING_TOKEN");
+        if let Some(ca) = ca {
+            command.arg("--tls-ca").arg(ca);
+        }
+        command.output().unwrap()
+    };
+    let https = format!("https://127.0.0.1:{port}");
+    wait_for("the coordinator over TLS", Duration::from_secs(30), || {
+        list(&https, Some(&cert)).status.success()
+    });
+    // Without the certificate to trust, or in plain text, nothing is served.
+    assert!(!list(&https, None).status.success());
+    assert!(
+        !list(&format!("http://127.0.0.1:{port}"), None)
+            .status
+            .success()
+    );
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}
+
+#[test]
 fn every_cluster_config_parses() {
     let root = repo_root().join("cluster-configs");
     let mut found = 0;

@@ -47,6 +47,8 @@ pub struct RemoteSettings {
     pub cluster_port: u16,
     pub cookie: String,
     pub token: Option<String>,
+    /// PEM certificate to trust for an `https://` coordinator.
+    pub tls_ca: Option<Vec<u8>>,
     pub heartbeat: Duration,
 }
 
@@ -203,11 +205,21 @@ pub async fn serve_worker(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RemoteError> {
     let worker_id = capacity.worker_id.clone();
-    let endpoint = tonic::transport::Endpoint::from_shared(settings.coordinator_grpc.clone())
-        .map_err(|e| RemoteError::Grpc {
-            addr: settings.coordinator_grpc.clone(),
-            reason: e.to_string(),
-        })?;
+    let grpc_error = |reason: String| RemoteError::Grpc {
+        addr: settings.coordinator_grpc.clone(),
+        reason,
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(settings.coordinator_grpc.clone())
+        .map_err(|e| grpc_error(e.to_string()))?;
+    if settings.coordinator_grpc.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &settings.tls_ca {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| grpc_error(format!("TLS: {e}")))?;
+    }
     let token = AttachToken::new(settings.token.as_deref()).map_err(|e| RemoteError::Grpc {
         addr: settings.coordinator_grpc.clone(),
         reason: e.message().to_string(),

@@ -119,12 +119,25 @@ fn rule_checks(task: &GenerateTask) -> Vec<RuleCheck> {
             must_contain: rule.must_contain.clone(),
             must_not_contain: rule.must_not_contain.clone(),
             // The plan was validated; a pattern that still fails is skipped.
-            forbidden: rule
-                .forbidden_regex
-                .as_deref()
-                .and_then(|p| regex::Regex::new(p).ok()),
+            forbidden: rule.forbidden_regex.as_deref().and_then(compiled),
         })
         .collect()
+}
+
+/// A plan's rule pattern, compiled once per process (units of one plan
+/// repeat the same few patterns thousands of times).
+fn compiled(pattern: &str) -> Option<regex::Regex> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Option<regex::Regex>>>,
+    > = std::sync::OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("regex cache");
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| regex::Regex::new(pattern).ok())
+        .clone()
 }
 
 /// The model-free verdict on a finished pair.

@@ -56,8 +56,9 @@ pub struct ClusterArgs {
 pub enum ClusterMsg {
     /// A worker's heartbeat (decoded by the gate).
     Heartbeat(Box<Heartbeat>),
-    /// A result from the ingest stream; answered with its outcome once durable.
-    Report(Box<UnitReport>, RpcReplyPort<String>),
+    /// Results from the ingest streams, stored in one durable write and
+    /// answered with their outcomes, in order, once it is done.
+    Reports(Vec<UnitReport>, RpcReplyPort<Vec<String>>),
     /// Time to look at the leases.
     Tick,
     Submit(
@@ -512,7 +513,9 @@ impl ClusterState {
         }
     }
 
-    fn on_report(&mut self, report: UnitReport) -> String {
+    /// A report's result, if it counts: from the worker holding the unit's
+    /// lease, for a running plan, naming the unit it was leased for.
+    fn admit(&mut self, report: UnitReport) -> Result<(usize, UnitResult), String> {
         let key = (report.plan_id.clone(), report.unit_id.clone());
         let leased = self
             .workers
@@ -521,40 +524,69 @@ impl ClusterState {
         let index = self.plan_index(&report.plan_id);
         let (true, Some(index)) = (leased, index) else {
             tracing::info!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, "stale result ignored: the unit is not leased to this worker");
-            return "stale".into();
+            return Err("stale".into());
         };
         let slot = &mut self.plans[index];
         if slot.state != PlanState::Running {
-            return "stale".into();
+            return Err("stale".into());
         }
-        let result = match serde_json::from_slice::<UnitResult>(&report.result_json) {
-            Ok(result) if result.plan == report.plan_id && result.unit == report.unit_id => result,
+        match serde_json::from_slice::<UnitResult>(&report.result_json) {
+            Ok(result) if result.plan == report.plan_id && result.unit == report.unit_id => {
+                Ok((index, result))
+            }
             Ok(_) => {
                 slot.run.return_unit(&report.unit_id);
-                return "invalid: the result names another unit".into();
+                Err("invalid: the result names another unit".into())
             }
             Err(err) => {
                 slot.run.return_unit(&report.unit_id);
-                return format!("invalid: {err}");
+                Err(format!("invalid: {err}"))
             }
-        };
-        let outcome = match slot.run.record_result(result) {
-            Ok(UnitOutcome::Accepted) => "accepted".to_string(),
-            Ok(UnitOutcome::Rejected(reason)) => format!("rejected:{reason}"),
-            Ok(UnitOutcome::Analysed) => "analysed".into(),
-            Ok(UnitOutcome::Ignored) => "stale".into(),
-            Err(err) => {
-                slot.fail(&err);
-                return format!("error: {err}");
-            }
-        };
-        tracing::debug!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, %outcome, "result stored");
-        if slot.run.is_failing() {
-            slot.fail("the workers' engines fail every unit; records accepted so far are stored");
         }
-        slot.settle();
+    }
+
+    /// Stores a group of results, one durable write per plan, and names
+    /// each one's outcome.
+    fn on_reports(&mut self, reports: Vec<UnitReport>) -> Vec<String> {
+        let mut outcomes = vec![String::new(); reports.len()];
+        let mut by_plan: BTreeMap<usize, Vec<(usize, UnitResult)>> = BTreeMap::new();
+        for (position, report) in reports.into_iter().enumerate() {
+            match self.admit(report) {
+                Ok((index, result)) => by_plan.entry(index).or_default().push((position, result)),
+                Err(outcome) => outcomes[position] = outcome,
+            }
+        }
+        for (index, admitted) in by_plan {
+            let slot = &mut self.plans[index];
+            let (positions, results): (Vec<usize>, Vec<UnitResult>) = admitted.into_iter().unzip();
+            match slot.run.record_results(results) {
+                Ok(recorded) => {
+                    for (position, outcome) in positions.into_iter().zip(recorded) {
+                        outcomes[position] = match outcome {
+                            UnitOutcome::Accepted => "accepted".to_string(),
+                            UnitOutcome::Rejected(reason) => format!("rejected:{reason}"),
+                            UnitOutcome::Analysed => "analysed".into(),
+                            UnitOutcome::Ignored => "stale".into(),
+                        };
+                    }
+                }
+                Err(err) => {
+                    for position in positions {
+                        outcomes[position] = format!("error: {err}");
+                    }
+                    slot.fail(&err);
+                    continue;
+                }
+            }
+            if slot.run.is_failing() {
+                slot.fail(
+                    "the workers' engines fail every unit; records accepted so far are stored",
+                );
+            }
+            slot.settle();
+        }
         self.dispatch();
-        outcome
+        outcomes
     }
 
     fn status(&self) -> ClusterStatus {
@@ -656,9 +688,9 @@ impl Actor for ClusterCoordinator {
                     ractor::pg::monitor(group, myself.get_cell());
                 }
             }
-            ClusterMsg::Report(report, reply) => {
-                let outcome = state.on_report(*report);
-                let _ = reply.send(outcome);
+            ClusterMsg::Reports(reports, reply) => {
+                let outcomes = state.on_reports(reports);
+                let _ = reply.send(outcomes);
             }
             ClusterMsg::Tick => state.on_tick(),
             ClusterMsg::Submit(request, reply) => {

@@ -1,26 +1,79 @@
 //! The data plane's server side: each worker's result stream. A report is
-//! acknowledged only after the coordinator has stored its lineage durably;
-//! the next report is read only after that, so a slow store slows the
-//! workers (HTTP/2 flow control) instead of growing a queue here.
+//! acknowledged only after the coordinator has stored its lineage durably.
+//!
+//! Group commit: every stream hands its reports to one committer, which
+//! takes whatever has queued up (up to `MAX_GROUP`) to the coordinator as a
+//! single durable write; under load one sync serves many results, at low
+//! load a group is one report and nothing waits. Each stream keeps at most
+//! `PIPELINE` reports between reading and acknowledging, so a slow store
+//! slows the workers (HTTP/2 flow control) instead of growing a queue here.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use ractor::{ActorRef, rpc::CallResult};
 use seedling_proto::results::result_ingest_server::ResultIngest;
 use seedling_proto::results::{ReportAck, UnitReport};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::actor::ClusterMsg;
 
-/// Acknowledgements not yet taken by the worker's stream.
-const ACK_BUFFER: usize = 32;
-/// The longest a report may wait for its durable write.
-const STORE_TIMEOUT_MS: u64 = 60_000;
+/// Reports one stream may have read but not yet acknowledged.
+const PIPELINE: usize = 16;
+/// Most reports stored in one write.
+const MAX_GROUP: usize = 512;
+/// The longest a group may wait for its durable write.
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A report on its way to the store, and where its outcome goes (`None`:
+/// not stored; the worker resends after reconnecting).
+type Commit = (UnitReport, oneshot::Sender<Option<String>>);
 
 #[derive(Debug, Clone)]
 pub struct Ingest {
-    pub coordinator: ActorRef<ClusterMsg>,
+    commits: mpsc::Sender<Commit>,
+}
+
+impl Ingest {
+    /// Starts the committer that stores reports for `coordinator`.
+    pub fn start(coordinator: ActorRef<ClusterMsg>) -> Self {
+        let (commits, queue) = mpsc::channel(MAX_GROUP);
+        tokio::spawn(commit_groups(coordinator, queue));
+        Self { commits }
+    }
+}
+
+async fn commit_groups(coordinator: ActorRef<ClusterMsg>, mut queue: mpsc::Receiver<Commit>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (reports, replies): (Vec<UnitReport>, Vec<_>) = group.into_iter().unzip();
+        let stored = coordinator
+            .call(
+                |reply| ClusterMsg::Reports(reports, reply),
+                Some(STORE_TIMEOUT),
+            )
+            .await;
+        match stored {
+            Ok(CallResult::Success(outcomes)) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Some(outcome));
+                }
+            }
+            _ => {
+                for reply in replies {
+                    let _ = reply.send(None);
+                }
+            }
+        }
+    }
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<ReportAck, Status>> + Send>>;
@@ -34,8 +87,10 @@ impl ResultIngest for Ingest {
         request: Request<Streaming<UnitReport>>,
     ) -> Result<Response<Self::StreamResultsStream>, Status> {
         let mut reports = request.into_inner();
-        let (acks, out) = tokio::sync::mpsc::channel(ACK_BUFFER);
-        let coordinator = self.coordinator.clone();
+        let (pending, mut waiting) =
+            mpsc::channel::<(u64, oneshot::Receiver<Option<String>>)>(PIPELINE);
+        let (acks, out) = mpsc::channel(PIPELINE);
+        let commits = self.commits.clone();
         tokio::spawn(async move {
             loop {
                 let report = match reports.message().await {
@@ -46,16 +101,20 @@ impl ResultIngest for Ingest {
                         break;
                     }
                 };
+                let (reply, outcome) = oneshot::channel();
                 let seq = report.seq;
-                let stored = coordinator
-                    .call(
-                        |reply| ClusterMsg::Report(Box::new(report), reply),
-                        Some(std::time::Duration::from_millis(STORE_TIMEOUT_MS)),
-                    )
-                    .await;
-                let ack = match stored {
-                    Ok(CallResult::Success(outcome)) => Ok(ReportAck { seq, outcome }),
-                    // Unacknowledged: the worker resends after reconnecting.
+                if pending.send((seq, outcome)).await.is_err()
+                    || commits.send((report, reply)).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        // Acknowledgements in the order the reports came.
+        tokio::spawn(async move {
+            while let Some((seq, outcome)) = waiting.recv().await {
+                let ack = match outcome.await {
+                    Ok(Some(outcome)) => Ok(ReportAck { seq, outcome }),
                     _ => Err(Status::unavailable(
                         "the coordinator could not store the result",
                     )),

@@ -36,6 +36,8 @@ pub struct CoordinatorSettings {
     pub hostname: String,
     pub cookie: String,
     pub token: Option<String>,
+    /// PEM certificate chain and key; the API serves TLS when set.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
     pub lease_timeout: Duration,
     pub attempts_per_record: f64,
 }
@@ -70,7 +72,12 @@ pub async fn serve(
     let (node, node_handle) = Actor::spawn(None, node, ())
         .await
         .map_err(|e| ClusterError::Node(format!("port {}: {e}", settings.cluster_port)))?;
-    let address = format!("http://{}", settings.grpc_listen);
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let address = format!("{scheme}://{}", settings.grpc_listen);
     let (coordinator, coordinator_handle) = Actor::spawn(
         None,
         ClusterCoordinator,
@@ -105,13 +112,18 @@ pub async fn serve(
         .max_decoding_message_size(MAX_REQUEST_BYTES),
         auth.clone(),
     );
-    let ingest = ResultIngestServer::with_interceptor(
-        Ingest {
-            coordinator: coordinator.clone(),
-        },
-        auth,
-    );
-    let served = tonic::transport::Server::builder()
+    let ingest = ResultIngestServer::with_interceptor(Ingest::start(coordinator.clone()), auth);
+    let mut server = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &settings.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ClusterError::Grpc {
+                addr: address.clone(),
+                message: format!("TLS: {e}"),
+            })?;
+    }
+    let served = server
         .add_service(api)
         .add_service(ingest)
         .serve_with_incoming_shutdown(

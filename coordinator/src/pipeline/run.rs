@@ -403,54 +403,90 @@ impl PlanRun {
 
     /// Decides about a finished unit and stores its lineage durably.
     pub fn record_result(&mut self, result: UnitResult) -> Result<UnitOutcome, PipelineError> {
-        if let Some(chunk) = result
-            .unit
-            .strip_prefix("analysis#")
-            .and_then(|c| c.parse::<usize>().ok())
-        {
-            if !self.analysis_in_flight.remove(&chunk) {
-                return Ok(UnitOutcome::Ignored);
+        let mut outcomes = self.record_results(vec![result])?;
+        Ok(outcomes.pop().expect("one outcome per result"))
+    }
+
+    /// Decides about finished units in order (each decision sees the ones
+    /// before it) and stores all their lineage in one durable write: one
+    /// sync for the group, which is what lets the coordinator keep up with
+    /// many workers. The caller acknowledges none of them before this
+    /// returns `Ok`; on `Err` the run must stop (the store is the truth a
+    /// reopened run starts from).
+    pub fn record_results(
+        &mut self,
+        results: Vec<UnitResult>,
+    ) -> Result<Vec<UnitOutcome>, PipelineError> {
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut group = LineageBatch::default();
+        for result in results {
+            if let Some(chunk) = result
+                .unit
+                .strip_prefix("analysis#")
+                .and_then(|c| c.parse::<usize>().ok())
+            {
+                if !self.analysis_in_flight.remove(&chunk) {
+                    outcomes.push(UnitOutcome::Ignored);
+                    continue;
+                }
+                self.generated_tokens += result.generated_tokens();
+                self.record_analysis(chunk, &result)?;
+                outcomes.push(UnitOutcome::Analysed);
+                continue;
             }
-            self.generated_tokens += result.generated_tokens();
-            self.record_analysis(chunk, &result)?;
-            return Ok(UnitOutcome::Analysed);
+            let Some(planned) = self.in_flight.remove(&result.unit) else {
+                outcomes.push(UnitOutcome::Ignored);
+                continue;
+            };
+            let (batch, outcome) = self.decide_attempt(planned, &result);
+            group.extend(batch);
+            outcomes.push(outcome);
         }
-        let Some(planned) = self.in_flight.remove(&result.unit) else {
-            return Ok(UnitOutcome::Ignored);
-        };
+        if !group.is_empty() {
+            self.store.append(&group)?;
+        }
+        Ok(outcomes)
+    }
+
+    /// One attempt's decision and lineage; its effects on the run's counts,
+    /// pools and indexes apply at once, so the next attempt in a group sees them.
+    fn decide_attempt(
+        &mut self,
+        planned: PlannedAttempt,
+        result: &UnitResult,
+    ) -> (LineageBatch, UnitOutcome) {
         self.progress[planned.stratum].in_flight -= 1;
         if result.error.is_some() {
             self.consecutive_failures += 1;
         } else {
             self.consecutive_failures = 0;
         }
-        let decision = self.decide(&planned, &result);
-        let batch = self.attempt_lineage(&planned, &result, &decision);
-        self.store.append(&batch)?;
-        // Counted only once durable.
+        let decision = self.decide(&planned, result);
+        let batch = self.attempt_lineage(&planned, result, &decision);
         self.done[planned.stratum].insert(planned.attempt);
         self.progress[planned.stratum].attempts += 1;
         self.generated_tokens += result.generated_tokens();
-        match decision.reason {
+        let outcome = match decision.reason {
             None => {
                 let record = AcceptedRecord {
                     id: record_id(&self.plan_id, &planned.unit),
                     stratum: planned.stratum,
-                    input: final_input(&planned, &result).to_string(),
+                    input: final_input(&planned, result).to_string(),
                     response: result
                         .text_of(&planned.task.response.step)
                         .unwrap_or_default()
                         .to_string(),
                 };
                 self.remember_accepted(record);
-                Ok(UnitOutcome::Accepted)
+                UnitOutcome::Accepted
             }
             Some(reason) => {
                 self.duplicates[planned.stratum] += u64::from(is_duplicate(&reason));
                 *self.rejected.entry(reason.clone()).or_default() += 1;
-                Ok(UnitOutcome::Rejected(reason))
+                UnitOutcome::Rejected(reason)
             }
-        }
+        };
+        (batch, outcome)
     }
 
     fn record_analysis(&mut self, chunk: usize, result: &UnitResult) -> Result<(), PipelineError> {
