@@ -50,14 +50,24 @@ impl Remote {
     }
 
     async fn client(&self) -> anyhow::Result<Client> {
-        let channel = tonic::transport::Endpoint::from_shared(self.coordinator.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.coordinator.clone())
             .with_context(|| {
                 format!(
                     "--coordinator {:?} is not a URL like http://host:7470",
                     self.coordinator
                 )
             })?
-            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if self.coordinator.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+            if let Some(ca) = &self.tls_ca {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("cannot read --tls-ca {}", ca.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("cannot reach the coordinator at {}", self.coordinator))?;

@@ -409,36 +409,69 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
 #[test]
 fn model_cluster_api_serves_tls_with_a_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (scripts/setup installs it)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    // A throwaway CA and a server certificate it signed, for 127.0.0.1.
+    let openssl = |args: &[&str]| {
+        let made = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl (scripts/setup installs it)");
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_args = [
+        "-days",
+        "1",
+        "-subj",
+        "/CN=seedling test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ];
+    openssl(&[&["req", "-x509"][..], &ec, &ca_args].concat());
+    let csr_args = [
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ];
+    openssl(&[&["req"][..], &ec, &csr_args].concat());
+    std::fs::write(
+        dir.path().join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let ca = dir.path().join("ca.pem");
     let port = free_port();
     let config = dir.path().join("coordinator.toml");
     std::fs::write(
@@ -469,7 +502,7 @@ fn model_cluster_api_serves_tls_with_a_configured_certificate() {
     };
     let https = format!("https://127.0.0.1:{port}");
     wait_for("the coordinator over TLS", Duration::from_secs(30), || {
-        list(&https, Some(&cert)).status.success()
+        list(&https, Some(&ca)).status.success()
     });
     // Without the certificate to trust, or in plain text, nothing is served.
     assert!(!list(&https, None).status.success());
