@@ -106,10 +106,14 @@ async fn main() -> anyhow::Result<()> {
     let target: u64 = args.get(2).map_or(Ok(2000), |a| a.parse())?;
     let data = tempfile::tempdir()?;
     let grpc = format!("127.0.0.1:{}", free_port());
+    let mut cluster_port = free_port();
+    while grpc.ends_with(&format!(":{cluster_port}")) {
+        cluster_port = free_port();
+    }
     let settings = CoordinatorSettings {
         data_dir: data.path().to_path_buf(),
         grpc_listen: grpc.parse()?,
-        cluster_port: free_port(),
+        cluster_port,
         cluster_listen_ip: "127.0.0.1".parse()?,
         hostname: "127.0.0.1".into(),
         cookie: "bench".into(),
@@ -123,9 +127,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     let url = format!("http://{grpc}");
+    let waiting = Instant::now();
     let mut api = loop {
         if let Ok(client) = SeedlingClient::connect(url.clone()).await {
             break client;
+        }
+        if server.is_finished() || waiting.elapsed() > Duration::from_secs(20) {
+            anyhow::bail!("the coordinator did not start: {:?}", server.await);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };

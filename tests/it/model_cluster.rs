@@ -59,7 +59,10 @@ impl Cluster {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let grpc_port = free_port();
-        let cluster_port = free_port();
+        // Two probes may hand out the same free port; the cluster needs two.
+        let cluster_port = std::iter::repeat_with(free_port)
+            .find(|&p| p != grpc_port)
+            .unwrap();
         let config = format!(
             "[coordinator]\ndata_dir = \"data\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\ncluster_port = {cluster_port}\n\
              cluster_listen_ip = \"127.0.0.1\"\ncookie = {{ value = \"{COOKIE}\" }}\ntoken = {{ value = \"{TOKEN}\" }}\n\
