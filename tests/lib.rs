@@ -43,6 +43,14 @@ pub fn seedling_bin() -> PathBuf {
     path
 }
 
+/// A TCP port free on loopback right now (for servers a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// Root of the repository, for scripts.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -29,8 +29,8 @@ use seedling_proto::control::{Heartbeat, UnitAssignment};
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
 use seedling_proto::worker::WorkerCapacity;
-use seedling_tests::repo_root;
 use seedling_tests::scripted::{Script, ScriptedWorker};
+use seedling_tests::{free_port, repo_root};
 use tokio::sync::mpsc;
 
 const SLOTS: u32 = 8;
@@ -73,14 +73,6 @@ impl Actor for SimWorker {
         let _ = state.results.send(state.script.answer(&task));
         Ok(())
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn peak_rss_mib() -> f64 {

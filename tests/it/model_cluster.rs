@@ -10,19 +10,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use seedling_common::config::ClusterConfig;
-use seedling_tests::{exported_records, repo_root, seedling_bin};
+use seedling_tests::{exported_records, free_port, repo_root, seedling_bin};
 
 const COOKIE: &str = "loopback-cookie";
 const TOKEN: &str = "loopback-token";
 const LEASE_MS: u64 = 4_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A loopback cluster in a temporary directory; every process dies with it.
 struct Cluster {
