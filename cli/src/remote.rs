@@ -2,7 +2,6 @@
 //! cancel`, `cluster status`, and `export` / `lineage show` without a local
 //! store. `--coordinator` (or SEEDLING_COORDINATOR) picks the cluster.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -74,33 +73,6 @@ impl Remote {
         let token = AttachToken::new(self.token.as_deref()).map_err(explain)?;
         Ok(SeedlingClient::with_interceptor(channel, token).max_decoding_message_size(64 << 20))
     }
-}
-
-/// The reference files a plan names, read relative to the plan file.
-fn reference_files(plan: &Path, text: &str) -> anyhow::Result<HashMap<String, Vec<u8>>> {
-    // Only the paths are read here; the coordinator validates the plan.
-    let Ok(value) = text.parse::<toml::Table>() else {
-        return Ok(HashMap::new());
-    };
-    let base = plan.parent().unwrap_or(Path::new("."));
-    let mut files = HashMap::new();
-    let references = value.get("references").and_then(|r| r.as_array());
-    for path in references
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.get("path")?.as_str())
-    {
-        let resolved = base.join(path);
-        let bytes = std::fs::read(&resolved).with_context(|| {
-            format!(
-                "{}: reference {path}: cannot read {}",
-                plan.display(),
-                resolved.display()
-            )
-        })?;
-        files.insert(path.to_string(), bytes);
-    }
-    Ok(files)
 }
 
 fn progress_line(s: &PlanSummary) -> String {
@@ -178,7 +150,7 @@ pub async fn submit(
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(plan)
         .with_context(|| format!("cannot read plan {}", plan.display()))?;
-    let files = reference_files(plan, &text)?;
+    let files = seedling_coordinator::plan::reference_files(plan, &text)?;
     let mut client = remote.client().await?;
     let summary = client
         .submit_plan(SubmitPlanRequest {

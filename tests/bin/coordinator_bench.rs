@@ -12,7 +12,6 @@
 //!
 //!   cargo run --release -p seedling-tests --bin coordinator-bench -- [WORKERS] [TARGET]
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -216,20 +215,7 @@ async fn main() -> anyhow::Result<()> {
 
     let plan_path = repo_root().join("examples/retail-banking.toml");
     let plan_toml = std::fs::read_to_string(&plan_path)?;
-    let table: toml::Table = plan_toml.parse()?;
-    let mut files = HashMap::new();
-    for reference in table
-        .get("references")
-        .and_then(|r| r.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let path = reference["path"].as_str().unwrap();
-        files.insert(
-            path.to_string(),
-            std::fs::read(plan_path.parent().unwrap().join(path))?,
-        );
-    }
+    let files = seedling_coordinator::plan::reference_files(&plan_path, &plan_toml)?;
     let started = Instant::now();
     let submitted = api
         .submit_plan(SubmitPlanRequest {

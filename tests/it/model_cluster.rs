@@ -191,11 +191,8 @@ impl Cluster {
 
     /// Exports through the API and returns the records' ids, checking every record.
     fn export(&self, id: &str) -> Vec<seedling_common::record::Record> {
-        let out = self
-            .dir
-            .path()
-            .join(format!("export-{}", Instant::now().elapsed().as_nanos()));
-        let _ = std::fs::remove_dir_all(&out);
+        // Each export gets a directory of its own.
+        let out = tempfile::tempdir_in(self.dir.path()).unwrap().keep();
         let result = self.cli(&["export", id, "--out", out.to_str().unwrap()]);
         assert!(
             result.status.success(),

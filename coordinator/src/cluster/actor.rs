@@ -205,10 +205,13 @@ impl ClusterState {
             .position(|p| p.run.plan_id().as_str() == id)
     }
 
-    fn plan(&self, id: &str) -> Result<&PlanSlot, ApiError> {
+    fn index_of(&self, id: &str) -> Result<usize, ApiError> {
         self.plan_index(id)
-            .map(|i| &self.plans[i])
             .ok_or_else(|| ApiError::NotFound(format!("no plan {id} on this coordinator")))
+    }
+
+    fn plan(&self, id: &str) -> Result<&PlanSlot, ApiError> {
+        self.index_of(id).map(|i| &self.plans[i])
     }
 
     fn generator_version(&self) -> String {
@@ -329,9 +332,7 @@ impl ClusterState {
     }
 
     fn cancel(&mut self, id: &str) -> Result<PlanSummary, ApiError> {
-        let index = self
-            .plan(id)
-            .map(|_| self.plan_index(id).unwrap_or_default())?;
+        let index = self.index_of(id)?;
         let slot = &mut self.plans[index];
         if slot.state == PlanState::Running {
             submissions::mark_cancelled(&slot.dir)
@@ -443,8 +444,11 @@ impl ClusterState {
         }
     }
 
-    /// Hands units to workers with free room until no plan has more to give.
+    /// Hands units to workers with free room until no plan has more to give,
+    /// then publishes the progress of the plans that handed any out (once
+    /// each, not once per grant).
     fn dispatch(&mut self) {
+        let mut touched = BTreeSet::new();
         loop {
             let running: Vec<usize> = (0..self.plans.len())
                 .filter(|&i| self.plans[i].state == PlanState::Running)
@@ -505,11 +509,14 @@ impl ClusterState {
                     worker.units.insert((plan, unit));
                     given += 1;
                 }
-                slot.settle();
+                touched.insert(running[grant.plan]);
             }
             if given == 0 {
-                return;
+                break;
             }
+        }
+        for index in touched {
+            self.plans[index].settle();
         }
     }
 

@@ -31,6 +31,14 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{plan}: reference {reference}: cannot read {}", path.display())]
+    Reference {
+        plan: String,
+        reference: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{}", Listing(file, problems))]
     Invalid {
         file: String,
@@ -67,6 +75,37 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanError> {
         source,
     })?;
     parse_plan(&path.display().to_string(), &text, path.parent())
+}
+
+/// The reference files plan text names, read relative to the plan file and
+/// keyed by the path the plan uses: what travels with a plan submitted to a
+/// coordinator. Only the paths are read here; the coordinator validates the
+/// plan (text that does not parse names no files).
+pub fn reference_files(
+    plan: &Path,
+    text: &str,
+) -> Result<std::collections::HashMap<String, Vec<u8>>, PlanError> {
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Ok(Default::default());
+    };
+    let base = plan.parent().unwrap_or(Path::new("."));
+    let references = value.get("references").and_then(|r| r.as_array());
+    references
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("path")?.as_str())
+        .map(|reference| {
+            let path = base.join(reference);
+            std::fs::read(&path)
+                .map(|bytes| (reference.to_string(), bytes))
+                .map_err(|source| PlanError::Reference {
+                    plan: plan.display().to_string(),
+                    reference: reference.to_string(),
+                    path,
+                    source,
+                })
+        })
+        .collect()
 }
 
 /// Parses and checks plan text. `file` names it in errors; with `base_dir`

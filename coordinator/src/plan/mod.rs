@@ -14,7 +14,7 @@ mod validate;
 
 pub use allocation::{Stratum, StratumQuota, allocate};
 pub use instantiate::{UnitParams, render_instruction, sample_unit};
-pub use load::{PlanError, load_plan, parse_plan};
+pub use load::{PlanError, load_plan, parse_plan, reference_files};
 pub use schema::{
     Adversarial, AdversarialKind, Augmentation, AugmentationKind, Domain, ExpertExample,
     GlossaryEntry, Language, Methods, Persona, Plan, Quality, Reference, Rule, Sampling, Scenario,
