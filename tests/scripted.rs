@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 
+use seedling_common::embedding::Embedding;
 use seedling_common::work::{CallOutcome, TaskKind, UnitResult, UnitTask};
 use seedling_worker::unit::judge_pair;
 
@@ -42,6 +43,9 @@ pub struct Script {
     pub duplicate_every: u64,
     /// Every `refuse_every`-th generate unit refuses (0: never).
     pub refuse_every: u64,
+    /// Every `paraphrase_every`-th generate unit asks the previous question
+    /// in other words: new text, the previous input's embedding (0: never).
+    pub paraphrase_every: u64,
     /// Every unit fails as if the engine were gone.
     pub failing: bool,
 }
@@ -93,6 +97,15 @@ pub fn words(language: &str, seed: &str, n: usize) -> String {
     out.join(" ")
 }
 
+/// The double's stand-in for an engine embedding: a pseudo-random vector
+/// of the text, so distinct texts are nearly orthogonal.
+pub fn scripted_embedding(text: &str) -> Embedding {
+    let vector: Vec<f32> = (0..64)
+        .map(|i| (hash(text, &format!("dim{i}")) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    Embedding::quantise(&vector)
+}
+
 fn call(step: &str, text: String) -> CallOutcome {
     CallOutcome {
         step: step.into(),
@@ -114,14 +127,7 @@ impl ScriptedWorker {
     }
 
     pub fn answer(&self, task: &UnitTask) -> UnitResult {
-        let mut result = UnitResult {
-            plan: task.plan.clone(),
-            unit: task.unit.clone(),
-            worker: "scripted".into(),
-            calls: Vec::new(),
-            verdict: None,
-            error: None,
-        };
+        let mut result = UnitResult::new(&task.plan, &task.unit, "scripted");
         if self.script.failing {
             result.error = Some("the engine has stopped".into());
             return result;
@@ -151,11 +157,21 @@ impl ScriptedWorker {
                 };
                 let language = generate.checks.language.as_str();
                 let previous = self.answered.borrow().last().cloned();
+                let mut embedding_of = None;
                 let (base, input, response) = match previous {
                     Some((input, response))
                         if self.script.duplicate_every > 0
                             && n % self.script.duplicate_every == 0 =>
                     {
+                        (input.clone(), input, response)
+                    }
+                    Some((previous_input, _))
+                        if self.script.paraphrase_every > 0
+                            && n % self.script.paraphrase_every == 0 =>
+                    {
+                        embedding_of = Some(previous_input);
+                        let input = words(language, &format!("{}paraphrase", task.unit), 16);
+                        let response = words(language, &format!("{}response", task.unit), 40);
                         (input.clone(), input, response)
                     }
                     _ => {
@@ -203,6 +219,11 @@ impl ScriptedWorker {
                     });
                     result.calls.push(call(&judge.step, graded.to_string()));
                     verdict.judge = Some(graded);
+                }
+                if generate.embed_input && verdict.rejections.is_empty() {
+                    result.input_embedding = Some(scripted_embedding(
+                        embedding_of.as_deref().unwrap_or(&input),
+                    ));
                 }
                 result.verdict = Some(verdict);
                 self.answered.borrow_mut().push((input, response));

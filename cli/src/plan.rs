@@ -127,7 +127,21 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         let reasons: Vec<String> = rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
         println!("  rejected: {}", reasons.join(", "));
     }
-    println!("  strata (accepted/quota, attempts):");
+    // Diversity of what was accepted so far (section 3.3), kept current by the run.
+    let diversity = |d: &serde_json::Value| {
+        let dispersion = d["dispersion"]
+            .as_f64()
+            .map_or("-".to_string(), |x| format!("{x:.3}"));
+        format!(
+            "distinct-1 {:.3} · distinct-2 {:.3} · embedding dispersion {dispersion}",
+            d["distinct_1"].as_f64().unwrap_or(0.0),
+            d["distinct_2"].as_f64().unwrap_or(0.0),
+        )
+    };
+    if p["diversity"].is_object() {
+        println!("  accepted inputs: {}", diversity(&p["diversity"]));
+    }
+    println!("  strata (accepted/quota, attempts; diversity of the stratum's inputs):");
     for line in p["strata"].as_array().into_iter().flatten() {
         if count(&line["quota"]) == 0 {
             continue;
@@ -137,8 +151,13 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         } else {
             ""
         };
+        let spread = if count(&line["accepted"]) >= 2 && line["diversity"].is_object() {
+            format!("  [{}]", diversity(&line["diversity"]))
+        } else {
+            String::new()
+        };
         println!(
-            "    {:>3}/{:<3} {:>4}  {}{mark}",
+            "    {:>3}/{:<3} {:>4}  {}{mark}{spread}",
             count(&line["accepted"]),
             count(&line["quota"]),
             count(&line["attempts"]),

@@ -6,6 +6,7 @@
 //! with serde, so every crate (and the wire) can depend on it.
 
 pub mod config;
+pub mod embedding;
 pub mod ids;
 pub mod language;
 pub mod lineage;

@@ -7,6 +7,7 @@
 //! prompt (it knows the plan); the worker only runs them in order, checks the
 //! outcome with the model-free heuristics and reports.
 
+use crate::embedding::Embedding;
 use serde::{Deserialize, Serialize};
 
 /// Replaced in a later call by the text the earlier call produced.
@@ -146,6 +147,10 @@ pub struct GenerateTask {
     /// For a translated record: the round trip back to the source language.
     pub back_translation: Option<BackTranslation>,
     pub checks: CheckSpec,
+    /// Embed the final input once it passed the checks, for the
+    /// coordinator's semantic duplicate tier.
+    #[serde(default)]
+    pub embed_input: bool,
 }
 
 /// Translates a translated input back ([`INPUT_SLOT`]) so that chrF against
@@ -220,9 +225,29 @@ pub struct UnitResult {
     pub verdict: Option<HeuristicVerdict>,
     /// Why the unit could not finish (the calls before the failure are kept).
     pub error: Option<String>,
+    /// The engine's embedding of the final input, when the task asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_embedding: Option<Embedding>,
 }
 
 impl UnitResult {
+    /// A result with nothing run yet.
+    pub fn new(
+        plan: impl Into<String>,
+        unit: impl Into<String>,
+        worker: impl Into<String>,
+    ) -> Self {
+        Self {
+            plan: plan.into(),
+            unit: unit.into(),
+            worker: worker.into(),
+            calls: Vec::new(),
+            verdict: None,
+            error: None,
+            input_embedding: None,
+        }
+    }
+
     /// Text of the last call of `step`, if it ran.
     pub fn text_of(&self, step: &str) -> Option<&str> {
         self.calls

@@ -71,6 +71,7 @@ fn a_run_reaches_its_target_exactly_after_a_crash() {
     let worker = ScriptedWorker::new(Script {
         duplicate_every: 7,
         refuse_every: 11,
+        paraphrase_every: 5,
         ..Script::default()
     });
     let plan_id;
@@ -106,12 +107,15 @@ fn a_run_reaches_its_target_exactly_after_a_crash() {
     let ids = accepted_ids(&store, &plan_id);
     assert_eq!(ids.len(), 40);
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 40);
-    // Duplicates and refusals were caught, with the reason and the survivor.
-    assert!(
-        done.rejected.get("exact_duplicate").copied().unwrap_or(0) > 0,
-        "{:?}",
-        done.rejected
-    );
+    // Duplicates (copies and paraphrases) and refusals were caught, with
+    // the reason and the survivor.
+    for tier in ["exact_duplicate", "semantic_duplicate"] {
+        assert!(
+            done.rejected.get(tier).copied().unwrap_or(0) > 0,
+            "{tier}: {:?}",
+            done.rejected
+        );
+    }
     assert!(
         done.rejected.get("refusal").copied().unwrap_or(0) > 0,
         "{:?}",
@@ -125,7 +129,7 @@ fn a_run_reaches_its_target_exactly_after_a_crash() {
         )
         .collect::<Result<_, _>>()
         .unwrap();
-    let mut duplicates = 0;
+    let mut duplicates = BTreeMap::new();
     for id in rejected {
         let node = store.require(&id).unwrap();
         assert!(
@@ -133,8 +137,9 @@ fn a_run_reaches_its_target_exactly_after_a_crash() {
             "a rejected record says why: {:?}",
             node.body
         );
-        if node.body["reason"] == "exact_duplicate" {
-            duplicates += 1;
+        let reason = node.body["reason"].as_str().unwrap_or_default();
+        if reason.ends_with("_duplicate") {
+            *duplicates.entry(reason.to_string()).or_insert(0) += 1;
             let survivor = store
                 .parents(&id)
                 .unwrap()
@@ -148,7 +153,11 @@ fn a_run_reaches_its_target_exactly_after_a_crash() {
             );
         }
     }
-    assert!(duplicates > 0);
+    assert_eq!(
+        duplicates.keys().collect::<Vec<_>>(),
+        ["exact_duplicate", "semantic_duplicate"],
+        "every duplicate links to an accepted survivor"
+    );
     let check = store.check().unwrap();
     assert!(check.is_ok(), "{:?}", check.problems);
 }

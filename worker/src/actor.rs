@@ -87,12 +87,8 @@ pub(crate) async fn run_caught(
         tokio::spawn(async move { run_unit(&engine, &worker, &task).await })
     };
     let result = running.await.unwrap_or_else(|err| UnitResult {
-        plan,
-        unit,
-        worker: worker.clone(),
-        calls: Vec::new(),
-        verdict: None,
         error: Some(format!("the worker failed while running the unit: {err}")),
+        ..UnitResult::new(plan, unit, worker.clone())
     });
     tracing::debug!(plan = %result.plan, unit = %result.unit, %worker, "unit finished");
     result

@@ -3,6 +3,7 @@
 //! decide and to write lineage comes back in the [`UnitResult`], including
 //! the calls that ran before a failure.
 
+use seedling_common::embedding::Embedding;
 use seedling_common::similarity::chrf;
 use seedling_common::time::now_unix_ms;
 use seedling_common::work::{
@@ -246,20 +247,24 @@ async fn run_generate(
         ));
         result.calls.push(graded);
     }
+    // Only what may be accepted is compared with the accepted ones. An
+    // input the embedding window cannot take is left to the text tiers.
+    if task.embed_input && passed {
+        match engine.embed(vec![input.clone()]).await {
+            Ok(mut vectors) => {
+                result.input_embedding = vectors.pop().map(|v| Embedding::quantise(&v))
+            }
+            Err(EngineError::EmbeddingTooLong { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
     result.verdict = Some(verdict);
     Ok(())
 }
 
 /// Runs a unit to its end; failures are reported in the result, not raised.
 pub async fn run_unit(engine: &Engine, worker: &str, task: &UnitTask) -> UnitResult {
-    let mut result = UnitResult {
-        plan: task.plan.clone(),
-        unit: task.unit.clone(),
-        worker: worker.to_string(),
-        calls: Vec::new(),
-        verdict: None,
-        error: None,
-    };
+    let mut result = UnitResult::new(&task.plan, &task.unit, worker);
     let outcome = match &task.kind {
         TaskKind::Generate(generate) => run_generate(engine, generate, &mut result).await,
         TaskKind::Analyze(analyze) => call(engine, &analyze.call)
@@ -319,6 +324,7 @@ mod tests {
             response: call,
             judge: None,
             back_translation: None,
+            embed_input: false,
             checks: seedling_common::work::CheckSpec {
                 language: language.into(),
                 rules: vec![],

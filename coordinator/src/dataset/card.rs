@@ -157,23 +157,37 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
     out.push_str("## Diversity and balance\n\n");
     out.push_str(
         "distinct-n: distinct n-grams over all n-grams; self-BLEU: mean BLEU-4 of each text against the \
-         others (lower is more varied); entropy: evenness over the plan's categories (1 = even).\n\n",
+         others (lower is more varied); embedding dispersion: mean pairwise cosine distance of the \
+         engine's input embeddings (higher is more varied); entropy: evenness over the plan's \
+         categories (1 = even).\n\n",
     );
     let _ = writeln!(
         out,
-        "| texts | records | distinct-1 | distinct-2 | type-token | self-BLEU |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+        "| texts | records | distinct-1 | distinct-2 | type-token | self-BLEU | embedding dispersion |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    let row = |out: &mut String, name: &str, d: &LexicalDiversity| {
+    let row = |out: &mut String, name: &str, d: &LexicalDiversity, spread: Option<f64>| {
+        let spread = spread.map_or("-".to_string(), |x| format!("{x:.3}"));
         let _ = writeln!(
             out,
-            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {spread} |",
             d.texts, d.distinct_1, d.distinct_2, d.type_token_ratio, d.self_bleu
         );
     };
-    row(&mut out, "inputs", &f.diversity.inputs);
-    row(&mut out, "responses", &f.diversity.responses);
+    row(
+        &mut out,
+        "inputs",
+        &f.diversity.inputs,
+        f.diversity.input_dispersion,
+    );
+    row(&mut out, "responses", &f.diversity.responses, None);
     for (subdomain, d) in &f.diversity.per_subdomain {
-        row(&mut out, &format!("inputs: {subdomain}"), d);
+        let spread = f
+            .diversity
+            .per_subdomain_dispersion
+            .get(subdomain)
+            .copied()
+            .flatten();
+        row(&mut out, &format!("inputs: {subdomain}"), d, spread);
     }
     out.push('\n');
     let _ = writeln!(

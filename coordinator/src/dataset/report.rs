@@ -4,11 +4,16 @@
 
 use std::collections::BTreeMap;
 
+use seedling_common::embedding::Embedding;
 use seedling_common::lineage::Node;
 use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::quality::diversity::{LexicalDiversity, lexical_diversity, normalised_entropy};
+use crate::quality::semantic::dispersion;
+
+/// Records whose pairs the card's dispersion averages over (evenly spaced).
+const DISPERSION_SAMPLE: usize = 500;
 
 /// Coverage of one of the plan's dimensions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -27,6 +32,10 @@ pub struct DiversityFacts {
     pub responses: LexicalDiversity,
     /// Input diversity within each subdomain.
     pub per_subdomain: BTreeMap<String, LexicalDiversity>,
+    /// Mean pairwise cosine distance of input embeddings, overall and per
+    /// subdomain (None where fewer than two records carry one).
+    pub input_dispersion: Option<f64>,
+    pub per_subdomain_dispersion: BTreeMap<String, Option<f64>>,
     pub balance: Vec<Balance>,
     pub adversarial_share: f64,
 }
@@ -46,12 +55,25 @@ pub fn diversity_facts(plan: &Plan, accepted: &[Node]) -> DiversityFacts {
     let inputs: Vec<&str> = accepted.iter().map(|n| text(n, "input")).collect();
     let responses: Vec<&str> = accepted.iter().map(|n| text(n, "response")).collect();
     let mut by_subdomain: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut embedded: BTreeMap<String, Vec<Embedding>> = BTreeMap::new();
     for node in accepted {
+        let subdomain = field(node, "subdomain").to_string();
+        if let Some(embedding) = node
+            .body
+            .get("input_embedding")
+            .and_then(|v| serde_json::from_value::<Embedding>(v.clone()).ok())
+        {
+            embedded
+                .entry(subdomain.clone())
+                .or_default()
+                .push(embedding);
+        }
         by_subdomain
-            .entry(field(node, "subdomain").to_string())
+            .entry(subdomain)
             .or_default()
             .push(text(node, "input"));
     }
+    let all_embedded: Vec<&Embedding> = embedded.values().flatten().collect();
     let dimensions: [(&'static str, Vec<&str>); 4] = [
         (
             "subdomain",
@@ -100,6 +122,14 @@ pub fn diversity_facts(plan: &Plan, accepted: &[Node]) -> DiversityFacts {
         per_subdomain: by_subdomain
             .into_iter()
             .map(|(subdomain, texts)| (subdomain, lexical_diversity(&texts)))
+            .collect(),
+        input_dispersion: dispersion(&all_embedded, DISPERSION_SAMPLE),
+        per_subdomain_dispersion: embedded
+            .iter()
+            .map(|(subdomain, e)| {
+                let refs: Vec<&Embedding> = e.iter().collect();
+                (subdomain.clone(), dispersion(&refs, DISPERSION_SAMPLE))
+            })
             .collect(),
         balance,
         adversarial_share: if accepted.is_empty() {

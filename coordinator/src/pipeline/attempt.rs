@@ -3,6 +3,7 @@
 //! calls a worker runs for it. Deterministic in plan, stratum and attempt
 //! index, so a resumed run plans exactly what an uninterrupted one would.
 
+use seedling_common::embedding::Embedding;
 use seedling_common::ids::NodeId;
 use seedling_common::work::{BackTranslation, CheckSpec, GenerateTask, ModelCall, RuleSpec};
 
@@ -43,6 +44,8 @@ pub struct AcceptedRecord {
     pub stratum: usize,
     pub input: String,
     pub response: String,
+    /// The engine's embedding of the input, when the semantic tier ran.
+    pub input_embedding: Option<Embedding>,
 }
 
 /// The plan's knowledge as instantiation sees it: the plan's own items plus
@@ -363,6 +366,7 @@ pub fn plan_attempt(
             input,
             checks: checks(plan, stratum, evolve.is_some()),
             evolve,
+            embed_input: plan.quality.semantic_dedup,
             response: response_call,
         },
     })

@@ -24,12 +24,11 @@ use super::prompts::{self, JUDGE_VERSION};
 use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
-use crate::quality::dedup::{DedupIndex, DedupVerdict};
+use crate::quality::diversity::{DiversityNow, RunningDiversity};
+use crate::quality::duplicates::{Candidate, Duplicate, DuplicateTiers};
 
 /// Self-Instruct's novelty gate: ROUGE-L above this to an accepted input drops a new one.
 pub const NOVELTY_THRESHOLD: f64 = 0.7;
-/// Near-duplicate threshold (estimated Jaccard of word shingles).
-pub const NEAR_DUPLICATE_JACCARD: f64 = 0.8;
 /// Least chrF between a translated input's back-translation and its source.
 pub const MIN_BACK_TRANSLATION_CHRF: f64 = 0.3;
 /// Reference chunks domain analysis reads at most.
@@ -68,6 +67,8 @@ pub struct StratumLine {
     pub accepted: u64,
     pub attempts: u64,
     pub exhausted: bool,
+    /// Of the stratum's accepted inputs so far.
+    pub diversity: DiversityNow,
 }
 
 /// Where a run stands.
@@ -82,6 +83,8 @@ pub struct Progress {
     pub rejected: BTreeMap<String, u64>,
     pub generated_tokens: u64,
     pub elapsed_s: f64,
+    /// Of all accepted inputs so far.
+    pub diversity: DiversityNow,
     pub strata: Vec<StratumLine>,
 }
 
@@ -111,7 +114,11 @@ pub struct PlanRun {
     novelty: NoveltyPool,
     /// Accepted record of each novelty-pool entry.
     novelty_ids: Vec<NodeId>,
-    dedup: DedupIndex,
+    /// Accepted records in the exact, near and semantic duplicate tiers.
+    duplicates_index: DuplicateTiers,
+    /// Diversity of accepted inputs per stratum, and over all of them.
+    diversity: Vec<RunningDiversity>,
+    overall_diversity: RunningDiversity,
     rejected: BTreeMap<String, u64>,
     /// Attempts per stratum rejected as duplicates (steers its temperature).
     duplicates: Vec<u64>,
@@ -166,6 +173,11 @@ impl PlanRun {
             },
             done: vec![BTreeSet::new(); strata.len()],
             duplicates: vec![0; strata.len()],
+            diversity: vec![RunningDiversity::default(); strata.len()],
+            duplicates_index: DuplicateTiers::new(
+                plan.quality.near_duplicate_jaccard,
+                plan.quality.semantic_duplicate_cosine,
+            ),
             strata,
             progress,
             store,
@@ -178,7 +190,7 @@ impl PlanRun {
             accepted: Vec::new(),
             novelty: NoveltyPool::new(NOVELTY_THRESHOLD),
             novelty_ids: Vec::new(),
-            dedup: DedupIndex::new(NEAR_DUPLICATE_JACCARD),
+            overall_diversity: RunningDiversity::default(),
             rejected: BTreeMap::new(),
             generated_tokens: 0,
             consecutive_failures: 0,
@@ -286,6 +298,10 @@ impl PlanRun {
                     stratum,
                     input: body_str(&node, "input").to_string(),
                     response: body_str(&node, "response").to_string(),
+                    input_embedding: node
+                        .body
+                        .get("input_embedding")
+                        .and_then(|v| serde_json::from_value(v.clone()).ok()),
                 };
                 self.remember_accepted(record);
             } else {
@@ -301,10 +317,18 @@ impl PlanRun {
         self.progress[record.stratum].accepted += 1;
         self.novelty.insert(&record.input);
         self.novelty_ids.push(record.id.clone());
-        self.dedup.insert(
+        let embedding = record.input_embedding.as_ref();
+        self.duplicates_index.insert(
             record.id.as_str(),
-            &dedup_text(&record.input, &record.response),
+            &Candidate {
+                text: &dedup_text(&record.input, &record.response),
+                language: &self.strata[record.stratum].language,
+                embedding,
+                semantic: true,
+            },
         );
+        self.diversity[record.stratum].add(&record.input, embedding);
+        self.overall_diversity.add(&record.input, embedding);
         self.accepted.push(record);
     }
 
@@ -476,6 +500,7 @@ impl PlanRun {
                         .text_of(&planned.task.response.step)
                         .unwrap_or_default()
                         .to_string(),
+                    input_embedding: result.input_embedding.clone(),
                 };
                 self.remember_accepted(record);
                 UnitOutcome::Accepted
@@ -615,29 +640,34 @@ impl PlanRun {
         let response = result
             .text_of(&planned.task.response.step)
             .unwrap_or_default();
-        // Duplicates first: an exact copy is reported as one, not as "too similar".
-        match self.dedup.check(&dedup_text(input, response)) {
-            DedupVerdict::Unique => {}
-            DedupVerdict::Exact { of } => {
-                return Decision {
-                    duplicate_of: Some(NodeId::new(of)),
-                    ..reject("exact_duplicate", serde_json::json!({}))
-                };
-            }
-            DedupVerdict::Near { of, jaccard } => {
-                return Decision {
-                    duplicate_of: Some(NodeId::new(of)),
-                    ..reject(
-                        "near_duplicate",
-                        serde_json::json!({ "jaccard": jaccard, "threshold": NEAR_DUPLICATE_JACCARD }),
-                    )
-                };
-            }
+        // Duplicates first: an exact copy is reported as one, not as "too
+        // similar". Augmentations are meant to stay close to their source in
+        // meaning; the text tiers still stop them repeating it word for word.
+        let augmented = matches!(planned.method, Method::Augmentation(_));
+        let text = dedup_text(input, response);
+        let candidate = Candidate {
+            text: &text,
+            language: &self.strata[planned.stratum].language,
+            embedding: result.input_embedding.as_ref(),
+            semantic: !augmented,
+        };
+        if let Some(duplicate) = self.duplicates_index.check(&candidate) {
+            let detail = match &duplicate {
+                Duplicate::Exact { .. } => serde_json::json!({}),
+                Duplicate::Near { jaccard, .. } => serde_json::json!({
+                    "jaccard": jaccard, "threshold": self.plan.quality.near_duplicate_jaccard,
+                }),
+                Duplicate::Semantic { cosine, .. } => serde_json::json!({
+                    "cosine": cosine, "threshold": self.duplicates_index.semantic_threshold(),
+                }),
+            };
+            return Decision {
+                duplicate_of: Some(NodeId::new(duplicate.survivor())),
+                ..reject(duplicate.reason(), detail)
+            };
         }
-        // The novelty gate: augmentations are meant to stay close to their source.
-        if !matches!(planned.method, Method::Augmentation(_))
-            && let Some(close) = self.novelty.too_similar(input)
-        {
+        // The novelty gate (Self-Instruct's ROUGE-L), augmentations exempt as above.
+        if !augmented && let Some(close) = self.novelty.too_similar(input) {
             let mut decision = reject(
                 "too_similar",
                 serde_json::json!({ "rouge_l": close.rouge_l, "threshold": NOVELTY_THRESHOLD }),
@@ -808,6 +838,12 @@ impl PlanRun {
         if let Some(error) = &result.error {
             body["error"] = error.clone().into();
         }
+        // Kept with accepted records only: a resumed run rebuilds its
+        // semantic index, and the card its dispersion, from them.
+        if accepted && let Some(embedding) = &result.input_embedding {
+            body["input_embedding"] =
+                serde_json::to_value(embedding).expect("an embedding serialises");
+        }
         batch.nodes.push(Node {
             id: record.clone(),
             plan: plan_id.clone(),
@@ -844,8 +880,14 @@ impl PlanRun {
         params.insert("novelty_threshold".into(), NOVELTY_THRESHOLD.into());
         params.insert(
             "near_duplicate_jaccard".into(),
-            NEAR_DUPLICATE_JACCARD.into(),
+            self.plan.quality.near_duplicate_jaccard.into(),
         );
+        if self.plan.quality.semantic_dedup {
+            params.insert(
+                "semantic_duplicate_cosine".into(),
+                self.plan.quality.semantic_duplicate_cosine.into(),
+            );
+        }
         let kind = if decision.duplicate_of.is_some() {
             NodeKind::DedupDecision
         } else {
@@ -899,16 +941,19 @@ impl PlanRun {
             rejected: self.rejected.clone(),
             generated_tokens: self.generated_tokens,
             elapsed_s: self.started.elapsed().as_secs_f64(),
+            diversity: self.overall_diversity.now(),
             strata: self
                 .strata
                 .iter()
                 .zip(&self.progress)
-                .map(|(s, p)| StratumLine {
+                .zip(&self.diversity)
+                .map(|((s, p), d)| StratumLine {
                     stratum: stratum_key(s),
                     quota: p.quota,
                     accepted: p.accepted,
                     attempts: p.attempts,
                     exhausted: p.exhausted(self.options.attempts_per_record),
+                    diversity: d.now(),
                 })
                 .collect(),
         }
@@ -931,7 +976,10 @@ pub fn record_id(plan: &PlanId, unit: &str) -> NodeId {
 
 /// Whether a rejection says the attempt repeated an accepted record.
 fn is_duplicate(reason: &str) -> bool {
-    matches!(reason, "exact_duplicate" | "near_duplicate" | "too_similar")
+    matches!(
+        reason,
+        "exact_duplicate" | "near_duplicate" | "semantic_duplicate" | "too_similar"
+    )
 }
 
 /// Whether a call of `planned` made (part of) its input.

@@ -261,6 +261,17 @@ pub struct Quality {
     /// Weight of the judge in the combined score, in [0, 1]; the rest is
     /// the heuristic estimate. A small judge is noisy: keep it moderate.
     pub judge_weight: f64,
+    /// Estimated Jaccard similarity of word shingles (MinHash) at or above
+    /// which a record is a near duplicate of an accepted one.
+    pub near_duplicate_jaccard: f64,
+    /// Compare each input's engine embedding with the accepted inputs'
+    /// (the semantic tier: paraphrases the text tiers miss).
+    pub semantic_dedup: bool,
+    /// Cosine similarity of input embeddings at or above which an input
+    /// paraphrases an accepted one. The default is measured on the default
+    /// model (BENCHMARKS.md, semantic duplicates); another model may need
+    /// its own.
+    pub semantic_duplicate_cosine: f64,
 }
 
 impl Default for Quality {
@@ -269,9 +280,15 @@ impl Default for Quality {
             min_score: 0.6,
             judge: false,
             judge_weight: 0.4,
+            near_duplicate_jaccard: 0.8,
+            semantic_dedup: true,
+            semantic_duplicate_cosine: SEMANTIC_DUPLICATE_COSINE,
         }
     }
 }
+
+/// The default model's paraphrase threshold (see [`Quality::semantic_duplicate_cosine`]).
+pub const SEMANTIC_DUPLICATE_COSINE: f64 = 0.9;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -337,6 +337,23 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
         root.key("quality").key("judge_weight"),
         plan.quality.judge_weight,
     );
+    for (key, threshold) in [
+        (
+            "near_duplicate_jaccard",
+            plan.quality.near_duplicate_jaccard,
+        ),
+        (
+            "semantic_duplicate_cosine",
+            plan.quality.semantic_duplicate_cosine,
+        ),
+    ] {
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            c.fail(
+                root.key("quality").key(key),
+                format!("must be in (0, 1] (got {threshold}); 1 counts only identical texts"),
+            );
+        }
+    }
 
     let splits = root.key("splits");
     let s = &plan.splits;

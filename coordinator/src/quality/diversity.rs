@@ -1,12 +1,14 @@
 //! Diversity of a set of records (design section 3.3): lexical variety
 //! (distinct-n, type-token ratio), how much each text repeats the others
 //! (self-BLEU), and how evenly records spread over the plan's categories
-//! (normalised entropy). Pure functions over texts and counts.
+//! (normalised entropy). Pure functions over texts and counts, and
+//! [`RunningDiversity`], which keeps the cheap ones current while a plan runs.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use seedling_common::embedding::Embedding;
 use seedling_common::similarity::tokens as words;
 
 /// Distinct n-grams over all n-grams of all texts (Li et al.'s distinct-n):
@@ -146,6 +148,73 @@ pub fn lexical_diversity(texts: &[&str]) -> LexicalDiversity {
     }
 }
 
+/// Diversity of the inputs accepted so far, kept current one record at a
+/// time (O(words) per record): distinct-1/2 from the sets of n-grams seen,
+/// and embedding dispersion from the running sum of unit vectors, since for
+/// unit vectors the sum over pairs i != j of cos(v_i, v_j) is |sum v|^2 - n.
+#[derive(Debug, Clone, Default)]
+pub struct RunningDiversity {
+    unigrams: HashSet<String>,
+    bigrams: HashSet<(String, String)>,
+    unigram_total: u64,
+    bigram_total: u64,
+    sum: Vec<f64>,
+    embedded: u64,
+}
+
+/// A [`RunningDiversity`] read out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DiversityNow {
+    pub distinct_1: f64,
+    pub distinct_2: f64,
+    /// Mean pairwise cosine distance of input embeddings (None below two).
+    pub dispersion: Option<f64>,
+}
+
+impl RunningDiversity {
+    pub fn add(&mut self, input: &str, embedding: Option<&Embedding>) {
+        let words = words(input);
+        for pair in words.windows(2) {
+            self.bigram_total += 1;
+            self.bigrams.insert((pair[0].clone(), pair[1].clone()));
+        }
+        self.unigram_total += words.len() as u64;
+        self.unigrams.extend(words);
+        if let Some(embedding) = embedding {
+            let unit = embedding.to_unit();
+            if self.sum.is_empty() {
+                self.sum = vec![0.0; unit.len()];
+            }
+            if unit.len() == self.sum.len() {
+                for (s, x) in self.sum.iter_mut().zip(unit) {
+                    *s += x;
+                }
+                self.embedded += 1;
+            }
+        }
+    }
+
+    pub fn now(&self) -> DiversityNow {
+        let ratio = |distinct: usize, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                distinct as f64 / total as f64
+            }
+        };
+        let n = self.embedded as f64;
+        let dispersion = (self.embedded >= 2).then(|| {
+            let squared: f64 = self.sum.iter().map(|x| x * x).sum();
+            1.0 - (squared - n) / (n * (n - 1.0))
+        });
+        DiversityNow {
+            distinct_1: ratio(self.unigrams.len(), self.unigram_total),
+            distinct_2: ratio(self.bigrams.len(), self.bigram_total),
+            dispersion,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +255,33 @@ mod tests {
         // a category never reached lowers the score
         assert!(normalised_entropy(&[6, 6, 0], 3) < 0.7);
         assert_eq!(normalised_entropy(&[3], 1), 1.0);
+    }
+
+    #[test]
+    fn running_diversity_matches_the_batch_measures() {
+        use crate::quality::semantic::dispersion;
+        let texts = [
+            "How do I dispute a card charge?",
+            "How do I dispute a card charge today?",
+            "Which documents open a business account?",
+        ];
+        let embeddings: Vec<Embedding> = [[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]]
+            .iter()
+            .map(|v| Embedding::quantise(v))
+            .collect();
+        let mut running = RunningDiversity::default();
+        for (text, embedding) in texts.iter().zip(&embeddings) {
+            running.add(text, Some(embedding));
+        }
+        let now = running.now();
+        assert!((now.distinct_1 - distinct_n(&texts, 1)).abs() < 1e-12);
+        assert!((now.distinct_2 - distinct_n(&texts, 2)).abs() < 1e-12);
+        let refs: Vec<&Embedding> = embeddings.iter().collect();
+        let batch = dispersion(&refs, 100).unwrap();
+        assert!(
+            (now.dispersion.unwrap() - batch).abs() < 1e-9,
+            "{now:?} vs {batch}"
+        );
+        assert_eq!(RunningDiversity::default().now().dispersion, None);
     }
 }

@@ -1,8 +1,11 @@
-//! Quality control that needs every worker's output: deduplication, the
+//! Quality control that needs every worker's output: deduplication (text
+//! and semantic tiers), the
 //! diversity of what was accepted, the acceptance funnel, and the agreement
 //! of the quality score with human labels.
 
 pub mod calibration;
 pub mod dedup;
 pub mod diversity;
+pub mod duplicates;
 pub mod funnel;
+pub mod semantic;
