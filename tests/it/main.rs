@@ -8,6 +8,7 @@ mod fetch_model;
 mod lineage_crash;
 mod lineage_store;
 mod model_cluster;
+mod model_dedup;
 mod model_engine;
 mod model_judge;
 mod model_run;

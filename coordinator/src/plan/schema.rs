@@ -288,7 +288,7 @@ impl Default for Quality {
 }
 
 /// The default model's paraphrase threshold (see [`Quality::semantic_duplicate_cosine`]).
-pub const SEMANTIC_DUPLICATE_COSINE: f64 = 0.9;
+pub const SEMANTIC_DUPLICATE_COSINE: f64 = 0.95;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
