@@ -46,6 +46,9 @@ pub struct Script {
     /// Every `paraphrase_every`-th generate unit asks the previous question
     /// in other words: new text, the previous input's embedding (0: never).
     pub paraphrase_every: u64,
+    /// Answers open with "Yes," and paraphrases' answers with "No,": the
+    /// second opinion contradicts the first.
+    pub contradict_paraphrases: bool,
     /// Every unit fails as if the engine were gone.
     pub failing: bool,
 }
@@ -171,7 +174,10 @@ impl ScriptedWorker {
                     {
                         embedding_of = Some(previous_input);
                         let input = words(language, &format!("{}paraphrase", task.unit), 16);
-                        let response = words(language, &format!("{}response", task.unit), 40);
+                        let mut response = words(language, &format!("{}response", task.unit), 40);
+                        if self.script.contradict_paraphrases {
+                            response = format!("No, {response}");
+                        }
                         (input.clone(), input, response)
                     }
                     _ => {
@@ -184,6 +190,11 @@ impl ScriptedWorker {
                         let response =
                             if self.script.refuse_every > 0 && n % self.script.refuse_every == 0 {
                                 "I'm sorry, but I cannot help with that request today.".to_string()
+                            } else if self.script.contradict_paraphrases {
+                                format!(
+                                    "Yes, {}",
+                                    words(language, &format!("{}response", task.unit), 40)
+                                )
                             } else {
                                 words(language, &format!("{}response", task.unit), 40)
                             };

@@ -1,7 +1,8 @@
 //! `seedling quality calibrate`: how well the stored quality scores agree
-//! with human labels.
+//! with human labels. `seedling quality judge-probe`: how reliable the model
+//! judge is on a plan's own glossary (correctness, seeds, length, position).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -10,6 +11,13 @@ use seedling_common::lineage::NodeKind;
 use seedling_coordinator::dataset::stored_plan;
 use seedling_coordinator::quality::calibration::{calibrate, parse_labels};
 
+use seedling_coordinator::pipeline::{judge_call, judge_score, pairwise_judge};
+use seedling_coordinator::plan::load_plan;
+use seedling_coordinator::quality::judge_probe::{ItemJudgements, probe_items, reliability};
+use seedling_worker::engine::Engine;
+use seedling_worker::unit::request_for;
+
+use crate::EngineArgs;
 use crate::store::StoreArg;
 
 #[derive(Debug, Subcommand)]
@@ -24,14 +32,158 @@ pub enum QualityCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the model judge on questions built from the plan's glossary:
+    /// correct vs contradicting answers, seed agreement, length and position bias
+    JudgeProbe {
+        /// The plan (its domain, rules and glossary ground the judge)
+        plan: PathBuf,
+        /// Glossary terms to probe
+        #[arg(long, default_value_t = 5)]
+        items: usize,
+        /// Seeds per answer (self-consistency compares them)
+        #[arg(long, default_value_t = 3)]
+        seeds: u32,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
 }
 
 pub fn run(command: QualityCommand) -> anyhow::Result<()> {
-    let QualityCommand::Calibrate {
-        labels,
-        store,
-        json,
-    } = command;
+    match command {
+        QualityCommand::Calibrate {
+            labels,
+            store,
+            json,
+        } => run_calibrate(labels, store, json),
+        QualityCommand::JudgeProbe {
+            plan,
+            items,
+            seeds,
+            json,
+            engine,
+        } => judge_probe(&plan, items, seeds, json, &engine),
+    }
+}
+
+fn judge_probe(
+    plan_path: &Path,
+    items: usize,
+    seeds: u32,
+    json: bool,
+    engine: &EngineArgs,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(items > 0, "--items must be > 0");
+    anyhow::ensure!(seeds > 0, "--seeds must be > 0");
+    let plan = load_plan(plan_path)?;
+    let probes = probe_items(&plan, items).map_err(anyhow::Error::msg)?;
+    let engine = Engine::start(engine.config())?;
+    // Per item: seeds x (correct, contradicting, padded) rubric calls, then
+    // seeds x (correct first, correct second) pairwise calls.
+    let mut requests = Vec::new();
+    for item in &probes {
+        for answer in [&item.correct, &item.contradicting, &item.padded()] {
+            for seed in 1..=seeds {
+                requests.push(request_for(
+                    &judge_call(&plan, seed).filled(&item.question, answer),
+                ));
+            }
+        }
+        for seed in 1..=seeds {
+            for (a, b) in [
+                (&item.correct, &item.contradicting),
+                (&item.contradicting, &item.correct),
+            ] {
+                requests.push(request_for(&pairwise_judge(
+                    &plan,
+                    &item.question,
+                    a,
+                    b,
+                    seed,
+                )));
+            }
+        }
+    }
+    eprintln!(
+        "judge probe: {} items from the glossary, {} judge calls",
+        probes.len(),
+        requests.len()
+    );
+    let generations = engine.generate_all_blocking(requests)?;
+    let mut texts = generations.into_iter().map(|g| g.text);
+    let mut unparsed = 0;
+    let mut score = |text: String| {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|j| judge_score(&j))
+            .unwrap_or_else(|| {
+                unparsed += 1;
+                0.0
+            })
+    };
+    let mut judged = Vec::new();
+    for _ in &probes {
+        let mut take = |n: u32| {
+            (0..n)
+                .map(|_| texts.next().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        let correct = take(seeds).into_iter().map(&mut score).collect();
+        let contradicting = take(seeds).into_iter().map(&mut score).collect();
+        let padded = take(seeds).into_iter().map(&mut score).collect();
+        let verdicts = take(seeds * 2);
+        let better = |text: &String| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|j| j["better"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        judged.push(ItemJudgements {
+            correct,
+            contradicting,
+            padded,
+            correct_first: verdicts.iter().step_by(2).map(better).collect(),
+            correct_second: verdicts.iter().skip(1).step_by(2).map(better).collect(),
+        });
+    }
+    let figures = reliability(&judged);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "reliability": figures, "unparsed": unparsed })
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "judge reliability on {} glossary items, {} judgements ({} unparsed)",
+        figures.items, figures.judgements, unparsed
+    );
+    println!(
+        "  correct beats contradicting: {} of {} (mean margin {:+.3})",
+        figures.correct_beats_contradicting, figures.items, figures.correctness_margin
+    );
+    println!(
+        "  seed-to-seed agreement within one point: {:.1}%",
+        figures.self_agreement * 100.0
+    );
+    println!(
+        "  length bias (padded minus plain score, 0 is unbiased): {:+.3}",
+        figures.length_bias
+    );
+    println!(
+        "  position: same verdict in both orders {:.1}%, first answer chosen {:.1}%, correct answer chosen {:.1}%",
+        figures.position_consistency * 100.0,
+        figures.first_position_share * 100.0,
+        figures.pairwise_accuracy * 100.0
+    );
+    Ok(())
+}
+
+fn run_calibrate(labels: PathBuf, store: StoreArg, json: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&labels)
         .with_context(|| format!("reading {}", labels.display()))?;
     let labels = parse_labels(&labels.display().to_string(), &text).map_err(anyhow::Error::msg)?;

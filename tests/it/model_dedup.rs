@@ -45,16 +45,36 @@ const DISTINCT: &[&str] = &[
 /// (injected text, tier expected to catch it, index of its survivor in DISTINCT)
 const INJECTED: &[(&str, &str, usize)] = &[
     ("how do i open a NEW savings account", "exact_duplicate", 0),
-    ("Why was my mortgage application declined??", "exact_duplicate", 7),
+    (
+        "Why was my mortgage application declined??",
+        "exact_duplicate",
+        7,
+    ),
     (
         "I run a small bakery and the card terminal charged my customers twice for the same purchase yesterday evening, how do I get the duplicate charges reversed quickly?",
         "near_duplicate",
         31,
     ),
-    ("How can I open a new savings account?", "semantic_duplicate", 0),
-    ("Which fees apply when I send money abroad?", "semantic_duplicate", 1),
-    ("My debit card got stolen, what do I do?", "semantic_duplicate", 2),
-    ("What's the minimum balance for a checking account?", "semantic_duplicate", 11),
+    (
+        "How can I open a new savings account?",
+        "semantic_duplicate",
+        0,
+    ),
+    (
+        "Which fees apply when I send money abroad?",
+        "semantic_duplicate",
+        1,
+    ),
+    (
+        "My debit card got stolen, what do I do?",
+        "semantic_duplicate",
+        2,
+    ),
+    (
+        "What's the minimum balance for a checking account?",
+        "semantic_duplicate",
+        11,
+    ),
 ];
 
 #[test]
@@ -85,12 +105,9 @@ fn model_each_duplicate_kind_is_caught_by_its_tier_and_survivors_are_unique() {
         defaults.semantic_duplicate_cosine,
     );
     let mut survivors = Vec::new();
-    for i in 0..DISTINCT.len() {
+    for (i, question) in DISTINCT.iter().enumerate() {
         if let Some(duplicate) = tiers.check(&candidate(i)) {
-            panic!(
-                "distinct question {:?} taken for a duplicate: {duplicate:?}",
-                texts[i]
-            );
+            panic!("distinct question {question:?} taken for a duplicate: {duplicate:?}");
         }
         let id = format!("r{i}");
         tiers.insert(&id, &candidate(i));

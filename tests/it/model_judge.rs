@@ -7,7 +7,7 @@
 
 use seedling_coordinator::pipeline::{judge_call, judge_score};
 use seedling_coordinator::plan::load_plan;
-use seedling_tests::{engine, repo_root};
+use seedling_tests::{engine, repo_root, seedling_bin};
 use seedling_worker::unit::request_for;
 
 /// (question, correct answer, answer that contradicts the plan)
@@ -89,4 +89,69 @@ fn model_judge_output_always_parses_and_its_reliability_is_measured() {
          seed-to-seed agreement within one point {agreement} of {comparisons}"
     );
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+}
+
+/// `seedling quality judge-probe`: bias and agreement figures from the
+/// plan's own glossary, for any plan; a plan without two terms is told so.
+#[test]
+fn model_judge_probe_measures_bias_on_the_plans_glossary() {
+    let output = std::process::Command::new(seedling_bin())
+        .args(["quality", "judge-probe"])
+        .arg(repo_root().join("examples/clinical-lab.toml"))
+        .args(["--items", "2", "--seeds", "2", "--slots", "8", "--json"])
+        .env("OMP_WAIT_POLICY", "passive")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("{report:#}");
+    let r = &report["reliability"];
+    // 2 items x 2 seeds x (3 rubric answers + 2 orders).
+    assert_eq!(r["items"], 2);
+    assert_eq!(r["judgements"], 20);
+    assert_eq!(
+        report["unparsed"], 0,
+        "grammar-constrained judgements parse"
+    );
+    for share in [
+        "self_agreement",
+        "position_consistency",
+        "first_position_share",
+        "pairwise_accuracy",
+    ] {
+        let x = r[share].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{share} = {x}");
+    }
+    assert!(r["length_bias"].as_f64().unwrap().abs() <= 1.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let plan = std::fs::read_to_string(repo_root().join("examples/clinical-lab.toml")).unwrap();
+    let one_term = dir.path().join("one-term.toml");
+    // Keep the first glossary term, drop the others (up to the next table).
+    let mut seen = 0;
+    let mut dropping = false;
+    let mut trimmed = String::new();
+    for line in plan.lines() {
+        if line.starts_with("[[") || line.starts_with('[') {
+            dropping = line == "[[glossary]]" && {
+                seen += 1;
+                seen > 1
+            };
+        }
+        if !dropping {
+            trimmed.push_str(line);
+            trimmed.push('\n');
+        }
+    }
+    assert!(seen > 2, "the example has several glossary terms");
+    std::fs::write(&one_term, trimmed).unwrap();
+    let output = std::process::Command::new(seedling_bin())
+        .args(["quality", "judge-probe"])
+        .arg(&one_term)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("needs at least 2"), "{stderr}");
 }

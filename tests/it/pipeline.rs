@@ -432,3 +432,64 @@ accepted = 30
         "base {base}, now {hotter:?}"
     );
 }
+
+#[test]
+fn a_question_answered_twice_differently_flags_the_accepted_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plan = example("retail-banking.toml");
+    let (store, mut run) = open(dir.path(), &plan, 12);
+    let plan_id = run.plan_id().clone();
+    let worker = ScriptedWorker::new(Script {
+        paraphrase_every: 3,
+        contradict_paraphrases: true,
+        ..Script::default()
+    });
+    let done = drive(&mut run, &worker, 1, None);
+    assert_eq!(done.accepted, 12);
+    let paraphrases = done
+        .rejected
+        .get("semantic_duplicate")
+        .copied()
+        .unwrap_or(0);
+    assert!(paraphrases > 0, "{:?}", done.rejected);
+    // Every paraphrase of an accepted question leaves a flag on that record.
+    let mut flagged = BTreeSet::new();
+    for id in store.nodes_of_plan(&plan_id, Some(NodeKind::Judgement), None) {
+        let node = store.require(&id.unwrap()).unwrap();
+        if node.step != "consistency_check" {
+            continue;
+        }
+        let survivor = NodeId::new(node.body["record"].as_str().unwrap());
+        assert_eq!(
+            store.require(&survivor).unwrap().status,
+            NodeStatus::Accepted
+        );
+        assert!(
+            store
+                .children(&survivor)
+                .unwrap()
+                .contains(&(EdgeKind::JudgedBy, node.id.clone())),
+            "the flag hangs off the accepted record"
+        );
+        assert!(node.body["reason"].as_str().unwrap().contains("\"no\""));
+        flagged.insert(survivor);
+    }
+    assert!(!flagged.is_empty());
+    export_dataset(&store, &plan_id, out.path()).unwrap();
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(
+        card.contains(&format!(
+            "{} accepted record(s) got a second, disagreeing answer",
+            store
+                .nodes_of_plan(&plan_id, Some(NodeKind::Judgement), None)
+                .filter(
+                    |id| store.require(id.as_ref().unwrap()).unwrap().step == "consistency_check"
+                )
+                .count()
+        )),
+        "{card}"
+    );
+    let check = store.check().unwrap();
+    assert!(check.is_ok(), "{:?}", check.problems);
+}

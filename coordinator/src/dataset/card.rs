@@ -25,6 +25,8 @@ pub struct CardFacts<'a> {
     pub attempts: u64,
     pub funnel: &'a [FunnelRow],
     pub rejected: &'a BTreeMap<String, u64>,
+    /// (accepted record, why): its question was asked again and answered differently.
+    pub consistency_flags: &'a [(String, String)],
     pub diversity: &'a DiversityFacts,
 }
 
@@ -151,6 +153,27 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
             &mut out,
             ["rejection reason", "attempts"],
             f.rejected.iter().map(|(k, v)| (k.clone(), v.to_string())),
+        );
+    }
+    out.push_str("## Consistency\n\n");
+    if f.consistency_flags.is_empty() {
+        out.push_str(
+            "No accepted record's question was asked again and answered differently (checked on every near or \
+             semantic duplicate: opposite yes/no verdicts, or figures that share nothing).\n\n",
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{} accepted record(s) got a second, disagreeing answer to the same question; review them \
+             (`seedling lineage show ID`):\n",
+            f.consistency_flags.len()
+        );
+        table(
+            &mut out,
+            ["record", "why"],
+            f.consistency_flags
+                .iter()
+                .map(|(id, why)| (id.clone(), why.clone())),
         );
     }
 

@@ -24,6 +24,7 @@ use super::splits::{Group, Split, assign_splits};
 use crate::lineage::{LineageError, LineageStore, PlanGraph};
 use crate::pipeline::plan_node_id;
 use crate::plan::Plan;
+use crate::quality::consistency::CONSISTENCY_FLAG;
 use crate::quality::funnel::funnel;
 
 /// `review_status` of records that passed automatic checks only.
@@ -184,6 +185,18 @@ pub fn export_dataset(
             }
         }
     }
+    // Consistency flags on accepted records (a paraphrase answered differently).
+    let mut consistency_flags: Vec<(String, String)> = Vec::new();
+    for id in store.nodes_of_plan(plan, Some(NodeKind::Judgement), None) {
+        let node = store.require(&id?)?;
+        if node.body["flag"] == CONSISTENCY_FLAG {
+            consistency_flags.push((
+                node.body["record"].as_str().unwrap_or_default().to_string(),
+                node.body["reason"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    consistency_flags.sort();
     if accepted.is_empty() {
         return Err(ExportError::Empty {
             plan: plan.to_string(),
@@ -414,6 +427,7 @@ pub fn export_dataset(
         attempts,
         funnel: &funnel(attempts, &rejected),
         rejected: &rejected,
+        consistency_flags: &consistency_flags,
         diversity: &diversity_facts(&stored, &accepted),
     });
     files.push(write_file(out, "README.md", card.as_bytes())?);

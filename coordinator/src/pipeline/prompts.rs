@@ -437,6 +437,46 @@ pub fn judge(plan: &Plan, seed: u32) -> ModelCall {
     call
 }
 
+/// A pairwise judge: which of two answers to one message is better. Used by
+/// the reliability probe (position bias: does the verdict follow the order?).
+pub fn pairwise_judge(plan: &Plan, message: &str, a: &str, b: &str, seed: u32) -> ModelCall {
+    let mut system = format!(
+        "You compare two answers given by an assistant for {}: {}",
+        plan.domain.name, plan.domain.description
+    );
+    if !plan.glossary.is_empty() {
+        system.push_str("\n\nTerms:");
+        for entry in plan.glossary.iter().take(40) {
+            system.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
+        }
+    }
+    system.push_str(
+        "\n\nSay which answer is more correct and helpful. Write a one-sentence rationale first. Reply in JSON.",
+    );
+    let prompt = CallPrompt::Chat(vec![
+        Message::system(system),
+        Message::user(format!(
+            "Message: {message}\n\nAnswer A: {a}\n\nAnswer B: {b}"
+        )),
+    ]);
+    let settings = CallSettings {
+        temperature: 0.3,
+        top_p: 0.9,
+        top_k: 40,
+        seed,
+    };
+    let mut call = settings.call("pairwise_judge", prompt, 120);
+    call.json_schema = Some(serde_json::json!({
+        "type": "object",
+        "properties": {
+            "rationale": {"type": "string", "maxLength": 200},
+            "better": {"type": "string", "enum": ["A", "B"]},
+        },
+        "required": ["rationale", "better"],
+    }));
+    call
+}
+
 /// The judge's scores as one number in [0, 1]: the mean aspect, rescaled.
 pub fn judge_score(judgement: &serde_json::Value) -> Option<f64> {
     let scores: Vec<f64> = JUDGE_ASPECTS

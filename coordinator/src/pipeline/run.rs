@@ -24,6 +24,7 @@ use super::prompts::{self, JUDGE_VERSION};
 use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
+use crate::quality::consistency::{CONSISTENCY_FLAG, disagreement};
 use crate::quality::diversity::{DiversityNow, RunningDiversity};
 use crate::quality::duplicates::{Candidate, Duplicate, DuplicateTiers};
 
@@ -111,6 +112,8 @@ pub struct PlanRun {
     analysis_pending: BTreeSet<usize>,
     analysis_in_flight: BTreeSet<usize>,
     accepted: Vec<AcceptedRecord>,
+    /// Position in `accepted` of each accepted record.
+    accepted_index: HashMap<NodeId, usize>,
     novelty: NoveltyPool,
     /// Accepted record of each novelty-pool entry.
     novelty_ids: Vec<NodeId>,
@@ -188,6 +191,7 @@ impl PlanRun {
             analysis_pending: BTreeSet::new(),
             analysis_in_flight: BTreeSet::new(),
             accepted: Vec::new(),
+            accepted_index: HashMap::new(),
             novelty: NoveltyPool::new(NOVELTY_THRESHOLD),
             novelty_ids: Vec::new(),
             overall_diversity: RunningDiversity::default(),
@@ -329,6 +333,8 @@ impl PlanRun {
         );
         self.diversity[record.stratum].add(&record.input, embedding);
         self.overall_diversity.add(&record.input, embedding);
+        self.accepted_index
+            .insert(record.id.clone(), self.accepted.len());
         self.accepted.push(record);
     }
 
@@ -585,6 +591,7 @@ impl PlanRun {
             reason: Some(reason.to_string()),
             detail,
             duplicate_of: None,
+            disagrees: None,
         };
         if let Some(error) = &result.error {
             return reject("generation_failed", serde_json::json!({ "error": error }));
@@ -661,8 +668,18 @@ impl PlanRun {
                     "cosine": cosine, "threshold": self.duplicates_index.semantic_threshold(),
                 }),
             };
+            // The same question answered twice: a second opinion on the survivor.
+            let survivor = NodeId::new(duplicate.survivor());
+            let disagrees = match duplicate {
+                Duplicate::Exact { .. } => None,
+                _ => self
+                    .accepted_index
+                    .get(&survivor)
+                    .and_then(|&i| disagreement(&self.accepted[i].response, response)),
+            };
             return Decision {
-                duplicate_of: Some(NodeId::new(duplicate.survivor())),
+                duplicate_of: Some(survivor),
+                disagrees,
                 ..reject(duplicate.reason(), detail)
             };
         }
@@ -679,6 +696,7 @@ impl PlanRun {
             reason: None,
             detail: serde_json::json!({ "score": score, "heuristic_score": verdict.score }),
             duplicate_of: None,
+            disagrees: None,
         }
     }
 
@@ -918,6 +936,27 @@ impl PlanRun {
         if let Some(survivor) = &decision.duplicate_of {
             edges.push(Edge::new(survivor, &record, EdgeKind::DuplicateOf));
         }
+        // 5. A consistency flag on the survivor: `lineage show SURVIVOR` lists it.
+        if let (Some(survivor), Some(why)) = (&decision.duplicate_of, &decision.disagrees) {
+            let flag = node_id("consistency");
+            batch.nodes.push(Node {
+                id: flag.clone(),
+                plan: plan_id.clone(),
+                kind: NodeKind::Judgement,
+                status: NodeStatus::Recorded,
+                created_at_ms: finished_ms + 2,
+                step: "consistency_check".into(),
+                params: serde_json::Map::new(),
+                body: serde_json::json!({
+                    "flag": CONSISTENCY_FLAG,
+                    "reason": why,
+                    "record": survivor,
+                    "second_opinion": record,
+                }),
+            });
+            edges.push(Edge::new(survivor, &flag, EdgeKind::JudgedBy));
+            edges.push(Edge::new(&record, &flag, EdgeKind::GroundedOn));
+        }
         batch.edges = edges;
         batch
     }
@@ -966,6 +1005,8 @@ struct Decision {
     reason: Option<String>,
     detail: serde_json::Value,
     duplicate_of: Option<NodeId>,
+    /// A duplicate's answer that disagrees with its survivor's: why.
+    disagrees: Option<String>,
 }
 
 /// The record id of a unit: deterministic in plan and unit, so a result

@@ -4,8 +4,10 @@
 //! of the quality score with human labels.
 
 pub mod calibration;
+pub mod consistency;
 pub mod dedup;
 pub mod diversity;
 pub mod duplicates;
 pub mod funnel;
+pub mod judge_probe;
 pub mod semantic;
