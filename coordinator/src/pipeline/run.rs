@@ -108,6 +108,10 @@ pub struct PlanRun {
     progress: Vec<StratumProgress>,
     /// Attempt indexes finished per stratum (stored).
     done: Vec<BTreeSet<u64>>,
+    /// Per stratum: attempt indexes in flight, and the lowest index that
+    /// may not be stored yet.
+    leased: Vec<BTreeSet<u64>>,
+    floor: Vec<u64>,
     in_flight: HashMap<String, PlannedAttempt>,
     analysis_pending: BTreeSet<usize>,
     analysis_in_flight: BTreeSet<usize>,
@@ -175,6 +179,8 @@ impl PlanRun {
                 knowledge: knowledge.clone(),
             },
             done: vec![BTreeSet::new(); strata.len()],
+            leased: vec![BTreeSet::new(); strata.len()],
+            floor: vec![0; strata.len()],
             duplicates: vec![0; strata.len()],
             diversity: vec![RunningDiversity::default(); strata.len()],
             duplicates_index: DuplicateTiers::new(
@@ -386,15 +392,7 @@ impl PlanRun {
         );
         for (stratum, count) in given.into_iter().enumerate() {
             for _ in 0..count {
-                let attempt = (0..)
-                    .find(|a| {
-                        !self.done[stratum].contains(a)
-                            && !self.in_flight.contains_key(&format!(
-                                "{}#{a}",
-                                stratum_key(&self.strata[stratum])
-                            ))
-                    })
-                    .unwrap_or(0);
+                let attempt = self.open_attempt(stratum);
                 let planned = plan_attempt(
                     &self.plan,
                     &self.grounding,
@@ -415,16 +413,34 @@ impl PlanRun {
                     kind: TaskKind::Generate(Box::new(planned.task.clone())),
                 });
                 self.progress[stratum].in_flight += 1;
+                self.leased[stratum].insert(attempt);
                 self.in_flight.insert(planned.unit.clone(), planned);
             }
         }
         Ok(units)
     }
 
+    /// The lowest attempt index of `stratum` neither stored nor in flight.
+    /// Attempts below `floor` are all stored, so the search starts there
+    /// and passes at most the attempts in flight (not every stored one).
+    fn open_attempt(&mut self, stratum: usize) -> u64 {
+        let done = &self.done[stratum];
+        let mut attempt = self.floor[stratum];
+        while done.contains(&attempt) {
+            attempt += 1;
+        }
+        self.floor[stratum] = attempt;
+        while done.contains(&attempt) || self.leased[stratum].contains(&attempt) {
+            attempt += 1;
+        }
+        attempt
+    }
+
     /// Puts a unit that could not be delivered back into the queue.
     pub fn return_unit(&mut self, unit: &str) {
         if let Some(planned) = self.in_flight.remove(unit) {
             self.progress[planned.stratum].in_flight -= 1;
+            self.leased[planned.stratum].remove(&planned.attempt);
         } else if let Some(chunk) = unit.strip_prefix("analysis#").and_then(|c| c.parse().ok()) {
             self.analysis_in_flight.remove(&chunk);
             self.analysis_pending.insert(chunk);
@@ -486,6 +502,7 @@ impl PlanRun {
         result: &UnitResult,
     ) -> (LineageBatch, UnitOutcome) {
         self.progress[planned.stratum].in_flight -= 1;
+        self.leased[planned.stratum].remove(&planned.attempt);
         if result.error.is_some() {
             self.consecutive_failures += 1;
         } else {

@@ -20,7 +20,8 @@ pub struct SemanticMatch {
 #[derive(Debug)]
 pub struct SemanticIndex {
     threshold: f64,
-    by_language: HashMap<String, Vec<(String, Embedding)>>,
+    /// (record id, embedding, its norm) per language.
+    by_language: HashMap<String, Vec<(String, Embedding, f64)>>,
 }
 
 impl SemanticIndex {
@@ -45,12 +46,15 @@ impl SemanticIndex {
 
     /// The closest accepted input of `language` at or above the threshold.
     /// A linear scan: at 896 bytes per input, 10,000 accepted inputs are
-    /// ~9 M multiply-adds, well under a millisecond.
+    /// ~9 M vectorised multiply-adds, about a millisecond (BENCHMARKS.md).
     pub fn closest(&self, language: &str, embedding: &Embedding) -> Option<SemanticMatch> {
+        let norm = embedding.norm();
         self.by_language
             .get(language)?
             .iter()
-            .map(|(id, other)| (id, embedding.cosine(other)))
+            .map(|(id, other, other_norm)| {
+                (id, embedding.cosine_with_norms(other, norm, *other_norm))
+            })
             .filter(|(_, cosine)| *cosine >= self.threshold)
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(id, cosine)| SemanticMatch {
@@ -63,7 +67,7 @@ impl SemanticIndex {
         self.by_language
             .entry(language.to_string())
             .or_default()
-            .push((id.to_string(), embedding));
+            .push((id.to_string(), embedding.clone(), embedding.norm()));
     }
 }
 
