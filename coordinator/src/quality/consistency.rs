@@ -96,7 +96,7 @@ mod tests {
         assert!(
             disagreement(three, five)
                 .unwrap()
-                .contains("3, 25 vs 30, 5")
+                .contains("25, 3 vs 30, 5")
         );
         assert_eq!(disagreement(three, same), None);
         // Only one answer states figures: nothing to compare.
