@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use seedling_proto::api::seedling_client::SeedlingClient;
 use seedling_proto::api::{
-    ClusterStatusRequest, LineageRequest, ListPlansRequest, PlanRef, PlanSummary, SubmitPlanRequest,
+    ClusterStatusRequest, Diversity, LineageRequest, ListPlansRequest, PlanRef, PlanSummary,
+    SubmitPlanRequest,
 };
 use seedling_proto::auth::AttachToken;
 use tonic::service::interceptor::InterceptedService;
@@ -105,16 +106,28 @@ fn bar(done: u64, total: u64, width: usize) -> String {
 fn print_plan(s: &PlanSummary) {
     println!("{}", progress_line(s));
     println!("  domain: {} · phase: {}", s.domain, s.phase);
-    if !s.rejected.is_empty() {
-        let mut rejected: Vec<_> = s.rejected.iter().collect();
-        rejected.sort();
+    let rejected: std::collections::BTreeMap<String, u64> =
+        s.rejected.iter().map(|(r, n)| (r.clone(), *n)).collect();
+    println!("  funnel:");
+    println!("    {:>6}  attempted", s.attempts);
+    for row in seedling_coordinator::quality::funnel::funnel(s.attempts, &rejected) {
+        println!("    {:>6}  {}", row.count, row.stage);
+    }
+    if !rejected.is_empty() {
         let parts: Vec<String> = rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
         println!("  rejected: {}", parts.join(", "));
     }
-    println!("  strata (accepted/quota, attempts):");
+    if let Some(d) = &s.diversity {
+        println!("  accepted inputs: {}", diversity_line(d));
+    }
+    println!("  strata (accepted/quota, attempts; diversity of the stratum's inputs):");
     for stratum in s.strata.iter().filter(|st| st.quota > 0) {
+        let spread = match &stratum.diversity {
+            Some(d) if stratum.accepted >= 2 => format!("  [{}]", diversity_line(d)),
+            _ => String::new(),
+        };
         println!(
-            "    [{}] {:>3}/{:<3} {:>4}  {}{}",
+            "    [{}] {:>3}/{:<3} {:>4}  {}{}{spread}",
             bar(stratum.accepted, stratum.quota, 12),
             stratum.accepted,
             stratum.quota,
@@ -129,15 +142,30 @@ fn print_plan(s: &PlanSummary) {
     }
 }
 
+fn diversity_line(d: &Diversity) -> String {
+    let dispersion = d.dispersion.map_or("-".to_string(), |x| format!("{x:.3}"));
+    format!(
+        "distinct-1 {:.3} · distinct-2 {:.3} · embedding dispersion {dispersion}",
+        d.distinct_1, d.distinct_2
+    )
+}
+
+fn json_diversity(d: Option<&Diversity>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| {
+        serde_json::json!({ "distinct_1": d.distinct_1, "distinct_2": d.distinct_2, "dispersion": d.dispersion })
+    })
+}
+
 fn json_plan(s: &PlanSummary) -> serde_json::Value {
     serde_json::json!({
         "plan_id": s.plan_id, "domain": s.domain, "state": s.state, "phase": s.phase,
         "target": s.target, "accepted": s.accepted, "attempts": s.attempts, "in_flight": s.in_flight,
         "generated_tokens": s.generated_tokens, "elapsed_s": s.elapsed_s, "error": s.error,
-        "rejected": s.rejected,
+        "rejected": s.rejected, "diversity": json_diversity(s.diversity.as_ref()),
         "strata": s.strata.iter().map(|st| serde_json::json!({
             "stratum": st.stratum, "quota": st.quota, "accepted": st.accepted,
             "attempts": st.attempts, "exhausted": st.exhausted,
+            "diversity": json_diversity(st.diversity.as_ref()),
         })).collect::<Vec<_>>(),
     })
 }

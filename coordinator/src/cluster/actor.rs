@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use ractor_cluster::RactorMessage;
 use seedling_common::work::UnitResult;
 use seedling_proto::api::{
-    ClusterStatus, PlanSummary, StratumProgress, SubmitPlanRequest, WorkerStatus,
+    ClusterStatus, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest, WorkerStatus,
 };
 use seedling_proto::cluster::WorkerWire;
 use seedling_proto::control::{Heartbeat, UnitAssignment};
@@ -31,6 +31,7 @@ use super::{ApiError, ClusterError};
 use crate::lineage::LineageStore;
 use crate::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome, plan_id};
 use crate::plan::parse_plan;
+use crate::quality::diversity::DiversityNow;
 
 /// Units kept per engine slot: one running, one queued.
 const UNITS_PER_SLOT: usize = 2;
@@ -154,10 +155,20 @@ fn summary(progress: &Progress, domain: &str, state: PlanState, error: &str) -> 
                 accepted: s.accepted,
                 attempts: s.attempts,
                 exhausted: s.exhausted,
+                diversity: Some(diversity(&s.diversity)),
             })
             .collect(),
         rejected: progress.rejected.clone().into_iter().collect(),
         error: error.to_string(),
+        diversity: Some(diversity(&progress.diversity)),
+    }
+}
+
+fn diversity(d: &DiversityNow) -> Diversity {
+    Diversity {
+        distinct_1: d.distinct_1,
+        distinct_2: d.distinct_2,
+        dispersion: d.dispersion,
     }
 }
 
