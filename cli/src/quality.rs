@@ -11,9 +11,15 @@ use seedling_common::lineage::NodeKind;
 use seedling_coordinator::dataset::stored_plan;
 use seedling_coordinator::quality::calibration::{calibrate, parse_labels};
 
-use seedling_coordinator::pipeline::{judge_call, judge_score, pairwise_judge};
+use seedling_common::time::now_unix_ms;
+use seedling_coordinator::lineage::LineageStore;
+use seedling_coordinator::pipeline::{
+    judge_call, judge_score, pairwise_judge, plan_id, plan_node_id,
+};
 use seedling_coordinator::plan::load_plan;
-use seedling_coordinator::quality::judge_probe::{ItemJudgements, probe_items, reliability};
+use seedling_coordinator::quality::judge_probe::{
+    ItemJudgements, probe_items, reliability, reliability_batch,
+};
 use seedling_worker::engine::Engine;
 use seedling_worker::unit::request_for;
 
@@ -46,6 +52,10 @@ pub enum QualityCommand {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Keep the figures in this run's lineage (a store or `seedling run`
+        /// output directory that ran the plan): the card of every later export shows them
+        #[arg(long)]
+        store: Option<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -63,8 +73,9 @@ pub fn run(command: QualityCommand) -> anyhow::Result<()> {
             items,
             seeds,
             json,
+            store,
             engine,
-        } => judge_probe(&plan, items, seeds, json, &engine),
+        } => judge_probe(&plan, items, seeds, json, store.as_deref(), &engine),
     }
 }
 
@@ -73,12 +84,35 @@ fn judge_probe(
     items: usize,
     seeds: u32,
     json: bool,
+    store: Option<&Path>,
     engine: &EngineArgs,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(items > 0, "--items must be > 0");
     anyhow::ensure!(seeds > 0, "--seeds must be > 0");
     let plan = load_plan(plan_path)?;
     let probes = probe_items(&plan, items).map_err(anyhow::Error::msg)?;
+    // Before the model loads: a store that never ran this plan is a mistake to report now.
+    let store = match store {
+        Some(dir) => {
+            let in_run = crate::run::store_dir(dir);
+            let dir = if in_run.exists() {
+                in_run
+            } else {
+                dir.to_path_buf()
+            };
+            anyhow::ensure!(dir.exists(), "no lineage store at {}", dir.display());
+            let store = LineageStore::open(&dir)?;
+            let id = plan_id(&plan);
+            anyhow::ensure!(
+                store.node(&plan_node_id(&id))?.is_some(),
+                "plan {id} ({}) has not run in {}: run it there first",
+                plan_path.display(),
+                dir.display()
+            );
+            Some((store, id))
+        }
+        None => None,
+    };
     let engine = Engine::start(engine.config())?;
     // Per item: seeds x (correct, contradicting, padded) rubric calls, then
     // seeds x (correct first, correct second) pairwise calls.
@@ -149,6 +183,13 @@ fn judge_probe(
         });
     }
     let figures = reliability(&judged);
+    if let Some((store, id)) = &store {
+        let model = engine.info().name.clone();
+        store.append(&reliability_batch(id, &model, &figures, now_unix_ms()))?;
+        eprintln!(
+            "judge probe: figures kept in the lineage of plan {id}; the next export's card shows them"
+        );
+    }
     if json {
         println!(
             "{}",

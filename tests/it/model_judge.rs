@@ -154,4 +154,26 @@ fn model_judge_probe_measures_bias_on_the_plans_glossary() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("needs at least 2"), "{stderr}");
+
+    // Figures are kept only in a store that ran the plan; anything else is
+    // refused before the model loads.
+    let empty = dir.path().join("empty-store");
+    for (store, expected) in [
+        (dir.path().join("nowhere"), "no lineage store at"),
+        (empty.clone(), "has not run in"),
+    ] {
+        if store == empty {
+            seedling_coordinator::lineage::LineageStore::open(&empty).unwrap();
+        }
+        let output = std::process::Command::new(seedling_bin())
+            .args(["quality", "judge-probe"])
+            .arg(repo_root().join("examples/clinical-lab.toml"))
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.contains(expected), "{stderr}");
+    }
 }

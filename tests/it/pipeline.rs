@@ -493,3 +493,38 @@ fn a_question_answered_twice_differently_flags_the_accepted_answer() {
     let check = store.check().unwrap();
     assert!(check.is_ok(), "{:?}", check.problems);
 }
+
+#[test]
+fn a_judge_probe_kept_in_the_lineage_shows_in_the_card() {
+    use seedling_coordinator::quality::judge_probe::{JudgeReliability, reliability_batch};
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plan = example("clinical-lab.toml");
+    let (store, mut run) = open(dir.path(), &plan, 6);
+    let plan_id = run.plan_id().clone();
+    drive(&mut run, &ScriptedWorker::default(), 4, None);
+    export_dataset(&store, &plan_id, out.path()).unwrap();
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(card.contains("The model judge is off for this plan"), "{card}");
+
+    let figures = |wins| JudgeReliability {
+        items: 4,
+        judgements: 40,
+        correct_beats_contradicting: wins,
+        correctness_margin: 0.0,
+        self_agreement: 1.0,
+        length_bias: 0.0,
+        position_consistency: 0.0,
+        first_position_share: 1.0,
+        pairwise_accuracy: 0.5,
+    };
+    // Two probes: the card reports the later one.
+    store.append(&reliability_batch(&plan_id, "model A", &figures(1), 1_000)).unwrap();
+    store.append(&reliability_batch(&plan_id, "model B", &figures(3), 2_000)).unwrap();
+    export_dataset(&store, &plan_id, out.path()).unwrap();
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(card.contains("Probe of the judge (model B) on 4 questions"), "{card}");
+    assert!(card.contains("| correct answer outscores a contradicting one | 3 of 4 |"), "{card}");
+    assert!(card.contains("| first answer chosen | 100.0% |"), "{card}");
+    assert!(store.check().unwrap().is_ok());
+}

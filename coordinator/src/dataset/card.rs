@@ -8,6 +8,7 @@ use super::report::DiversityFacts;
 use crate::plan::Plan;
 use crate::quality::diversity::LexicalDiversity;
 use crate::quality::funnel::FunnelRow;
+use crate::quality::judge_probe::JudgeReliability;
 
 /// Everything the card reports.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct CardFacts<'a> {
     pub rejected: &'a BTreeMap<String, u64>,
     /// (accepted record, why): its question was asked again and answered differently.
     pub consistency_flags: &'a [(String, String)],
+    /// The latest `seedling quality judge-probe --store` for the plan: (model, figures).
+    pub judge_probe: Option<(&'a str, &'a JudgeReliability)>,
     pub diversity: &'a DiversityFacts,
 }
 
@@ -154,6 +157,43 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
             ["rejection reason", "attempts"],
             f.rejected.iter().map(|(k, v)| (k.clone(), v.to_string())),
         );
+    }
+    out.push_str("## Judge reliability\n\n");
+    match (f.judge_probe, f.plan.quality.judge) {
+        (Some((model, r)), _) => {
+            let _ = writeln!(
+                out,
+                "Probe of the judge ({model}) on {} questions from the plan's glossary, {} judgements \
+                 (`seedling quality judge-probe`). The judge is {} for this plan.\n",
+                r.items,
+                r.judgements,
+                if f.plan.quality.judge { "on" } else { "off" }
+            );
+            table(
+                &mut out,
+                ["figure", "value"],
+                [
+                    (
+                        "correct answer outscores a contradicting one".to_string(),
+                        format!("{} of {}", r.correct_beats_contradicting, r.items),
+                    ),
+                    ("mean margin (score units)".into(), format!("{:+.3}", r.correctness_margin)),
+                    ("seed-to-seed agreement within one point".into(), format!("{:.1}%", r.self_agreement * 100.0)),
+                    ("length bias (padded minus plain)".into(), format!("{:+.3}", r.length_bias)),
+                    ("same verdict in both orders".into(), format!("{:.1}%", r.position_consistency * 100.0)),
+                    ("first answer chosen".into(), format!("{:.1}%", r.first_position_share * 100.0)),
+                    ("correct answer chosen (pairwise)".into(), format!("{:.1}%", r.pairwise_accuracy * 100.0)),
+                ],
+            );
+        }
+        (None, true) => out.push_str(
+            "The model judge is on for this plan but its reliability was not measured: run \
+             `seedling quality judge-probe PLAN --store DIR` and export again.\n\n",
+        ),
+        (None, false) => out.push_str(
+            "The model judge is off for this plan (`quality.judge = false`): `quality_score` is the \
+             model-free heuristic estimate.\n\n",
+        ),
     }
     out.push_str("## Consistency\n\n");
     if f.consistency_flags.is_empty() {

@@ -26,6 +26,7 @@ use crate::pipeline::plan_node_id;
 use crate::plan::Plan;
 use crate::quality::consistency::CONSISTENCY_FLAG;
 use crate::quality::funnel::funnel;
+use crate::quality::judge_probe::{JudgeReliability, RELIABILITY_STEP};
 
 /// `review_status` of records that passed automatic checks only.
 pub const AUTO_APPROVED: &str = "auto_approved";
@@ -186,9 +187,24 @@ pub fn export_dataset(
         }
     }
     // Consistency flags on accepted records (a paraphrase answered differently).
+    // ...and the latest judge reliability probe of the plan, if one ran.
     let mut consistency_flags: Vec<(String, String)> = Vec::new();
+    let mut judge_probe: Option<(u64, String, JudgeReliability)> = None;
     for id in store.nodes_of_plan(plan, Some(NodeKind::Judgement), None) {
         let node = store.require(&id?)?;
+        if node.step == RELIABILITY_STEP
+            && judge_probe
+                .as_ref()
+                .is_none_or(|(at, _, _)| node.created_at_ms > *at)
+            && let Ok(figures) = serde_json::from_value(node.body.clone())
+        {
+            let model = node
+                .params
+                .get("model")
+                .and_then(|m| m.as_str())
+                .unwrap_or("?");
+            judge_probe = Some((node.created_at_ms, model.to_string(), figures));
+        }
         if node.body["flag"] == CONSISTENCY_FLAG {
             consistency_flags.push((
                 node.body["record"].as_str().unwrap_or_default().to_string(),
@@ -428,6 +444,9 @@ pub fn export_dataset(
         funnel: &funnel(attempts, &rejected),
         rejected: &rejected,
         consistency_flags: &consistency_flags,
+        judge_probe: judge_probe
+            .as_ref()
+            .map(|(_, model, f)| (model.as_str(), f)),
         diversity: &diversity_facts(&stored, &accepted),
     });
     files.push(write_file(out, "README.md", card.as_bytes())?);

@@ -11,9 +11,15 @@
 //! - position bias: asked "A or B?" with both orders, does the verdict
 //!   follow the answer or the position?
 
-use serde::Serialize;
+use seedling_common::ids::{NodeId, PlanId};
+use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+use serde::{Deserialize, Serialize};
 
+use crate::pipeline::plan_node_id;
 use crate::plan::Plan;
+
+/// The step of the lineage node that keeps a probe's figures for a plan.
+pub const RELIABILITY_STEP: &str = "judge_reliability";
 
 /// Filler that makes an answer longer and no better.
 pub const PADDING: &str = " Thank you so much for reaching out to us today, we truly value you as a \
@@ -71,7 +77,7 @@ pub struct ItemJudgements {
 }
 
 /// What the probe found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgeReliability {
     pub items: usize,
     pub judgements: usize,
@@ -153,6 +159,33 @@ pub fn reliability(judged: &[ItemJudgements]) -> JudgeReliability {
         position_consistency: share(consistent, orders),
         first_position_share: share(first, verdicts),
         pairwise_accuracy: share(right, verdicts),
+    }
+}
+
+/// The probe's figures as a lineage node under the plan, so the dataset
+/// card of every later export reports them (with the model that judged).
+pub fn reliability_batch(
+    plan: &PlanId,
+    model: &str,
+    figures: &JudgeReliability,
+    at_ms: u64,
+) -> LineageBatch {
+    let id = NodeId::derive(plan, &[RELIABILITY_STEP, model, &at_ms.to_string()]);
+    let mut params = serde_json::Map::new();
+    params.insert("model".into(), model.into());
+    LineageBatch {
+        nodes: vec![Node {
+            id: id.clone(),
+            plan: plan.clone(),
+            kind: NodeKind::Judgement,
+            status: NodeStatus::Recorded,
+            created_at_ms: at_ms,
+            step: RELIABILITY_STEP.into(),
+            params,
+            body: serde_json::to_value(figures).expect("figures serialise"),
+        }],
+        edges: vec![Edge::new(&plan_node_id(plan), &id, EdgeKind::JudgedBy)],
+        status_changes: Vec::new(),
     }
 }
 
