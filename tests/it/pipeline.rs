@@ -505,7 +505,10 @@ fn a_judge_probe_kept_in_the_lineage_shows_in_the_card() {
     drive(&mut run, &ScriptedWorker::default(), 4, None);
     export_dataset(&store, &plan_id, out.path()).unwrap();
     let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
-    assert!(card.contains("The model judge is off for this plan"), "{card}");
+    assert!(
+        card.contains("The model judge is off for this plan"),
+        "{card}"
+    );
 
     let figures = |wins| JudgeReliability {
         items: 4,
@@ -519,12 +522,57 @@ fn a_judge_probe_kept_in_the_lineage_shows_in_the_card() {
         pairwise_accuracy: 0.5,
     };
     // Two probes: the card reports the later one.
-    store.append(&reliability_batch(&plan_id, "model A", &figures(1), 1_000)).unwrap();
-    store.append(&reliability_batch(&plan_id, "model B", &figures(3), 2_000)).unwrap();
+    store
+        .append(&reliability_batch(&plan_id, "model A", &figures(1), 1_000))
+        .unwrap();
+    store
+        .append(&reliability_batch(&plan_id, "model B", &figures(3), 2_000))
+        .unwrap();
     export_dataset(&store, &plan_id, out.path()).unwrap();
     let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
-    assert!(card.contains("Probe of the judge (model B) on 4 questions"), "{card}");
-    assert!(card.contains("| correct answer outscores a contradicting one | 3 of 4 |"), "{card}");
+    assert!(
+        card.contains("Probe of the judge (model B) on 4 questions"),
+        "{card}"
+    );
+    assert!(
+        card.contains("| correct answer outscores a contradicting one | 3 of 4 |"),
+        "{card}"
+    );
     assert!(card.contains("| first answer chosen | 100.0% |"), "{card}");
     assert!(store.check().unwrap().is_ok());
+}
+
+/// Issue 5's acceptance: a plan finishes with every quota met, on every
+/// example plan (the scripted worker stands in for the model).
+#[test]
+fn every_example_plan_finishes_with_every_quota_met() {
+    let mut plans: Vec<_> = std::fs::read_dir(repo_root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    plans.sort();
+    assert!(plans.len() >= 3, "{plans:?}");
+    for path in plans {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = load_plan(&path).unwrap();
+        let (_store, mut run) = open(dir.path(), &plan, 30);
+        let worker = ScriptedWorker::new(Script {
+            duplicate_every: 9,
+            refuse_every: 13,
+            paraphrase_every: 7,
+            ..Script::default()
+        });
+        let done = drive(&mut run, &worker, 8, None);
+        let name = path.display();
+        assert_eq!(done.accepted, 30, "{name}");
+        assert!(
+            done.shortfalls().is_empty(),
+            "{name}: {:?}",
+            done.shortfalls()
+        );
+        for line in done.strata.iter().filter(|s| s.quota > 0) {
+            assert_eq!(line.accepted, line.quota, "{name}: {}", line.stratum);
+        }
+    }
 }
