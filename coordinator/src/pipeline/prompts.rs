@@ -398,6 +398,16 @@ pub fn judge_schema() -> serde_json::Value {
     serde_json::json!({"type": "object", "properties": properties, "required": required})
 }
 
+/// Judges sample cool: a grade should depend on the answer, not the draw.
+fn judge_settings(seed: u32) -> CallSettings {
+    CallSettings {
+        temperature: 0.3,
+        top_p: 0.9,
+        top_k: 40,
+        seed,
+    }
+}
+
 /// A rubric judge in the style of Prometheus / UltraFeedback, grounded on
 /// the plan's rules and glossary; grammar-constrained, so it always parses.
 pub fn judge(plan: &Plan, seed: u32) -> ModelCall {
@@ -426,12 +436,7 @@ pub fn judge(plan: &Plan, seed: u32) -> ModelCall {
         Message::system(system),
         Message::user(format!("Message: {INPUT_SLOT}\n\nAnswer: {RESPONSE_SLOT}")),
     ]);
-    let settings = CallSettings {
-        temperature: 0.3,
-        top_p: 0.9,
-        top_k: 40,
-        seed,
-    };
+    let settings = judge_settings(seed);
     let mut call = settings.call("judge", prompt, 160);
     call.json_schema = Some(judge_schema());
     call
@@ -459,12 +464,7 @@ pub fn pairwise_judge(plan: &Plan, message: &str, a: &str, b: &str, seed: u32) -
             "Message: {message}\n\nAnswer A: {a}\n\nAnswer B: {b}"
         )),
     ]);
-    let settings = CallSettings {
-        temperature: 0.3,
-        top_p: 0.9,
-        top_k: 40,
-        seed,
-    };
+    let settings = judge_settings(seed);
     let mut call = settings.call("pairwise_judge", prompt, 120);
     call.json_schema = Some(serde_json::json!({
         "type": "object",
