@@ -268,6 +268,7 @@ pub fn plan_attempt(
     let mut evol_operation = None;
     let mut evolve: Option<ModelCall> = None;
     let mut back_translation = None;
+    let mut translation_judge = None;
     let mut instruction = instruction;
     let input = match method {
         Method::Template => prompts::template_input(plan, &params, &instruction, settings),
@@ -337,6 +338,12 @@ pub fn plan_attempt(
                     settings,
                 );
                 response_grounding = vec![record.id.clone()];
+                translation_judge = Some(prompts::translation_judge(
+                    plan,
+                    &record.response,
+                    &stratum.language,
+                    settings.seed,
+                ));
                 back_translation = Some(BackTranslation {
                     call: prompts::back_translate(plan, &strata[record.stratum].language, settings),
                     source: record.input.clone(),
@@ -361,7 +368,7 @@ pub fn plan_attempt(
             judge: plan
                 .quality
                 .judge
-                .then(|| prompts::judge(plan, settings.seed)),
+                .then(|| translation_judge.unwrap_or_else(|| prompts::judge(plan, settings.seed))),
             back_translation,
             input,
             checks: checks(plan, stratum, evolve.is_some()),

@@ -363,7 +363,8 @@ pub fn response(plan: &Plan, language: &str, chunk: Option<&str>, s: CallSetting
 }
 
 /// Version of the judge prompt and rubric, recorded in every judgement.
-pub const JUDGE_VERSION: &str = "rubric-v1";
+pub const JUDGE_VERSION: &str =
+    "rubric-v2 (answers: rubric-v1; translations: fluency, accuracy, terminology, format)";
 
 /// The judge's rubric: aspect and what a 5 means.
 pub const JUDGE_ASPECTS: &[(&str, &str)] = &[
@@ -379,16 +380,37 @@ pub const JUDGE_ASPECTS: &[(&str, &str)] = &[
     ("clarity", "it is clear, concise and well organised"),
 ];
 
+/// The translation rubric (design section 7): aspect and what a 5 means.
+pub const TRANSLATION_ASPECTS: &[(&str, &str)] = &[
+    (
+        "fluency",
+        "it reads as if first written in the target language",
+    ),
+    (
+        "accuracy",
+        "it says exactly what the source says, nothing added or lost",
+    ),
+    (
+        "terminology",
+        "the domain's terms are rendered as the glossary intends",
+    ),
+    ("format", "lists, numbers, names and formatting are kept"),
+];
+
 /// The schema of a judgement: a rationale first (so the scores follow from
 /// it), then each aspect as an integer from 1 to 5.
 pub fn judge_schema() -> serde_json::Value {
+    rubric_schema(JUDGE_ASPECTS)
+}
+
+fn rubric_schema(aspects: &[(&str, &str)]) -> serde_json::Value {
     let mut properties = serde_json::Map::new();
     properties.insert(
         "rationale".into(),
         serde_json::json!({"type": "string", "maxLength": 240}),
     );
     let mut required = vec![serde_json::json!("rationale")];
-    for (aspect, _) in JUDGE_ASPECTS {
+    for (aspect, _) in aspects {
         properties.insert(
             (*aspect).into(),
             serde_json::json!({"type": "integer", "enum": [1, 2, 3, 4, 5]}),
@@ -442,6 +464,36 @@ pub fn judge(plan: &Plan, seed: u32) -> ModelCall {
     call
 }
 
+/// The judge of a translated record: the translated answer against its
+/// source (known when the attempt is planned), on the translation rubric.
+pub fn translation_judge(plan: &Plan, source: &str, language: &str, seed: u32) -> ModelCall {
+    let mut system = format!(
+        "You are a strict grader of translations into {} of answers about {}.",
+        language_name(language),
+        plan.domain.name
+    );
+    if !plan.glossary.is_empty() {
+        system.push_str("\n\nTerms:");
+        for entry in plan.glossary.iter().take(40) {
+            system.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
+        }
+    }
+    system.push_str("\n\nScore the translation from 1 (poor) to 5 (excellent) on each aspect:");
+    for (aspect, five) in TRANSLATION_ASPECTS {
+        system.push_str(&format!("\n- {aspect}: 5 when {five}"));
+    }
+    system.push_str("\nWrite a one-sentence rationale first. Reply in JSON.");
+    let prompt = CallPrompt::Chat(vec![
+        Message::system(system),
+        Message::user(format!(
+            "Source: {source}\n\nTranslation (answer to: {INPUT_SLOT}): {RESPONSE_SLOT}"
+        )),
+    ]);
+    let mut call = judge_settings(seed).call("judge", prompt, 160);
+    call.json_schema = Some(rubric_schema(TRANSLATION_ASPECTS));
+    call
+}
+
 /// A pairwise judge: which of two answers to one message is better. Used by
 /// the reliability probe (position bias: does the verdict follow the order?).
 pub fn pairwise_judge(plan: &Plan, message: &str, a: &str, b: &str, seed: u32) -> ModelCall {
@@ -477,14 +529,21 @@ pub fn pairwise_judge(plan: &Plan, message: &str, a: &str, b: &str, seed: u32) -
     call
 }
 
-/// The judge's scores as one number in [0, 1]: the mean aspect, rescaled.
+/// The judge's scores as one number in [0, 1]: the mean aspect of
+/// whichever rubric (answer or translation) the judgement carries, rescaled.
 pub fn judge_score(judgement: &serde_json::Value) -> Option<f64> {
-    let scores: Vec<f64> = JUDGE_ASPECTS
+    [JUDGE_ASPECTS, TRANSLATION_ASPECTS]
         .iter()
-        .map(|(aspect, _)| judgement.get(*aspect).and_then(|v| v.as_f64()))
-        .collect::<Option<_>>()?;
-    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
-    Some(((mean - 1.0) / 4.0).clamp(0.0, 1.0))
+        .find_map(|aspects| {
+            aspects
+                .iter()
+                .map(|(aspect, _)| judgement.get(*aspect).and_then(|v| v.as_f64()))
+                .collect::<Option<Vec<f64>>>()
+        })
+        .map(|scores| {
+            let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+            ((mean - 1.0) / 4.0).clamp(0.0, 1.0)
+        })
 }
 
 /// Augmentation of an accepted input (not translation).
@@ -721,6 +780,36 @@ mod tests {
         };
         assert!(text.ends_with("<|im_start|>user\n"));
         assert!(call.stop.contains(&"<|im_end|>".to_string()));
+    }
+
+    #[test]
+    fn translations_are_judged_against_their_source_on_the_translation_rubric() {
+        let plan = retail();
+        let source = "Your available balance is your ledger balance minus holds.";
+        let call = translation_judge(&plan, source, "es", 3);
+        assert_eq!(call.step, "judge");
+        let CallPrompt::Chat(messages) = &call.prompt else {
+            panic!()
+        };
+        assert!(
+            messages[0].content.contains("Spanish"),
+            "{}",
+            messages[0].content
+        );
+        assert!(
+            messages[1].content.contains(source) && messages[1].content.contains(RESPONSE_SLOT)
+        );
+        let schema = call.json_schema.unwrap();
+        for (aspect, _) in TRANSLATION_ASPECTS {
+            assert!(schema["properties"][aspect].is_object(), "{aspect}");
+        }
+        let graded = serde_json::json!({"rationale": "r", "fluency": 5, "accuracy": 3, "terminology": 3, "format": 5});
+        assert_eq!(judge_score(&graded), Some(0.75));
+        assert_eq!(
+            judge_score(&serde_json::json!({"fluency": 5, "accuracy": 5})),
+            None,
+            "a judgement needs every aspect of one rubric"
+        );
     }
 
     #[test]
