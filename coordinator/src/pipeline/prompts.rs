@@ -420,6 +420,17 @@ fn rubric_schema(aspects: &[(&str, &str)]) -> serde_json::Value {
     serde_json::json!({"type": "object", "properties": properties, "required": required})
 }
 
+/// The plan's terms, for a judge to check answers against (the first 40:
+/// a judge prompt must leave room for the answers).
+fn push_glossary(system: &mut String, plan: &Plan) {
+    if !plan.glossary.is_empty() {
+        system.push_str("\n\nTerms:");
+        for entry in plan.glossary.iter().take(40) {
+            system.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
+        }
+    }
+}
+
 /// Judges sample cool: a grade should depend on the answer, not the draw.
 fn judge_settings(seed: u32) -> CallSettings {
     CallSettings {
@@ -443,12 +454,7 @@ pub fn judge(plan: &Plan, seed: u32) -> ModelCall {
             system.push_str(&format!("\n- {}", rule.statement));
         }
     }
-    if !plan.glossary.is_empty() {
-        system.push_str("\n\nTerms:");
-        for entry in plan.glossary.iter().take(40) {
-            system.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
-        }
-    }
+    push_glossary(&mut system, plan);
     system.push_str("\n\nScore the answer from 1 (poor) to 5 (excellent) on each aspect:");
     for (aspect, five) in JUDGE_ASPECTS {
         system.push_str(&format!("\n- {aspect}: 5 when {five}"));
@@ -472,12 +478,7 @@ pub fn translation_judge(plan: &Plan, source: &str, language: &str, seed: u32) -
         language_name(language),
         plan.domain.name
     );
-    if !plan.glossary.is_empty() {
-        system.push_str("\n\nTerms:");
-        for entry in plan.glossary.iter().take(40) {
-            system.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
-        }
-    }
+    push_glossary(&mut system, plan);
     system.push_str("\n\nScore the translation from 1 (poor) to 5 (excellent) on each aspect:");
     for (aspect, five) in TRANSLATION_ASPECTS {
         system.push_str(&format!("\n- {aspect}: 5 when {five}"));
@@ -501,12 +502,7 @@ pub fn pairwise_judge(plan: &Plan, message: &str, a: &str, b: &str, seed: u32) -
         "You compare two answers given by an assistant for {}: {}",
         plan.domain.name, plan.domain.description
     );
-    if !plan.glossary.is_empty() {
-        system.push_str("\n\nTerms:");
-        for entry in plan.glossary.iter().take(40) {
-            system.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
-        }
-    }
+    push_glossary(&mut system, plan);
     system.push_str(
         "\n\nSay which answer is more correct and helpful. Write a one-sentence rationale first. Reply in JSON.",
     );
