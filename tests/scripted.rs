@@ -161,6 +161,16 @@ impl ScriptedWorker {
                 let language = generate.checks.language.as_str();
                 let previous = self.answered.borrow().last().cloned();
                 let mut embedding_of = None;
+                // A scripted answer, opening with a verdict when answers are
+                // meant to contradict each other.
+                let answer = |task: &UnitTask, language: &str, verdict: &str| {
+                    let words = words(language, &format!("{}response", task.unit), 40);
+                    if self.script.contradict_paraphrases {
+                        format!("{verdict}{words}")
+                    } else {
+                        words
+                    }
+                };
                 let (base, input, response) = match previous {
                     Some((input, response))
                         if self.script.duplicate_every > 0
@@ -174,11 +184,7 @@ impl ScriptedWorker {
                     {
                         embedding_of = Some(previous_input);
                         let input = words(language, &format!("{}paraphrase", task.unit), 16);
-                        let mut response = words(language, &format!("{}response", task.unit), 40);
-                        if self.script.contradict_paraphrases {
-                            response = format!("No, {response}");
-                        }
-                        (input.clone(), input, response)
+                        (input.clone(), input, answer(task, language, "No, "))
                     }
                     _ => {
                         let base = words(language, &format!("{}base", task.unit), 16);
@@ -190,13 +196,8 @@ impl ScriptedWorker {
                         let response =
                             if self.script.refuse_every > 0 && n % self.script.refuse_every == 0 {
                                 "I'm sorry, but I cannot help with that request today.".to_string()
-                            } else if self.script.contradict_paraphrases {
-                                format!(
-                                    "Yes, {}",
-                                    words(language, &format!("{}response", task.unit), 40)
-                                )
                             } else {
-                                words(language, &format!("{}response", task.unit), 40)
+                                answer(task, language, "Yes, ")
                             };
                         (base, input, response)
                     }

@@ -8,23 +8,20 @@ use anyhow::Context;
 use clap::Subcommand;
 use seedling_common::ids::NodeId;
 use seedling_common::lineage::NodeKind;
-use seedling_coordinator::dataset::stored_plan;
-use seedling_coordinator::quality::calibration::{calibrate, parse_labels};
-
 use seedling_common::time::now_unix_ms;
+use seedling_coordinator::dataset::stored_plan;
 use seedling_coordinator::lineage::LineageStore;
-use seedling_coordinator::pipeline::{
-    judge_call, judge_score, pairwise_judge, plan_id, plan_node_id,
-};
+use seedling_coordinator::pipeline::{plan_id, plan_node_id};
 use seedling_coordinator::plan::load_plan;
+use seedling_coordinator::quality::calibration::{calibrate, parse_labels};
 use seedling_coordinator::quality::judge_probe::{
-    ItemJudgements, probe_items, reliability, reliability_batch,
+    probe_calls, probe_items, read_judgements, reliability, reliability_batch,
 };
 use seedling_worker::engine::Engine;
 use seedling_worker::unit::request_for;
 
 use crate::EngineArgs;
-use crate::store::StoreArg;
+use crate::store::{StoreArg, store_path};
 
 #[derive(Debug, Subcommand)]
 pub enum QualityCommand {
@@ -94,12 +91,7 @@ fn judge_probe(
     // Before the model loads: a store that never ran this plan is a mistake to report now.
     let store = match store {
         Some(dir) => {
-            let in_run = crate::run::store_dir(dir);
-            let dir = if in_run.exists() {
-                in_run
-            } else {
-                dir.to_path_buf()
-            };
+            let dir = store_path(dir);
             anyhow::ensure!(dir.exists(), "no lineage store at {}", dir.display());
             let store = LineageStore::open(&dir)?;
             let id = plan_id(&plan);
@@ -114,74 +106,21 @@ fn judge_probe(
         None => None,
     };
     let engine = Engine::start(engine.config())?;
-    // Per item: seeds x (correct, contradicting, padded) rubric calls, then
-    // seeds x (correct first, correct second) pairwise calls.
-    let mut requests = Vec::new();
-    for item in &probes {
-        for answer in [&item.correct, &item.contradicting, &item.padded()] {
-            for seed in 1..=seeds {
-                requests.push(request_for(
-                    &judge_call(&plan, seed).filled(&item.question, answer),
-                ));
-            }
-        }
-        for seed in 1..=seeds {
-            for (a, b) in [
-                (&item.correct, &item.contradicting),
-                (&item.contradicting, &item.correct),
-            ] {
-                requests.push(request_for(&pairwise_judge(
-                    &plan,
-                    &item.question,
-                    a,
-                    b,
-                    seed,
-                )));
-            }
-        }
-    }
+    let requests: Vec<_> = probe_calls(&plan, &probes, seeds)
+        .iter()
+        .map(request_for)
+        .collect();
     eprintln!(
         "judge probe: {} items from the glossary, {} judge calls",
         probes.len(),
         requests.len()
     );
-    let generations = engine.generate_all_blocking(requests)?;
-    let mut texts = generations.into_iter().map(|g| g.text);
-    let mut unparsed = 0;
-    let mut score = |text: String| {
-        serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|j| judge_score(&j))
-            .unwrap_or_else(|| {
-                unparsed += 1;
-                0.0
-            })
-    };
-    let mut judged = Vec::new();
-    for _ in &probes {
-        let mut take = |n: u32| {
-            (0..n)
-                .map(|_| texts.next().unwrap_or_default())
-                .collect::<Vec<_>>()
-        };
-        let correct = take(seeds).into_iter().map(&mut score).collect();
-        let contradicting = take(seeds).into_iter().map(&mut score).collect();
-        let padded = take(seeds).into_iter().map(&mut score).collect();
-        let verdicts = take(seeds * 2);
-        let better = |text: &String| {
-            serde_json::from_str::<serde_json::Value>(text)
-                .ok()
-                .and_then(|j| j["better"].as_str().map(str::to_string))
-                .unwrap_or_default()
-        };
-        judged.push(ItemJudgements {
-            correct,
-            contradicting,
-            padded,
-            correct_first: verdicts.iter().step_by(2).map(better).collect(),
-            correct_second: verdicts.iter().skip(1).step_by(2).map(better).collect(),
-        });
-    }
+    let texts = engine
+        .generate_all_blocking(requests)?
+        .into_iter()
+        .map(|g| g.text)
+        .collect();
+    let (judged, unparsed) = read_judgements(probes.len(), seeds, texts);
     let figures = reliability(&judged);
     if let Some((store, id)) = &store {
         let model = engine.info().name.clone();

@@ -2,7 +2,7 @@
 //! the lineage store from the command line (against a local store directory
 //! until the cluster serves these over gRPC).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -18,15 +18,21 @@ pub struct StoreArg {
     pub store: PathBuf,
 }
 
+/// The store directory a user named: a run's output directory keeps it
+/// under `.seedling/`, anything else is the store itself.
+pub fn store_path(dir: &Path) -> PathBuf {
+    let in_run = crate::run::store_dir(dir);
+    if in_run.exists() {
+        in_run
+    } else {
+        dir.to_path_buf()
+    }
+}
+
 impl StoreArg {
-    /// The store directory itself: a run's output directory keeps it under `.seedling/`.
+    /// The store directory itself (see [`store_path`]).
     pub fn path(&self) -> PathBuf {
-        let in_run = crate::run::store_dir(&self.store);
-        if in_run.exists() {
-            in_run
-        } else {
-            self.store.clone()
-        }
+        store_path(&self.store)
     }
 
     pub fn open(&self) -> anyhow::Result<LineageStore> {

@@ -8,12 +8,10 @@ use seedling_common::embedding::Embedding;
 use seedling_common::lineage::Node;
 use serde::Serialize;
 
+use crate::pipeline::stored_input_embedding;
 use crate::plan::Plan;
 use crate::quality::diversity::{LexicalDiversity, lexical_diversity, normalised_entropy};
 use crate::quality::semantic::dispersion;
-
-/// Records whose pairs the card's dispersion averages over (evenly spaced).
-const DISPERSION_SAMPLE: usize = 500;
 
 /// Coverage of one of the plan's dimensions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,11 +56,7 @@ pub fn diversity_facts(plan: &Plan, accepted: &[Node]) -> DiversityFacts {
     let mut embedded: BTreeMap<String, Vec<Embedding>> = BTreeMap::new();
     for node in accepted {
         let subdomain = field(node, "subdomain").to_string();
-        if let Some(embedding) = node
-            .body
-            .get("input_embedding")
-            .and_then(|v| serde_json::from_value::<Embedding>(v.clone()).ok())
-        {
+        if let Some(embedding) = stored_input_embedding(node) {
             embedded
                 .entry(subdomain.clone())
                 .or_default()
@@ -73,7 +67,6 @@ pub fn diversity_facts(plan: &Plan, accepted: &[Node]) -> DiversityFacts {
             .or_default()
             .push(text(node, "input"));
     }
-    let all_embedded: Vec<&Embedding> = embedded.values().flatten().collect();
     let dimensions: [(&'static str, Vec<&str>); 4] = [
         (
             "subdomain",
@@ -123,13 +116,10 @@ pub fn diversity_facts(plan: &Plan, accepted: &[Node]) -> DiversityFacts {
             .into_iter()
             .map(|(subdomain, texts)| (subdomain, lexical_diversity(&texts)))
             .collect(),
-        input_dispersion: dispersion(&all_embedded, DISPERSION_SAMPLE),
+        input_dispersion: dispersion(embedded.values().flatten()),
         per_subdomain_dispersion: embedded
             .iter()
-            .map(|(subdomain, e)| {
-                let refs: Vec<&Embedding> = e.iter().collect();
-                (subdomain.clone(), dispersion(&refs, DISPERSION_SAMPLE))
-            })
+            .map(|(subdomain, e)| (subdomain.clone(), dispersion(e)))
             .collect(),
         balance,
         adversarial_share: if accepted.is_empty() {

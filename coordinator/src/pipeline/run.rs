@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use seedling_common::embedding::Embedding;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use seedling_common::similarity::NoveltyPool;
@@ -308,10 +309,7 @@ impl PlanRun {
                     stratum,
                     input: body_str(&node, "input").to_string(),
                     response: body_str(&node, "response").to_string(),
-                    input_embedding: node
-                        .body
-                        .get("input_embedding")
-                        .and_then(|v| serde_json::from_value(v.clone()).ok()),
+                    input_embedding: stored_input_embedding(&node),
                 };
                 self.remember_accepted(record);
             } else {
@@ -876,7 +874,7 @@ impl PlanRun {
         // Kept with accepted records only: a resumed run rebuilds its
         // semantic index, and the card its dispersion, from them.
         if accepted && let Some(embedding) = &result.input_embedding {
-            body["input_embedding"] =
+            body[INPUT_EMBEDDING] =
                 serde_json::to_value(embedding).expect("an embedding serialises");
         }
         batch.nodes.push(Node {
@@ -1024,6 +1022,16 @@ struct Decision {
     duplicate_of: Option<NodeId>,
     /// A duplicate's answer that disagrees with its survivor's: why.
     disagrees: Option<String>,
+}
+
+/// Where an accepted response node keeps its input's embedding.
+const INPUT_EMBEDDING: &str = "input_embedding";
+
+/// The input embedding an accepted response node keeps, if any.
+pub fn stored_input_embedding(node: &Node) -> Option<Embedding> {
+    node.body
+        .get(INPUT_EMBEDDING)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
 /// The record id of a unit: deterministic in plan and unit, so a result

@@ -11,6 +11,8 @@ use serde::Serialize;
 use seedling_common::embedding::Embedding;
 use seedling_common::similarity::tokens as words;
 
+use super::semantic::Spread;
+
 /// Distinct n-grams over all n-grams of all texts (Li et al.'s distinct-n):
 /// 1.0 when nothing repeats, near 0 when every text says the same.
 pub fn distinct_n(texts: &[&str], n: usize) -> f64 {
@@ -150,16 +152,14 @@ pub fn lexical_diversity(texts: &[&str]) -> LexicalDiversity {
 
 /// Diversity of the inputs accepted so far, kept current one record at a
 /// time (O(words) per record): distinct-1/2 from the sets of n-grams seen,
-/// and embedding dispersion from the running sum of unit vectors, since for
-/// unit vectors the sum over pairs i != j of cos(v_i, v_j) is |sum v|^2 - n.
+/// embedding dispersion from the running [`Spread`] of unit vectors.
 #[derive(Debug, Clone, Default)]
 pub struct RunningDiversity {
     unigrams: HashSet<String>,
     bigrams: HashSet<(String, String)>,
     unigram_total: u64,
     bigram_total: u64,
-    sum: Vec<f64>,
-    embedded: u64,
+    spread: Spread,
 }
 
 /// A [`RunningDiversity`] read out.
@@ -181,16 +181,7 @@ impl RunningDiversity {
         self.unigram_total += words.len() as u64;
         self.unigrams.extend(words);
         if let Some(embedding) = embedding {
-            let unit = embedding.to_unit();
-            if self.sum.is_empty() {
-                self.sum = vec![0.0; unit.len()];
-            }
-            if unit.len() == self.sum.len() {
-                for (s, x) in self.sum.iter_mut().zip(unit) {
-                    *s += x;
-                }
-                self.embedded += 1;
-            }
+            self.spread.add(embedding);
         }
     }
 
@@ -202,15 +193,10 @@ impl RunningDiversity {
                 distinct as f64 / total as f64
             }
         };
-        let n = self.embedded as f64;
-        let dispersion = (self.embedded >= 2).then(|| {
-            let squared: f64 = self.sum.iter().map(|x| x * x).sum();
-            1.0 - (squared - n) / (n * (n - 1.0))
-        });
         DiversityNow {
             distinct_1: ratio(self.unigrams.len(), self.unigram_total),
             distinct_2: ratio(self.bigrams.len(), self.bigram_total),
-            dispersion,
+            dispersion: self.spread.dispersion(),
         }
     }
 }
@@ -259,7 +245,6 @@ mod tests {
 
     #[test]
     fn running_diversity_matches_the_batch_measures() {
-        use crate::quality::semantic::dispersion;
         let texts = [
             "How do I dispute a card charge?",
             "How do I dispute a card charge today?",
@@ -276,8 +261,14 @@ mod tests {
         let now = running.now();
         assert!((now.distinct_1 - distinct_n(&texts, 1)).abs() < 1e-12);
         assert!((now.distinct_2 - distinct_n(&texts, 2)).abs() < 1e-12);
-        let refs: Vec<&Embedding> = embeddings.iter().collect();
-        let batch = dispersion(&refs, 100).unwrap();
+        // The reference: the mean of 1 - cosine over every pair.
+        let mut distances = Vec::new();
+        for (i, a) in embeddings.iter().enumerate() {
+            for b in &embeddings[i + 1..] {
+                distances.push(1.0 - a.cosine(b));
+            }
+        }
+        let batch = distances.iter().sum::<f64>() / distances.len() as f64;
         assert!(
             (now.dispersion.unwrap() - batch).abs() < 1e-9,
             "{now:?} vs {batch}"

@@ -15,7 +15,9 @@ use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::plan_node_id;
+use seedling_common::work::ModelCall;
+
+use crate::pipeline::{judge_call, judge_score, pairwise_judge, plan_node_id};
 use crate::plan::Plan;
 
 /// The step of the lineage node that keeps a probe's figures for a plan.
@@ -63,6 +65,86 @@ pub fn probe_items(plan: &Plan, max: usize) -> Result<Vec<ProbeItem>, String> {
         })
         .take(max)
         .collect())
+}
+
+/// Every judge call of a probe, in the order [`read_judgements`] reads the
+/// answers back: per item, `seeds` rubric calls for each of the correct,
+/// contradicting and padded answers, then `seeds` pairs of pairwise calls
+/// (correct answer first, then second).
+pub fn probe_calls(plan: &Plan, items: &[ProbeItem], seeds: u32) -> Vec<ModelCall> {
+    let mut calls = Vec::new();
+    for item in items {
+        for answer in [&item.correct, &item.contradicting, &item.padded()] {
+            for seed in 1..=seeds {
+                calls.push(judge_call(plan, seed).filled(&item.question, answer));
+            }
+        }
+        for seed in 1..=seeds {
+            calls.push(pairwise_judge(
+                plan,
+                &item.question,
+                &item.correct,
+                &item.contradicting,
+                seed,
+            ));
+            calls.push(pairwise_judge(
+                plan,
+                &item.question,
+                &item.contradicting,
+                &item.correct,
+                seed,
+            ));
+        }
+    }
+    calls
+}
+
+/// The judgements of [`probe_calls`]' answers (texts in the same order),
+/// and how many rubric judgements did not parse (they count as 0).
+pub fn read_judgements(
+    items: usize,
+    seeds: u32,
+    texts: Vec<String>,
+) -> (Vec<ItemJudgements>, usize) {
+    let mut texts = texts.into_iter();
+    let mut take =
+        |n: u32| -> Vec<String> { (0..n).map(|_| texts.next().unwrap_or_default()).collect() };
+    let mut unparsed = 0;
+    let mut scores = |texts: Vec<String>| -> Vec<f64> {
+        texts
+            .iter()
+            .map(|text| {
+                serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|j| judge_score(&j))
+                    .unwrap_or_else(|| {
+                        unparsed += 1;
+                        0.0
+                    })
+            })
+            .collect()
+    };
+    let better = |text: &String| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|j| j["better"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let mut judged = Vec::with_capacity(items);
+    for _ in 0..items {
+        let correct = scores(take(seeds));
+        let contradicting = scores(take(seeds));
+        let padded = scores(take(seeds));
+        let verdicts = take(seeds * 2);
+        judged.push(ItemJudgements {
+            correct,
+            contradicting,
+            padded,
+            correct_first: verdicts.iter().step_by(2).map(better).collect(),
+            correct_second: verdicts.iter().skip(1).step_by(2).map(better).collect(),
+        });
+    }
+    (judged, unparsed)
 }
 
 /// The rubric scores (in [0, 1]) of one item, `seeds` each; and the

@@ -71,25 +71,49 @@ impl SemanticIndex {
     }
 }
 
-/// Mean pairwise cosine distance (1 - cosine) of a set of embeddings: the
-/// "embedding dispersion" of section 3.3. 0 when everything says the same;
-/// higher is more varied. Pairs are capped at `max_items` items, taken
-/// evenly spaced, so large sets cost O(max_items²).
-pub fn dispersion(embeddings: &[&Embedding], max_items: usize) -> Option<f64> {
-    if embeddings.len() < 2 || max_items < 2 {
-        return None;
-    }
-    let step = embeddings.len().div_ceil(max_items).max(1);
-    let sample: Vec<&Embedding> = embeddings.iter().step_by(step).copied().collect();
-    let mut total = 0.0;
-    let mut pairs = 0u64;
-    for (i, a) in sample.iter().enumerate() {
-        for b in &sample[i + 1..] {
-            total += 1.0 - a.cosine(b);
-            pairs += 1;
+/// The sum of unit vectors seen so far, which gives the "embedding
+/// dispersion" of section 3.3 (mean pairwise cosine distance) exactly and in
+/// O(1) per vector: for unit vectors, the sum over pairs i != j of
+/// cos(v_i, v_j) is |sum v|^2 - n.
+#[derive(Debug, Clone, Default)]
+pub struct Spread {
+    sum: Vec<f64>,
+    count: u64,
+}
+
+impl Spread {
+    /// Adds one embedding (one of another size than the first is ignored).
+    pub fn add(&mut self, embedding: &Embedding) {
+        let unit = embedding.to_unit();
+        if self.sum.is_empty() {
+            self.sum = vec![0.0; unit.len()];
+        }
+        if unit.len() == self.sum.len() {
+            for (s, x) in self.sum.iter_mut().zip(unit) {
+                *s += x;
+            }
+            self.count += 1;
         }
     }
-    (pairs > 0).then(|| total / pairs as f64)
+
+    /// Mean pairwise cosine distance: 0 when everything says the same,
+    /// higher is more varied; None below two embeddings.
+    pub fn dispersion(&self) -> Option<f64> {
+        let n = self.count as f64;
+        (self.count >= 2).then(|| {
+            let squared: f64 = self.sum.iter().map(|x| x * x).sum();
+            1.0 - (squared - n) / (n * (n - 1.0))
+        })
+    }
+}
+
+/// The dispersion of a set of embeddings (see [`Spread`]).
+pub fn dispersion<'a>(embeddings: impl IntoIterator<Item = &'a Embedding>) -> Option<f64> {
+    let mut spread = Spread::default();
+    for embedding in embeddings {
+        spread.add(embedding);
+    }
+    spread.dispersion()
 }
 
 #[cfg(test)]
@@ -121,11 +145,9 @@ mod tests {
     fn dispersion_is_zero_for_copies_and_grows_with_spread() {
         let same = [unit(5.0), unit(5.0), unit(5.0)];
         let spread = [unit(0.0), unit(90.0), unit(180.0)];
-        let same: Vec<&Embedding> = same.iter().collect();
-        let spread: Vec<&Embedding> = spread.iter().collect();
-        assert!(dispersion(&same, 100).unwrap() < 1e-3);
+        assert!(dispersion(&same).unwrap() < 1e-3);
         // distances 1, 1 and 2: mean 4/3
-        assert!((dispersion(&spread, 100).unwrap() - 4.0 / 3.0).abs() < 0.02);
-        assert_eq!(dispersion(&same[..1], 100), None);
+        assert!((dispersion(&spread).unwrap() - 4.0 / 3.0).abs() < 0.02);
+        assert_eq!(dispersion(&same[..1]), None);
     }
 }
