@@ -396,6 +396,30 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     wait_for("the friendly worker", Duration::from_secs(60), || {
         cluster.workers_seen().contains("friend")
     });
+
+    // Asked to stop while a worker's result stream is open, the coordinator
+    // stops (a graceful stop alone would wait for the worker to leave).
+    let coordinator = cluster.coordinator.as_mut().unwrap();
+    signal(coordinator, "TERM");
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = coordinator.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(30),
+            "the coordinator did not stop within 30 s of SIGTERM with a worker connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        cluster
+            .coordinator_log()
+            .contains("seedling coordinator: stopped"),
+        "{}",
+        cluster.coordinator_log()
+    );
 }
 
 #[test]

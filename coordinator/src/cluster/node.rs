@@ -25,6 +25,11 @@ use crate::lineage::LineageStore;
 
 /// Largest request the API takes: a plan with its reference files.
 const MAX_REQUEST_BYTES: usize = 64 << 20;
+/// How long a stopping coordinator lets calls in progress finish. Workers'
+/// result streams never end by themselves, so a graceful stop alone would
+/// wait for every worker to leave; after this the connections are closed
+/// (a worker keeps what was not acknowledged and resends it).
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// A coordinator's settings, secrets resolved.
 #[derive(Debug, Clone)]
@@ -123,14 +128,30 @@ pub async fn serve(
                 message: format!("TLS: {e}"),
             })?;
     }
-    let served = server
+    let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
+    let serving = server
         .add_service(api)
         .add_service(ingest)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await;
+            async move {
+                shutdown.await;
+                let _ = stopping.send(());
+            },
+        );
+    let served = tokio::select! {
+        served = serving => served,
+        () = async {
+            if stop_requested.await.is_err() {
+                // The server ended by itself; its own result wins.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(STOP_GRACE).await;
+        } => {
+            tracing::info!("connections still open after the grace period are closed");
+            Ok(())
+        }
+    };
 
     gate.stop(None);
     coordinator.stop(None);
