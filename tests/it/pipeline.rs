@@ -576,3 +576,52 @@ fn every_example_plan_finishes_with_every_quota_met() {
         }
     }
 }
+
+/// The cluster decides a group while the previous one is being written:
+/// decisions apply at once, but nothing counts (progress, the end of the
+/// run) before its write is confirmed, and groups written in the order
+/// they were decided may name each other's records (duplicates' survivors).
+#[test]
+fn decided_groups_count_only_once_confirmed_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = example("retail-banking.toml");
+    let worker = ScriptedWorker::new(Script {
+        duplicate_every: 3,
+        ..Script::default()
+    });
+    let (store, mut run) = open(dir.path(), &plan, 12);
+    let mut waiting = VecDeque::new();
+    loop {
+        let units = run.next_units(4).unwrap();
+        if !units.is_empty() {
+            let before = run.progress().accepted;
+            let answers = units.iter().map(|u| worker.answer(u)).collect();
+            waiting.push_back(run.decide_results(answers).unwrap());
+            assert_eq!(run.progress().accepted, before, "counted before durable");
+        }
+        // The writer runs one group behind the decisions.
+        if waiting.len() > 1 || units.is_empty() {
+            let Some(oldest) = waiting.pop_front() else {
+                break;
+            };
+            assert!(!run.is_finished(), "finished with a group not durable");
+            let accepted = oldest
+                .outcomes
+                .iter()
+                .filter(|o| **o == UnitOutcome::Accepted)
+                .count() as u64;
+            let before = run.progress().accepted;
+            store.append(&oldest.batch).unwrap();
+            run.confirm(oldest.ticket);
+            assert_eq!(run.progress().accepted, before + accepted);
+        }
+    }
+    assert!(run.is_finished());
+    assert_eq!(run.progress().accepted, 12);
+    assert_eq!(accepted_ids(&store, run.plan_id()).len(), 12);
+    assert!(
+        run.progress().rejected.keys().any(|r| r.contains("duplicate")),
+        "{:?}",
+        run.progress().rejected
+    );
+}

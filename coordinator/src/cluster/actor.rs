@@ -21,11 +21,12 @@ use seedling_proto::api::{
 };
 use seedling_proto::cluster::WorkerWire;
 use seedling_proto::control::{Heartbeat, UnitAssignment};
-use seedling_proto::results::UnitReport;
 use seedling_proto::worker::{EngineStats, WorkerCapacity};
 use tokio::sync::watch;
 
 use super::assign::{WorkerRoom, assign};
+use super::ingest::Arrived;
+use super::writer::{Write, Writer, Written};
 use super::submissions::{self, Submission, is_safe_relative};
 use super::{ApiError, ClusterError};
 use crate::lineage::LineageStore;
@@ -57,9 +58,12 @@ pub struct ClusterArgs {
 pub enum ClusterMsg {
     /// A worker's heartbeat (decoded by the gate).
     Heartbeat(Box<Heartbeat>),
-    /// Results from the ingest streams, stored in one durable write and
-    /// answered with their outcomes, in order, once it is done.
-    Reports(Vec<UnitReport>, RpcReplyPort<Vec<String>>),
+    /// Results from the ingest streams (each read already, or why not):
+    /// decided in order, stored in one durable write by the writer, and
+    /// answered with their outcomes once it is done.
+    Reports(Vec<Arrived>, RpcReplyPort<Vec<String>>),
+    /// The writer made these decided groups durable, or failed to.
+    Written(Written),
     /// Time to look at the leases.
     Tick,
     Submit(
@@ -207,6 +211,7 @@ pub struct ClusterState {
     workers: BTreeMap<String, WorkerEntry>,
     leases_expired: u64,
     workers_left: u64,
+    writer: Writer,
 }
 
 impl ClusterState {
@@ -533,7 +538,8 @@ impl ClusterState {
 
     /// A report's result, if it counts: from the worker holding the unit's
     /// lease, for a running plan, naming the unit it was leased for.
-    fn admit(&mut self, report: UnitReport) -> Result<(usize, UnitResult), String> {
+    fn admit(&mut self, arrived: Arrived) -> Result<(usize, UnitResult), String> {
+        let Arrived { report, result } = arrived;
         let key = (report.plan_id.clone(), report.unit_id.clone());
         let leased = self
             .workers
@@ -548,7 +554,7 @@ impl ClusterState {
         if slot.state != PlanState::Running {
             return Err("stale".into());
         }
-        match serde_json::from_slice::<UnitResult>(&report.result_json) {
+        match result {
             Ok(result) if result.plan == report.plan_id && result.unit == report.unit_id => {
                 Ok((index, result))
             }
@@ -563,23 +569,31 @@ impl ClusterState {
         }
     }
 
-    /// Stores a group of results, one durable write per plan, and names
-    /// each one's outcome.
-    fn on_reports(&mut self, reports: Vec<UnitReport>) -> Vec<String> {
+    /// Decides a group of results (per plan, in order) and hands out the
+    /// units their slots freed. Returns the durable write that must happen
+    /// before `reply` gets the outcomes, or answers at once when nothing
+    /// needs storing.
+    fn on_reports(
+        &mut self,
+        reports: Vec<Arrived>,
+        reply: RpcReplyPort<Vec<String>>,
+    ) -> Option<Write> {
         let mut outcomes = vec![String::new(); reports.len()];
         let mut by_plan: BTreeMap<usize, Vec<(usize, UnitResult)>> = BTreeMap::new();
-        for (position, report) in reports.into_iter().enumerate() {
-            match self.admit(report) {
+        for (position, arrived) in reports.into_iter().enumerate() {
+            match self.admit(arrived) {
                 Ok((index, result)) => by_plan.entry(index).or_default().push((position, result)),
                 Err(outcome) => outcomes[position] = outcome,
             }
         }
+        let mut batch = seedling_common::lineage::LineageBatch::default();
+        let mut tickets = Vec::new();
         for (index, admitted) in by_plan {
             let slot = &mut self.plans[index];
             let (positions, results): (Vec<usize>, Vec<UnitResult>) = admitted.into_iter().unzip();
-            match slot.run.record_results(results) {
-                Ok(recorded) => {
-                    for (position, outcome) in positions.into_iter().zip(recorded) {
+            match slot.run.decide_results(results) {
+                Ok(decided) => {
+                    for (position, outcome) in positions.into_iter().zip(decided.outcomes) {
                         outcomes[position] = match outcome {
                             UnitOutcome::Accepted => "accepted".to_string(),
                             UnitOutcome::Rejected(reason) => format!("rejected:{reason}"),
@@ -587,6 +601,8 @@ impl ClusterState {
                             UnitOutcome::Ignored => "stale".into(),
                         };
                     }
+                    batch.extend(decided.batch);
+                    tickets.push((slot.run.plan_id().to_string(), decided.ticket));
                 }
                 Err(err) => {
                     for position in positions {
@@ -601,10 +617,41 @@ impl ClusterState {
                     "the workers' engines fail every unit; records accepted so far are stored",
                 );
             }
-            slot.settle();
         }
         self.dispatch();
-        outcomes
+        if tickets.is_empty() {
+            let _ = reply.send(outcomes);
+            return None;
+        }
+        Some(Write {
+            batch,
+            tickets,
+            outcomes,
+            reply,
+        })
+    }
+
+    /// Decided groups are durable (their acceptances count now, and a plan
+    /// may end), or their write failed, which stops their plans: a
+    /// reopened run trusts only the store.
+    fn on_written(&mut self, written: Written) {
+        let mut touched = BTreeSet::new();
+        for (plan, ticket) in written.tickets {
+            let Some(index) = self.plan_index(&plan) else {
+                continue;
+            };
+            self.plans[index].run.confirm(ticket);
+            touched.insert(index);
+        }
+        for index in touched {
+            let slot = &mut self.plans[index];
+            match &written.error {
+                Some(error) if slot.state == PlanState::Running => {
+                    slot.fail(format!("storing results failed: {error}"));
+                }
+                _ => slot.settle(),
+            }
+        }
     }
 
     fn status(&self) -> ClusterStatus {
@@ -650,9 +697,10 @@ impl Actor for ClusterCoordinator {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let writer = Writer::start(Arc::clone(&args.store), myself)?;
         let mut state = ClusterState {
             store: args.store,
             data_dir: args.data_dir,
@@ -663,6 +711,7 @@ impl Actor for ClusterCoordinator {
             workers: BTreeMap::new(),
             leases_expired: 0,
             workers_left: 0,
+            writer,
         };
         // A restarted coordinator picks every plan up where the store left it.
         for stored in submissions::load_all(&state.data_dir)? {
@@ -707,9 +756,11 @@ impl Actor for ClusterCoordinator {
                 }
             }
             ClusterMsg::Reports(reports, reply) => {
-                let outcomes = state.on_reports(reports);
-                let _ = reply.send(outcomes);
+                if let Some(write) = state.on_reports(reports, reply) {
+                    state.writer.write(write).await;
+                }
             }
+            ClusterMsg::Written(written) => state.on_written(written),
             ClusterMsg::Tick => state.on_tick(),
             ClusterMsg::Submit(request, reply) => {
                 let _ = reply.send(state.submit(*request));

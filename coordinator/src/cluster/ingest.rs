@@ -11,10 +11,13 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use ractor::{ActorRef, rpc::CallResult};
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use seedling_common::work::UnitResult;
 use seedling_proto::results::result_ingest_server::ResultIngest;
 use seedling_proto::results::{ReportAck, UnitReport};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,10 +29,30 @@ const PIPELINE: usize = 16;
 const MAX_GROUP: usize = 512;
 /// The longest a group may wait for its durable write.
 const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Groups the coordinator may hold between deciding and answering.
+const GROUPS_IN_FLIGHT: usize = 4;
+
+/// A report as the coordinator gets it: its result read already, on the
+/// stream's task (many streams read in parallel; the actor does not), or
+/// why it could not be.
+#[derive(Debug)]
+pub struct Arrived {
+    /// The report's envelope (its `result_json` taken out).
+    pub report: UnitReport,
+    pub result: Result<UnitResult, String>,
+}
+
+impl Arrived {
+    fn read(mut report: UnitReport) -> Self {
+        let json = std::mem::take(&mut report.result_json);
+        let result = serde_json::from_slice(&json).map_err(|e| e.to_string());
+        Self { report, result }
+    }
+}
 
 /// A report on its way to the store, and where its outcome goes (`None`:
 /// not stored; the worker resends after reconnecting).
-type Commit = (UnitReport, oneshot::Sender<Option<String>>);
+type Commit = (Arrived, oneshot::Sender<Option<String>>);
 
 #[derive(Debug, Clone)]
 pub struct Ingest {
@@ -46,6 +69,9 @@ impl Ingest {
 }
 
 async fn commit_groups(coordinator: ActorRef<ClusterMsg>, mut queue: mpsc::Receiver<Commit>) {
+    // Groups handed to the coordinator and not answered yet: it decides the
+    // next while the writer stores the last, up to this many.
+    let in_flight = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -54,25 +80,33 @@ async fn commit_groups(coordinator: ActorRef<ClusterMsg>, mut queue: mpsc::Recei
                 Err(_) => break,
             }
         }
-        let (reports, replies): (Vec<UnitReport>, Vec<_>) = group.into_iter().unzip();
-        let stored = coordinator
-            .call(
-                |reply| ClusterMsg::Reports(reports, reply),
-                Some(STORE_TIMEOUT),
-            )
-            .await;
-        match stored {
-            Ok(CallResult::Success(outcomes)) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Some(outcome));
-                }
-            }
-            _ => {
-                for reply in replies {
-                    let _ = reply.send(None);
-                }
-            }
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let (reports, replies): (Vec<Arrived>, Vec<_>) = group.into_iter().unzip();
+        let (reply, stored) = oneshot::channel();
+        if coordinator
+            .cast(ClusterMsg::Reports(reports, reply.into()))
+            .is_err()
+        {
+            return; // the coordinator is gone; the streams end with it
         }
+        tokio::spawn(async move {
+            let outcomes = tokio::time::timeout(STORE_TIMEOUT, stored).await;
+            drop(permit);
+            match outcomes {
+                Ok(Ok(outcomes)) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Some(outcome));
+                    }
+                }
+                _ => {
+                    for reply in replies {
+                        let _ = reply.send(None);
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -104,7 +138,7 @@ impl ResultIngest for Ingest {
                 let (reply, outcome) = oneshot::channel();
                 let seq = report.seq;
                 if pending.send((seq, outcome)).await.is_err()
-                    || commits.send((report, reply)).await.is_err()
+                    || commits.send((Arrived::read(report), reply)).await.is_err()
                 {
                     break;
                 }

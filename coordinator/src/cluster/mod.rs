@@ -6,6 +6,7 @@
 //! - `assign`: the pure placement rule
 //! - `gate`: decodes worker nodes' frames for the actor
 //! - `ingest`: result streams, acknowledged once durable
+//! - `writer`: the thread that makes decided groups durable, in order
 //! - `api`: the researcher's and operator's API
 //! - `submissions`: submitted plans on disk, for restarts
 //! - `node`: starts all of it and stops it cleanly
@@ -17,6 +18,7 @@ mod gate;
 mod ingest;
 mod node;
 mod submissions;
+mod writer;
 
 use std::path::PathBuf;
 

@@ -5,7 +5,6 @@
 
 use seedling_common::work::{CallPrompt, INPUT_SLOT, Message, ModelCall, RESPONSE_SLOT};
 
-use seedling_common::language::detect_language;
 
 use crate::plan::{AdversarialKind, AugmentationKind, ExpertExample, Plan, UnitParams};
 
@@ -181,7 +180,7 @@ fn prefilled_after(
 /// written in that language, or the plan has only one language. A Spanish
 /// demonstration turns English requests Spanish.
 pub fn example_fits(plan: &Plan, example: &ExpertExample, language: &str) -> bool {
-    match detect_language(&example.question) {
+    match example.question_language() {
         Some(detected) => detected == language,
         None => plan.languages.len() == 1,
     }

@@ -133,6 +133,21 @@ pub struct PlanRun {
     generated_tokens: u64,
     consecutive_failures: u32,
     started: Instant,
+    /// Decided groups whose lineage write is not confirmed durable yet, by
+    /// ticket: the strata of their acceptances.
+    unconfirmed: BTreeMap<u64, Vec<usize>>,
+    /// Acceptances per stratum not durable yet: progress leaves them out.
+    unconfirmed_accepted: Vec<u64>,
+    next_ticket: u64,
+}
+
+/// A group of decisions whose lineage must be made durable before any of
+/// them is acknowledged; [`PlanRun::confirm`] its ticket once it is.
+#[derive(Debug)]
+pub struct Decided {
+    pub outcomes: Vec<UnitOutcome>,
+    pub batch: LineageBatch,
+    pub ticket: u64,
 }
 
 fn body_str<'a>(node: &'a Node, key: &str) -> &'a str {
@@ -165,6 +180,7 @@ impl PlanRun {
         store.append(&batch)?;
         let quotas = allocate(&plan);
         let strata: Vec<Stratum> = quotas.iter().map(|q| q.stratum.clone()).collect();
+        let strata_count = strata.len();
         let progress: Vec<StratumProgress> = quotas
             .iter()
             .map(|q| StratumProgress {
@@ -206,6 +222,9 @@ impl PlanRun {
             generated_tokens: 0,
             consecutive_failures: 0,
             started: Instant::now(),
+            unconfirmed: BTreeMap::new(),
+            unconfirmed_accepted: vec![0; strata_count],
+            next_ticket: 0,
         };
         run.resume_analysis(&knowledge)?;
         run.resume_attempts()?;
@@ -346,7 +365,8 @@ impl PlanRun {
     /// flight. Units still running for full strata cannot change the
     /// dataset (they would be surplus), so they are not waited for.
     pub fn is_finished(&self) -> bool {
-        self.analysis_pending.is_empty()
+        self.unconfirmed.is_empty()
+            && self.analysis_pending.is_empty()
             && self.analysis_in_flight.is_empty()
             && self.progress.iter().all(|p| {
                 p.missing() == 0
@@ -461,8 +481,24 @@ impl PlanRun {
         &mut self,
         results: Vec<UnitResult>,
     ) -> Result<Vec<UnitOutcome>, PipelineError> {
+        let decided = self.decide_results(results)?;
+        if !decided.batch.is_empty() {
+            self.store.append(&decided.batch)?;
+        }
+        self.confirm(decided.ticket);
+        Ok(decided.outcomes)
+    }
+
+    /// [`Self::record_results`] without the write, for a caller that writes
+    /// on another thread: the decisions take effect at once (the next group
+    /// sees them), but progress counts their acceptances, and the run can
+    /// finish, only after [`Self::confirm`]. Groups must be written in the
+    /// order they were decided (a later one may name an earlier one's
+    /// records). If a write fails the run must stop.
+    pub fn decide_results(&mut self, results: Vec<UnitResult>) -> Result<Decided, PipelineError> {
         let mut outcomes = Vec::with_capacity(results.len());
         let mut group = LineageBatch::default();
+        let mut accepted_strata = Vec::new();
         for result in results {
             if let Some(chunk) = result
                 .unit
@@ -482,14 +518,30 @@ impl PlanRun {
                 outcomes.push(UnitOutcome::Ignored);
                 continue;
             };
+            let stratum = planned.stratum;
             let (batch, outcome) = self.decide_attempt(planned, &result);
             group.extend(batch);
+            if outcome == UnitOutcome::Accepted {
+                self.unconfirmed_accepted[stratum] += 1;
+                accepted_strata.push(stratum);
+            }
             outcomes.push(outcome);
         }
-        if !group.is_empty() {
-            self.store.append(&group)?;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.unconfirmed.insert(ticket, accepted_strata);
+        Ok(Decided {
+            outcomes,
+            batch: group,
+            ticket,
+        })
+    }
+
+    /// The group decided under `ticket` is durable: its acceptances count.
+    pub fn confirm(&mut self, ticket: u64) {
+        for stratum in self.unconfirmed.remove(&ticket).into_iter().flatten() {
+            self.unconfirmed_accepted[stratum] -= 1;
         }
-        Ok(outcomes)
     }
 
     /// One attempt's decision and lineage; its effects on the run's counts,
@@ -989,7 +1041,8 @@ impl PlanRun {
             plan: self.plan_id.to_string(),
             phase,
             target: self.progress.iter().map(|p| p.quota).sum(),
-            accepted: self.progress.iter().map(|p| p.accepted).sum(),
+            accepted: self.progress.iter().map(|p| p.accepted).sum::<u64>()
+                - self.unconfirmed_accepted.iter().sum::<u64>(),
             attempts: self.progress.iter().map(|p| p.attempts).sum(),
             in_flight: self.in_flight() as u64,
             rejected: self.rejected.clone(),
@@ -1001,10 +1054,11 @@ impl PlanRun {
                 .iter()
                 .zip(&self.progress)
                 .zip(&self.diversity)
-                .map(|((s, p), d)| StratumLine {
+                .zip(&self.unconfirmed_accepted)
+                .map(|(((s, p), d), unconfirmed)| StratumLine {
                     stratum: stratum_key(s),
                     quota: p.quota,
-                    accepted: p.accepted,
+                    accepted: p.accepted - unconfirmed,
                     attempts: p.attempts,
                     exhausted: p.exhausted(self.options.attempts_per_record),
                     diversity: d.now(),

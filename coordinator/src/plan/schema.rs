@@ -92,6 +92,30 @@ pub struct ExpertExample {
     pub answer: String,
     #[serde(default)]
     pub subdomain: Option<String>,
+    #[serde(skip)]
+    question_language: DetectedLanguage,
+}
+
+impl ExpertExample {
+    /// The question's language (ISO 639-1), detected on first use: every
+    /// attempt's choice of demonstration asks for it.
+    pub fn question_language(&self) -> Option<&'static str> {
+        *self
+            .question_language
+            .0
+            .get_or_init(|| seedling_common::language::detect_language(&self.question))
+    }
+}
+
+/// A value derived from the text beside it, computed once; equal whenever
+/// the texts are.
+#[derive(Debug, Clone, Default)]
+struct DetectedLanguage(std::sync::OnceLock<Option<&'static str>>);
+
+impl PartialEq for DetectedLanguage {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
