@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use seedling_proto::api::seedling_client::SeedlingClient;
 use seedling_proto::api::{
-    ClusterStatusRequest, Diversity, LineageRequest, ListPlansRequest, PlanRef, PlanSummary,
+    ClusterStatusRequest, CoordinatorLoad, Diversity, LineageRequest, ListPlansRequest, PlanRef,
+    PlanSummary,
     SubmitPlanRequest,
 };
 use seedling_proto::auth::AttachToken;
@@ -330,6 +331,11 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
             "coordinator": status.coordinator, "workers": workers, "queue_depth": status.queue_depth,
             "plans_running": status.plans_running, "leases_expired": status.leases_expired,
             "workers_left": status.workers_left, "lease_timeout_s": status.lease_timeout_s,
+            "load": status.load.map(|l| serde_json::json!({
+                "results_decided": l.results_decided, "deciding_s": l.deciding_s,
+                "results_written": l.results_written, "writes": l.writes, "writing_s": l.writing_s,
+                "uptime_s": l.uptime_s,
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -344,6 +350,9 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
         status.workers_left,
         status.lease_timeout_s
     );
+    if let Some(load) = status.load.filter(|l| l.results_decided > 0) {
+        println!("{}", load_line(&load));
+    }
     if !status.workers.is_empty() {
         println!(
             "{:<18} {:<28} {:>5} {:>5} {:>5} {:>8} {:>9} {:>6}",
@@ -435,4 +444,19 @@ pub async fn lineage(remote: &Remote, id: &str) -> anyhow::Result<()> {
         .into_inner();
     print!("{}", reply.text);
     Ok(())
+}
+
+/// The coordinator's own cost per result, by stage: what bounds it.
+fn load_line(load: &CoordinatorLoad) -> String {
+    let per_result = |seconds: f64, results: u64| seconds * 1e3 / results.max(1) as f64;
+    let busy = |seconds: f64| 100.0 * seconds / load.uptime_s.max(1e-9);
+    format!(
+        "coordinator load: deciding {:.3} ms/result ({:.0}% busy), writing {:.3} ms/result in {} syncs ({:.0}% busy), over {} results",
+        per_result(load.deciding_s, load.results_decided),
+        busy(load.deciding_s),
+        per_result(load.writing_s, load.results_written),
+        load.writes,
+        busy(load.writing_s),
+        load.results_decided
+    )
 }

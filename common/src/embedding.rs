@@ -28,6 +28,11 @@ impl Embedding {
         self.0.len()
     }
 
+    /// The quantised components.
+    pub fn values(&self) -> &[i8] {
+        &self.0
+    }
+
     /// The unit-length float vector it stands for (all zeros for a zero vector).
     pub fn to_unit(&self) -> Vec<f64> {
         let norm = self

@@ -289,6 +289,12 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let elapsed = started.elapsed().as_secs_f64();
+    let load = api
+        .get_cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner()
+        .load
+        .unwrap_or_default();
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort();
     println!("coordinator benchmark (scripted workers stand in for llama.cpp)");
@@ -308,6 +314,17 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat.len()
+    );
+    let deciding_ms = load.deciding_s * 1e3 / load.results_decided.max(1) as f64;
+    let writing_ms = load.writing_s * 1e3 / load.results_written.max(1) as f64;
+    println!(
+        "  coordinator stages per result: deciding {deciding_ms:.3} ms (actor, incl. handing out units), writing {writing_ms:.3} ms (lineage writer, {} results in {} syncs)",
+        load.results_written, load.writes
+    );
+    println!(
+        "  coordinator ceiling with each stage on a core of its own: {:.0} results/s (the costlier stage, {})",
+        1e3 / deciding_ms.max(writing_ms),
+        if deciding_ms >= writing_ms { "deciding" } else { "writing" }
     );
     println!(
         "  peak RSS of the process (coordinator + simulated workers): {:.0} MiB",

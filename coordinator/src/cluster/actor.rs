@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use ractor_cluster::RactorMessage;
 use seedling_common::work::UnitResult;
 use seedling_proto::api::{
-    ClusterStatus, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest, WorkerStatus,
+    ClusterStatus, CoordinatorLoad, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest, WorkerStatus,
 };
 use seedling_proto::cluster::WorkerWire;
 use seedling_proto::control::{Heartbeat, UnitAssignment};
@@ -212,6 +212,9 @@ pub struct ClusterState {
     leases_expired: u64,
     workers_left: u64,
     writer: Writer,
+    started: Instant,
+    results_decided: u64,
+    deciding: Duration,
 }
 
 impl ClusterState {
@@ -686,6 +689,19 @@ impl ClusterState {
             leases_expired: self.leases_expired,
             workers_left: self.workers_left,
             lease_timeout_s: self.lease_timeout.as_secs_f64(),
+            load: Some(self.load()),
+        }
+    }
+
+    fn load(&self) -> CoordinatorLoad {
+        let (results_written, writes, writing_s) = self.writer.load().totals();
+        CoordinatorLoad {
+            results_decided: self.results_decided,
+            deciding_s: self.deciding.as_secs_f64(),
+            results_written,
+            writes,
+            writing_s,
+            uptime_s: self.started.elapsed().as_secs_f64(),
         }
     }
 }
@@ -712,6 +728,9 @@ impl Actor for ClusterCoordinator {
             leases_expired: 0,
             workers_left: 0,
             writer,
+            started: Instant::now(),
+            results_decided: 0,
+            deciding: Duration::ZERO,
         };
         // A restarted coordinator picks every plan up where the store left it.
         for stored in submissions::load_all(&state.data_dir)? {
@@ -756,7 +775,11 @@ impl Actor for ClusterCoordinator {
                 }
             }
             ClusterMsg::Reports(reports, reply) => {
-                if let Some(write) = state.on_reports(reports, reply) {
+                let started = Instant::now();
+                state.results_decided += reports.len() as u64;
+                let write = state.on_reports(reports, reply);
+                state.deciding += started.elapsed();
+                if let Some(write) = write {
                     state.writer.write(write).await;
                 }
             }

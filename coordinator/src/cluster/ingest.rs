@@ -30,7 +30,7 @@ const MAX_GROUP: usize = 512;
 /// The longest a group may wait for its durable write.
 const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Groups the coordinator may hold between deciding and answering.
-const GROUPS_IN_FLIGHT: usize = 4;
+const GROUPS_IN_FLIGHT: usize = 16;
 
 /// A report as the coordinator gets it: its result read already, on the
 /// stream's task (many streams read in parallel; the actor does not), or

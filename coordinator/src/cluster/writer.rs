@@ -11,6 +11,8 @@
 //! actor, and through the ingest's bounded pipelines, the workers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use ractor::{ActorRef, RpcReplyPort};
 use seedling_common::lineage::LineageBatch;
@@ -46,6 +48,26 @@ pub struct Written {
 #[derive(Debug, Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Write>,
+    load: Arc<WriterLoad>,
+}
+
+/// The writer's running totals (read by `cluster status`).
+#[derive(Debug, Default)]
+pub struct WriterLoad {
+    results: AtomicU64,
+    writes: AtomicU64,
+    busy_ns: AtomicU64,
+}
+
+impl WriterLoad {
+    /// (results written, durable writes, seconds spent writing).
+    pub fn totals(&self) -> (u64, u64, f64) {
+        (
+            self.results.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+            self.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        )
+    }
 }
 
 impl Writer {
@@ -56,10 +78,16 @@ impl Writer {
         coordinator: ActorRef<ClusterMsg>,
     ) -> std::io::Result<Self> {
         let (queue, waiting) = mpsc::channel(QUEUE);
+        let load = Arc::new(WriterLoad::default());
+        let totals = Arc::clone(&load);
         std::thread::Builder::new()
             .name("lineage-writer".into())
-            .spawn(move || write_in_order(&store, &coordinator, waiting))?;
-        Ok(Self { queue })
+            .spawn(move || write_in_order(&store, &coordinator, waiting, &totals))?;
+        Ok(Self { queue, load })
+    }
+
+    pub fn load(&self) -> &WriterLoad {
+        &self.load
     }
 
     /// Queues a group, waiting while the queue is full (backpressure).
@@ -83,8 +111,10 @@ fn write_in_order(
     store: &LineageStore,
     coordinator: &ActorRef<ClusterMsg>,
     mut waiting: mpsc::Receiver<Write>,
+    load: &WriterLoad,
 ) {
     while let Some(first) = waiting.blocking_recv() {
+        let started = Instant::now();
         let mut group = vec![first];
         while group.len() < MAX_MERGED {
             match waiting.try_recv() {
@@ -97,8 +127,13 @@ fn write_in_order(
             batch.extend(std::mem::take(&mut write.batch));
         }
         let error = store.append(&batch).err().map(|e| e.to_string());
+        let results: usize = group.iter().map(|w| w.outcomes.len()).sum();
+        load.results.fetch_add(results as u64, Ordering::Relaxed);
+        load.writes.fetch_add(1, Ordering::Relaxed);
+        load.busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if let Some(error) = &error {
-            tracing::error!(%error, results = group.iter().map(|w| w.outcomes.len()).sum::<usize>(), "a lineage write failed; its results are not acknowledged");
+            tracing::error!(%error, results, "a lineage write failed; its results are not acknowledged");
         }
         let mut tickets = Vec::new();
         for write in group {
