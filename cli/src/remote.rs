@@ -10,8 +10,7 @@ use clap::Args;
 use seedling_proto::api::seedling_client::SeedlingClient;
 use seedling_proto::api::{
     ClusterStatusRequest, CoordinatorLoad, Diversity, LineageRequest, ListPlansRequest, PlanRef,
-    PlanSummary,
-    SubmitPlanRequest,
+    PlanSummary, SubmitPlanRequest,
 };
 use seedling_proto::auth::AttachToken;
 use tonic::service::interceptor::InterceptedService;
@@ -432,12 +431,14 @@ pub async fn export(remote: &Remote, id: &str, out: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn lineage(remote: &Remote, id: &str) -> anyhow::Result<()> {
+pub async fn lineage(remote: &Remote, id: &str, depth: usize, json: bool) -> anyhow::Result<()> {
     let reply = remote
         .client()
         .await?
         .get_lineage(LineageRequest {
             record_id: id.to_string(),
+            depth: u32::try_from(depth).unwrap_or(u32::MAX),
+            json,
         })
         .await
         .map_err(explain)?

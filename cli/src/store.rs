@@ -219,7 +219,7 @@ pub fn run_lineage(command: LineageCommand) -> anyhow::Result<()> {
             json,
         } => {
             let Some(store) = store else {
-                return remote.block_on(crate::remote::lineage(&remote, &id));
+                return remote.block_on(crate::remote::lineage(&remote, &id, depth, json));
             };
             let store = StoreArg { store }.open()?;
             print!("{}", lineage_report(&store, &NodeId::new(id), depth, json)?);

@@ -324,7 +324,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  coordinator ceiling with each stage on a core of its own: {:.0} results/s (the costlier stage, {})",
         1e3 / deciding_ms.max(writing_ms),
-        if deciding_ms >= writing_ms { "deciding" } else { "writing" }
+        if deciding_ms >= writing_ms {
+            "deciding"
+        } else {
+            "writing"
+        }
     );
     println!(
         "  peak RSS of the process (coordinator + simulated workers): {:.0} MiB",

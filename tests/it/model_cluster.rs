@@ -376,6 +376,20 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     let plans = cluster.json(&["plan", "list", "--json"]);
     assert_eq!(plans.as_array().map(Vec::len), Some(0), "{plans}");
 
+    // Lineage over the API, as text and as JSON, down to a chosen depth:
+    // a submitted plan's root has its knowledge (glossary, scenarios) below it.
+    let id = cluster.submit(4);
+    let root =
+        seedling_coordinator::pipeline::plan_node_id(&seedling_common::ids::PlanId::new(&id));
+    let report = cluster.json(&["lineage", "show", root.as_str(), "--json", "--depth", "1"]);
+    assert_eq!(report["node"]["id"], root.as_str(), "{report}");
+    let below = report["descendants"].as_array().unwrap();
+    assert!(!below.is_empty(), "{report}");
+    assert!(below.iter().all(|d| d["depth"] == 1), "{report}");
+    let text = cluster.cli(&["lineage", "show", root.as_str()]);
+    assert!(text.status.success());
+    assert!(serde_json::from_slice::<serde_json::Value>(&text.stdout).is_err());
+
     // A node with the wrong cookie is refused and says why.
     let config = cluster.worker_config("stranger", "not-the-cookie", 1, 1);
     let started = Instant::now();

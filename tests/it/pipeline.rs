@@ -620,7 +620,10 @@ fn decided_groups_count_only_once_confirmed_durable() {
     assert_eq!(run.progress().accepted, 12);
     assert_eq!(accepted_ids(&store, run.plan_id()).len(), 12);
     assert!(
-        run.progress().rejected.keys().any(|r| r.contains("duplicate")),
+        run.progress()
+            .rejected
+            .keys()
+            .any(|r| r.contains("duplicate")),
         "{:?}",
         run.progress().rejected
     );

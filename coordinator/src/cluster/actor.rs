@@ -17,7 +17,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use ractor_cluster::RactorMessage;
 use seedling_common::work::UnitResult;
 use seedling_proto::api::{
-    ClusterStatus, CoordinatorLoad, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest, WorkerStatus,
+    ClusterStatus, CoordinatorLoad, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest,
+    WorkerStatus,
 };
 use seedling_proto::cluster::WorkerWire;
 use seedling_proto::control::{Heartbeat, UnitAssignment};
@@ -26,8 +27,8 @@ use tokio::sync::watch;
 
 use super::assign::{WorkerRoom, assign};
 use super::ingest::Arrived;
-use super::writer::{Write, Writer, Written};
 use super::submissions::{self, Submission, is_safe_relative};
+use super::writer::{Write, Writer, Written};
 use super::{ApiError, ClusterError};
 use crate::lineage::LineageStore;
 use crate::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome, plan_id};

@@ -210,13 +210,18 @@ impl Seedling for Api {
         &self,
         request: Request<LineageRequest>,
     ) -> Result<Response<LineageReply>, Status> {
-        let id = request.into_inner().record_id;
+        let LineageRequest {
+            record_id: id,
+            depth,
+            json,
+        } = request.into_inner();
+        let depth = if depth == 0 { 32 } else { depth.min(1_000) } as usize;
         if id.trim().is_empty() {
             return Err(Status::invalid_argument("record_id: required"));
         }
         let store = Arc::clone(&self.store);
         let text = tokio::task::spawn_blocking(move || {
-            lineage_report(&store, &NodeId::new(id.trim().to_string()), 32, false)
+            lineage_report(&store, &NodeId::new(id.trim().to_string()), depth, json)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?

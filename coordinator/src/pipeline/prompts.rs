@@ -5,7 +5,6 @@
 
 use seedling_common::work::{CallPrompt, INPUT_SLOT, Message, ModelCall, RESPONSE_SLOT};
 
-
 use crate::plan::{AdversarialKind, AugmentationKind, ExpertExample, Plan, UnitParams};
 
 /// English name of a plan language, for prompts ("Spanish", not "es").

@@ -289,7 +289,10 @@ mod tests {
             // just inside the threshold and some just outside.
             let nudge = vector(1.0);
             let strength = 0.5 + 0.1 * (n % 7) as f32;
-            queries.push(Embedding::quantise(&mix(&[(&base, 1.0), (&nudge, strength)])));
+            queries.push(Embedding::quantise(&mix(&[
+                (&base, 1.0),
+                (&nudge, strength),
+            ])));
             queries.push(Embedding::quantise(&vector(1.0)));
         }
         let exhaustive = |query: &Embedding| {
