@@ -126,7 +126,7 @@ fn write_in_order(
         for write in &mut group {
             batch.extend(std::mem::take(&mut write.batch));
         }
-        let error = store.append(&batch).err().map(|e| e.to_string());
+        let error = store.append_owned(batch).err().map(|e| e.to_string());
         let results: usize = group.iter().map(|w| w.outcomes.len()).sum();
         load.results.fetch_add(results as u64, Ordering::Relaxed);
         load.writes.fetch_add(1, Ordering::Relaxed);

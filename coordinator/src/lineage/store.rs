@@ -424,14 +424,20 @@ impl LineageStore {
     /// edge to an unknown node or one that would close a cycle refuses the
     /// whole batch.
     pub fn append(&self, batch: &LineageBatch) -> Result<AppendOutcome, LineageError> {
+        self.append_owned(batch.clone())
+    }
+
+    /// [`Self::append`] for a caller done with the batch: its nodes move
+    /// into the store's values instead of being copied.
+    pub fn append_owned(&self, batch: LineageBatch) -> Result<AppendOutcome, LineageError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut outcome = AppendOutcome::default();
 
         // Nodes new in this batch, gathering the edges they will carry.
         let mut new_nodes: HashMap<NodeId, StoredNode> = HashMap::new();
-        for node in &batch.nodes {
+        for node in batch.nodes {
             if let Some(previous) = new_nodes.get(&node.id) {
-                if previous.node != *node {
+                if previous.node != node {
                     return Err(LineageError::ConflictingNode {
                         id: node.id.to_string(),
                     });
@@ -442,12 +448,13 @@ impl LineageStore {
                 outcome.nodes_existing += 1;
                 continue;
             }
+            let id = node.id.clone();
             let stored = StoredNode {
-                node: node.clone(),
+                node,
                 parents: Vec::new(),
                 children: Vec::new(),
             };
-            new_nodes.insert(node.id.clone(), stored);
+            new_nodes.insert(id, stored);
         }
         outcome.nodes_written = new_nodes.len();
 
