@@ -449,13 +449,12 @@ pub async fn lineage(remote: &Remote, id: &str, depth: usize, json: bool) -> any
 
 /// The coordinator's own cost per result, by stage: what bounds it.
 fn load_line(load: &CoordinatorLoad) -> String {
-    let per_result = |seconds: f64, results: u64| seconds * 1e3 / results.max(1) as f64;
     let busy = |seconds: f64| 100.0 * seconds / load.uptime_s.max(1e-9);
     format!(
         "coordinator load: deciding {:.3} ms/result ({:.0}% busy), writing {:.3} ms/result in {} syncs ({:.0}% busy), over {} results",
-        per_result(load.deciding_s, load.results_decided),
+        load.deciding_ms_per_result(),
         busy(load.deciding_s),
-        per_result(load.writing_s, load.results_written),
+        load.writing_ms_per_result(),
         load.writes,
         busy(load.writing_s),
         load.results_decided

@@ -45,6 +45,18 @@ pub use generated::seedling::results::v1 as results;
 /// The researcher's and operator's gRPC API (`proto/api.proto`).
 pub use generated::seedling::api::v1 as api;
 
+impl api::CoordinatorLoad {
+    /// Milliseconds the actor spent per result decided.
+    pub fn deciding_ms_per_result(&self) -> f64 {
+        self.deciding_s * 1e3 / self.results_decided.max(1) as f64
+    }
+
+    /// Milliseconds the lineage writer spent per result made durable.
+    pub fn writing_ms_per_result(&self) -> f64 {
+        self.writing_s * 1e3 / self.results_written.max(1) as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

@@ -315,8 +315,8 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat.len()
     );
-    let deciding_ms = load.deciding_s * 1e3 / load.results_decided.max(1) as f64;
-    let writing_ms = load.writing_s * 1e3 / load.results_written.max(1) as f64;
+    let deciding_ms = load.deciding_ms_per_result();
+    let writing_ms = load.writing_ms_per_result();
     println!(
         "  coordinator stages per result: deciding {deciding_ms:.3} ms (actor, incl. handing out units), writing {writing_ms:.3} ms (lineage writer, {} results in {} syncs)",
         load.results_written, load.writes

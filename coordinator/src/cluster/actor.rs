@@ -15,6 +15,7 @@ use prost::Message as _;
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
+use seedling_common::lineage::LineageBatch;
 use seedling_common::work::UnitResult;
 use seedling_proto::api::{
     ClusterStatus, CoordinatorLoad, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest,
@@ -590,7 +591,7 @@ impl ClusterState {
                 Err(outcome) => outcomes[position] = outcome,
             }
         }
-        let mut batch = seedling_common::lineage::LineageBatch::default();
+        let mut batch = LineageBatch::default();
         let mut tickets = Vec::new();
         for (index, admitted) in by_plan {
             let slot = &mut self.plans[index];

@@ -9,9 +9,8 @@
 //! slows the workers (HTTP/2 flow control) instead of growing a queue here.
 
 use std::pin::Pin;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::ActorRef;
 use seedling_common::work::UnitResult;

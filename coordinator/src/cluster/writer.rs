@@ -37,6 +37,17 @@ pub struct Write {
     pub reply: RpcReplyPort<Vec<String>>,
 }
 
+impl Write {
+    /// Answers every result with `error` (nothing was stored; the worker
+    /// keeps them and resends).
+    fn refuse(self, error: &str) -> Vec<(String, u64)> {
+        let _ = self
+            .reply
+            .send(vec![format!("error: {error}"); self.outcomes.len()]);
+        self.tickets
+    }
+}
+
 /// What the writer tells the coordinator after a write.
 #[derive(Debug)]
 pub struct Written {
@@ -93,16 +104,8 @@ impl Writer {
     /// Queues a group, waiting while the queue is full (backpressure).
     pub async fn write(&self, write: Write) {
         if let Err(refused) = self.queue.send(write).await {
-            // The writer is gone (the coordinator is stopping): nothing was
-            // stored, so the worker keeps these results and resends them.
-            let write = refused.0;
-            let _ = write.reply.send(
-                write
-                    .outcomes
-                    .iter()
-                    .map(|_| "error: the coordinator is stopping".to_string())
-                    .collect(),
-            );
+            // The writer is gone: the coordinator is stopping.
+            refused.0.refuse("the coordinator is stopping");
         }
     }
 }
@@ -137,12 +140,13 @@ fn write_in_order(
         }
         let mut tickets = Vec::new();
         for write in group {
-            let outcomes = match &error {
-                None => write.outcomes,
-                Some(error) => vec![format!("error: {error}"); write.outcomes.len()],
-            };
-            let _ = write.reply.send(outcomes);
-            tickets.extend(write.tickets);
+            match &error {
+                None => {
+                    let _ = write.reply.send(write.outcomes);
+                    tickets.extend(write.tickets);
+                }
+                Some(error) => tickets.extend(write.refuse(error)),
+            }
         }
         // The coordinator may be gone already; then nothing waits for this.
         let _ = coordinator.cast(ClusterMsg::Written(Written { tickets, error }));

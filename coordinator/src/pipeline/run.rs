@@ -134,10 +134,8 @@ pub struct PlanRun {
     consecutive_failures: u32,
     started: Instant,
     /// Decided groups whose lineage write is not confirmed durable yet, by
-    /// ticket: the strata of their acceptances.
+    /// ticket: the strata of their acceptances (progress leaves them out).
     unconfirmed: BTreeMap<u64, Vec<usize>>,
-    /// Acceptances per stratum not durable yet: progress leaves them out.
-    unconfirmed_accepted: Vec<u64>,
     next_ticket: u64,
 }
 
@@ -180,7 +178,6 @@ impl PlanRun {
         store.append(&batch)?;
         let quotas = allocate(&plan);
         let strata: Vec<Stratum> = quotas.iter().map(|q| q.stratum.clone()).collect();
-        let strata_count = strata.len();
         let progress: Vec<StratumProgress> = quotas
             .iter()
             .map(|q| StratumProgress {
@@ -223,7 +220,6 @@ impl PlanRun {
             consecutive_failures: 0,
             started: Instant::now(),
             unconfirmed: BTreeMap::new(),
-            unconfirmed_accepted: vec![0; strata_count],
             next_ticket: 0,
         };
         run.resume_analysis(&knowledge)?;
@@ -522,7 +518,6 @@ impl PlanRun {
             let (batch, outcome) = self.decide_attempt(planned, &result);
             group.extend(batch);
             if outcome == UnitOutcome::Accepted {
-                self.unconfirmed_accepted[stratum] += 1;
                 accepted_strata.push(stratum);
             }
             outcomes.push(outcome);
@@ -539,9 +534,16 @@ impl PlanRun {
 
     /// The group decided under `ticket` is durable: its acceptances count.
     pub fn confirm(&mut self, ticket: u64) {
-        for stratum in self.unconfirmed.remove(&ticket).into_iter().flatten() {
-            self.unconfirmed_accepted[stratum] -= 1;
+        self.unconfirmed.remove(&ticket);
+    }
+
+    /// Acceptances per stratum whose write is not confirmed yet.
+    fn unconfirmed_accepted(&self) -> Vec<u64> {
+        let mut counts = vec![0; self.strata.len()];
+        for &stratum in self.unconfirmed.values().flatten() {
+            counts[stratum] += 1;
         }
+        counts
     }
 
     /// One attempt's decision and lineage; its effects on the run's counts,
@@ -1030,6 +1032,7 @@ impl PlanRun {
 
     /// Where the run stands now.
     pub fn progress(&self) -> Progress {
+        let unconfirmed = self.unconfirmed_accepted();
         let phase = if !self.analysis_pending.is_empty() || !self.analysis_in_flight.is_empty() {
             "domain analysis"
         } else if self.is_finished() {
@@ -1042,7 +1045,7 @@ impl PlanRun {
             phase,
             target: self.progress.iter().map(|p| p.quota).sum(),
             accepted: self.progress.iter().map(|p| p.accepted).sum::<u64>()
-                - self.unconfirmed_accepted.iter().sum::<u64>(),
+                - unconfirmed.iter().sum::<u64>(),
             attempts: self.progress.iter().map(|p| p.attempts).sum(),
             in_flight: self.in_flight() as u64,
             rejected: self.rejected.clone(),
@@ -1054,7 +1057,7 @@ impl PlanRun {
                 .iter()
                 .zip(&self.progress)
                 .zip(&self.diversity)
-                .zip(&self.unconfirmed_accepted)
+                .zip(&unconfirmed)
                 .map(|(((s, p), d), unconfirmed)| StratumLine {
                     stratum: stratum_key(s),
                     quota: p.quota,
