@@ -51,6 +51,16 @@ impl api::CoordinatorLoad {
         self.deciding_s * 1e3 / self.results_decided.max(1) as f64
     }
 
+    /// Milliseconds of [`Self::deciding_ms_per_result`] spent handing out units.
+    pub fn dispatching_ms_per_result(&self) -> f64 {
+        self.dispatching_s * 1e3 / self.results_decided.max(1) as f64
+    }
+
+    /// Results decided per actor turn, on average.
+    pub fn results_per_group(&self) -> f64 {
+        self.results_decided as f64 / self.groups_decided.max(1) as f64
+    }
+
     /// Milliseconds the lineage writer spent per result made durable.
     pub fn writing_ms_per_result(&self) -> f64 {
         self.writing_s * 1e3 / self.results_written.max(1) as f64

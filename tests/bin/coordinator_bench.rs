@@ -121,7 +121,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+// As many runtime threads as the machine has cores: on a 2-core box the
+// simulated workers and the coordinator share them; on a larger one the
+// coordinator's stages get cores of their own, as on a real cluster.
+#[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let workers: usize = args.get(1).map_or(Ok(32), |a| a.parse())?;
@@ -299,8 +302,9 @@ async fn main() -> anyhow::Result<()> {
     lat.sort();
     println!("coordinator benchmark (scripted workers stand in for llama.cpp)");
     println!(
-        "  workers {workers} x {SLOTS} slots, plan retail-banking, target {target}, state {}",
-        summary.state
+        "  workers {workers} x {SLOTS} slots, plan retail-banking, target {target}, state {}, {} cores",
+        summary.state,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
         "  accepted {} in {elapsed:.1}s: {:.0} accepted records/s; {} results stored: {:.0} results/s (each a durable lineage batch)",
@@ -318,8 +322,11 @@ async fn main() -> anyhow::Result<()> {
     let deciding_ms = load.deciding_ms_per_result();
     let writing_ms = load.writing_ms_per_result();
     println!(
-        "  coordinator stages per result: deciding {deciding_ms:.3} ms (actor, incl. handing out units), writing {writing_ms:.3} ms (lineage writer, {} results in {} syncs)",
-        load.results_written, load.writes
+        "  coordinator stages per result: deciding {deciding_ms:.3} ms (actor; {:.3} of it handing out units; {:.1} results a turn), writing {writing_ms:.3} ms (lineage writer, {} results in {} syncs)",
+        load.dispatching_ms_per_result(),
+        load.results_per_group(),
+        load.results_written,
+        load.writes
     );
     println!(
         "  coordinator ceiling with each stage on a core of its own: {:.0} results/s (the costlier stage, {})",

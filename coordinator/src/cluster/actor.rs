@@ -216,7 +216,9 @@ pub struct ClusterState {
     writer: Writer,
     started: Instant,
     results_decided: u64,
+    groups_decided: u64,
     deciding: Duration,
+    dispatching: Duration,
 }
 
 impl ClusterState {
@@ -623,7 +625,9 @@ impl ClusterState {
                 );
             }
         }
+        let dispatching = Instant::now();
         self.dispatch();
+        self.dispatching += dispatching.elapsed();
         if tickets.is_empty() {
             let _ = reply.send(outcomes);
             return None;
@@ -700,6 +704,8 @@ impl ClusterState {
         CoordinatorLoad {
             results_decided: self.results_decided,
             deciding_s: self.deciding.as_secs_f64(),
+            groups_decided: self.groups_decided,
+            dispatching_s: self.dispatching.as_secs_f64(),
             results_written,
             writes,
             writing_s,
@@ -732,7 +738,9 @@ impl Actor for ClusterCoordinator {
             writer,
             started: Instant::now(),
             results_decided: 0,
+            groups_decided: 0,
             deciding: Duration::ZERO,
+            dispatching: Duration::ZERO,
         };
         // A restarted coordinator picks every plan up where the store left it.
         for stored in submissions::load_all(&state.data_dir)? {
@@ -779,13 +787,19 @@ impl Actor for ClusterCoordinator {
             ClusterMsg::Reports(reports, reply) => {
                 let started = Instant::now();
                 state.results_decided += reports.len() as u64;
+                state.groups_decided += 1;
                 let write = state.on_reports(reports, reply);
                 state.deciding += started.elapsed();
                 if let Some(write) = write {
                     state.writer.write(write).await;
                 }
             }
-            ClusterMsg::Written(written) => state.on_written(written),
+            ClusterMsg::Written(written) => {
+                // Confirming is part of what a result costs the actor.
+                let started = Instant::now();
+                state.on_written(written);
+                state.deciding += started.elapsed();
+            }
             ClusterMsg::Tick => state.on_tick(),
             ClusterMsg::Submit(request, reply) => {
                 let _ = reply.send(state.submit(*request));

@@ -48,6 +48,81 @@ pub struct AcceptedRecord {
     pub input_embedding: Option<Embedding>,
 }
 
+/// The accepted records in acceptance order, indexed by stratum and by
+/// language: planning a unit looks up its Self-Instruct seeds and
+/// augmentation sources here instead of scanning every accepted record
+/// (which made each unit cost more as the dataset grew).
+#[derive(Debug, Default)]
+pub struct AcceptedPool {
+    records: Vec<AcceptedRecord>,
+    /// Positions in `records`, per stratum, ascending.
+    by_stratum: Vec<Vec<usize>>,
+    /// Positions in `records`, per language, ascending.
+    by_language: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl AcceptedPool {
+    pub fn push(&mut self, record: AcceptedRecord, language: &str) {
+        let position = self.records.len();
+        if self.by_stratum.len() <= record.stratum {
+            self.by_stratum.resize_with(record.stratum + 1, Vec::new);
+        }
+        self.by_stratum[record.stratum].push(position);
+        self.by_language
+            .entry(language.to_string())
+            .or_default()
+            .push(position);
+        self.records.push(record);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn get(&self, position: usize) -> &AcceptedRecord {
+        &self.records[position]
+    }
+
+    fn of_stratum(&self, stratum: usize) -> &[usize] {
+        self.by_stratum.get(stratum).map_or(&[], Vec::as_slice)
+    }
+
+    fn of_language(&self, language: &str) -> &[usize] {
+        self.by_language.get(language).map_or(&[], Vec::as_slice)
+    }
+
+    /// Strata whose accepted records `kind` may turn into records of `target`.
+    fn source_strata(
+        strata: &[Stratum],
+        kind: AugmentationKind,
+        target: &Stratum,
+    ) -> impl Iterator<Item = usize> {
+        strata
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| augmentable(kind, s, target))
+            .map(|(i, _)| i)
+    }
+
+    fn has_source(&self, strata: &[Stratum], kind: AugmentationKind, target: &Stratum) -> bool {
+        Self::source_strata(strata, kind, target).any(|s| !self.of_stratum(s).is_empty())
+    }
+
+    /// Every possible source, in acceptance order.
+    fn sources(
+        &self,
+        strata: &[Stratum],
+        kind: AugmentationKind,
+        target: &Stratum,
+    ) -> Vec<&AcceptedRecord> {
+        let mut positions: Vec<usize> = Self::source_strata(strata, kind, target)
+            .flat_map(|s| self.of_stratum(s).iter().copied())
+            .collect();
+        positions.sort_unstable();
+        positions.into_iter().map(|p| &self.records[p]).collect()
+    }
+}
+
 /// The plan's knowledge as instantiation sees it: the plan's own items plus
 /// what domain analysis extracted, each with its lineage node.
 #[derive(Debug, Clone)]
@@ -191,7 +266,7 @@ pub fn plan_attempt(
     strata: &[Stratum],
     index: usize,
     attempt: u64,
-    accepted: &[AcceptedRecord],
+    accepted: &AcceptedPool,
     temperature: f32,
 ) -> Result<PlannedAttempt, String> {
     let stratum = &strata[index];
@@ -242,11 +317,7 @@ pub fn plan_attempt(
         .kinds
         .iter()
         .copied()
-        .filter(|kind| {
-            accepted
-                .iter()
-                .any(|r| augmentable(*kind, &strata[r.stratum], stratum))
-        })
+        .filter(|kind| accepted.has_source(strata, *kind, stratum))
         .collect();
     let mut method = choose_method(plan, &unit, &kinds);
 
@@ -297,12 +368,9 @@ pub fn plan_attempt(
                 }
             }
             // Bootstrapping: up to two accepted inputs of the same language.
-            let pool: Vec<&AcceptedRecord> = accepted
-                .iter()
-                .filter(|r| strata[r.stratum].language == stratum.language)
-                .collect();
+            let pool = accepted.of_language(&stratum.language);
             for role in ["seed_a", "seed_b"] {
-                if let Some(record) = pick(&pool, draw(plan, &unit, role))
+                if let Some(record) = pick(pool, draw(plan, &unit, role)).map(|p| accepted.get(p))
                     && !input_grounding.contains(&record.id)
                 {
                     seeds.push(record.input.clone());
@@ -318,10 +386,7 @@ pub fn plan_attempt(
             }
         }
         Method::Augmentation(kind) => {
-            let sources: Vec<&AcceptedRecord> = accepted
-                .iter()
-                .filter(|r| augmentable(kind, &strata[r.stratum], stratum))
-                .collect();
+            let sources = accepted.sources(strata, kind, stratum);
             let record = pick(&sources, draw(plan, &unit, "source")).ok_or_else(|| {
                 format!(
                     "no source for {} in {unit}",

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::PipelineError;
 use super::attempt::{
-    AcceptedRecord, Grounding, Method, PlannedAttempt, plan_attempt, stratum_key,
+    AcceptedPool, AcceptedRecord, Grounding, Method, PlannedAttempt, plan_attempt, stratum_key,
 };
 use super::knowledge::{Knowledge, knowledge_batch, plan_id};
 use super::prompts::{self, JUDGE_VERSION};
@@ -26,6 +26,7 @@ use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
 use crate::quality::consistency::{CONSISTENCY_FLAG, disagreement};
+use crate::quality::dedup::{DedupIndex, TextKeys};
 use crate::quality::diversity::{DiversityNow, RunningDiversity};
 use crate::quality::duplicates::{Candidate, Duplicate, DuplicateTiers};
 
@@ -116,7 +117,7 @@ pub struct PlanRun {
     in_flight: HashMap<String, PlannedAttempt>,
     analysis_pending: BTreeSet<usize>,
     analysis_in_flight: BTreeSet<usize>,
-    accepted: Vec<AcceptedRecord>,
+    accepted: AcceptedPool,
     /// Position in `accepted` of each accepted record.
     accepted_index: HashMap<NodeId, usize>,
     novelty: NoveltyPool,
@@ -210,7 +211,7 @@ impl PlanRun {
             in_flight: HashMap::new(),
             analysis_pending: BTreeSet::new(),
             analysis_in_flight: BTreeSet::new(),
-            accepted: Vec::new(),
+            accepted: AcceptedPool::default(),
             accepted_index: HashMap::new(),
             novelty: NoveltyPool::new(NOVELTY_THRESHOLD),
             novelty_ids: Vec::new(),
@@ -326,7 +327,7 @@ impl PlanRun {
                     response: body_str(&node, "response").to_string(),
                     input_embedding: stored_input_embedding(&node),
                 };
-                self.remember_accepted(record);
+                self.remember_accepted(record, None);
             } else {
                 let reason = body_str(&node, "reason").to_string();
                 self.duplicates[stratum] += u64::from(is_duplicate(&reason));
@@ -336,25 +337,29 @@ impl PlanRun {
         Ok(())
     }
 
-    fn remember_accepted(&mut self, record: AcceptedRecord) {
+    /// Keeps an accepted record in every pool and index; `text_keys` are
+    /// its duplicate-tier keys when the decision already computed them.
+    fn remember_accepted(&mut self, record: AcceptedRecord, text_keys: Option<TextKeys>) {
         self.progress[record.stratum].accepted += 1;
         self.novelty.insert(&record.input);
         self.novelty_ids.push(record.id.clone());
         let embedding = record.input_embedding.as_ref();
-        self.duplicates_index.insert(
-            record.id.as_str(),
-            &Candidate {
-                text: &dedup_text(&record.input, &record.response),
-                language: &self.strata[record.stratum].language,
-                embedding,
-                semantic: true,
-            },
-        );
+        let text = dedup_text(&record.input, &record.response);
+        let candidate = Candidate {
+            text: &text,
+            language: &self.strata[record.stratum].language,
+            embedding,
+            semantic: true,
+        };
+        let keys = text_keys.unwrap_or_else(|| DedupIndex::keys(&text));
+        self.duplicates_index
+            .insert_keyed(record.id.as_str(), &candidate, keys);
         self.diversity[record.stratum].add(&record.input, embedding);
         self.overall_diversity.add(&record.input, embedding);
         self.accepted_index
             .insert(record.id.clone(), self.accepted.len());
-        self.accepted.push(record);
+        let language = &self.strata[record.stratum].language;
+        self.accepted.push(record, language);
     }
 
     /// Whether every stratum is full, or out of budget with nothing in
@@ -560,8 +565,9 @@ impl PlanRun {
         } else {
             self.consecutive_failures = 0;
         }
-        let decision = self.decide(&planned, result);
+        let mut decision = self.decide(&planned, result);
         let batch = self.attempt_lineage(&planned, result, &decision);
+        let text_keys = decision.text_keys.take();
         self.done[planned.stratum].insert(planned.attempt);
         self.progress[planned.stratum].attempts += 1;
         self.generated_tokens += result.generated_tokens();
@@ -577,7 +583,7 @@ impl PlanRun {
                         .to_string(),
                     input_embedding: result.input_embedding.clone(),
                 };
-                self.remember_accepted(record);
+                self.remember_accepted(record, text_keys);
                 UnitOutcome::Accepted
             }
             Some(reason) => {
@@ -661,6 +667,7 @@ impl PlanRun {
             detail,
             duplicate_of: None,
             disagrees: None,
+            text_keys: None,
         };
         if let Some(error) = &result.error {
             return reject("generation_failed", serde_json::json!({ "error": error }));
@@ -727,7 +734,8 @@ impl PlanRun {
             embedding: result.input_embedding.as_ref(),
             semantic: !augmented,
         };
-        if let Some(duplicate) = self.duplicates_index.check(&candidate) {
+        let text_keys = DedupIndex::keys(&text);
+        if let Some(duplicate) = self.duplicates_index.check_keyed(&candidate, &text_keys) {
             let detail = match &duplicate {
                 Duplicate::Exact { .. } => serde_json::json!({}),
                 Duplicate::Near { jaccard, .. } => serde_json::json!({
@@ -744,7 +752,7 @@ impl PlanRun {
                 _ => self
                     .accepted_index
                     .get(&survivor)
-                    .and_then(|&i| disagreement(&self.accepted[i].response, response)),
+                    .and_then(|&i| disagreement(&self.accepted.get(i).response, response)),
             };
             return Decision {
                 duplicate_of: Some(survivor),
@@ -766,6 +774,7 @@ impl PlanRun {
             detail: serde_json::json!({ "score": score, "heuristic_score": verdict.score }),
             duplicate_of: None,
             disagrees: None,
+            text_keys: Some(text_keys),
         }
     }
 
@@ -1079,6 +1088,8 @@ struct Decision {
     duplicate_of: Option<NodeId>,
     /// A duplicate's answer that disagrees with its survivor's: why.
     disagrees: Option<String>,
+    /// The record's duplicate-tier keys, kept when it is accepted.
+    text_keys: Option<TextKeys>,
 }
 
 /// Where an accepted response node keeps its input's embedding.

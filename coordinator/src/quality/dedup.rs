@@ -107,7 +107,7 @@ impl DedupIndex {
         self.ids.is_empty()
     }
 
-    fn prepare(text: &str) -> Prepared {
+    pub fn keys(text: &str) -> TextKeys {
         let normalised = normalise(text);
         let exact_key = hash_bytes(normalised.as_bytes());
         let signature = signature(&normalised);
@@ -122,14 +122,14 @@ impl DedupIndex {
                 )
             })
             .collect();
-        Prepared {
+        TextKeys {
             exact_key,
             signature,
             band_keys,
         }
     }
 
-    fn verdict(&self, prepared: &Prepared) -> DedupVerdict {
+    pub fn verdict(&self, prepared: &TextKeys) -> DedupVerdict {
         if let Some(of) = self.exact.get(&prepared.exact_key) {
             return DedupVerdict::Exact { of: of.clone() };
         }
@@ -151,7 +151,7 @@ impl DedupIndex {
         }
     }
 
-    fn keep(&mut self, id: &str, prepared: Prepared) {
+    pub fn keep(&mut self, id: &str, prepared: TextKeys) {
         let idx = self.ids.len();
         self.exact.insert(prepared.exact_key, id.to_string());
         self.ids.push(id.to_string());
@@ -163,18 +163,18 @@ impl DedupIndex {
 
     /// What the index says about `text`, keeping nothing.
     pub fn check(&self, text: &str) -> DedupVerdict {
-        self.verdict(&Self::prepare(text))
+        self.verdict(&Self::keys(text))
     }
 
     /// Keeps `text` under `id` as a survivor, whatever it duplicates.
     pub fn insert(&mut self, id: &str, text: &str) {
-        self.keep(id, Self::prepare(text));
+        self.keep(id, Self::keys(text));
     }
 
     /// Checks `text` and keeps it under `id` when it is unique; a duplicate
     /// is not kept, so its survivor stays the one it is compared with.
     pub fn check_and_insert(&mut self, id: &str, text: &str) -> DedupVerdict {
-        let prepared = Self::prepare(text);
+        let prepared = Self::keys(text);
         let verdict = self.verdict(&prepared);
         if verdict == DedupVerdict::Unique {
             self.keep(id, prepared);
@@ -184,8 +184,10 @@ impl DedupIndex {
 }
 
 /// A text's keys, computed once for checking and keeping.
-#[derive(Debug)]
-struct Prepared {
+/// What the index keeps of a text: computed once per record, whether it is
+/// checked, kept, or both.
+#[derive(Debug, Clone)]
+pub struct TextKeys {
     exact_key: u64,
     signature: Vec<u64>,
     band_keys: Vec<u64>,

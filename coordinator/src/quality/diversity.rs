@@ -155,8 +155,11 @@ pub fn lexical_diversity(texts: &[&str]) -> LexicalDiversity {
 /// embedding dispersion from the running [`Spread`] of unit vectors.
 #[derive(Debug, Clone, Default)]
 pub struct RunningDiversity {
-    unigrams: HashSet<String>,
-    bigrams: HashSet<(String, String)>,
+    /// 64-bit hashes of the n-grams, not the words: only the distinct
+    /// counts are read, and a hash costs neither an allocation nor a copy
+    /// per word (a collision among a run's n-grams is vanishingly rare).
+    unigrams: HashSet<u64>,
+    bigrams: HashSet<u64>,
     unigram_total: u64,
     bigram_total: u64,
     spread: Spread,
@@ -171,15 +174,24 @@ pub struct DiversityNow {
     pub dispersion: Option<f64>,
 }
 
+/// A stable 64-bit hash of an n-gram (word boundaries included).
+fn ngram_hash(words: &[&String]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    words.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl RunningDiversity {
     pub fn add(&mut self, input: &str, embedding: Option<&Embedding>) {
         let words = words(input);
+        let hashes: Vec<u64> = words.iter().map(|w| ngram_hash(&[w])).collect();
         for pair in words.windows(2) {
             self.bigram_total += 1;
-            self.bigrams.insert((pair[0].clone(), pair[1].clone()));
+            self.bigrams.insert(ngram_hash(&[&pair[0], &pair[1]]));
         }
         self.unigram_total += words.len() as u64;
-        self.unigrams.extend(words);
+        self.unigrams.extend(hashes);
         if let Some(embedding) = embedding {
             self.spread.add(embedding);
         }

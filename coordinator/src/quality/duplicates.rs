@@ -6,7 +6,7 @@
 
 use seedling_common::embedding::Embedding;
 
-use super::dedup::{DedupIndex, DedupVerdict};
+use super::dedup::{DedupIndex, DedupVerdict, TextKeys};
 use super::semantic::SemanticIndex;
 
 /// Which tier recognised a record, and its survivor.
@@ -71,7 +71,13 @@ impl DuplicateTiers {
 
     /// The first tier that recognises `candidate`, if any; keeps nothing.
     pub fn check(&self, candidate: &Candidate) -> Option<Duplicate> {
-        match self.text.check(candidate.text) {
+        self.check_keyed(candidate, &DedupIndex::keys(candidate.text))
+    }
+
+    /// [`Self::check`] with the text's keys already computed (they can be
+    /// kept with [`Self::insert_keyed`] without hashing the text again).
+    pub fn check_keyed(&self, candidate: &Candidate, keys: &TextKeys) -> Option<Duplicate> {
+        match self.text.verdict(keys) {
             DedupVerdict::Exact { of } => return Some(Duplicate::Exact { of }),
             DedupVerdict::Near { of, jaccard } => return Some(Duplicate::Near { of, jaccard }),
             DedupVerdict::Unique => {}
@@ -87,7 +93,12 @@ impl DuplicateTiers {
 
     /// Keeps an accepted record as a survivor in every tier it has keys for.
     pub fn insert(&mut self, id: &str, candidate: &Candidate) {
-        self.text.insert(id, candidate.text);
+        self.insert_keyed(id, candidate, DedupIndex::keys(candidate.text));
+    }
+
+    /// [`Self::insert`] with the text's keys from [`Self::check_keyed`].
+    pub fn insert_keyed(&mut self, id: &str, candidate: &Candidate, keys: TextKeys) {
+        self.text.keep(id, keys);
         if let Some(embedding) = candidate.embedding {
             self.semantic
                 .insert(candidate.language, id, embedding.clone());
