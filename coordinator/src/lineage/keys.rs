@@ -6,15 +6,18 @@
 //! | prefix | key                              | value                                  |
 //! |--------|----------------------------------|----------------------------------------|
 //! | `N`    | node id                          | the node, its parents, and the children written with it (JSON) |
-//! | `C`    | parent id 0x00 child id          | edge kind code: a child added after its parent was written |
+//! | `C`    | parent id 0x00 child id          | edge kind code: a child added after its parent was written (older stores) |
+//! | `C`    | parent id 0x00 0x01 write number | children one append added to a written parent: (kind code, child id, 0x00) each |
 //! | `I`    | plan id 0x00 kind status node id | empty                                  |
 //!
 //! Embedding edges in node values keeps a record (six nodes, eight edges) at
 //! about fifteen keys instead of twenty-eight: sled's per-key insert cost,
-//! not the bytes, bounds ingest, and its memory grows per key.
+//! not the bytes, bounds ingest, and its memory grows per key. For the same
+//! reason the children one append gives an earlier node (the plan root and
+//! the glossary terms gain one per record) share one `C` key per parent.
 
 use seedling_common::ids::{NodeId, PlanId};
-use seedling_common::lineage::{NodeKind, NodeStatus};
+use seedling_common::lineage::{EdgeKind, NodeKind, NodeStatus};
 
 pub const NODE: u8 = b'N';
 pub const CHILD: u8 = b'C';
@@ -27,17 +30,53 @@ pub fn node(id: &NodeId) -> Vec<u8> {
     key
 }
 
-fn pair(prefix: u8, first: &NodeId, second: &NodeId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + first.as_str().len() + second.as_str().len());
-    key.push(prefix);
-    key.extend_from_slice(first.as_str().as_bytes());
-    key.push(0);
-    key.extend_from_slice(second.as_str().as_bytes());
+/// The older single-child `C` key (still read; no longer written).
+#[cfg(test)]
+pub fn child_edge(parent: &NodeId, child: &NodeId) -> Vec<u8> {
+    let mut key = edges_of(CHILD, parent);
+    key.extend_from_slice(child.as_str().as_bytes());
     key
 }
 
-pub fn child_edge(parent: &NodeId, child: &NodeId) -> Vec<u8> {
-    pair(CHILD, parent, child)
+/// Marks a `C` key whose value lists several children (ids never start with it).
+const CHILD_GROUP: u8 = 1;
+
+/// The `C` key of the children that write number `write` gave `parent`.
+pub fn child_group(parent: &NodeId, write: u64) -> Vec<u8> {
+    let mut key = edges_of(CHILD, parent);
+    key.push(CHILD_GROUP);
+    key.extend_from_slice(&write.to_be_bytes());
+    key
+}
+
+/// What a `C` key's value holds: one child (the key names it, the value is
+/// its edge kind) or a group (the value names them all).
+pub fn late_children(key: &[u8], payload: &[u8]) -> Option<Vec<(EdgeKind, NodeId)>> {
+    let sep = key.iter().position(|b| *b == 0)?;
+    if key.get(sep + 1) == Some(&CHILD_GROUP) {
+        let mut children = Vec::new();
+        let mut rest = payload;
+        while let Some((&code, tail)) = rest.split_first() {
+            let end = tail.iter().position(|b| *b == 0)?;
+            let id = std::str::from_utf8(&tail[..end]).ok()?;
+            children.push((EdgeKind::from_code(code)?, NodeId::new(id)));
+            rest = &tail[end + 1..];
+        }
+        return Some(children);
+    }
+    let kind = EdgeKind::from_code(*payload.first()?)?;
+    Some(vec![(kind, edge_other_end(key)?)])
+}
+
+/// A group's value: (kind code, child id, 0x00) per child.
+pub fn child_group_value(children: &[(EdgeKind, NodeId)]) -> Vec<u8> {
+    let mut value = Vec::new();
+    for (kind, child) in children {
+        value.push(kind.code());
+        value.extend_from_slice(child.as_str().as_bytes());
+        value.push(0);
+    }
+    value
 }
 
 /// Prefix of all `C`/`P` keys of one node.
@@ -105,6 +144,27 @@ mod tests {
         let key = child_edge(&a, &b);
         assert!(key.starts_with(&edges_of(CHILD, &a)));
         assert_eq!(edge_other_end(&key), Some(b));
+    }
+
+    #[test]
+    fn a_group_key_lists_its_children_and_a_single_key_names_its_own() {
+        let parent = NodeId::new("n-root");
+        let children = vec![
+            (EdgeKind::DerivedFrom, NodeId::new("n-a")),
+            (EdgeKind::GroundedOn, NodeId::new("n-bb")),
+        ];
+        let group = child_group(&parent, 7);
+        assert!(group.starts_with(&edges_of(CHILD, &parent)));
+        assert!(child_group(&parent, 7) < child_group(&parent, 8));
+        let value = child_group_value(&children);
+        assert_eq!(late_children(&group, &value), Some(children));
+        assert_eq!(late_children(&group, &value[..value.len() - 1]), None);
+        let single = child_edge(&parent, &NodeId::new("n-c"));
+        assert_eq!(
+            late_children(&single, &[EdgeKind::JudgedBy.code()]),
+            Some(vec![(EdgeKind::JudgedBy, NodeId::new("n-c"))])
+        );
+        assert_eq!(late_children(&single, &[0]), None);
     }
 
     #[test]

@@ -193,16 +193,12 @@ impl LineageStore {
         for entry in self.tree.scan_prefix(keys::edges_of(keys::CHILD, id)) {
             let (key, value) = entry.map_err(io)?;
             let payload = codec::open(&key, &value)?;
-            let corrupt = |reason: &str| LineageError::Corrupt {
-                key: keys::printable(&key),
-                reason: reason.into(),
-            };
-            let kind = payload
-                .first()
-                .and_then(|c| EdgeKind::from_code(*c))
-                .ok_or_else(|| corrupt("unknown edge kind"))?;
-            let other = keys::edge_other_end(&key).ok_or_else(|| corrupt("malformed edge key"))?;
-            out.push((kind, other));
+            let children =
+                keys::late_children(&key, payload).ok_or_else(|| LineageError::Corrupt {
+                    key: keys::printable(&key),
+                    reason: "malformed child edge".into(),
+                })?;
+            out.extend(children);
         }
         Ok(out)
     }
@@ -464,8 +460,8 @@ impl LineageStore {
         // Stored endpoints already checked (the plan root is named by every record).
         let mut known_stored: HashSet<NodeId> = HashSet::new();
         let mut pending: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-        // Children added to a parent written earlier: one `C` key each.
-        let mut late_children: Vec<(Vec<u8>, EdgeKind)> = Vec::new();
+        // Children added to a parent written earlier: one `C` key per parent.
+        let mut late_children: HashMap<NodeId, Vec<(EdgeKind, NodeId)>> = HashMap::new();
         for edge in &batch.edges {
             let refuse_cycle = || LineageError::Cycle {
                 parent: edge.parent.to_string(),
@@ -522,9 +518,10 @@ impl LineageStore {
             }
             match new_nodes.get_mut(&edge.parent) {
                 Some(stored) => stored.children.push((edge.kind, edge.child.clone())),
-                None => {
-                    late_children.push((keys::child_edge(&edge.parent, &edge.child), edge.kind));
-                }
+                None => late_children
+                    .entry(edge.parent.clone())
+                    .or_default()
+                    .push((edge.kind, edge.child.clone())),
             }
             outcome.edges_written += 1;
         }
@@ -577,8 +574,16 @@ impl LineageStore {
                 );
             }
         }
-        for (key, kind) in late_children {
-            put(key, &[kind.code()]);
+        if !late_children.is_empty() {
+            // Unique for the life of the database, so a group never
+            // overwrites an earlier one.
+            let write = self.db.generate_id().map_err(io)?;
+            for (parent, children) in &late_children {
+                put(
+                    keys::child_group(parent, write),
+                    &keys::child_group_value(children),
+                );
+            }
         }
         for key in stale_index {
             writes.remove(key);
@@ -659,10 +664,12 @@ impl LineageStore {
                 Some(&keys::CHILD) => {
                     let sep = key.iter().position(|b| *b == 0);
                     let parent = sep.and_then(|sep| std::str::from_utf8(&key[1..sep]).ok());
-                    match (parent, keys::edge_other_end(&key)) {
-                        (Some(parent), Some(child)) => {
-                            parent_side.push((NodeId::new(parent), child))
-                        }
+                    match (parent, keys::late_children(&key, payload)) {
+                        (Some(parent), Some(children)) => parent_side.extend(
+                            children
+                                .into_iter()
+                                .map(|(_, child)| (NodeId::new(parent), child)),
+                        ),
                         _ => report
                             .problems
                             .push(format!("malformed edge key {}", keys::printable(&key))),
