@@ -101,7 +101,12 @@ impl NoveltyPool {
     /// The entry `text` is too close to, if any (nothing is added). Among
     /// equally close entries, the latest.
     pub fn too_similar(&self, text: &str) -> Option<TooSimilar> {
-        let candidate: Vec<u32> = tokens(text)
+        self.too_similar_tokens(&tokens(text))
+    }
+
+    /// [`Self::too_similar`] for a text already split by [`tokens`].
+    pub fn too_similar_tokens(&self, tokens: &[String]) -> Option<TooSimilar> {
+        let candidate: Vec<u32> = tokens
             .iter()
             .map(|t| self.vocabulary.get(t).copied().unwrap_or(UNSEEN))
             .collect();
@@ -139,8 +144,13 @@ impl NoveltyPool {
 
     /// Adds `text` unconditionally; it becomes entry `len() - 1`.
     pub fn insert(&mut self, text: &str) {
+        self.insert_tokens(tokens(text));
+    }
+
+    /// [`Self::insert`] for a text already split by [`tokens`].
+    pub fn insert_tokens(&mut self, tokens: Vec<String>) {
         let mut ids = Vec::new();
-        for token in tokens(text) {
+        for token in tokens {
             let fresh = self.vocabulary.len() as u32;
             ids.push(*self.vocabulary.entry(token).or_insert(fresh));
         }

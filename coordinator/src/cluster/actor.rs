@@ -15,6 +15,7 @@ use prost::Message as _;
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
+use rayon::prelude::*;
 use seedling_common::lineage::LineageBatch;
 use seedling_common::work::UnitResult;
 use seedling_proto::api::{
@@ -496,34 +497,56 @@ impl ClusterState {
                     }
                 })
                 .collect();
+            // Each plan plans all the units its grants want at once, and
+            // all of them are encoded at once: one parallel pass each, not
+            // one per worker.
+            let grants = assign(&rooms, running.len());
+            let mut wanted = vec![0usize; running.len()];
+            for grant in &grants {
+                wanted[grant.plan] += grant.count;
+            }
+            let mut planned = Vec::new();
+            for (n, &count) in wanted.iter().enumerate() {
+                if count == 0 {
+                    continue;
+                }
+                let slot = &mut self.plans[running[n]];
+                match slot.run.next_units(count) {
+                    Ok(tasks) => planned.extend(tasks.into_iter().map(|task| (n, task))),
+                    Err(err) => slot.fail(err),
+                }
+            }
+            let lease_ms = self.lease_timeout.as_millis() as u64;
+            // A task's prompts are most of its bytes.
+            let encoded: Vec<(usize, String, String, Vec<u8>)> = planned
+                .into_par_iter()
+                .map(|(n, task)| {
+                    let assignment = UnitAssignment {
+                        plan_id: task.plan.clone(),
+                        unit_id: task.unit.clone(),
+                        task_json: serde_json::to_vec(&task).expect("a unit task serialises"),
+                        lease_ms,
+                    };
+                    (n, task.plan, task.unit, assignment.encode_to_vec())
+                })
+                .collect();
+            let mut by_plan: Vec<std::collections::VecDeque<_>> =
+                vec![Default::default(); running.len()];
+            for (n, plan, unit, bytes) in encoded {
+                by_plan[n].push_back((plan, unit, bytes));
+            }
             let mut given = 0;
-            for grant in assign(&rooms, running.len()) {
+            for grant in grants {
                 let slot = &mut self.plans[running[grant.plan]];
-                let tasks = match slot.run.next_units(grant.count) {
-                    Ok(tasks) => tasks,
-                    Err(err) => {
-                        slot.fail(err);
-                        continue;
-                    }
-                };
                 let worker = self
                     .workers
                     .get_mut(&ids[grant.worker])
                     .expect("listed above");
-                for task in tasks {
-                    let unit = task.unit.clone();
-                    let plan = task.plan.clone();
-                    let assignment = UnitAssignment {
-                        plan_id: plan.clone(),
-                        unit_id: unit.clone(),
-                        task_json: serde_json::to_vec(&task).expect("a unit task serialises"),
-                        lease_ms: self.lease_timeout.as_millis() as u64,
+                for _ in 0..grant.count {
+                    let Some((plan, unit, assignment)) = by_plan[grant.plan].pop_front() else {
+                        break;
                     };
-                    if worker
-                        .actor
-                        .cast(WorkerWire::Assign(assignment.encode_to_vec()))
-                        .is_err()
-                    {
+                    if worker.actor.cast(WorkerWire::Assign(assignment)).is_err() {
                         tracing::warn!(%plan, %unit, worker = %worker.capacity.worker_id, "worker unreachable; unit returned");
                         slot.run.return_unit(&unit);
                         continue;

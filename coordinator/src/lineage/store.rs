@@ -13,6 +13,8 @@ use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, Nod
 use seedling_common::record::{ProcessingStep, Trace};
 use seedling_common::time::rfc3339_from_unix_ms;
 
+use rayon::prelude::*;
+
 use super::LineageError;
 use super::codec;
 use super::keys;
@@ -557,13 +559,21 @@ impl LineageStore {
                 .values()
                 .map(|(filed, stored)| (Some(*filed), stored)),
         );
+        // Encoding the nodes is most of an append's own work, and each is
+        // independent of the others: encoded in parallel, inserted in order.
+        let all: Vec<(Option<NodeStatus>, &StoredNode)> = all.collect();
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = all
+            .par_iter()
+            .map(|(_, stored)| {
+                let key = keys::node(&stored.node.id);
+                let payload = serde_json::to_vec(stored).map_err(io)?;
+                let value = codec::seal(&key, &payload);
+                Ok((key, value))
+            })
+            .collect::<Result<_, LineageError>>()?;
         let mut stale_index = Vec::new();
         for (filed_under, stored) in all {
             let node = &stored.node;
-            put(
-                keys::node(&node.id),
-                &serde_json::to_vec(stored).map_err(io)?,
-            );
             if filed_under != Some(node.status) {
                 if let Some(old) = filed_under {
                     stale_index.push(keys::index(&node.plan, node.kind, old, &node.id));
@@ -585,11 +595,16 @@ impl LineageStore {
                 );
             }
         }
+        for (key, value) in encoded {
+            writes.insert(key, value);
+        }
         for key in stale_index {
             writes.remove(key);
         }
         self.tree.apply_batch(writes).map_err(io)?;
         self.sync()?;
+        // Freeing a large batch's values is not the caller's wait.
+        rayon::spawn(move || drop((new_nodes, touched)));
         Ok(outcome)
     }
 

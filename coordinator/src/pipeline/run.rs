@@ -26,7 +26,11 @@ use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
 use crate::quality::consistency::{CONSISTENCY_FLAG, disagreement};
+use rayon::prelude::*;
+use seedling_common::similarity::tokens;
+
 use crate::quality::dedup::{DedupIndex, TextKeys};
+use crate::quality::diversity::InputNgrams;
 use crate::quality::diversity::{DiversityNow, RunningDiversity};
 use crate::quality::duplicates::{Candidate, Duplicate, DuplicateTiers};
 
@@ -337,11 +341,13 @@ impl PlanRun {
         Ok(())
     }
 
-    /// Keeps an accepted record in every pool and index; `text_keys` are
-    /// its duplicate-tier keys when the decision already computed them.
-    fn remember_accepted(&mut self, record: AcceptedRecord, text_keys: Option<TextKeys>) {
+    /// Keeps an accepted record in every pool and index; `prepared` is
+    /// what its decision already computed of its texts.
+    fn remember_accepted(&mut self, record: AcceptedRecord, prepared: Option<Prepared>) {
+        let prepared =
+            prepared.unwrap_or_else(|| Prepared::of_texts(&record.input, &record.response));
         self.progress[record.stratum].accepted += 1;
-        self.novelty.insert(&record.input);
+        self.novelty.insert_tokens(prepared.input_tokens);
         self.novelty_ids.push(record.id.clone());
         let embedding = record.input_embedding.as_ref();
         let text = dedup_text(&record.input, &record.response);
@@ -351,11 +357,11 @@ impl PlanRun {
             embedding,
             semantic: true,
         };
-        let keys = text_keys.unwrap_or_else(|| DedupIndex::keys(&text));
         self.duplicates_index
-            .insert_keyed(record.id.as_str(), &candidate, keys);
-        self.diversity[record.stratum].add(&record.input, embedding);
-        self.overall_diversity.add(&record.input, embedding);
+            .insert_keyed(record.id.as_str(), &candidate, prepared.text_keys);
+        self.diversity[record.stratum].add_ngrams(&prepared.input_ngrams, embedding);
+        self.overall_diversity
+            .add_ngrams(&prepared.input_ngrams, embedding);
         self.accepted_index
             .insert(record.id.clone(), self.accepted.len());
         let language = &self.strata[record.stratum].language;
@@ -409,32 +415,45 @@ impl PlanRun {
             free - units.len(),
             self.options.attempts_per_record,
         );
+        // Attempt numbers are taken one after another; planning each (its
+        // prompts, its grounding) depends on nothing the others change, so
+        // the units are planned in parallel.
+        let mut numbered = Vec::new();
         for (stratum, count) in given.into_iter().enumerate() {
+            let temperature = steered_temperature(
+                self.plan.sampling.temperature,
+                self.progress[stratum].attempts,
+                self.duplicates[stratum],
+            );
             for _ in 0..count {
                 let attempt = self.open_attempt(stratum);
-                let planned = plan_attempt(
+                self.leased[stratum].insert(attempt);
+                numbered.push((stratum, attempt, temperature));
+            }
+        }
+        let planned: Vec<Result<PlannedAttempt, String>> = numbered
+            .par_iter()
+            .map(|&(stratum, attempt, temperature)| {
+                plan_attempt(
                     &self.plan,
                     &self.grounding,
                     &self.strata,
                     stratum,
                     attempt,
                     &self.accepted,
-                    steered_temperature(
-                        self.plan.sampling.temperature,
-                        self.progress[stratum].attempts,
-                        self.duplicates[stratum],
-                    ),
+                    temperature,
                 )
-                .map_err(PipelineError::Planning)?;
-                units.push(UnitTask {
-                    plan: self.plan_id.to_string(),
-                    unit: planned.unit.clone(),
-                    kind: TaskKind::Generate(Box::new(planned.task.clone())),
-                });
-                self.progress[stratum].in_flight += 1;
-                self.leased[stratum].insert(attempt);
-                self.in_flight.insert(planned.unit.clone(), planned);
-            }
+            })
+            .collect();
+        for planned in planned {
+            let planned = planned.map_err(PipelineError::Planning)?;
+            units.push(UnitTask {
+                plan: self.plan_id.to_string(),
+                unit: planned.unit.clone(),
+                kind: TaskKind::Generate(Box::new(planned.task.clone())),
+            });
+            self.progress[planned.stratum].in_flight += 1;
+            self.in_flight.insert(planned.unit.clone(), planned);
         }
         Ok(units)
     }
@@ -496,36 +515,52 @@ impl PlanRun {
     /// finish, only after [`Self::confirm`]. Groups must be written in the
     /// order they were decided (a later one may name an earlier one's
     /// records). If a write fails the run must stop.
+    ///
+    /// Only the decisions themselves run one after another: what each needs
+    /// of its own texts is computed for the whole group in parallel first,
+    /// and the lineage of the decided attempts in parallel after.
     pub fn decide_results(&mut self, results: Vec<UnitResult>) -> Result<Decided, PipelineError> {
-        let mut outcomes = Vec::with_capacity(results.len());
-        let mut group = LineageBatch::default();
-        let mut accepted_strata = Vec::new();
-        for result in results {
+        let mut outcomes = vec![UnitOutcome::Ignored; results.len()];
+        let mut attempts = Vec::with_capacity(results.len());
+        for (position, result) in results.into_iter().enumerate() {
             if let Some(chunk) = result
                 .unit
                 .strip_prefix("analysis#")
                 .and_then(|c| c.parse::<usize>().ok())
             {
-                if !self.analysis_in_flight.remove(&chunk) {
-                    outcomes.push(UnitOutcome::Ignored);
-                    continue;
+                if self.analysis_in_flight.remove(&chunk) {
+                    self.generated_tokens += result.generated_tokens();
+                    self.record_analysis(chunk, &result)?;
+                    outcomes[position] = UnitOutcome::Analysed;
                 }
-                self.generated_tokens += result.generated_tokens();
-                self.record_analysis(chunk, &result)?;
-                outcomes.push(UnitOutcome::Analysed);
                 continue;
             }
-            let Some(planned) = self.in_flight.remove(&result.unit) else {
-                outcomes.push(UnitOutcome::Ignored);
-                continue;
-            };
-            let stratum = planned.stratum;
-            let (batch, outcome) = self.decide_attempt(planned, &result);
-            group.extend(batch);
+            if let Some(planned) = self.in_flight.remove(&result.unit) {
+                attempts.push((position, planned, result));
+            }
+        }
+        let prepared: Vec<Option<Prepared>> = attempts
+            .par_iter()
+            .map(|(_, planned, result)| Prepared::of(planned, result))
+            .collect();
+        let mut decisions = Vec::with_capacity(attempts.len());
+        let mut accepted_strata = Vec::new();
+        for ((position, planned, result), prepared) in attempts.iter().zip(prepared) {
+            let (decision, outcome) = self.decide_attempt(planned, result, prepared);
             if outcome == UnitOutcome::Accepted {
-                accepted_strata.push(stratum);
+                accepted_strata.push(planned.stratum);
             }
-            outcomes.push(outcome);
+            outcomes[*position] = outcome;
+            decisions.push(decision);
+        }
+        let batches: Vec<LineageBatch> = attempts
+            .par_iter()
+            .zip(&decisions)
+            .map(|((_, planned, result), decision)| self.attempt_lineage(planned, result, decision))
+            .collect();
+        let mut group = LineageBatch::default();
+        for batch in batches {
+            group.extend(batch);
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
@@ -551,13 +586,14 @@ impl PlanRun {
         counts
     }
 
-    /// One attempt's decision and lineage; its effects on the run's counts,
-    /// pools and indexes apply at once, so the next attempt in a group sees them.
+    /// One attempt's decision; its effects on the run's counts, pools and
+    /// indexes apply at once, so the next attempt in a group sees them.
     fn decide_attempt(
         &mut self,
-        planned: PlannedAttempt,
+        planned: &PlannedAttempt,
         result: &UnitResult,
-    ) -> (LineageBatch, UnitOutcome) {
+        prepared: Option<Prepared>,
+    ) -> (Decision, UnitOutcome) {
         self.progress[planned.stratum].in_flight -= 1;
         self.leased[planned.stratum].remove(&planned.attempt);
         if result.error.is_some() {
@@ -565,34 +601,33 @@ impl PlanRun {
         } else {
             self.consecutive_failures = 0;
         }
-        let mut decision = self.decide(&planned, result);
-        let batch = self.attempt_lineage(&planned, result, &decision);
-        let text_keys = decision.text_keys.take();
+        let mut decision = self.decide(planned, result, prepared);
+        let prepared = decision.prepared.take();
         self.done[planned.stratum].insert(planned.attempt);
         self.progress[planned.stratum].attempts += 1;
         self.generated_tokens += result.generated_tokens();
-        let outcome = match decision.reason {
+        let outcome = match &decision.reason {
             None => {
                 let record = AcceptedRecord {
                     id: record_id(&self.plan_id, &planned.unit),
                     stratum: planned.stratum,
-                    input: final_input(&planned, result).to_string(),
+                    input: final_input(planned, result).to_string(),
                     response: result
                         .text_of(&planned.task.response.step)
                         .unwrap_or_default()
                         .to_string(),
                     input_embedding: result.input_embedding.clone(),
                 };
-                self.remember_accepted(record, text_keys);
+                self.remember_accepted(record, prepared);
                 UnitOutcome::Accepted
             }
             Some(reason) => {
-                self.duplicates[planned.stratum] += u64::from(is_duplicate(&reason));
+                self.duplicates[planned.stratum] += u64::from(is_duplicate(reason));
                 *self.rejected.entry(reason.clone()).or_default() += 1;
-                UnitOutcome::Rejected(reason)
+                UnitOutcome::Rejected(reason.clone())
             }
         };
-        (batch, outcome)
+        (decision, outcome)
     }
 
     fn record_analysis(&mut self, chunk: usize, result: &UnitResult) -> Result<(), PipelineError> {
@@ -661,13 +696,18 @@ impl PlanRun {
         Ok(())
     }
 
-    fn decide(&mut self, planned: &PlannedAttempt, result: &UnitResult) -> Decision {
+    fn decide(
+        &mut self,
+        planned: &PlannedAttempt,
+        result: &UnitResult,
+        prepared: Option<Prepared>,
+    ) -> Decision {
         let reject = |reason: &str, detail: serde_json::Value| Decision {
             reason: Some(reason.to_string()),
             detail,
             duplicate_of: None,
             disagrees: None,
-            text_keys: None,
+            prepared: None,
         };
         if let Some(error) = &result.error {
             return reject("generation_failed", serde_json::json!({ "error": error }));
@@ -734,8 +774,11 @@ impl PlanRun {
             embedding: result.input_embedding.as_ref(),
             semantic: !augmented,
         };
-        let text_keys = DedupIndex::keys(&text);
-        if let Some(duplicate) = self.duplicates_index.check_keyed(&candidate, &text_keys) {
+        let prepared = prepared.unwrap_or_else(|| Prepared::of_texts(input, response));
+        if let Some(duplicate) = self
+            .duplicates_index
+            .check_keyed(&candidate, &prepared.text_keys)
+        {
             let detail = match &duplicate {
                 Duplicate::Exact { .. } => serde_json::json!({}),
                 Duplicate::Near { jaccard, .. } => serde_json::json!({
@@ -761,7 +804,7 @@ impl PlanRun {
             };
         }
         // The novelty gate (Self-Instruct's ROUGE-L), augmentations exempt as above.
-        if !augmented && let Some(close) = self.novelty.too_similar(input) {
+        if !augmented && let Some(close) = self.novelty.too_similar_tokens(&prepared.input_tokens) {
             let mut decision = reject(
                 "too_similar",
                 serde_json::json!({ "rouge_l": close.rouge_l, "threshold": NOVELTY_THRESHOLD }),
@@ -774,7 +817,7 @@ impl PlanRun {
             detail: serde_json::json!({ "score": score, "heuristic_score": verdict.score }),
             duplicate_of: None,
             disagrees: None,
-            text_keys: Some(text_keys),
+            prepared: Some(prepared),
         }
     }
 
@@ -1088,8 +1131,45 @@ struct Decision {
     duplicate_of: Option<NodeId>,
     /// A duplicate's answer that disagrees with its survivor's: why.
     disagrees: Option<String>,
-    /// The record's duplicate-tier keys, kept when it is accepted.
-    text_keys: Option<TextKeys>,
+    /// What was computed of its texts, kept with the record when accepted.
+    prepared: Option<Prepared>,
+}
+
+/// What deciding about an attempt, and keeping it, needs of its texts:
+/// computed from the result and its planned attempt alone, so a group's
+/// results are prepared in parallel before the decisions, which must run
+/// one after another.
+#[derive(Debug, Clone)]
+struct Prepared {
+    text_keys: TextKeys,
+    input_tokens: Vec<String>,
+    input_ngrams: InputNgrams,
+}
+
+impl Prepared {
+    /// `None` for a result the checks before the duplicate tiers reject
+    /// anyway (a failed or heuristically rejected generation).
+    fn of(planned: &PlannedAttempt, result: &UnitResult) -> Option<Self> {
+        let passed = result.error.is_none()
+            && result
+                .verdict
+                .as_ref()
+                .is_some_and(|v| v.rejections.is_empty());
+        passed.then(|| {
+            let response = result
+                .text_of(&planned.task.response.step)
+                .unwrap_or_default();
+            Self::of_texts(final_input(planned, result), response)
+        })
+    }
+
+    fn of_texts(input: &str, response: &str) -> Self {
+        Self {
+            text_keys: DedupIndex::keys(&dedup_text(input, response)),
+            input_tokens: tokens(input),
+            input_ngrams: InputNgrams::of(input),
+        }
+    }
 }
 
 /// Where an accepted response node keeps its input's embedding.

@@ -174,6 +174,27 @@ pub struct DiversityNow {
     pub dispersion: Option<f64>,
 }
 
+/// An input's word unigrams and bigrams, hashed: what [`RunningDiversity`]
+/// keeps of it, computable away from the running totals.
+#[derive(Debug, Clone, Default)]
+pub struct InputNgrams {
+    unigrams: Vec<u64>,
+    bigrams: Vec<u64>,
+}
+
+impl InputNgrams {
+    pub fn of(input: &str) -> Self {
+        let words = words(input);
+        Self {
+            unigrams: words.iter().map(|w| ngram_hash(&[w])).collect(),
+            bigrams: words
+                .windows(2)
+                .map(|pair| ngram_hash(&[&pair[0], &pair[1]]))
+                .collect(),
+        }
+    }
+}
+
 /// A stable 64-bit hash of an n-gram (word boundaries included).
 fn ngram_hash(words: &[&String]) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -184,14 +205,15 @@ fn ngram_hash(words: &[&String]) -> u64 {
 
 impl RunningDiversity {
     pub fn add(&mut self, input: &str, embedding: Option<&Embedding>) {
-        let words = words(input);
-        let hashes: Vec<u64> = words.iter().map(|w| ngram_hash(&[w])).collect();
-        for pair in words.windows(2) {
-            self.bigram_total += 1;
-            self.bigrams.insert(ngram_hash(&[&pair[0], &pair[1]]));
-        }
-        self.unigram_total += words.len() as u64;
-        self.unigrams.extend(hashes);
+        self.add_ngrams(&InputNgrams::of(input), embedding);
+    }
+
+    /// [`Self::add`] for an input whose n-grams are already hashed.
+    pub fn add_ngrams(&mut self, ngrams: &InputNgrams, embedding: Option<&Embedding>) {
+        self.unigram_total += ngrams.unigrams.len() as u64;
+        self.bigram_total += ngrams.bigrams.len() as u64;
+        self.unigrams.extend(&ngrams.unigrams);
+        self.bigrams.extend(&ngrams.bigrams);
         if let Some(embedding) = embedding {
             self.spread.add(embedding);
         }
