@@ -113,8 +113,9 @@ impl NoveltyPool {
         if candidate.is_empty() {
             return None;
         }
+        let (unprobed, probed) = self.split_by_frequency(&candidate);
         let mut shared = vec![0u32; self.entries.len()];
-        for (id, count) in counts(&candidate) {
+        for (id, count) in probed {
             for &(entry, occurrences) in self
                 .postings
                 .get(&id)
@@ -127,7 +128,8 @@ impl NoveltyPool {
         let mut best: Option<TooSimilar> = None;
         for (idx, entry) in self.entries.iter().enumerate() {
             // ROUGE-L F1 = 2·LCS / (|a| + |b|) and LCS <= shared tokens.
-            let bound = 2.0 * f64::from(shared[idx]) / (entry.len() + candidate.len()) as f64;
+            let bound =
+                2.0 * f64::from(shared[idx] + unprobed) / (entry.len() + candidate.len()) as f64;
             if shared[idx] == 0 || bound + 1e-9 < self.threshold {
                 continue;
             }
@@ -140,6 +142,34 @@ impl NoveltyPool {
             }
         }
         best
+    }
+
+    /// Which of the candidate's tokens to look up. A match
+    /// needs LCS > threshold·(|a| + |b|) / 2, so it shares more than
+    /// threshold·|b| / 2 token occurrences with the candidate: the most
+    /// common tokens (the longest postings: "how", "my", "the"), up to one
+    /// occurrence fewer than that, can be left out and every match still
+    /// shares a looked-up token. Their occurrences are added back to each
+    /// entry's bound. Returns (occurrences left out, tokens looked up with
+    /// their counts).
+    fn split_by_frequency(&self, candidate: &[u32]) -> (u32, Vec<(u32, u32)>) {
+        let mut tokens: Vec<(u32, u32)> = counts(candidate).into_iter().collect();
+        let postings = |id: u32| self.postings.get(&id).map_or(0, Vec::len);
+        // Most common first; ties by id so the split is deterministic.
+        tokens.sort_unstable_by_key(|&(id, _)| (std::cmp::Reverse(postings(id)), id));
+        let least_shared =
+            (self.threshold * candidate.len() as f64 / 2.0 - 1e-6).floor() as i64 + 1;
+        let mut left_out = 0u32;
+        let mut first_probed = 0;
+        for &(_, count) in &tokens {
+            if i64::from(left_out + count) < least_shared {
+                left_out += count;
+                first_probed += 1;
+            } else {
+                break;
+            }
+        }
+        (left_out, tokens.split_off(first_probed))
     }
 
     /// Adds `text` unconditionally; it becomes entry `len() - 1`.
@@ -222,6 +252,61 @@ pub fn chrf(hypothesis: &str, reference: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_novelty_pool_finds_what_an_exhaustive_rouge_scan_finds() {
+        // A small vocabulary so that texts share common words, as questions do.
+        let words = [
+            "how", "do", "i", "my", "the", "a", "card", "account", "open", "close", "fee",
+            "transfer", "why", "was", "declined", "limit", "to", "can", "savings", "loan",
+        ];
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        let mut texts: Vec<String> = Vec::new();
+        for _ in 0..400 {
+            let len = 3 + next() % 12;
+            let text: Vec<&str> = (0..len).map(|_| words[next() % words.len()]).collect();
+            texts.push(text.join(" "));
+        }
+        // Near copies of earlier texts, so some candidates do match.
+        for i in 0..100 {
+            let mut text: Vec<&str> = texts[i * 3].split(' ').collect();
+            let at = next() % text.len();
+            text[at] = words[next() % words.len()];
+            texts.push(text.join(" "));
+        }
+        let mut pool = NoveltyPool::new(0.7);
+        let mut kept: Vec<Vec<String>> = Vec::new();
+        let mut matches = 0;
+        for text in &texts {
+            let candidate = tokens(text);
+            let exhaustive = kept
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| (i, rouge_l(entry, &candidate)))
+                .filter(|(_, score)| *score > 0.7)
+                .fold(None, |best: Option<(usize, f64)>, (i, score)| match best {
+                    Some((_, b)) if score < b => best,
+                    _ => Some((i, score)),
+                });
+            let found = pool
+                .too_similar_tokens(&candidate)
+                .map(|t| (t.closest, t.rouge_l));
+            assert_eq!(found, exhaustive, "{text}");
+            matches += usize::from(found.is_some());
+            pool.insert_tokens(candidate.clone());
+            kept.push(candidate);
+        }
+        assert!(
+            matches > 20,
+            "the fixture should produce matches, got {matches}"
+        );
+    }
 
     #[test]
     fn chrf_rewards_surviving_round_trips() {

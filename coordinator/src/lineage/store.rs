@@ -433,7 +433,13 @@ impl LineageStore {
 
         // Nodes new in this batch, gathering the edges they will carry.
         let mut new_nodes: HashMap<NodeId, StoredNode> = HashMap::new();
-        for node in batch.nodes {
+        // Which are stored already: independent reads, looked up in parallel.
+        let stored_already: Vec<bool> = batch
+            .nodes
+            .par_iter()
+            .map(|node| self.contains(&node.id))
+            .collect::<Result<_, _>>()?;
+        for (node, stored_already) in batch.nodes.into_iter().zip(stored_already) {
             if let Some(previous) = new_nodes.get(&node.id) {
                 if previous.node != node {
                     return Err(LineageError::ConflictingNode {
@@ -442,7 +448,7 @@ impl LineageStore {
                 }
                 continue;
             }
-            if self.contains(&node.id)? {
+            if stored_already {
                 outcome.nodes_existing += 1;
                 continue;
             }
