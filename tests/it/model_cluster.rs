@@ -263,6 +263,17 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     );
     let status = cluster.json(&["cluster", "status", "--json"]);
     assert!(status["leases_expired"].as_u64().unwrap() >= 1, "{status}");
+    // The coordinator's own load: turns that decided the results so far,
+    // dispatch a part of deciding, and what was decided also written.
+    let load = &status["load"];
+    let decided = load["results_decided"].as_u64().unwrap();
+    let turns = load["groups_decided"].as_u64().unwrap();
+    assert!(decided >= 2 && (1..=decided).contains(&turns), "{load}");
+    assert!(
+        load["dispatching_s"].as_f64().unwrap() <= load["deciding_s"].as_f64().unwrap(),
+        "{load}"
+    );
+    assert!(load["results_written"].as_u64().unwrap() >= 2, "{load}");
     signal(cluster.worker("wa"), "CONT");
     // Its late results arrive for units it no longer holds: stale, stored nothing.
     wait_for(
