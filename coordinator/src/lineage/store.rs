@@ -8,12 +8,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rayon::prelude::*;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use seedling_common::record::{ProcessingStep, Trace};
 use seedling_common::time::rfc3339_from_unix_ms;
-
-use rayon::prelude::*;
 
 use super::LineageError;
 use super::codec;

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use seedling_common::embedding::Embedding;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
-use seedling_common::similarity::NoveltyPool;
+use seedling_common::similarity::{NoveltyPool, tokens};
 use seedling_common::time::now_unix_ms;
 use seedling_common::work::{AnalyzeTask, TaskKind, UnitResult, UnitTask};
 use serde::Serialize;
@@ -26,12 +27,8 @@ use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
 use crate::quality::consistency::{CONSISTENCY_FLAG, disagreement};
-use rayon::prelude::*;
-use seedling_common::similarity::tokens;
-
 use crate::quality::dedup::{DedupIndex, TextKeys};
-use crate::quality::diversity::InputNgrams;
-use crate::quality::diversity::{DiversityNow, RunningDiversity};
+use crate::quality::diversity::{DiversityNow, InputNgrams, RunningDiversity};
 use crate::quality::duplicates::{Candidate, Duplicate, DuplicateTiers};
 
 /// Self-Instruct's novelty gate: ROUGE-L above this to an accepted input drops a new one.
@@ -431,7 +428,7 @@ impl PlanRun {
                 numbered.push((stratum, attempt, temperature));
             }
         }
-        let planned: Vec<Result<PlannedAttempt, String>> = numbered
+        let planned: Result<Vec<PlannedAttempt>, String> = numbered
             .par_iter()
             .map(|&(stratum, attempt, temperature)| {
                 plan_attempt(
@@ -445,8 +442,13 @@ impl PlanRun {
                 )
             })
             .collect();
+        let planned = planned.map_err(|error| {
+            for (stratum, attempt, _) in &numbered {
+                self.leased[*stratum].remove(attempt);
+            }
+            PipelineError::Planning(error)
+        })?;
         for planned in planned {
-            let planned = planned.map_err(PipelineError::Planning)?;
             units.push(UnitTask {
                 plan: self.plan_id.to_string(),
                 unit: planned.unit.clone(),
