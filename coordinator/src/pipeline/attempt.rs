@@ -59,6 +59,8 @@ pub struct AcceptedPool {
     by_stratum: Vec<Vec<usize>>,
     /// Positions in `records`, per language, ascending.
     by_language: std::collections::HashMap<String, Vec<usize>>,
+    /// Position in `records` of each record.
+    by_id: std::collections::HashMap<NodeId, usize>,
 }
 
 impl AcceptedPool {
@@ -72,15 +74,16 @@ impl AcceptedPool {
             .entry(language.to_string())
             .or_default()
             .push(position);
+        self.by_id.insert(record.id.clone(), position);
         self.records.push(record);
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.records.len()
     }
 
     pub fn get(&self, position: usize) -> &AcceptedRecord {
         &self.records[position]
+    }
+
+    pub fn by_id(&self, id: &NodeId) -> Option<&AcceptedRecord> {
+        self.by_id.get(id).map(|&p| &self.records[p])
     }
 
     fn of_stratum(&self, stratum: usize) -> &[usize] {

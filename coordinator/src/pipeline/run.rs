@@ -119,8 +119,6 @@ pub struct PlanRun {
     analysis_pending: BTreeSet<usize>,
     analysis_in_flight: BTreeSet<usize>,
     accepted: AcceptedPool,
-    /// Position in `accepted` of each accepted record.
-    accepted_index: HashMap<NodeId, usize>,
     novelty: NoveltyPool,
     /// Accepted record of each novelty-pool entry.
     novelty_ids: Vec<NodeId>,
@@ -213,7 +211,6 @@ impl PlanRun {
             analysis_pending: BTreeSet::new(),
             analysis_in_flight: BTreeSet::new(),
             accepted: AcceptedPool::default(),
-            accepted_index: HashMap::new(),
             novelty: NoveltyPool::new(NOVELTY_THRESHOLD),
             novelty_ids: Vec::new(),
             overall_diversity: RunningDiversity::default(),
@@ -347,21 +344,16 @@ impl PlanRun {
         self.novelty.insert_tokens(prepared.input_tokens);
         self.novelty_ids.push(record.id.clone());
         let embedding = record.input_embedding.as_ref();
-        let text = dedup_text(&record.input, &record.response);
-        let candidate = Candidate {
-            text: &text,
-            language: &self.strata[record.stratum].language,
+        let language = &self.strata[record.stratum].language;
+        self.duplicates_index.insert_keyed(
+            record.id.as_str(),
+            prepared.text_keys,
+            language,
             embedding,
-            semantic: true,
-        };
-        self.duplicates_index
-            .insert_keyed(record.id.as_str(), &candidate, prepared.text_keys);
+        );
         self.diversity[record.stratum].add_ngrams(&prepared.input_ngrams, embedding);
         self.overall_diversity
             .add_ngrams(&prepared.input_ngrams, embedding);
-        self.accepted_index
-            .insert(record.id.clone(), self.accepted.len());
-        let language = &self.strata[record.stratum].language;
         self.accepted.push(record, language);
     }
 
@@ -795,9 +787,9 @@ impl PlanRun {
             let disagrees = match duplicate {
                 Duplicate::Exact { .. } => None,
                 _ => self
-                    .accepted_index
-                    .get(&survivor)
-                    .and_then(|&i| disagreement(&self.accepted.get(i).response, response)),
+                    .accepted
+                    .by_id(&survivor)
+                    .and_then(|r| disagreement(&r.response, response)),
             };
             return Decision {
                 duplicate_of: Some(survivor),
@@ -1166,10 +1158,11 @@ impl Prepared {
     }
 
     fn of_texts(input: &str, response: &str) -> Self {
+        let input_tokens = tokens(input);
         Self {
             text_keys: DedupIndex::keys(&dedup_text(input, response)),
-            input_tokens: tokens(input),
-            input_ngrams: InputNgrams::of(input),
+            input_ngrams: InputNgrams::of_words(&input_tokens),
+            input_tokens,
         }
     }
 }

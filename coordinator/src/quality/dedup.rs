@@ -183,7 +183,6 @@ impl DedupIndex {
     }
 }
 
-/// A text's keys, computed once for checking and keeping.
 /// What the index keeps of a text: computed once per record, whether it is
 /// checked, kept, or both.
 #[derive(Debug, Clone)]

@@ -184,7 +184,11 @@ pub struct InputNgrams {
 
 impl InputNgrams {
     pub fn of(input: &str) -> Self {
-        let words = words(input);
+        Self::of_words(&words(input))
+    }
+
+    /// For an input already split by `seedling_common::similarity::tokens`.
+    pub fn of_words(words: &[String]) -> Self {
         Self {
             unigrams: words.iter().map(|w| ngram_hash(&[w])).collect(),
             bigrams: words

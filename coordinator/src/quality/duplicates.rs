@@ -93,15 +93,22 @@ impl DuplicateTiers {
 
     /// Keeps an accepted record as a survivor in every tier it has keys for.
     pub fn insert(&mut self, id: &str, candidate: &Candidate) {
-        self.insert_keyed(id, candidate, DedupIndex::keys(candidate.text));
+        let keys = DedupIndex::keys(candidate.text);
+        self.insert_keyed(id, keys, candidate.language, candidate.embedding);
     }
 
-    /// [`Self::insert`] with the text's keys from [`Self::check_keyed`].
-    pub fn insert_keyed(&mut self, id: &str, candidate: &Candidate, keys: TextKeys) {
+    /// [`Self::insert`] with the text's keys from [`Self::check_keyed`]
+    /// (the text itself is not needed again).
+    pub fn insert_keyed(
+        &mut self,
+        id: &str,
+        keys: TextKeys,
+        language: &str,
+        embedding: Option<&Embedding>,
+    ) {
         self.text.keep(id, keys);
-        if let Some(embedding) = candidate.embedding {
-            self.semantic
-                .insert(candidate.language, id, embedding.clone());
+        if let Some(embedding) = embedding {
+            self.semantic.insert(language, id, embedding.clone());
         }
     }
 }
