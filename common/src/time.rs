@@ -1,4 +1,29 @@
-//! Timestamps as the dataset writes them (RFC 3339, UTC), without a calendar crate.
+//! Timestamps as the dataset writes them (RFC 3339, UTC), without a calendar
+//! crate, and the CPU clocks the coordinator's load figures are read from.
+
+use std::time::Duration;
+
+use rustix::time::{ClockId, clock_gettime};
+
+/// CPU time the calling thread has used. A stage's CPU per result, unlike
+/// its wall time, does not grow when other threads take its core, so it is
+/// what says how fast the stage would go on a core of its own.
+pub fn thread_cpu() -> Duration {
+    cpu(ClockId::ThreadCPUTime)
+}
+
+/// CPU time the whole process has used, every thread together.
+pub fn process_cpu() -> Duration {
+    cpu(ClockId::ProcessCPUTime)
+}
+
+fn cpu(clock: ClockId) -> Duration {
+    let t = clock_gettime(clock);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_unix_ms() -> u64 {
@@ -40,6 +65,25 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_cpu_clock_counts_work_and_not_sleep() {
+        let start = thread_cpu();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu() - start;
+        let mut x = 0u64;
+        let busy_from = std::time::Instant::now();
+        while busy_from.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let worked = thread_cpu() - start - slept;
+        assert!(slept < Duration::from_millis(10), "sleeping used {slept:?}");
+        assert!(
+            worked >= Duration::from_millis(15),
+            "30 ms of work counted {worked:?}"
+        );
+        assert!(process_cpu() >= worked);
+    }
 
     #[test]
     fn known_instants() {

@@ -65,6 +65,25 @@ impl api::CoordinatorLoad {
     pub fn writing_ms_per_result(&self) -> f64 {
         self.writing_s * 1e3 / self.results_written.max(1) as f64
     }
+
+    /// CPU milliseconds of the actor's own thread per result decided.
+    pub fn deciding_cpu_ms_per_result(&self) -> f64 {
+        self.deciding_cpu_s * 1e3 / self.results_decided.max(1) as f64
+    }
+
+    /// CPU milliseconds of the writer's own thread per result made durable.
+    pub fn writing_cpu_ms_per_result(&self) -> f64 {
+        self.writing_cpu_s * 1e3 / self.results_written.max(1) as f64
+    }
+
+    /// Results a second the serial stages allow, each on a core of its own
+    /// and with nothing else to wait for: the ceiling their CPU cost sets.
+    pub fn serial_ceiling_per_s(&self) -> f64 {
+        1e3 / self
+            .deciding_cpu_ms_per_result()
+            .max(self.writing_cpu_ms_per_result())
+            .max(1e-9)
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use seedling_common::embedding::Embedding;
+use seedling_common::time::{process_cpu, thread_cpu};
 use seedling_common::work::{UnitResult, UnitTask};
 use seedling_coordinator::cluster::{CoordinatorSettings, serve};
 use seedling_coordinator::quality::semantic::SemanticIndex;
@@ -44,6 +45,8 @@ struct SimState {
     /// When this worker last sent a result: the next assignment's latency starts there.
     last_sent: Arc<Mutex<Option<Instant>>>,
     latencies: Arc<Mutex<Vec<Duration>>>,
+    /// CPU the scripted answers took (worker-side work, not the coordinator's).
+    answering: Arc<Mutex<Duration>>,
 }
 
 impl Actor for SimWorker {
@@ -71,7 +74,10 @@ impl Actor for SimWorker {
             state.latencies.lock().unwrap().push(sent.elapsed());
         }
         let task: UnitTask = serde_json::from_slice(&assignment.task_json)?;
-        let _ = state.results.send(state.script.answer(&task));
+        let cpu = thread_cpu();
+        let result = state.script.answer(&task);
+        *state.answering.lock().unwrap() += thread_cpu().saturating_sub(cpu);
+        let _ = state.results.send(result);
         Ok(())
     }
 }
@@ -164,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let latencies = Arc::new(Mutex::new(Vec::new()));
+    let answering = Arc::new(Mutex::new(Duration::ZERO));
     let mut sims = Vec::new();
     for n in 0..workers {
         let id = format!("sim-{n:02}");
@@ -177,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
                 results: results_tx,
                 last_sent: Arc::clone(&last_sent),
                 latencies: Arc::clone(&latencies),
+                answering: Arc::clone(&answering),
             },
         )
         .await?;
@@ -258,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
     let plan_toml = std::fs::read_to_string(&plan_path)?;
     let files = seedling_coordinator::plan::reference_files(&plan_path, &plan_toml)?;
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let submitted = api
         .submit_plan(SubmitPlanRequest {
             file_name: "retail-banking.toml".into(),
@@ -292,6 +301,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let elapsed = started.elapsed().as_secs_f64();
+    let run_cpu = process_cpu().saturating_sub(cpu_before);
+    let answering = *answering.lock().unwrap();
     let load = api
         .get_cluster_status(ClusterStatusRequest {})
         .await?
@@ -322,20 +333,22 @@ async fn main() -> anyhow::Result<()> {
     let deciding_ms = load.deciding_ms_per_result();
     let writing_ms = load.writing_ms_per_result();
     println!(
-        "  coordinator stages per result: deciding {deciding_ms:.3} ms (actor; {:.3} of it handing out units; {:.1} results a turn), writing {writing_ms:.3} ms (lineage writer, {} results in {} syncs)",
+        "  coordinator stages per result, wall clock: deciding {deciding_ms:.3} ms (actor; {:.3} of it handing out units; {:.1} results a turn), writing {writing_ms:.3} ms (lineage writer, {} results in {} syncs)",
         load.dispatching_ms_per_result(),
         load.results_per_group(),
         load.results_written,
         load.writes
     );
     println!(
-        "  coordinator ceiling with each stage on a core of its own: {:.0} results/s (the costlier stage, {})",
-        1e3 / deciding_ms.max(writing_ms),
-        if deciding_ms >= writing_ms {
-            "deciding"
-        } else {
-            "writing"
-        }
+        "  serial CPU per result (each stage's own thread; what it costs on a core of its own): deciding {:.3} ms, writing {:.3} ms: ceiling {:.0} results/s",
+        load.deciding_cpu_ms_per_result(),
+        load.writing_cpu_ms_per_result(),
+        load.serial_ceiling_per_s()
+    );
+    println!(
+        "  CPU of the whole process per accepted record: {:.3} ms (coordinator, simulated workers and both ends of gRPC; the workers' answers alone {:.3} ms)",
+        run_cpu.as_secs_f64() * 1e3 / summary.accepted.max(1) as f64,
+        answering.as_secs_f64() * 1e3 / summary.accepted.max(1) as f64
     );
     println!(
         "  peak RSS of the process (coordinator + simulated workers): {:.0} MiB",

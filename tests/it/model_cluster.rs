@@ -274,6 +274,13 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
         "{load}"
     );
     assert!(load["results_written"].as_u64().unwrap() >= 2, "{load}");
+    // CPU time is counted within the stages' wall time, on their own threads.
+    let within = |cpu: &str, wall: &str| {
+        let (cpu, wall) = (load[cpu].as_f64().unwrap(), load[wall].as_f64().unwrap());
+        cpu > 0.0 && cpu <= wall
+    };
+    assert!(within("deciding_cpu_s", "deciding_s"), "{load}");
+    assert!(within("writing_cpu_s", "writing_s"), "{load}");
     signal(cluster.worker("wa"), "CONT");
     // Its late results arrive for units it no longer holds: stale, stored nothing.
     wait_for(

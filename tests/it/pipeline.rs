@@ -611,7 +611,8 @@ fn decided_groups_count_only_once_confirmed_durable() {
                 .filter(|o| **o == UnitOutcome::Accepted)
                 .count() as u64;
             let before = run.progress().accepted;
-            store.append(&oldest.batch).unwrap();
+            // Built only now, after later decisions: it depends on none of them.
+            store.append(&oldest.lineage.build()).unwrap();
             run.confirm(oldest.ticket);
             assert_eq!(run.progress().accepted, before + accepted);
         }

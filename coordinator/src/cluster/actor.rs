@@ -16,7 +16,7 @@ use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use rayon::prelude::*;
-use seedling_common::lineage::LineageBatch;
+use seedling_common::time::thread_cpu;
 use seedling_common::work::UnitResult;
 use seedling_proto::api::{
     ClusterStatus, CoordinatorLoad, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest,
@@ -220,6 +220,8 @@ pub struct ClusterState {
     groups_decided: u64,
     deciding: Duration,
     dispatching: Duration,
+    /// The actor thread's CPU time within `deciding`.
+    deciding_cpu: Duration,
 }
 
 impl ClusterState {
@@ -616,7 +618,7 @@ impl ClusterState {
                 Err(outcome) => outcomes[position] = outcome,
             }
         }
-        let mut batch = LineageBatch::default();
+        let mut lineage = Vec::new();
         let mut tickets = Vec::new();
         for (index, admitted) in by_plan {
             let slot = &mut self.plans[index];
@@ -631,7 +633,7 @@ impl ClusterState {
                             UnitOutcome::Ignored => "stale".into(),
                         };
                     }
-                    batch.extend(decided.batch);
+                    lineage.push(decided.lineage);
                     tickets.push((slot.run.plan_id().to_string(), decided.ticket));
                 }
                 Err(err) => {
@@ -656,7 +658,7 @@ impl ClusterState {
             return None;
         }
         Some(Write {
-            batch,
+            lineage: Write::build(lineage),
             tickets,
             outcomes,
             reply,
@@ -722,8 +724,15 @@ impl ClusterState {
         }
     }
 
+    /// Adds a deciding turn begun at `started` (wall clock, thread CPU) to
+    /// the load figures.
+    fn count_deciding(&mut self, started: (Instant, Duration)) {
+        self.deciding += started.0.elapsed();
+        self.deciding_cpu += thread_cpu().saturating_sub(started.1);
+    }
+
     fn load(&self) -> CoordinatorLoad {
-        let (results_written, writes, writing_s) = self.writer.load().totals();
+        let (results_written, writes, writing_s, writing_cpu_s) = self.writer.load().totals();
         CoordinatorLoad {
             results_decided: self.results_decided,
             deciding_s: self.deciding.as_secs_f64(),
@@ -733,6 +742,8 @@ impl ClusterState {
             writes,
             writing_s,
             uptime_s: self.started.elapsed().as_secs_f64(),
+            deciding_cpu_s: self.deciding_cpu.as_secs_f64(),
+            writing_cpu_s,
         }
     }
 }
@@ -764,6 +775,7 @@ impl Actor for ClusterCoordinator {
             groups_decided: 0,
             deciding: Duration::ZERO,
             dispatching: Duration::ZERO,
+            deciding_cpu: Duration::ZERO,
         };
         // A restarted coordinator picks every plan up where the store left it.
         for stored in submissions::load_all(&state.data_dir)? {
@@ -808,20 +820,20 @@ impl Actor for ClusterCoordinator {
                 }
             }
             ClusterMsg::Reports(reports, reply) => {
-                let started = Instant::now();
+                let started = (Instant::now(), thread_cpu());
                 state.results_decided += reports.len() as u64;
                 state.groups_decided += 1;
                 let write = state.on_reports(reports, reply);
-                state.deciding += started.elapsed();
+                state.count_deciding(started);
                 if let Some(write) = write {
                     state.writer.write(write).await;
                 }
             }
             ClusterMsg::Written(written) => {
                 // Confirming is part of what a result costs the actor.
-                let started = Instant::now();
+                let started = (Instant::now(), thread_cpu());
                 state.on_written(written);
-                state.deciding += started.elapsed();
+                state.count_deciding(started);
             }
             ClusterMsg::Tick => state.on_tick(),
             ClusterMsg::Submit(request, reply) => {

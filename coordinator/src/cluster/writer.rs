@@ -16,10 +16,12 @@ use std::time::Instant;
 
 use ractor::{ActorRef, RpcReplyPort};
 use seedling_common::lineage::LineageBatch;
+use seedling_common::time::thread_cpu;
 use tokio::sync::mpsc;
 
 use super::actor::ClusterMsg;
 use crate::lineage::LineageStore;
+use crate::pipeline::PendingLineage;
 
 /// Groups decided and waiting for the writer, at most.
 const QUEUE: usize = 8;
@@ -29,7 +31,9 @@ const MAX_MERGED: usize = 16;
 /// One decided group: its lineage, and who waits for it.
 #[derive(Debug)]
 pub struct Write {
-    pub batch: LineageBatch,
+    /// The group's lineage, being built on the rayon pool meanwhile (the
+    /// actor does not wait for it; the writer does, in order).
+    pub lineage: std::sync::mpsc::Receiver<LineageBatch>,
     /// The decided groups in it, `(plan id, ticket)`, to confirm.
     pub tickets: Vec<(String, u64)>,
     /// Each result's outcome, sent once the batch is durable.
@@ -38,6 +42,20 @@ pub struct Write {
 }
 
 impl Write {
+    /// Starts building the lineage of decided groups, in their order, on
+    /// the rayon pool.
+    pub fn build(pending: Vec<PendingLineage>) -> std::sync::mpsc::Receiver<LineageBatch> {
+        let (built, lineage) = std::sync::mpsc::sync_channel(1);
+        rayon::spawn(move || {
+            let mut batch = LineageBatch::default();
+            for group in pending {
+                batch.extend(group.build());
+            }
+            let _ = built.send(batch);
+        });
+        lineage
+    }
+
     /// Answers every result with `error` (nothing was stored; the worker
     /// keeps them and resends).
     fn refuse(self, error: &str) -> Vec<(String, u64)> {
@@ -68,15 +86,18 @@ pub struct WriterLoad {
     results: AtomicU64,
     writes: AtomicU64,
     busy_ns: AtomicU64,
+    cpu_ns: AtomicU64,
 }
 
 impl WriterLoad {
-    /// (results written, durable writes, seconds spent writing).
-    pub fn totals(&self) -> (u64, u64, f64) {
+    /// (results written, durable writes, seconds spent writing, seconds
+    /// of the writer thread's CPU in them).
+    pub fn totals(&self) -> (u64, u64, f64, f64) {
         (
             self.results.load(Ordering::Relaxed),
             self.writes.load(Ordering::Relaxed),
             self.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            self.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
         )
     }
 }
@@ -117,7 +138,7 @@ fn write_in_order(
     load: &WriterLoad,
 ) {
     while let Some(first) = waiting.blocking_recv() {
-        let started = Instant::now();
+        let started = (Instant::now(), thread_cpu());
         let mut group = vec![first];
         while group.len() < MAX_MERGED {
             match waiting.try_recv() {
@@ -126,15 +147,27 @@ fn write_in_order(
             }
         }
         let mut batch = LineageBatch::default();
+        let mut unbuilt = false;
         for write in &mut group {
-            batch.extend(std::mem::take(&mut write.batch));
+            match write.lineage.recv() {
+                Ok(built) => batch.extend(built),
+                Err(_) => unbuilt = true,
+            }
         }
-        let error = store.append_owned(batch).err().map(|e| e.to_string());
+        let error = if unbuilt {
+            Some("building a decided group's lineage failed".to_string())
+        } else {
+            store.append_owned(batch).err().map(|e| e.to_string())
+        };
         let results: usize = group.iter().map(|w| w.outcomes.len()).sum();
         load.results.fetch_add(results as u64, Ordering::Relaxed);
         load.writes.fetch_add(1, Ordering::Relaxed);
         load.busy_ns
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(started.0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        load.cpu_ns.fetch_add(
+            thread_cpu().saturating_sub(started.1).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
         if let Some(error) = &error {
             tracing::error!(%error, results, "a lineage write failed; its results are not acknowledged");
         }

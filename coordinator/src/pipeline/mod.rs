@@ -23,7 +23,7 @@ pub use attempt::{Method, stratum_key};
 pub use knowledge::{chunk_text, plan_id, plan_node_id};
 pub use prompts::{JUDGE_VERSION, judge as judge_call, judge_score, pairwise_judge};
 pub use run::{
-    Decided, PlanRun, Progress, RunOptions, StratumLine, UnitOutcome, record_id,
+    Decided, PendingLineage, PlanRun, Progress, RunOptions, StratumLine, UnitOutcome, record_id,
     stored_input_embedding,
 };
 pub use schedule::{StratumProgress, next_attempts};

@@ -27,9 +27,8 @@ use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
 use crate::quality::consistency::{CONSISTENCY_FLAG, disagreement};
-use crate::quality::dedup::{DedupIndex, TextKeys};
 use crate::quality::diversity::{DiversityNow, InputNgrams, RunningDiversity};
-use crate::quality::duplicates::{Candidate, Duplicate, DuplicateTiers};
+use crate::quality::duplicates::{CandidateKeys, Duplicate, DuplicateTiers};
 
 /// Self-Instruct's novelty gate: ROUGE-L above this to an accepted input drops a new one.
 pub const NOVELTY_THRESHOLD: f64 = 0.7;
@@ -108,6 +107,8 @@ pub struct PlanRun {
     options: RunOptions,
     grounding: Grounding,
     strata: Vec<Stratum>,
+    /// The part of the run an attempt's lineage is built from.
+    lineage: Arc<LineageContext>,
     progress: Vec<StratumProgress>,
     /// Attempt indexes finished per stratum (stored).
     done: Vec<BTreeSet<u64>>,
@@ -144,7 +145,7 @@ pub struct PlanRun {
 #[derive(Debug)]
 pub struct Decided {
     pub outcomes: Vec<UnitOutcome>,
-    pub batch: LineageBatch,
+    pub lineage: PendingLineage,
     pub ticket: u64,
 }
 
@@ -185,7 +186,14 @@ impl PlanRun {
                 ..StratumProgress::default()
             })
             .collect();
+        let lineage = Arc::new(LineageContext {
+            plan: plan.clone(),
+            plan_id: plan_id.clone(),
+            strata: strata.clone(),
+            plan_node: knowledge.plan_node.clone(),
+        });
         let mut run = Self {
+            lineage,
             grounding: Grounding {
                 effective: plan.clone(),
                 scenario_ids: knowledge.scenarios.clone(),
@@ -338,19 +346,22 @@ impl PlanRun {
     /// Keeps an accepted record in every pool and index; `prepared` is
     /// what its decision already computed of its texts.
     fn remember_accepted(&mut self, record: AcceptedRecord, prepared: Option<Prepared>) {
-        let prepared =
-            prepared.unwrap_or_else(|| Prepared::of_texts(&record.input, &record.response));
+        let prepared = prepared.unwrap_or_else(|| {
+            let embedding = record.input_embedding.as_ref();
+            Prepared::of_texts(
+                &self.duplicates_index,
+                &record.input,
+                &record.response,
+                embedding,
+            )
+        });
         self.progress[record.stratum].accepted += 1;
         self.novelty.insert_tokens(prepared.input_tokens);
         self.novelty_ids.push(record.id.clone());
         let embedding = record.input_embedding.as_ref();
         let language = &self.strata[record.stratum].language;
-        self.duplicates_index.insert_keyed(
-            record.id.as_str(),
-            prepared.text_keys,
-            language,
-            embedding,
-        );
+        self.duplicates_index
+            .insert_keyed(record.id.as_str(), prepared.keys, language, embedding);
         self.diversity[record.stratum].add_ngrams(&prepared.input_ngrams, embedding);
         self.overall_diversity
             .add_ngrams(&prepared.input_ngrams, embedding);
@@ -496,8 +507,8 @@ impl PlanRun {
         results: Vec<UnitResult>,
     ) -> Result<Vec<UnitOutcome>, PipelineError> {
         let decided = self.decide_results(results)?;
-        if !decided.batch.is_empty() {
-            self.store.append(&decided.batch)?;
+        if !decided.lineage.is_empty() {
+            self.store.append(&decided.lineage.build())?;
         }
         self.confirm(decided.ticket);
         Ok(decided.outcomes)
@@ -512,7 +523,8 @@ impl PlanRun {
     ///
     /// Only the decisions themselves run one after another: what each needs
     /// of its own texts is computed for the whole group in parallel first,
-    /// and the lineage of the decided attempts in parallel after.
+    /// and their lineage is left to build ([`PendingLineage::build`]) on
+    /// whichever thread the caller chooses, so deciding need not wait for it.
     pub fn decide_results(&mut self, results: Vec<UnitResult>) -> Result<Decided, PipelineError> {
         let mut outcomes = vec![UnitOutcome::Ignored; results.len()];
         let mut attempts = Vec::with_capacity(results.len());
@@ -535,7 +547,7 @@ impl PlanRun {
         }
         let prepared: Vec<Option<Prepared>> = attempts
             .par_iter()
-            .map(|(_, planned, result)| Prepared::of(planned, result))
+            .map(|(_, planned, result)| Prepared::of(&self.duplicates_index, planned, result))
             .collect();
         let mut decisions = Vec::with_capacity(attempts.len());
         let mut accepted_strata = Vec::new();
@@ -547,21 +559,20 @@ impl PlanRun {
             outcomes[*position] = outcome;
             decisions.push(decision);
         }
-        let batches: Vec<LineageBatch> = attempts
-            .par_iter()
-            .zip(&decisions)
-            .map(|((_, planned, result), decision)| self.attempt_lineage(planned, result, decision))
-            .collect();
-        let mut group = LineageBatch::default();
-        for batch in batches {
-            group.extend(batch);
-        }
+        let lineage = PendingLineage {
+            context: Arc::clone(&self.lineage),
+            attempts: attempts
+                .into_iter()
+                .zip(decisions)
+                .map(|((_, planned, result), decision)| (planned, result, decision))
+                .collect(),
+        };
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.unconfirmed.insert(ticket, accepted_strata);
         Ok(Decided {
             outcomes,
-            batch: group,
+            lineage,
             ticket,
         })
     }
@@ -761,18 +772,15 @@ impl PlanRun {
         // similar". Augmentations are meant to stay close to their source in
         // meaning; the text tiers still stop them repeating it word for word.
         let augmented = matches!(planned.method, Method::Augmentation(_));
-        let text = dedup_text(input, response);
-        let candidate = Candidate {
-            text: &text,
-            language: &self.strata[planned.stratum].language,
-            embedding: result.input_embedding.as_ref(),
-            semantic: !augmented,
-        };
-        let prepared = prepared.unwrap_or_else(|| Prepared::of_texts(input, response));
-        if let Some(duplicate) = self
-            .duplicates_index
-            .check_keyed(&candidate, &prepared.text_keys)
-        {
+        let embedding = result.input_embedding.as_ref();
+        let prepared = prepared.unwrap_or_else(|| {
+            Prepared::of_texts(&self.duplicates_index, input, response, embedding)
+        });
+        if let Some(duplicate) = self.duplicates_index.check_keyed(
+            &prepared.keys,
+            &self.strata[planned.stratum].language,
+            embedding.filter(|_| !augmented),
+        ) {
             let detail = match &duplicate {
                 Duplicate::Exact { .. } => serde_json::json!({}),
                 Duplicate::Near { jaccard, .. } => serde_json::json!({
@@ -815,6 +823,156 @@ impl PlanRun {
         }
     }
 
+    /// Where the run stands now.
+    pub fn progress(&self) -> Progress {
+        let unconfirmed = self.unconfirmed_accepted();
+        let phase = if !self.analysis_pending.is_empty() || !self.analysis_in_flight.is_empty() {
+            "domain analysis"
+        } else if self.is_finished() {
+            "done"
+        } else {
+            "generation"
+        };
+        Progress {
+            plan: self.plan_id.to_string(),
+            phase,
+            target: self.progress.iter().map(|p| p.quota).sum(),
+            accepted: self.progress.iter().map(|p| p.accepted).sum::<u64>()
+                - unconfirmed.iter().sum::<u64>(),
+            attempts: self.progress.iter().map(|p| p.attempts).sum(),
+            in_flight: self.in_flight() as u64,
+            rejected: self.rejected.clone(),
+            generated_tokens: self.generated_tokens,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            diversity: self.overall_diversity.now(),
+            strata: self
+                .strata
+                .iter()
+                .zip(&self.progress)
+                .zip(&self.diversity)
+                .zip(&unconfirmed)
+                .map(|(((s, p), d), unconfirmed)| StratumLine {
+                    stratum: stratum_key(s),
+                    quota: p.quota,
+                    accepted: p.accepted - unconfirmed,
+                    attempts: p.attempts,
+                    exhausted: p.exhausted(self.options.attempts_per_record),
+                    diversity: d.now(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A coordinator decision about one attempt; `reason` is `None` when accepted.
+#[derive(Debug, Clone)]
+struct Decision {
+    reason: Option<String>,
+    detail: serde_json::Value,
+    duplicate_of: Option<NodeId>,
+    /// A duplicate's answer that disagrees with its survivor's: why.
+    disagrees: Option<String>,
+    /// What was computed of its texts, kept with the record when accepted.
+    prepared: Option<Prepared>,
+}
+
+/// What deciding about an attempt, and keeping it, needs of its texts:
+/// computed from the result and its planned attempt alone, so a group's
+/// results are prepared in parallel before the decisions, which must run
+/// one after another.
+#[derive(Debug, Clone)]
+struct Prepared {
+    keys: CandidateKeys,
+    input_tokens: Vec<String>,
+    input_ngrams: InputNgrams,
+}
+
+impl Prepared {
+    /// `None` for a result the checks before the duplicate tiers reject
+    /// anyway (a failed or heuristically rejected generation).
+    fn of(tiers: &DuplicateTiers, planned: &PlannedAttempt, result: &UnitResult) -> Option<Self> {
+        let passed = result.error.is_none()
+            && result
+                .verdict
+                .as_ref()
+                .is_some_and(|v| v.rejections.is_empty());
+        passed.then(|| {
+            let response = result
+                .text_of(&planned.task.response.step)
+                .unwrap_or_default();
+            let embedding = result.input_embedding.as_ref();
+            Self::of_texts(tiers, final_input(planned, result), response, embedding)
+        })
+    }
+
+    fn of_texts(
+        tiers: &DuplicateTiers,
+        input: &str,
+        response: &str,
+        embedding: Option<&Embedding>,
+    ) -> Self {
+        let input_tokens = tokens(input);
+        Self {
+            keys: tiers.keys(&dedup_text(input, response), embedding),
+            input_ngrams: InputNgrams::of_words(&input_tokens),
+            input_tokens,
+        }
+    }
+}
+
+/// Where an accepted response node keeps its input's embedding.
+const INPUT_EMBEDDING: &str = "input_embedding";
+
+/// The input embedding an accepted response node keeps, if any.
+pub fn stored_input_embedding(node: &Node) -> Option<Embedding> {
+    node.body
+        .get(INPUT_EMBEDDING)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// The record id of a unit: deterministic in plan and unit, so a result
+/// that arrives twice is stored once.
+pub fn record_id(plan: &PlanId, unit: &str) -> NodeId {
+    NodeId::derive(plan, &[unit, "response"])
+}
+
+/// Whether a rejection says the attempt repeated an accepted record.
+fn is_duplicate(reason: &str) -> bool {
+    matches!(
+        reason,
+        "exact_duplicate" | "near_duplicate" | "semantic_duplicate" | "too_similar"
+    )
+}
+
+/// Whether a call of `planned` made (part of) its input.
+fn is_input_step(planned: &PlannedAttempt, step: &str) -> bool {
+    step == planned.task.input.step || planned.task.evolve.as_ref().is_some_and(|e| e.step == step)
+}
+
+/// The input as the record holds it: the last input call's cleaned text.
+fn final_input<'r>(planned: &PlannedAttempt, result: &'r UnitResult) -> &'r str {
+    result
+        .calls
+        .iter()
+        .rev()
+        .find(|c| is_input_step(planned, &c.step))
+        .map(|c| c.text.as_str())
+        .unwrap_or_default()
+}
+
+/// What the lineage of a decided attempt is built from besides the attempt
+/// itself: fixed for the life of a run, shared with whichever thread
+/// builds it, so the run can go on deciding meanwhile.
+#[derive(Debug)]
+struct LineageContext {
+    plan: Plan,
+    plan_id: PlanId,
+    strata: Vec<Stratum>,
+    /// The plan's root node, the origin of every template instance.
+    plan_node: NodeId,
+}
+
+impl LineageContext {
     /// Every node and edge one attempt leaves, in one atomic batch.
     fn attempt_lineage(
         &self,
@@ -883,11 +1041,7 @@ impl PlanRun {
                     params,
                     serde_json::json!({ "text": planned.instruction, "stratum": stratum, "sampled": planned.sampled }),
                 );
-                edges.push(Edge::new(
-                    &self.grounding.knowledge.plan_node,
-                    &id,
-                    EdgeKind::DerivedFrom,
-                ));
+                edges.push(Edge::new(&self.plan_node, &id, EdgeKind::DerivedFrom));
                 for knowledge in &planned.instance_grounding {
                     edges.push(Edge::new(knowledge, &id, EdgeKind::GroundedOn));
                 }
@@ -1075,136 +1229,37 @@ impl PlanRun {
         batch.edges = edges;
         batch
     }
+}
 
-    /// Where the run stands now.
-    pub fn progress(&self) -> Progress {
-        let unconfirmed = self.unconfirmed_accepted();
-        let phase = if !self.analysis_pending.is_empty() || !self.analysis_in_flight.is_empty() {
-            "domain analysis"
-        } else if self.is_finished() {
-            "done"
-        } else {
-            "generation"
-        };
-        Progress {
-            plan: self.plan_id.to_string(),
-            phase,
-            target: self.progress.iter().map(|p| p.quota).sum(),
-            accepted: self.progress.iter().map(|p| p.accepted).sum::<u64>()
-                - unconfirmed.iter().sum::<u64>(),
-            attempts: self.progress.iter().map(|p| p.attempts).sum(),
-            in_flight: self.in_flight() as u64,
-            rejected: self.rejected.clone(),
-            generated_tokens: self.generated_tokens,
-            elapsed_s: self.started.elapsed().as_secs_f64(),
-            diversity: self.overall_diversity.now(),
-            strata: self
-                .strata
-                .iter()
-                .zip(&self.progress)
-                .zip(&self.diversity)
-                .zip(&unconfirmed)
-                .map(|(((s, p), d), unconfirmed)| StratumLine {
-                    stratum: stratum_key(s),
-                    quota: p.quota,
-                    accepted: p.accepted - unconfirmed,
-                    attempts: p.attempts,
-                    exhausted: p.exhausted(self.options.attempts_per_record),
-                    diversity: d.now(),
-                })
-                .collect(),
+/// Decided attempts whose lineage is still to be built ([`Self::build`]),
+/// on any thread.
+#[derive(Debug)]
+pub struct PendingLineage {
+    context: Arc<LineageContext>,
+    attempts: Vec<(PlannedAttempt, UnitResult, Decision)>,
+}
+
+impl PendingLineage {
+    /// Every node and edge the attempts leave, as one batch; the attempts'
+    /// parts are built in parallel.
+    pub fn build(self) -> LineageBatch {
+        let batches: Vec<LineageBatch> = self
+            .attempts
+            .par_iter()
+            .map(|(planned, result, decision)| {
+                self.context.attempt_lineage(planned, result, decision)
+            })
+            .collect();
+        let mut group = LineageBatch::default();
+        for batch in batches {
+            group.extend(batch);
         }
-    }
-}
-
-/// A coordinator decision about one attempt; `reason` is `None` when accepted.
-#[derive(Debug, Clone)]
-struct Decision {
-    reason: Option<String>,
-    detail: serde_json::Value,
-    duplicate_of: Option<NodeId>,
-    /// A duplicate's answer that disagrees with its survivor's: why.
-    disagrees: Option<String>,
-    /// What was computed of its texts, kept with the record when accepted.
-    prepared: Option<Prepared>,
-}
-
-/// What deciding about an attempt, and keeping it, needs of its texts:
-/// computed from the result and its planned attempt alone, so a group's
-/// results are prepared in parallel before the decisions, which must run
-/// one after another.
-#[derive(Debug, Clone)]
-struct Prepared {
-    text_keys: TextKeys,
-    input_tokens: Vec<String>,
-    input_ngrams: InputNgrams,
-}
-
-impl Prepared {
-    /// `None` for a result the checks before the duplicate tiers reject
-    /// anyway (a failed or heuristically rejected generation).
-    fn of(planned: &PlannedAttempt, result: &UnitResult) -> Option<Self> {
-        let passed = result.error.is_none()
-            && result
-                .verdict
-                .as_ref()
-                .is_some_and(|v| v.rejections.is_empty());
-        passed.then(|| {
-            let response = result
-                .text_of(&planned.task.response.step)
-                .unwrap_or_default();
-            Self::of_texts(final_input(planned, result), response)
-        })
+        group
     }
 
-    fn of_texts(input: &str, response: &str) -> Self {
-        let input_tokens = tokens(input);
-        Self {
-            text_keys: DedupIndex::keys(&dedup_text(input, response)),
-            input_ngrams: InputNgrams::of_words(&input_tokens),
-            input_tokens,
-        }
+    pub fn is_empty(&self) -> bool {
+        self.attempts.is_empty()
     }
-}
-
-/// Where an accepted response node keeps its input's embedding.
-const INPUT_EMBEDDING: &str = "input_embedding";
-
-/// The input embedding an accepted response node keeps, if any.
-pub fn stored_input_embedding(node: &Node) -> Option<Embedding> {
-    node.body
-        .get(INPUT_EMBEDDING)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-}
-
-/// The record id of a unit: deterministic in plan and unit, so a result
-/// that arrives twice is stored once.
-pub fn record_id(plan: &PlanId, unit: &str) -> NodeId {
-    NodeId::derive(plan, &[unit, "response"])
-}
-
-/// Whether a rejection says the attempt repeated an accepted record.
-fn is_duplicate(reason: &str) -> bool {
-    matches!(
-        reason,
-        "exact_duplicate" | "near_duplicate" | "semantic_duplicate" | "too_similar"
-    )
-}
-
-/// Whether a call of `planned` made (part of) its input.
-fn is_input_step(planned: &PlannedAttempt, step: &str) -> bool {
-    step == planned.task.input.step || planned.task.evolve.as_ref().is_some_and(|e| e.step == step)
-}
-
-/// The input as the record holds it: the last input call's cleaned text.
-fn final_input<'r>(planned: &PlannedAttempt, result: &'r UnitResult) -> &'r str {
-    result
-        .calls
-        .iter()
-        .rev()
-        .find(|c| is_input_step(planned, &c.step))
-        .map(|c| c.text.as_str())
-        .unwrap_or_default()
 }
 
 /// The record's quality score: the heuristic estimate, blended with the

@@ -7,7 +7,7 @@
 use seedling_common::embedding::Embedding;
 
 use super::dedup::{DedupIndex, DedupVerdict, TextKeys};
-use super::semantic::SemanticIndex;
+use super::semantic::{Probe, SemanticIndex};
 
 /// Which tier recognised a record, and its survivor.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +50,14 @@ pub struct Candidate<'a> {
     pub semantic: bool,
 }
 
+/// A candidate's keys for each tier.
+#[derive(Debug, Clone)]
+pub struct CandidateKeys {
+    text: TextKeys,
+    /// Present when the candidate's input has an embedding.
+    semantic: Option<Probe>,
+}
+
 /// Every accepted record, indexed for each tier.
 #[derive(Debug)]
 pub struct DuplicateTiers {
@@ -71,44 +79,67 @@ impl DuplicateTiers {
 
     /// The first tier that recognises `candidate`, if any; keeps nothing.
     pub fn check(&self, candidate: &Candidate) -> Option<Duplicate> {
-        self.check_keyed(candidate, &DedupIndex::keys(candidate.text))
+        let keys = self.keys(candidate.text, candidate.embedding);
+        let semantic = candidate.embedding.filter(|_| candidate.semantic);
+        self.check_keyed(&keys, candidate.language, semantic)
     }
 
-    /// [`Self::check`] with the text's keys already computed (they can be
-    /// kept with [`Self::insert_keyed`] without hashing the text again).
-    pub fn check_keyed(&self, candidate: &Candidate, keys: &TextKeys) -> Option<Duplicate> {
-        match self.text.verdict(keys) {
+    /// What the tiers compare a text (and its input's embedding) by; it
+    /// reads no accepted record, so many can be made in parallel.
+    pub fn keys(&self, text: &str, embedding: Option<&Embedding>) -> CandidateKeys {
+        CandidateKeys {
+            text: DedupIndex::keys(text),
+            semantic: embedding.map(|e| self.semantic.probe(e)),
+        }
+    }
+
+    /// [`Self::check`] with the candidate's keys already made (they can be
+    /// kept with [`Self::insert_keyed`] without hashing the text again);
+    /// `semantic` is the input's embedding where the semantic tier applies.
+    pub fn check_keyed(
+        &self,
+        keys: &CandidateKeys,
+        language: &str,
+        semantic: Option<&Embedding>,
+    ) -> Option<Duplicate> {
+        match self.text.verdict(&keys.text) {
             DedupVerdict::Exact { of } => return Some(Duplicate::Exact { of }),
             DedupVerdict::Near { of, jaccard } => return Some(Duplicate::Near { of, jaccard }),
             DedupVerdict::Unique => {}
         }
-        let embedding = candidate.embedding.filter(|_| candidate.semantic)?;
-        self.semantic
-            .closest(candidate.language, embedding)
-            .map(|m| Duplicate::Semantic {
-                of: m.of,
-                cosine: m.cosine,
-            })
+        let embedding = semantic?;
+        let found = match &keys.semantic {
+            Some(probe) => self.semantic.closest_probed(language, embedding, probe),
+            None => self.semantic.closest(language, embedding),
+        };
+        found.map(|m| Duplicate::Semantic {
+            of: m.of,
+            cosine: m.cosine,
+        })
     }
 
     /// Keeps an accepted record as a survivor in every tier it has keys for.
     pub fn insert(&mut self, id: &str, candidate: &Candidate) {
-        let keys = DedupIndex::keys(candidate.text);
+        let keys = self.keys(candidate.text, candidate.embedding);
         self.insert_keyed(id, keys, candidate.language, candidate.embedding);
     }
 
-    /// [`Self::insert`] with the text's keys from [`Self::check_keyed`]
-    /// (the text itself is not needed again).
+    /// [`Self::insert`] with the keys from [`Self::check_keyed`] (the text
+    /// itself is not needed again).
     pub fn insert_keyed(
         &mut self,
         id: &str,
-        keys: TextKeys,
+        keys: CandidateKeys,
         language: &str,
         embedding: Option<&Embedding>,
     ) {
-        self.text.keep(id, keys);
+        self.text.keep(id, keys.text);
         if let Some(embedding) = embedding {
-            self.semantic.insert(language, id, embedding.clone());
+            let probe = keys
+                .semantic
+                .unwrap_or_else(|| self.semantic.probe(embedding));
+            self.semantic
+                .insert_probed(language, id, embedding.clone(), probe);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! an English one is what a bilingual plan asks for, not a duplicate.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use seedling_common::embedding::Embedding;
 
@@ -24,6 +25,16 @@ type Sketch = [u64; SKETCH_WORDS];
 pub struct SemanticMatch {
     pub of: String,
     pub cosine: f64,
+}
+
+/// What an embedding is compared by: its sketch and norm. Computing it is
+/// most of a check's cost (256 projections), and needs no accepted input,
+/// so the run computes it for many results in parallel, before deciding
+/// them in order, and keeps it for the insert.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    norm: f64,
+    sketch: Option<Sketch>,
 }
 
 #[derive(Debug)]
@@ -49,8 +60,9 @@ pub struct SemanticIndex {
     threshold: f64,
     /// Most differing sketch bits a pair at the threshold shows.
     sketch_cutoff: u32,
-    /// Hyperplanes for the embedding size first seen.
-    sketcher: Option<Sketcher>,
+    /// Hyperplanes for the embedding size first seen (set through `&self`:
+    /// probes are made from many threads).
+    sketcher: OnceLock<Sketcher>,
     by_language: HashMap<String, Vec<Entry>>,
 }
 
@@ -59,7 +71,7 @@ impl SemanticIndex {
         Self {
             threshold,
             sketch_cutoff: sketch_cutoff(threshold),
-            sketcher: None,
+            sketcher: OnceLock::new(),
             by_language: HashMap::new(),
         }
     }
@@ -76,19 +88,38 @@ impl SemanticIndex {
         self.len() == 0
     }
 
+    /// The sketch and norm `embedding` is compared and kept by.
+    pub fn probe(&self, embedding: &Embedding) -> Probe {
+        let sketcher = self
+            .sketcher
+            .get_or_init(|| Sketcher::new(embedding.dimensions()));
+        Probe {
+            norm: embedding.norm(),
+            sketch: sketcher.sketch(embedding),
+        }
+    }
+
     /// The closest accepted input of `language` at or above the threshold.
     pub fn closest(&self, language: &str, embedding: &Embedding) -> Option<SemanticMatch> {
+        self.closest_probed(language, embedding, &self.probe(embedding))
+    }
+
+    /// [`Self::closest`] with the embedding's [`Probe`] made already.
+    pub fn closest_probed(
+        &self,
+        language: &str,
+        embedding: &Embedding,
+        probe: &Probe,
+    ) -> Option<SemanticMatch> {
         let entries = self.by_language.get(language)?;
-        let norm = embedding.norm();
-        let sketch = self.sketcher.as_ref().and_then(|s| s.sketch(embedding));
         entries
             .iter()
-            .filter(|entry| match (&sketch, &entry.sketch) {
+            .filter(|entry| match (&probe.sketch, &entry.sketch) {
                 (Some(a), Some(b)) => distance(a, b) <= self.sketch_cutoff,
                 _ => true,
             })
             .map(|entry| {
-                let cosine = embedding.cosine_with_norms(&entry.embedding, norm, entry.norm);
+                let cosine = embedding.cosine_with_norms(&entry.embedding, probe.norm, entry.norm);
                 (&entry.id, cosine)
             })
             .filter(|(_, cosine)| *cosine >= self.threshold)
@@ -100,18 +131,20 @@ impl SemanticIndex {
     }
 
     pub fn insert(&mut self, language: &str, id: &str, embedding: Embedding) {
-        let sketcher = self
-            .sketcher
-            .get_or_insert_with(|| Sketcher::new(embedding.dimensions()));
-        let sketch = sketcher.sketch(&embedding);
+        let probe = self.probe(&embedding);
+        self.insert_probed(language, id, embedding, probe);
+    }
+
+    /// [`Self::insert`] with the embedding's [`Probe`] made already.
+    pub fn insert_probed(&mut self, language: &str, id: &str, embedding: Embedding, probe: Probe) {
         self.by_language
             .entry(language.to_string())
             .or_default()
             .push(Entry {
                 id: id.to_string(),
-                norm: embedding.norm(),
+                norm: probe.norm,
                 embedding,
-                sketch,
+                sketch: probe.sketch,
             });
     }
 }
