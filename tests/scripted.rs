@@ -9,9 +9,10 @@
 //! The verdict comes from the worker's real model-free checks.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use seedling_common::embedding::Embedding;
-use seedling_common::work::{CallOutcome, TaskKind, UnitResult, UnitTask};
+use seedling_common::work::{CallOutcome, HeuristicVerdict, TaskKind, UnitResult, UnitTask};
 use seedling_worker::unit::judge_pair;
 
 const ENGLISH: &str = "account balance card payment transfer bank money fee charge monthly statement \
@@ -51,14 +52,23 @@ pub struct Script {
     pub contradict_paraphrases: bool,
     /// Every unit fails as if the engine were gone.
     pub failing: bool,
+    /// Plain answers (not duplicates, paraphrases or refusals) reuse the
+    /// verdict the worker's real checks gave the first one of their
+    /// language and shape. For the coordinator benchmark, whose simulated
+    /// workers stand in for other machines: the coordinator gets results of
+    /// the same shape while the double's own CPU stays off its cores.
+    pub reuse_verdicts: bool,
 }
 
 /// Scripted answers to units.
 #[derive(Debug, Default)]
 pub struct ScriptedWorker {
     script: Script,
-    answered: RefCell<Vec<(String, String)>>,
+    /// The last generated (input, response).
+    last: RefCell<Option<(String, String)>>,
     count: RefCell<u64>,
+    /// Verdicts of plain answers by (language, evolved, judged, translated back).
+    verdicts: RefCell<HashMap<(String, bool, bool, bool), HeuristicVerdict>>,
 }
 
 fn hash(text: &str, salt: &str) -> u64 {
@@ -159,8 +169,9 @@ impl ScriptedWorker {
                     *count
                 };
                 let language = generate.checks.language.as_str();
-                let previous = self.answered.borrow().last().cloned();
+                let previous = self.last.borrow().clone();
                 let mut embedding_of = None;
+                let mut plain = false;
                 // A scripted answer, opening with a verdict when answers are
                 // meant to contradict each other.
                 let answer = |task: &UnitTask, language: &str, verdict: &str| {
@@ -197,6 +208,7 @@ impl ScriptedWorker {
                             if self.script.refuse_every > 0 && n % self.script.refuse_every == 0 {
                                 "I'm sorry, but I cannot help with that request today.".to_string()
                             } else {
+                                plain = true;
                                 answer(task, language, "Yes, ")
                             };
                         (base, input, response)
@@ -209,7 +221,23 @@ impl ScriptedWorker {
                 result
                     .calls
                     .push(call(&generate.response.step, response.clone()));
-                let mut verdict = judge_pair(generate, &base, &input, &response);
+                let shape = (
+                    language.to_string(),
+                    generate.evolve.is_some(),
+                    generate.judge.is_some(),
+                    generate.back_translation.is_some(),
+                );
+                let reuse = plain && self.script.reuse_verdicts;
+                let kept = reuse
+                    .then(|| self.verdicts.borrow().get(&shape).cloned())
+                    .flatten();
+                let mut verdict = kept.unwrap_or_else(|| {
+                    let verdict = judge_pair(generate, &base, &input, &response);
+                    if reuse && verdict.rejections.is_empty() {
+                        self.verdicts.borrow_mut().insert(shape, verdict.clone());
+                    }
+                    verdict
+                });
                 if let Some(back) = &generate.back_translation
                     && verdict.rejections.is_empty()
                 {
@@ -238,7 +266,7 @@ impl ScriptedWorker {
                     ));
                 }
                 result.verdict = Some(verdict);
-                self.answered.borrow_mut().push((input, response));
+                *self.last.borrow_mut() = Some((input, response));
             }
         }
         result

@@ -335,7 +335,7 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
                 "results_written": l.results_written, "writes": l.writes, "writing_s": l.writing_s,
                 "uptime_s": l.uptime_s, "groups_decided": l.groups_decided,
                 "dispatching_s": l.dispatching_s, "deciding_cpu_s": l.deciding_cpu_s,
-                "writing_cpu_s": l.writing_cpu_s,
+                "writing_cpu_s": l.writing_cpu_s, "syncing_s": l.syncing_s,
             })),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -453,16 +453,18 @@ pub async fn lineage(remote: &Remote, id: &str, depth: usize, json: bool) -> any
 fn load_line(load: &CoordinatorLoad) -> String {
     let busy = |seconds: f64| 100.0 * seconds / load.uptime_s.max(1e-9);
     format!(
-        "coordinator load: deciding {:.3} ms/result ({:.0}% busy; {:.3} of it handing out units; {:.1} results a turn; {:.3} ms of the actor thread's CPU), writing {:.3} ms/result in {} syncs ({:.0}% busy; {:.3} ms of the writer thread's CPU), over {} results",
+        "coordinator load: deciding {:.3} ms/result ({:.0}% busy; {:.3} of it handing out units; {:.1} results a turn; {:.3} ms of the actor thread's CPU), writing {:.3} ms/result ({:.0}% busy; {:.3} ms of the writer thread's CPU), syncing {:.3} ms/result in {} syncs ({:.0}% busy), over {} results",
         load.deciding_ms_per_result(),
         busy(load.deciding_s),
         load.dispatching_ms_per_result(),
         load.results_per_group(),
         load.deciding_cpu_ms_per_result(),
         load.writing_ms_per_result(),
-        load.writes,
         busy(load.writing_s),
         load.writing_cpu_ms_per_result(),
+        load.syncing_ms_per_result(),
+        load.writes,
+        busy(load.syncing_s),
         load.results_decided
     )
 }

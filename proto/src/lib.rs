@@ -66,6 +66,11 @@ impl api::CoordinatorLoad {
         self.writing_s * 1e3 / self.results_written.max(1) as f64
     }
 
+    /// Milliseconds the writer's sync thread spent per result made durable.
+    pub fn syncing_ms_per_result(&self) -> f64 {
+        self.syncing_s * 1e3 / self.results_written.max(1) as f64
+    }
+
     /// CPU milliseconds of the actor's own thread per result decided.
     pub fn deciding_cpu_ms_per_result(&self) -> f64 {
         self.deciding_cpu_s * 1e3 / self.results_decided.max(1) as f64

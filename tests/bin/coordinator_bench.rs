@@ -10,7 +10,7 @@
 //! assignment latency (result sent -> next unit received at that worker),
 //! and peak memory.
 //!
-//!   cargo run --release -p seedling-tests --bin coordinator-bench -- [WORKERS] [TARGET]
+//!   cargo run --release -p seedling-tests --bin coordinator-bench -- [WORKERS] [TARGET] [--full-checks]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +36,11 @@ use seedling_tests::{free_port, repo_root};
 use tokio::sync::mpsc;
 
 const SLOTS: u32 = 8;
+
+const USAGE: &str = "usage: coordinator-bench [WORKERS (32)] [TARGET (2000)] [--full-checks]
+  --full-checks  the simulated workers run the worker's heuristic checks on every
+                 answer (default: on the first of each language and shape, then
+                 reuse its verdict; the coordinator's work is the same)";
 
 struct SimWorker;
 
@@ -132,9 +137,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 // coordinator's stages get cores of their own, as on a real cluster.
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let workers: usize = args.get(1).map_or(Ok(32), |a| a.parse())?;
-    let target: u64 = args.get(2).map_or(Ok(2000), |a| a.parse())?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    // The simulated workers run the worker's real checks on every answer
+    // only when asked: otherwise their CPU, which a real cluster spends on
+    // other machines, would take most of a small machine's cores.
+    let full_checks = args.iter().any(|a| a == "--full-checks");
+    args.retain(|a| a != "--full-checks");
+    let number = |i: usize, name: &str, default: u64| -> anyhow::Result<u64> {
+        args.get(i).map_or(Ok(default), |a| {
+            a.parse()
+                .map_err(|_| anyhow::anyhow!("{name} must be a whole number, not {a:?}\n{USAGE}"))
+        })
+    };
+    let workers = number(0, "WORKERS", 32)? as usize;
+    let target = number(1, "TARGET", 2000)?;
     let data = tempfile::tempdir()?;
     let grpc = format!("127.0.0.1:{}", free_port());
     let mut cluster_port = free_port();
@@ -180,7 +200,10 @@ async fn main() -> anyhow::Result<()> {
             None,
             SimWorker,
             SimState {
-                script: ScriptedWorker::new(Script::default()),
+                script: ScriptedWorker::new(Script {
+                    reuse_verdicts: !full_checks,
+                    ..Script::default()
+                }),
                 results: results_tx,
                 last_sent: Arc::clone(&last_sent),
                 latencies: Arc::clone(&latencies),
@@ -313,9 +336,14 @@ async fn main() -> anyhow::Result<()> {
     lat.sort();
     println!("coordinator benchmark (scripted workers stand in for llama.cpp)");
     println!(
-        "  workers {workers} x {SLOTS} slots, plan retail-banking, target {target}, state {}, {} cores",
+        "  workers {workers} x {SLOTS} slots, plan retail-banking, target {target}, state {}, {} cores, checks on {}",
         summary.state,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        if full_checks {
+            "every answer"
+        } else {
+            "the first answer of each shape (--full-checks: every one)"
+        }
     );
     println!(
         "  accepted {} in {elapsed:.1}s: {:.0} accepted records/s; {} results stored: {:.0} results/s (each a durable lineage batch)",
@@ -330,12 +358,13 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat.len()
     );
-    let deciding_ms = load.deciding_ms_per_result();
-    let writing_ms = load.writing_ms_per_result();
     println!(
-        "  coordinator stages per result, wall clock: deciding {deciding_ms:.3} ms (actor; {:.3} of it handing out units; {:.1} results a turn), writing {writing_ms:.3} ms (lineage writer, {} results in {} syncs)",
+        "  coordinator stages per result, wall clock: deciding {:.3} ms (actor; {:.3} of it handing out units; {:.1} results a turn), writing {:.3} ms (applying to sled), syncing {:.3} ms (overlaps the applying; {} results in {} syncs)",
+        load.deciding_ms_per_result(),
         load.dispatching_ms_per_result(),
         load.results_per_group(),
+        load.writing_ms_per_result(),
+        load.syncing_ms_per_result(),
         load.results_written,
         load.writes
     );

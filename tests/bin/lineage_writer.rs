@@ -2,6 +2,10 @@
 //! forever, printing `ack N` after batch N is durable. The crash test kills
 //! it with SIGKILL and checks that every acknowledged batch survived.
 //!
+//! As the coordinator's writer does, it applies batches without waiting
+//! (two at a time here) and acknowledges them only after the sync that
+//! follows: an applied batch is not yet a durable one.
+//!
 //! usage: lineage-writer STORE_DIR FIRST_BATCH RECORDS_PER_BATCH
 
 use std::io::Write;
@@ -22,9 +26,12 @@ fn main() -> anyhow::Result<()> {
     let plan = PlanId::new("p-crash");
     store.append(&plan_roots(&plan))?;
     let mut stdout = std::io::stdout().lock();
-    for batch in first.. {
-        store.append(&records(&plan, batch * per_batch, per_batch))?;
-        writeln!(stdout, "ack {batch}")?;
+    for batch in (first..).step_by(2) {
+        for applied in [batch, batch + 1] {
+            store.apply_owned(records(&plan, applied * per_batch, per_batch))?;
+        }
+        store.sync()?;
+        writeln!(stdout, "ack {batch}\nack {}", batch + 1)?;
         stdout.flush()?;
     }
     Ok(())

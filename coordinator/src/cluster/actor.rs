@@ -732,7 +732,8 @@ impl ClusterState {
     }
 
     fn load(&self) -> CoordinatorLoad {
-        let (results_written, writes, writing_s, writing_cpu_s) = self.writer.load().totals();
+        let (results_written, writes, writing_s, writing_cpu_s, syncing_s) =
+            self.writer.load().totals();
         CoordinatorLoad {
             results_decided: self.results_decided,
             deciding_s: self.deciding.as_secs_f64(),
@@ -744,6 +745,7 @@ impl ClusterState {
             uptime_s: self.started.elapsed().as_secs_f64(),
             deciding_cpu_s: self.deciding_cpu.as_secs_f64(),
             writing_cpu_s,
+            syncing_s,
         }
     }
 }

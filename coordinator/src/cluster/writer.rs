@@ -1,14 +1,18 @@
-//! The lineage writer: a thread of its own that makes the coordinator's
-//! decided groups durable, in the order they were decided, and answers each
+//! The lineage writer: two threads of its own that make the coordinator's
+//! decided groups durable, in the order they were decided, and answer each
 //! group's results only then.
 //!
 //! Deciding and writing are separate so that the coordinator actor decides
-//! the next group, and hands out the next units, while sled applies and
-//! syncs the last one: the write is the larger half of a result's cost and
-//! needs no decision state. Whatever queued up meanwhile goes out as one
-//! `append` (one sync for all of it), so under load the writer batches more
-//! instead of falling behind. The queue is bounded: a slow disk slows the
-//! actor, and through the ingest's bounded pipelines, the workers.
+//! the next group, and hands out the next units, while sled stores the
+//! last one: the write is the larger half of a result's cost and needs no
+//! decision state. Writing is two stages in turn: one thread applies the
+//! groups to sled (merging whatever queued up into one atomic batch), the
+//! other syncs, once for everything applied by the time it starts, and
+//! only then answers; so the next groups are applied while the disk
+//! syncs the last ones, and under load each sync serves more results
+//! instead of the writer falling behind. The queues are bounded: a slow
+//! disk slows the actor, and through the ingest's bounded pipelines, the
+//! workers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,17 +91,20 @@ pub struct WriterLoad {
     writes: AtomicU64,
     busy_ns: AtomicU64,
     cpu_ns: AtomicU64,
+    sync_ns: AtomicU64,
 }
 
 impl WriterLoad {
-    /// (results written, durable writes, seconds spent writing, seconds
-    /// of the writer thread's CPU in them).
-    pub fn totals(&self) -> (u64, u64, f64, f64) {
+    /// (results written, durable writes, seconds spent applying, seconds
+    /// of the applying thread's CPU in them, seconds spent syncing).
+    pub fn totals(&self) -> (u64, u64, f64, f64, f64) {
+        let seconds = |ns: &AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e9;
         (
             self.results.load(Ordering::Relaxed),
             self.writes.load(Ordering::Relaxed),
-            self.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
-            self.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            seconds(&self.busy_ns),
+            seconds(&self.cpu_ns),
+            seconds(&self.sync_ns),
         )
     }
 }
@@ -110,11 +117,16 @@ impl Writer {
         coordinator: ActorRef<ClusterMsg>,
     ) -> std::io::Result<Self> {
         let (queue, waiting) = mpsc::channel(QUEUE);
+        let (applied, to_sync) = std::sync::mpsc::sync_channel(QUEUE);
         let load = Arc::new(WriterLoad::default());
-        let totals = Arc::clone(&load);
+        let (totals, sync_totals) = (Arc::clone(&load), Arc::clone(&load));
+        let sync_store = Arc::clone(&store);
+        std::thread::Builder::new()
+            .name("lineage-sync".into())
+            .spawn(move || sync_in_order(&sync_store, &coordinator, &to_sync, &sync_totals))?;
         std::thread::Builder::new()
             .name("lineage-writer".into())
-            .spawn(move || write_in_order(&store, &coordinator, waiting, &totals))?;
+            .spawn(move || apply_in_order(&store, waiting, &applied, &totals))?;
         Ok(Self { queue, load })
     }
 
@@ -131,10 +143,20 @@ impl Writer {
     }
 }
 
-fn write_in_order(
+/// A merged write applied to the store and waiting for the sync that
+/// makes it durable (`error`: why it was not applied).
+struct Applied {
+    group: Vec<Write>,
+    error: Option<String>,
+}
+
+/// Applies decided groups to the store in order, merging what queued up,
+/// and hands them to the sync thread: while one sync runs, the next
+/// groups are applied.
+fn apply_in_order(
     store: &LineageStore,
-    coordinator: &ActorRef<ClusterMsg>,
     mut waiting: mpsc::Receiver<Write>,
+    applied: &std::sync::mpsc::SyncSender<Applied>,
     load: &WriterLoad,
 ) {
     while let Some(first) = waiting.blocking_recv() {
@@ -157,31 +179,64 @@ fn write_in_order(
         let error = if unbuilt {
             Some("building a decided group's lineage failed".to_string())
         } else {
-            store.append_owned(batch).err().map(|e| e.to_string())
+            store.apply_owned(batch).err().map(|e| e.to_string())
         };
-        let results: usize = group.iter().map(|w| w.outcomes.len()).sum();
-        load.results.fetch_add(results as u64, Ordering::Relaxed);
-        load.writes.fetch_add(1, Ordering::Relaxed);
         load.busy_ns
             .fetch_add(started.0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         load.cpu_ns.fetch_add(
             thread_cpu().saturating_sub(started.1).as_nanos() as u64,
             Ordering::Relaxed,
         );
-        if let Some(error) = &error {
-            tracing::error!(%error, results, "a lineage write failed; its results are not acknowledged");
-        }
-        let mut tickets = Vec::new();
-        for write in group {
-            match &error {
-                None => {
-                    let _ = write.reply.send(write.outcomes);
-                    tickets.extend(write.tickets);
-                }
-                Some(error) => tickets.extend(write.refuse(error)),
+        if let Err(refused) = applied.send(Applied { group, error }) {
+            // The sync thread is gone (it never ends first): answer anyway.
+            for write in refused.0.group {
+                write.refuse("the lineage writer stopped");
             }
         }
-        // The coordinator may be gone already; then nothing waits for this.
-        let _ = coordinator.cast(ClusterMsg::Written(Written { tickets, error }));
+    }
+}
+
+/// Makes applied groups durable, one sync for whatever was applied by the
+/// time it starts, then answers their results and tells the coordinator.
+fn sync_in_order(
+    store: &LineageStore,
+    coordinator: &ActorRef<ClusterMsg>,
+    applied: &std::sync::mpsc::Receiver<Applied>,
+    load: &WriterLoad,
+) {
+    while let Ok(first) = applied.recv() {
+        let mut ready = vec![first];
+        while let Ok(next) = applied.try_recv() {
+            ready.push(next);
+        }
+        let started = Instant::now();
+        let synced = if ready.iter().any(|a| a.error.is_none()) {
+            store.sync().err().map(|e| e.to_string())
+        } else {
+            None
+        };
+        load.sync_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        load.writes.fetch_add(1, Ordering::Relaxed);
+        for Applied { group, error } in ready {
+            let error = error.or_else(|| synced.clone());
+            let results: usize = group.iter().map(|w| w.outcomes.len()).sum();
+            load.results.fetch_add(results as u64, Ordering::Relaxed);
+            if let Some(error) = &error {
+                tracing::error!(%error, results, "a lineage write failed; its results are not acknowledged");
+            }
+            let mut tickets = Vec::new();
+            for write in group {
+                match &error {
+                    None => {
+                        let _ = write.reply.send(write.outcomes);
+                        tickets.extend(write.tickets);
+                    }
+                    Some(error) => tickets.extend(write.refuse(error)),
+                }
+            }
+            // The coordinator may be gone already; then nothing waits for this.
+            let _ = coordinator.cast(ClusterMsg::Written(Written { tickets, error }));
+        }
     }
 }

@@ -427,6 +427,16 @@ impl LineageStore {
     /// [`Self::append`] for a caller done with the batch: its nodes move
     /// into the store's values instead of being copied.
     pub fn append_owned(&self, batch: LineageBatch) -> Result<AppendOutcome, LineageError> {
+        let outcome = self.apply_owned(batch)?;
+        self.sync()?;
+        Ok(outcome)
+    }
+
+    /// [`Self::append_owned`] without waiting for the batch to be durable:
+    /// it is applied atomically, and readers see it, but it survives a
+    /// crash only once a later [`Self::sync`] returns. A writer can apply
+    /// the next batch while the last one syncs.
+    pub fn apply_owned(&self, batch: LineageBatch) -> Result<AppendOutcome, LineageError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut outcome = AppendOutcome::default();
 
@@ -607,14 +617,13 @@ impl LineageStore {
             writes.remove(key);
         }
         self.tree.apply_batch(writes).map_err(io)?;
-        self.sync()?;
         // Freeing a large batch's values is not the caller's wait.
         rayon::spawn(move || drop((new_nodes, touched)));
         Ok(outcome)
     }
 
     /// Makes everything applied so far durable.
-    fn sync(&self) -> Result<(), LineageError> {
+    pub fn sync(&self) -> Result<(), LineageError> {
         self.db.flush().map_err(io)?;
         self.db_file.sync_all().map_err(io)
     }
