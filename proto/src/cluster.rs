@@ -28,6 +28,8 @@ pub enum CoordinatorWire {
 pub enum WorkerWire {
     /// A `control::UnitAssignment`: run this unit, stream its result back.
     Assign(Vec<u8>),
+    /// A `control::UnitWithdrawal`: stop these units, their plan is over.
+    Withdraw(Vec<u8>),
 }
 
 /// A frame whose payload did not decode.

@@ -1,11 +1,10 @@
 //! Coordinator benchmark with **scripted workers** (the test double from
 //! `tests/scripted.rs` stands in for llama.cpp; it answers instantly).
 //!
-//! One process: the real cluster coordinator (`serve`: actor, lease table,
-//! lineage store, gRPC API and ingest) and N simulated workers, each a local
-//! gate actor in its process group that heartbeats like a worker node and
-//! streams its results over a real gRPC stream on loopback. Only the
-//! ractor_cluster TCP hop is skipped (the actors are local). Measured:
+//! One process: the real cluster coordinator and N simulated workers
+//! (`tests/simulated.rs`: each a local gate actor in its process group that
+//! heartbeats like a worker node and streams its results over a real gRPC
+//! stream on loopback; only the ractor_cluster TCP hop is skipped). Measured:
 //! records ingested durably per second (accepted and all results),
 //! assignment latency (result sent -> next unit received at that worker),
 //! and peak memory.
@@ -15,24 +14,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use seedling_common::embedding::Embedding;
 use seedling_common::time::{process_cpu, thread_cpu};
 use seedling_common::work::{UnitResult, UnitTask};
-use seedling_coordinator::cluster::{CoordinatorSettings, serve};
 use seedling_coordinator::quality::semantic::SemanticIndex;
-use seedling_proto::api::seedling_client::SeedlingClient;
 use seedling_proto::api::{ClusterStatusRequest, PlanRef, SubmitPlanRequest};
-use seedling_proto::cluster::{
-    COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group,
-};
-use seedling_proto::control::{Heartbeat, UnitAssignment};
-use seedling_proto::results::UnitReport;
-use seedling_proto::results::result_ingest_client::ResultIngestClient;
-use seedling_proto::worker::WorkerCapacity;
+use seedling_proto::cluster::{WorkerWire, decode};
+use seedling_proto::control::UnitAssignment;
+use seedling_tests::repo_root;
 use seedling_tests::scripted::{Script, ScriptedWorker};
-use seedling_tests::{free_port, repo_root};
+use seedling_tests::simulated::{LocalCoordinator, join_worker};
 use tokio::sync::mpsc;
 
 const SLOTS: u32 = 8;
@@ -73,7 +65,10 @@ impl Actor for SimWorker {
         message: Self::Msg,
         state: &mut SimState,
     ) -> Result<(), ActorProcessingErr> {
-        let WorkerWire::Assign(bytes) = message;
+        // Its answers are instant: there is nothing to withdraw.
+        let WorkerWire::Assign(bytes) = message else {
+            return Ok(());
+        };
         let assignment: UnitAssignment = decode("assignment", &bytes)?;
         if let Some(sent) = state.last_sent.lock().unwrap().take() {
             state.latencies.lock().unwrap().push(sent.elapsed());
@@ -155,46 +150,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let workers = number(0, "WORKERS", 32)? as usize;
     let target = number(1, "TARGET", 2000)?;
-    let data = tempfile::tempdir()?;
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let mut cluster_port = free_port();
-    while grpc.ends_with(&format!(":{cluster_port}")) {
-        cluster_port = free_port();
-    }
-    let settings = CoordinatorSettings {
-        data_dir: data.path().to_path_buf(),
-        grpc_listen: grpc.parse()?,
-        cluster_port,
-        cluster_listen_ip: "127.0.0.1".parse()?,
-        hostname: "127.0.0.1".into(),
-        cookie: "bench".into(),
-        token: None,
-        tls: None,
-        lease_timeout: Duration::from_secs(30),
-        attempts_per_record: 50.0,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(settings, async move {
-        let _ = stopped.await;
-    }));
-    let url = format!("http://{grpc}");
-    let waiting = Instant::now();
-    let mut api = loop {
-        if let Ok(client) = SeedlingClient::connect(url.clone()).await {
-            break client;
-        }
-        if server.is_finished() || waiting.elapsed() > Duration::from_secs(20) {
-            anyhow::bail!("the coordinator did not start: {:?}", server.await);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut coordinator = LocalCoordinator::start(Duration::from_secs(30)).await?;
 
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let answering = Arc::new(Mutex::new(Duration::ZERO));
     let mut sims = Vec::new();
     for n in 0..workers {
         let id = format!("sim-{n:02}");
-        let (results_tx, mut results_rx) = mpsc::unbounded_channel::<UnitResult>();
+        let (results_tx, results_rx) = mpsc::unbounded_channel::<UnitResult>();
         let last_sent = Arc::new(Mutex::new(None));
         let (actor, _) = Actor::spawn(
             None,
@@ -211,79 +174,19 @@ async fn main() -> anyhow::Result<()> {
             },
         )
         .await?;
-        ractor::pg::join(worker_group(&id), vec![actor.get_cell()]);
-        // Uplink: one gRPC stream, acknowledgements drained.
-        let mut ingest = ResultIngestClient::connect(url.clone()).await?;
-        let (up, up_rx) = mpsc::channel::<UnitReport>(64);
-        let mut acks = ingest
-            .stream_results(tokio_stream::wrappers::ReceiverStream::new(up_rx))
-            .await?
-            .into_inner();
-        tokio::spawn(async move { while let Ok(Some(_)) = acks.message().await {} });
-        let worker = id.clone();
-        tokio::spawn(async move {
-            let mut seq = 0;
-            while let Some(result) = results_rx.recv().await {
-                seq += 1;
-                let report = UnitReport {
-                    worker_id: worker.clone(),
-                    seq,
-                    plan_id: result.plan.clone(),
-                    unit_id: result.unit.clone(),
-                    result_json: serde_json::to_vec(&result).unwrap(),
-                };
-                *last_sent.lock().unwrap() = Some(Instant::now());
-                if up.send(report).await.is_err() {
-                    return;
-                }
-            }
-        });
-        // Heartbeats, as a worker node sends them.
-        let capacity = WorkerCapacity {
-            worker_id: id.clone(),
-            slots: SLOTS,
-            context_tokens: 8192,
-            model_digest: "scripted".into(),
-            model_name: "scripted test double".into(),
-            gpu: false,
-            gpu_layers: 0,
-        };
-        tokio::spawn(async move {
-            loop {
-                if let Some(gate) = ractor::pg::get_members(&COORDINATOR_GROUP.to_string())
-                    .into_iter()
-                    .next()
-                {
-                    let beat = Heartbeat {
-                        capacity: Some(capacity.clone()),
-                        group: worker_group(&id),
-                        ..Heartbeat::default()
-                    };
-                    let gate: ActorRef<CoordinatorWire> = gate.into();
-                    let _ = gate.cast(CoordinatorWire::Heartbeat(beat.encode_to_vec()));
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
+        join_worker(
+            &coordinator.url,
+            &id,
+            SLOTS,
+            actor.get_cell(),
+            results_rx,
+            move || *last_sent.lock().unwrap() = Some(Instant::now()),
+        )
+        .await?;
         sims.push(actor);
     }
-    let joining = Instant::now();
-    loop {
-        let joined = api
-            .get_cluster_status(ClusterStatusRequest {})
-            .await?
-            .into_inner()
-            .workers
-            .len();
-        if joined >= workers {
-            break;
-        }
-        anyhow::ensure!(
-            joining.elapsed() < Duration::from_secs(30),
-            "only {joined} of {workers} simulated workers joined within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    coordinator.wait_for_workers(workers).await?;
+    let api = &mut coordinator.api;
 
     let plan_path = repo_root().join("examples/retail-banking.toml");
     let plan_toml = std::fs::read_to_string(&plan_path)?;
@@ -387,8 +290,7 @@ async fn main() -> anyhow::Result<()> {
         "  semantic duplicate tier: one check against 10,000 accepted 896-dim inputs: {:.2} ms",
         semantic_check_ms(10_000, 896)
     );
-    let _ = stop.send(());
-    let _ = server.await;
+    coordinator.stop().await;
     for sim in sims {
         sim.stop(None);
     }

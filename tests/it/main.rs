@@ -4,6 +4,7 @@
 //! `model_*` modules load the real default model; nextest runs them one at a
 //! time (see .config/nextest.toml).
 
+mod cluster_withdraw;
 mod fetch_model;
 mod lineage_crash;
 mod lineage_store;

@@ -164,7 +164,27 @@ impl Cluster {
     }
 
     fn submit(&self, target: u64) -> String {
-        let plan = repo_root().join("examples/retail-banking.toml");
+        self.submit_file(&repo_root().join("examples/retail-banking.toml"), target)
+    }
+
+    /// The example plan with another seed: another plan, the same work.
+    fn submit_reseeded(&self, target: u64) -> String {
+        let text =
+            std::fs::read_to_string(repo_root().join("examples/retail-banking.toml")).unwrap();
+        let reseeded = text.replacen("seed = 20261124", "seed = 20261125", 1);
+        assert_ne!(reseeded, text, "the example plan names its seed");
+        let path = self.dir.path().join("reseeded.toml");
+        std::fs::write(&path, reseeded).unwrap();
+        std::fs::create_dir_all(self.dir.path().join("docs")).unwrap();
+        std::fs::copy(
+            repo_root().join("examples/docs/card-declines.md"),
+            self.dir.path().join("docs/card-declines.md"),
+        )
+        .unwrap();
+        self.submit_file(&path, target)
+    }
+
+    fn submit_file(&self, plan: &Path, target: u64) -> String {
         let out = self.cli(&[
             "plan",
             "submit",
@@ -311,6 +331,35 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     assert_eq!(summary["state"], "finished", "{summary}");
     assert_eq!(summary["accepted"].as_u64(), Some(TARGET));
     assert_exact_and_unique(&cluster.export(&plan), TARGET as usize);
+
+    // A second plan, cancelled while wa runs its units: the coordinator
+    // withdraws them, wa stops them (its engine drops their requests) and
+    // its slots are free at its next heartbeat, not when the units would
+    // have finished (one takes far longer than this wait at one thread).
+    let busy = || -> u64 {
+        cluster.json(&["cluster", "status", "--json"])["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["busy"].as_u64().unwrap())
+            .sum()
+    };
+    let second = cluster.submit_reseeded(TARGET);
+    assert_ne!(second, plan);
+    wait_for("wa to run the second plan", Duration::from_secs(60), || {
+        busy() > 0
+    });
+    assert!(cluster.cli(&["plan", "cancel", &second]).status.success());
+    wait_for(
+        "the cancelled plan's units to stop",
+        Duration::from_secs(5),
+        || busy() == 0,
+    );
+    let wa_log = std::fs::read_to_string(cluster.log("wa")).unwrap();
+    assert!(
+        wa_log.contains("units withdrawn by the coordinator"),
+        "{wa_log}"
+    );
 }
 
 #[test]

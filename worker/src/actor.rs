@@ -74,6 +74,15 @@ impl Actor for WorkerActor {
     }
 }
 
+/// Aborts a task when dropped: its caller no longer waits for it.
+struct StopOnDrop(tokio::task::AbortHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs a unit on its own task and always returns a result: a unit that
 /// panics is reported as failed, or the plan would wait for it forever.
 pub(crate) async fn run_caught(
@@ -86,6 +95,8 @@ pub(crate) async fn run_caught(
         let worker = worker.clone();
         tokio::spawn(async move { run_unit(&engine, &worker, &task).await })
     };
+    // Stopping this future (a withdrawn unit) stops the unit too.
+    let _stop = StopOnDrop(running.abort_handle());
     let result = running.await.unwrap_or_else(|err| UnitResult {
         error: Some(format!("the worker failed while running the unit: {err}")),
         ..UnitResult::new(plan, unit, worker.clone())

@@ -8,7 +8,7 @@
 //! Both planes reconnect by themselves, with backoff; ractor_cluster does
 //! not re-dial, and never notices a hung peer, hence the coordinator's lease.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,11 +22,12 @@ use seedling_proto::auth::AttachToken;
 use seedling_proto::cluster::{
     COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group,
 };
-use seedling_proto::control::{Heartbeat, UnitAssignment};
+use seedling_proto::control::{Heartbeat, UnitAssignment, UnitWithdrawal};
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
 use seedling_proto::worker::{EngineStats, WorkerCapacity};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use crate::actor::run_caught;
 use crate::engine::Engine;
@@ -78,6 +79,8 @@ struct GateState {
     worker_id: String,
     outbox: mpsc::Sender<UnitResult>,
     running: Running,
+    /// Each unit's task, to stop it when the coordinator withdraws it.
+    tasks: HashMap<String, AbortHandle>,
 }
 
 impl Actor for WorkerGate {
@@ -99,7 +102,16 @@ impl Actor for WorkerGate {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let WorkerWire::Assign(bytes) = message;
+        let bytes = match message {
+            WorkerWire::Assign(bytes) => bytes,
+            WorkerWire::Withdraw(bytes) => {
+                match decode::<UnitWithdrawal>("withdrawal", &bytes) {
+                    Ok(withdrawal) => state.withdraw(&withdrawal),
+                    Err(err) => tracing::warn!(%err, "dropped a frame from the coordinator"),
+                }
+                return Ok(());
+            }
+        };
         let assignment = match decode::<UnitAssignment>("assignment", &bytes) {
             Ok(assignment) => assignment,
             Err(err) => {
@@ -128,13 +140,35 @@ impl Actor for WorkerGate {
             Arc::clone(&state.running),
         );
         tracing::debug!(plan = %task.plan, unit = %task.unit, "unit assigned");
-        tokio::spawn(async move {
+        let task_key = key.clone();
+        let handle = tokio::spawn(async move {
             let result = run_caught(engine, worker, task).await;
             // Waits while the outbox is full: backpressure from the coordinator.
             let _ = outbox.send(result).await;
-            running.lock().expect("running set").remove(&key);
+            running.lock().expect("running set").remove(&task_key);
         });
+        state.tasks.retain(|_, task| !task.is_finished());
+        state.tasks.insert(key, handle.abort_handle());
         Ok(())
+    }
+}
+
+impl GateState {
+    /// Stops the withdrawn units: their model calls end (the engine drops a
+    /// request whose caller is gone), their slots free up, and nothing is
+    /// sent for them.
+    fn withdraw(&mut self, withdrawal: &UnitWithdrawal) {
+        let mut stopped = 0;
+        let mut running = self.running.lock().expect("running set");
+        for unit in &withdrawal.unit_ids {
+            let key = format!("{}/{unit}", withdrawal.plan_id);
+            if let Some(task) = self.tasks.remove(&key) {
+                task.abort();
+                stopped += 1;
+            }
+            running.remove(&key);
+        }
+        tracing::info!(plan = %withdrawal.plan_id, stopped, reason = %withdrawal.reason, "units withdrawn by the coordinator");
     }
 }
 
@@ -246,6 +280,7 @@ pub async fn serve_worker(
             worker_id: worker_id.clone(),
             outbox,
             running: Arc::clone(&running),
+            tasks: HashMap::new(),
         },
     )
     .await

@@ -23,7 +23,7 @@ use seedling_proto::api::{
     WorkerStatus,
 };
 use seedling_proto::cluster::WorkerWire;
-use seedling_proto::control::{Heartbeat, UnitAssignment};
+use seedling_proto::control::{Heartbeat, UnitAssignment, UnitWithdrawal};
 use seedling_proto::worker::{EngineStats, WorkerCapacity};
 use tokio::sync::watch;
 
@@ -113,6 +113,8 @@ struct PlanSlot {
     state: PlanState,
     error: String,
     watchers: watch::Sender<PlanSummary>,
+    /// Whether its units were withdrawn from the workers after it ended.
+    withdrawn: bool,
 }
 
 impl PlanSlot {
@@ -290,6 +292,7 @@ impl ClusterState {
             state,
             error: String::new(),
             watchers: watch::channel(initial).0,
+            withdrawn: false,
         };
         slot.settle();
         self.plans.push(slot);
@@ -364,14 +367,13 @@ impl ClusterState {
             submissions::mark_cancelled(&slot.dir)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             slot.state = PlanState::Cancelled;
-            // Units still running elsewhere report as stale and store nothing.
-            for worker in self.workers.values_mut() {
-                worker.units.retain(|(plan, _)| plan != id);
-            }
             tracing::info!(plan = %id, "plan cancelled");
             slot.settle();
+            // Its units stop on the workers; any result still on its way is
+            // stale and stores nothing.
+            self.withdraw_ended();
         }
-        Ok(slot.summary())
+        Ok(self.plans[index].summary())
     }
 
     fn on_heartbeat(&mut self, beat: Heartbeat) {
@@ -425,7 +427,44 @@ impl ClusterState {
                 })
             })
             .count();
+        // Units of ended plans it still runs (leased before a restart of
+        // this coordinator, or before the plan ended): stopped too.
+        let mut ended: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+        for (plan, unit) in beat.running.iter().filter_map(|r| r.split_once('/')) {
+            if let Some(slot) = self.plans.iter().find(|p| p.run.plan_id().as_str() == plan)
+                && slot.state != PlanState::Running
+            {
+                let units = ended.entry((plan, slot.state.name())).or_default();
+                units.push(unit.to_string());
+            }
+        }
+        for ((plan, reason), units) in ended {
+            withdraw(worker, plan, units, reason);
+        }
         self.dispatch();
+    }
+
+    /// Stops, on the workers, the units of plans that have ended (finished,
+    /// cancelled, failed): their results could change nothing, and they
+    /// hold slots that other plans' units could use.
+    fn withdraw_ended(&mut self) {
+        for slot in &mut self.plans {
+            if slot.state == PlanState::Running || slot.withdrawn {
+                continue;
+            }
+            slot.withdrawn = true;
+            let plan = slot.run.plan_id().to_string();
+            for worker in self.workers.values_mut() {
+                let units: Vec<String> = worker
+                    .units
+                    .iter()
+                    .filter(|(p, _)| *p == plan)
+                    .map(|(_, unit)| unit.clone())
+                    .collect();
+                worker.units.retain(|(p, _)| *p != plan);
+                withdraw(worker, &plan, units, slot.state.name());
+            }
+        }
     }
 
     /// Takes a worker out and gives its units back to their plans.
@@ -858,6 +897,7 @@ impl Actor for ClusterCoordinator {
                 let _ = reply.send(state.status());
             }
         }
+        state.withdraw_ended();
         Ok(())
     }
 
@@ -871,6 +911,32 @@ impl Actor for ClusterCoordinator {
             state.on_group_change(change);
         }
         Ok(())
+    }
+}
+
+/// Tells `worker` to stop `units` of `plan`, which ended as `reason`.
+fn withdraw(worker: &WorkerEntry, plan: &str, units: Vec<String>, reason: &str) {
+    if units.is_empty() {
+        return;
+    }
+    let count = units.len();
+    let withdrawal = UnitWithdrawal {
+        plan_id: plan.to_string(),
+        unit_ids: units,
+        reason: format!("the plan is {reason}"),
+    };
+    let worker_id = &worker.capacity.worker_id;
+    match worker
+        .actor
+        .cast(WorkerWire::Withdraw(withdrawal.encode_to_vec()))
+    {
+        Ok(()) => {
+            tracing::info!(%plan, worker = %worker_id, units = count, reason, "units withdrawn")
+        }
+        // Gone: its lease expires, and nothing it sends is stored.
+        Err(_) => {
+            tracing::debug!(%plan, worker = %worker_id, "cannot withdraw units from an unreachable worker")
+        }
     }
 }
 

@@ -1,0 +1,177 @@
+//! Cluster members simulated in one process, for tests of the cluster
+//! coordinator and its benchmark: the real coordinator (`serve`: actor,
+//! leases, lineage store, gRPC API and result ingest on loopback), and
+//! stand-ins for worker nodes that join it as a worker does (a gate actor
+//! in the worker's process group, heartbeats to the coordinator's gate, one
+//! gRPC stream for results). Only the ractor_cluster TCP hop is skipped: the
+//! actors are local. What a stand-in does with its units is the caller's.
+
+use std::time::Duration;
+
+use prost::Message as _;
+use ractor::{ActorCell, ActorRef};
+use seedling_common::work::UnitResult;
+use seedling_coordinator::cluster::{ClusterError, CoordinatorSettings, serve};
+use seedling_proto::api::ClusterStatusRequest;
+use seedling_proto::api::seedling_client::SeedlingClient;
+use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, worker_group};
+use seedling_proto::control::Heartbeat;
+use seedling_proto::results::UnitReport;
+use seedling_proto::results::result_ingest_client::ResultIngestClient;
+use seedling_proto::worker::WorkerCapacity;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+
+use crate::free_port;
+
+/// How often a stand-in heartbeats (a worker node's default is a second).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// A cluster coordinator served in this process, on a store in a
+/// temporary directory.
+#[derive(Debug)]
+pub struct LocalCoordinator {
+    pub url: String,
+    pub api: SeedlingClient<Channel>,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), ClusterError>>,
+    _data: tempfile::TempDir,
+}
+
+impl LocalCoordinator {
+    /// Starts it and waits until its API answers.
+    pub async fn start(lease_timeout: Duration) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let mut cluster_port = free_port();
+        while grpc.ends_with(&format!(":{cluster_port}")) {
+            cluster_port = free_port();
+        }
+        let settings = CoordinatorSettings {
+            data_dir: data.path().to_path_buf(),
+            grpc_listen: grpc.parse()?,
+            cluster_port,
+            cluster_listen_ip: "127.0.0.1".parse()?,
+            hostname: "127.0.0.1".into(),
+            cookie: "simulated".into(),
+            token: None,
+            tls: None,
+            lease_timeout,
+            attempts_per_record: 50.0,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(settings, async move {
+            let _ = stopped.await;
+        }));
+        let url = format!("http://{grpc}");
+        let waiting = std::time::Instant::now();
+        let api = loop {
+            if let Ok(client) = SeedlingClient::connect(url.clone()).await {
+                break client;
+            }
+            if server.is_finished() || waiting.elapsed() > Duration::from_secs(20) {
+                anyhow::bail!("the coordinator did not start: {:?}", server.await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok(Self {
+            url,
+            api,
+            stop,
+            server,
+            _data: data,
+        })
+    }
+
+    /// Waits until `count` workers have joined (their first heartbeat).
+    pub async fn wait_for_workers(&mut self, count: usize) -> anyhow::Result<()> {
+        let joining = std::time::Instant::now();
+        loop {
+            let status = self.api.get_cluster_status(ClusterStatusRequest {}).await?;
+            let joined = status.into_inner().workers.len();
+            if joined >= count {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                joining.elapsed() < Duration::from_secs(30),
+                "only {joined} of {count} simulated workers joined within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops it the way a signal would, and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
+/// Joins `gate` to the cluster at `url` as worker `id` with `slots`:
+/// its process group, a heartbeat every half second, and a result stream
+/// that sends what arrives on `results`; `on_sent` runs as each one leaves.
+pub async fn join_worker(
+    url: &str,
+    id: &str,
+    slots: u32,
+    gate: ActorCell,
+    mut results: mpsc::UnboundedReceiver<UnitResult>,
+    on_sent: impl Fn() + Send + 'static,
+) -> anyhow::Result<()> {
+    ractor::pg::join(worker_group(id), vec![gate]);
+    // Uplink: one gRPC stream, acknowledgements drained.
+    let mut ingest = ResultIngestClient::connect(url.to_string()).await?;
+    let (up, up_rx) = mpsc::channel::<UnitReport>(64);
+    let mut acks = ingest
+        .stream_results(tokio_stream::wrappers::ReceiverStream::new(up_rx))
+        .await?
+        .into_inner();
+    tokio::spawn(async move { while let Ok(Some(_)) = acks.message().await {} });
+    let worker = id.to_string();
+    tokio::spawn(async move {
+        let mut seq = 0;
+        while let Some(result) = results.recv().await {
+            seq += 1;
+            let report = UnitReport {
+                worker_id: worker.clone(),
+                seq,
+                plan_id: result.plan.clone(),
+                unit_id: result.unit.clone(),
+                result_json: serde_json::to_vec(&result).expect("a result serialises"),
+            };
+            on_sent();
+            if up.send(report).await.is_err() {
+                return;
+            }
+        }
+    });
+    // Heartbeats, as a worker node sends them.
+    let capacity = WorkerCapacity {
+        worker_id: id.to_string(),
+        slots,
+        context_tokens: 8192,
+        model_digest: "scripted".into(),
+        model_name: "scripted test double".into(),
+        gpu: false,
+        gpu_layers: 0,
+    };
+    let group = worker_group(id);
+    tokio::spawn(async move {
+        loop {
+            if let Some(gate) = ractor::pg::get_members(&COORDINATOR_GROUP.to_string())
+                .into_iter()
+                .next()
+            {
+                let beat = Heartbeat {
+                    capacity: Some(capacity.clone()),
+                    group: group.clone(),
+                    ..Heartbeat::default()
+                };
+                let gate: ActorRef<CoordinatorWire> = gate.into();
+                let _ = gate.cast(CoordinatorWire::Heartbeat(beat.encode_to_vec()));
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    });
+    Ok(())
+}
