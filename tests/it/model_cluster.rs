@@ -169,19 +169,26 @@ impl Cluster {
 
     /// The example plan with another seed: another plan, the same work.
     fn submit_reseeded(&self, target: u64) -> String {
+        let path = self.example_variant("reseeded.toml", "seed = 20261124", "seed = 20261125");
+        self.submit_file(&path, target)
+    }
+
+    /// The example plan with `from` replaced by `to`, written beside a copy
+    /// of its reference file (so only the coordinator can object to it).
+    fn example_variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
         let text =
             std::fs::read_to_string(repo_root().join("examples/retail-banking.toml")).unwrap();
-        let reseeded = text.replacen("seed = 20261124", "seed = 20261125", 1);
-        assert_ne!(reseeded, text, "the example plan names its seed");
-        let path = self.dir.path().join("reseeded.toml");
-        std::fs::write(&path, reseeded).unwrap();
+        let variant = text.replacen(from, to, 1);
+        assert_ne!(variant, text, "the example plan has {from:?}");
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, variant).unwrap();
         std::fs::create_dir_all(self.dir.path().join("docs")).unwrap();
         std::fs::copy(
             repo_root().join("examples/docs/card-declines.md"),
             self.dir.path().join("docs/card-declines.md"),
         )
         .unwrap();
-        self.submit_file(&path, target)
+        path
     }
 
     fn submit_file(&self, plan: &Path, target: u64) -> String {
@@ -416,21 +423,11 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     }
 
     // A malformed plan: InvalidArgument naming the field; nothing stored.
-    let text = std::fs::read_to_string(repo_root().join("examples/retail-banking.toml")).unwrap();
-    let broken = text.replacen("[target]\naccepted = ", "[target]\naccepted = -", 1);
-    assert_ne!(
-        broken, text,
-        "the example plan has a [target] accepted line"
+    let bad = cluster.example_variant(
+        "bad-plan.toml",
+        "[target]\naccepted = ",
+        "[target]\naccepted = -",
     );
-    let bad = cluster.dir.path().join("bad-plan.toml");
-    std::fs::write(&bad, broken).unwrap();
-    // Its reference file goes with it, so only the coordinator can object.
-    std::fs::create_dir_all(cluster.dir.path().join("docs")).unwrap();
-    std::fs::copy(
-        repo_root().join("examples/docs/card-declines.md"),
-        cluster.dir.path().join("docs/card-declines.md"),
-    )
-    .unwrap();
     let out = cluster.cli(&["plan", "submit", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
