@@ -397,6 +397,8 @@ pub async fn export(remote: &Remote, id: &str, out: &Path) -> anyhow::Result<()>
         .await
         .map_err(explain)?
         .into_inner();
+    // One export into a directory at a time: two would interleave chunks.
+    let _only_export = seedling_coordinator::dataset::lock_export_dir(out)?;
     let mut written: Vec<PathBuf> = Vec::new();
     let mut version = String::new();
     while let Some(chunk) = chunks.message().await.map_err(explain)? {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{EdgeKind, NodeKind, NodeStatus};
-use seedling_coordinator::dataset::export_dataset;
+use seedling_coordinator::dataset::{ExportError, export_dataset, lock_export_dir};
 use seedling_coordinator::lineage::{LineageStore, PlanGraph};
 use seedling_coordinator::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome};
 use seedling_coordinator::plan::{Plan, allocate, load_plan};
@@ -361,6 +361,23 @@ fn the_export_keeps_lineage_groups_in_one_split_and_every_record_traceable() {
     // Exporting again changes nothing: same version, same files.
     let again = export_dataset(&store, &plan_id, out.path()).unwrap();
     assert_eq!(again.version, summary.version);
+
+    // While another export holds the directory, a second one is refused
+    // and names it; once it is free, exporting works again.
+    let held = lock_export_dir(out.path()).unwrap();
+    let busy = export_dataset(&store, &plan_id, out.path()).unwrap_err();
+    assert!(matches!(busy, ExportError::Busy { .. }), "{busy}");
+    assert!(
+        busy.to_string().contains(&out.path().display().to_string()),
+        "{busy}"
+    );
+    drop(held);
+    assert_eq!(
+        export_dataset(&store, &plan_id, out.path())
+            .unwrap()
+            .version,
+        summary.version
+    );
 }
 
 #[test]

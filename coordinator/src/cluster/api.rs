@@ -162,15 +162,25 @@ impl Seedling for Api {
         self.ask(|reply| ClusterMsg::GetPlan(lookup, reply))
             .await??;
         let store = Arc::clone(&self.store);
-        let out = self.data_dir.join("exports").join(&id);
+        let exports = self.data_dir.join("exports");
         let exported = tokio::task::spawn_blocking(
             move || -> Result<(String, Vec<(PathBuf, Vec<u8>)>), ApiError> {
-                let _ = std::fs::remove_dir_all(&out);
+                // A directory of this request's own: exports of one plan
+                // asked for at once do not write over each other.
+                let fail = |e: std::io::Error| {
+                    ApiError::Internal(format!("a directory for the export of {id}: {e}"))
+                };
+                std::fs::create_dir_all(&exports).map_err(fail)?;
+                let scratch = tempfile::Builder::new()
+                    .prefix(&format!("{id}."))
+                    .tempdir_in(&exports)
+                    .map_err(fail)?;
+                let out = scratch.path();
                 let summary =
-                    export_dataset(&store, &PlanId::new(id.clone()), &out).map_err(|e| {
+                    export_dataset(&store, &PlanId::new(id.clone()), out).map_err(|e| {
                         ApiError::FailedPrecondition(format!("cannot export plan {id}: {e}"))
                     })?;
-                let files = files_under(&out)
+                let files = files_under(out)
                     .and_then(|files| {
                         files
                             .into_iter()

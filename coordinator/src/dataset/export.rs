@@ -43,6 +43,10 @@ pub enum ExportError {
     Write { path: PathBuf, reason: String },
     #[error("record {id} does not conform to the schema: {reason}")]
     Invalid { id: String, reason: String },
+    #[error(
+        "another export is writing {dir} right now; wait for it to finish or export somewhere else"
+    )]
+    Busy { dir: PathBuf },
 }
 
 /// What an export wrote.
@@ -129,6 +133,27 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Holds `dir` (created if missing) for one export until the handle is
+/// dropped: two exports writing one directory at once would interleave
+/// their files. An advisory lock on the directory itself, so it leaves no
+/// file in the dataset, and it goes with the process: a killed export
+/// holds nothing.
+pub fn lock_export_dir(dir: &Path) -> Result<std::fs::File, ExportError> {
+    let fail = |e: std::io::Error| ExportError::Write {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let handle = std::fs::File::open(dir).map_err(fail)?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ExportError::Busy {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(fail(e)),
+    }
+}
+
 /// Writes `bytes` to `dir/rel` through a temporary file, so a killed export
 /// never leaves half a file under the final name.
 fn write_file(dir: &Path, rel: &str, bytes: &[u8]) -> Result<ManifestEntry, ExportError> {
@@ -167,6 +192,7 @@ pub fn export_dataset(
     plan: &PlanId,
     out: &Path,
 ) -> Result<ExportSummary, ExportError> {
+    let _only_export = lock_export_dir(out)?;
     let (stored, generator_version) = stored_plan(store, plan)?;
     let mut accepted: Vec<Node> = Vec::new();
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();

@@ -9,4 +9,6 @@ mod parquet;
 mod report;
 pub mod splits;
 
-pub use export::{ExportError, ExportSummary, export_dataset, stored_plan, validate_record};
+pub use export::{
+    ExportError, ExportSummary, export_dataset, lock_export_dir, stored_plan, validate_record,
+};
