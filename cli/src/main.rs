@@ -133,6 +133,7 @@ impl EngineArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    exit_quietly_when_stdout_closes();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -141,6 +142,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `seedling plan check x.toml | head` closes our stdout early; Rust then
+/// panics in `println!` (it ignores SIGPIPE). Exit as a command killed by
+/// SIGPIPE would (status 141), without a panic message: the reader asked
+/// for no more. Nothing is lost: the store is durable at every point.
+fn exit_quietly_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn run() -> anyhow::Result<()> {

@@ -244,3 +244,26 @@ fn empty_subdomain_list_and_unreadable_file_are_named() {
     let message = load_plan(&garbage).unwrap_err().to_string();
     assert!(message.contains("garbage.toml:1:"), "{message}");
 }
+
+#[test]
+fn a_reader_that_stops_early_gets_no_panic() {
+    // `seedling plan check PLAN | head -0`: the reader closes the pipe
+    // before the command prints, which must then stop quietly, not panic.
+    let plan = examples().join("retail-banking.toml");
+    let mut child = std::process::Command::new(seedling_tests::seedling_bin())
+        .args(["plan", "check"])
+        .arg(&plan)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("seedling starts");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("seedling exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.code() == Some(141),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
