@@ -267,3 +267,35 @@ fn a_reader_that_stops_early_gets_no_panic() {
         out.status
     );
 }
+
+#[test]
+fn a_methods_table_gives_the_methods_it_leaves_out_no_share() {
+    let original = std::fs::read_to_string(examples().join("retail-banking.toml")).unwrap();
+    let mix =
+        "[methods]\ntemplate = 0.6\nself_instruct = 0.15\nevol_instruct = 0.2\nmagpie = 0.05\n";
+    assert!(original.contains(mix));
+    let dir = tempfile::tempdir().unwrap();
+    let only_templates = write_plan(
+        dir.path(),
+        "templates.toml",
+        &original.replace(mix, "[methods]\ntemplate = 1.0\n"),
+    );
+    let plan = load_plan(&only_templates).expect("a partial [methods] table loads");
+    assert_eq!(plan.methods.template, 1.0);
+    assert_eq!(
+        (
+            plan.methods.self_instruct,
+            plan.methods.evol_instruct,
+            plan.methods.magpie
+        ),
+        (0.0, 0.0, 0.0)
+    );
+    // What is named must still add up.
+    let short = write_plan(
+        dir.path(),
+        "short.toml",
+        &original.replace(mix, "[methods]\ntemplate = 0.5\n"),
+    );
+    let err = load_plan(&short).expect_err("shares that do not sum to 1");
+    assert!(err.to_string().contains("methods"), "{err}");
+}

@@ -187,13 +187,19 @@ pub struct Adversarial {
     pub kinds: Vec<AdversarialKind>,
 }
 
-/// Mix of generation methods (shares that sum to 1).
+/// Mix of generation methods (shares that sum to 1). Without a `[methods]`
+/// table the plan gets the default mix; within one, a method left out gets
+/// no share (`[methods] template = 1.0` means templates only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Methods {
+    #[serde(default)]
     pub template: f64,
+    #[serde(default)]
     pub self_instruct: f64,
+    #[serde(default)]
     pub evol_instruct: f64,
+    #[serde(default)]
     pub magpie: f64,
 }
 
