@@ -130,6 +130,13 @@ fn malformed_plans_name_file_line_and_field() {
             says: &["references[0].path", "missing.md", "not found"],
         },
         Case {
+            what: "reference is a directory",
+            from: "path = \"docs/card-declines.md\"",
+            to: "path = \"docs\"",
+            line_of: Some("path = \"docs\""),
+            says: &["references[0].path", "is a directory"],
+        },
+        Case {
             what: "negative target",
             from: "accepted = 200",
             to: "accepted = -5",

@@ -134,10 +134,17 @@ pub fn parse_plan(file: &str, text: &str, base_dir: Option<&Path>) -> Result<Pla
                         Segment::Index(idx),
                         Segment::Key("path"),
                     ]),
-                    message: format!(
-                        "file {} not found (paths are relative to the plan file)",
-                        resolved.display()
-                    ),
+                    message: if resolved.is_dir() {
+                        format!(
+                            "{} is a directory; name one document file per reference",
+                            resolved.display()
+                        )
+                    } else {
+                        format!(
+                            "file {} not found (paths are relative to the plan file)",
+                            resolved.display()
+                        )
+                    },
                 });
             }
         }
