@@ -391,5 +391,17 @@ mod tests {
             "{found:?}"
         );
         assert!(reasons(&judge_pair(&task("en"), QUESTION, QUESTION, answer)).is_empty());
+        // Seen from the small model on a new domain: a reply written as the
+        // user's message, in English and in German.
+        for input in [
+            "It sounds like you're experiencing a problem with your card after a trip abroad.",
+            "Hallo! Ich habe eine Karte. Wie kann ich Ihnen helfen? Eine Frage zum Thema Karten?",
+        ] {
+            assert!(
+                reasons(&judge_pair(&task("en"), input, input, answer))
+                    .contains(&"input_sounds_like_assistant"),
+                "{input}"
+            );
+        }
     }
 }

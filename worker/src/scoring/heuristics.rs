@@ -191,9 +191,24 @@ const ASSISTANT_PHRASES: &[&str] = &[
     "thank you for reaching out",
     "thank you for contacting",
     "i hope this message finds you well",
+    // openers of a reply to someone else's problem
+    "it sounds like you're",
+    "it sounds like you are",
+    "i'm sorry to hear that",
+    "i am sorry to hear that",
     "¿en qué puedo ayudarle",
     "¿en qué puedo ayudarte",
     "estoy aquí para ayudar",
+    "wie kann ich ihnen helfen",
+    "wie kann ich dir helfen",
+    "ich helfe ihnen gerne",
+    "ich bin hier, um zu helfen",
+    "comment puis-je vous aider",
+    "comment puis-je t'aider",
+    "je suis là pour vous aider",
+    "come posso aiutarti",
+    "come posso aiutarla",
+    "como posso ajudar",
 ];
 
 /// The assistant phrase an input contains, if any.
