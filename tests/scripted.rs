@@ -173,9 +173,17 @@ impl ScriptedWorker {
                 let mut embedding_of = None;
                 let mut plain = false;
                 // A scripted answer, opening with a verdict when answers are
-                // meant to contradict each other.
-                let answer = |task: &UnitTask, language: &str, verdict: &str| {
+                // meant to contradict each other, and ending on the topic of
+                // the request (a few of its longer words, not in a row), as
+                // a real answer takes up the words it was asked in.
+                let answer = |task: &UnitTask, language: &str, verdict: &str, input: &str| {
                     let words = words(language, &format!("{}response", task.unit), 40);
+                    let topic: Vec<&str> = input
+                        .split_whitespace()
+                        .filter(|w| w.chars().count() >= 5)
+                        .take(3)
+                        .collect();
+                    let words = format!("{words}, about {}", topic.join(" and "));
                     if self.script.contradict_paraphrases {
                         format!("{verdict}{words}")
                     } else {
@@ -195,7 +203,8 @@ impl ScriptedWorker {
                     {
                         embedding_of = Some(previous_input);
                         let input = words(language, &format!("{}paraphrase", task.unit), 16);
-                        (input.clone(), input, answer(task, language, "No, "))
+                        let response = answer(task, language, "No, ", &input);
+                        (input.clone(), input, response)
                     }
                     _ => {
                         let base = words(language, &format!("{}base", task.unit), 16);
@@ -209,7 +218,7 @@ impl ScriptedWorker {
                                 "I'm sorry, but I cannot help with that request today.".to_string()
                             } else {
                                 plain = true;
-                                answer(task, language, "Yes, ")
+                                answer(task, language, "Yes, ", &input)
                             };
                         (base, input, response)
                     }

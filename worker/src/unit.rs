@@ -14,7 +14,7 @@ use seedling_common::work::{
 use crate::engine::{Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams};
 use crate::scoring::heuristics::{
     RuleCheck, Thresholds, assistant_phrase, check_pair, evolution_failures, heuristic_score,
-    placeholder,
+    off_topic, placeholder,
 };
 
 /// Longest input kept: people's messages to a support chat are short, and a
@@ -179,6 +179,9 @@ pub fn judge_pair(
     if let Some(phrase) = assistant_phrase(input) {
         rejections
             .push(serde_json::json!({"reason": "input_sounds_like_assistant", "phrase": phrase}));
+    }
+    if !task.checks.allow_refusal && off_topic(input, response) {
+        rejections.push(serde_json::json!({"reason": "response_off_topic"}));
     }
     if input.chars().count() > MAX_INPUT_CHARS {
         rejections.push(serde_json::json!({"reason": "input_too_long", "chars": input.chars().count(), "max": MAX_INPUT_CHARS}));
@@ -376,6 +379,46 @@ mod tests {
         assert_eq!(
             reasons(&judge_pair(&task("en"), QUESTION, QUESTION, spanish)),
             vec!["wrong_language"]
+        );
+    }
+
+    #[test]
+    fn an_answer_to_something_else_is_rejected_unless_the_request_was_to_be_declined() {
+        let asked = "Was ist das Problem mit dem kompostierten Bin? Wie kann ich es verbessern?";
+        let riddle = "Was hat der Schmied nach einem Trinken mit Rötteneggwürsten?";
+        assert!(
+            reasons(&judge_pair(&task("de"), asked, asked, riddle)).contains(&"response_off_topic")
+        );
+        // Sharing a function word ("eine") is not sharing the topic.
+        let mixed = "Würden Sie eine praktische Frage zum Kompostieren? Die compost bin smells like rotten eggs";
+        let short_riddle = "Was hat der Schmied nach einem Feuerhund, eine Frage?";
+        assert!(
+            !reasons(&judge_pair(&task("de"), mixed, mixed, short_riddle))
+                .contains(&"response_off_topic"),
+            "'frage' is shared"
+        );
+        let riddle_again = "Was hat der Schmied nach eine Feuerhund getrunken?";
+        assert!(
+            reasons(&judge_pair(&task("de"), mixed, mixed, riddle_again))
+                .contains(&"response_off_topic")
+        );
+        let answer = "Das Problem ist meist zu viel Feuchtigkeit: mischen Sie trockenes Laub unter \
+            und wenden Sie den Kompost, damit wieder Luft hineinkommt.";
+        assert!(
+            !reasons(&judge_pair(&task("de"), asked, asked, answer))
+                .contains(&"response_off_topic")
+        );
+        let mut declined = task("en");
+        declined.checks.allow_refusal = true;
+        let off_scope = "Which football team will win the championship this season, do you think?";
+        let scope = "I can only help with questions about your bank accounts, cards and transfers.";
+        assert!(
+            !reasons(&judge_pair(&declined, off_scope, off_scope, scope))
+                .contains(&"response_off_topic")
+        );
+        assert!(
+            reasons(&judge_pair(&task("en"), off_scope, off_scope, scope))
+                .contains(&"response_off_topic")
         );
     }
 

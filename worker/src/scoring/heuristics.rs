@@ -211,6 +211,47 @@ const ASSISTANT_PHRASES: &[&str] = &[
     "como posso ajudar",
 ];
 
+/// Word stems (the first four letters of words of four or more) of a text,
+/// lowercase. Crude on purpose: it only has to say whether two texts share
+/// any vocabulary at all.
+fn stems(text: &str) -> HashSet<String> {
+    text.split(|c: char| !c.is_alphabetic())
+        .filter(|w| w.chars().count() >= 4 && !w.chars().any(unspaced_script))
+        .map(|w| w.to_lowercase().chars().take(4).collect::<String>())
+        .filter(|stem| !FUNCTION_STEMS.contains(&stem.as_str()))
+        .collect()
+}
+
+/// Stems of the commonest function words of the languages plans use most:
+/// sharing only "eine" or "with" says nothing about the topic.
+const FUNCTION_STEMS: &[&str] = &[
+    "that", "this", "with", "your", "have", "from", "what", "when", "will", "woul", "they", "ther",
+    "thei", "been", "were", "abou", "whic", "some", "into", "also", "just", "more", "than", "then",
+    "eine", "nich", "sind", "oder", "aber", "wenn", "dass", "wird", "werd", "sich", "auch", "noch",
+    "nach", "mein", "ihre", "sein", "kann", "habe", "para", "como", "pero", "esta", "este", "sobr",
+    "pour", "dans", "avec", "vous", "nous", "sont", "mais", "cett", "plus",
+];
+
+/// Scripts written without spaces between words (Han, kana, Hangul, Thai,
+/// Lao, Myanmar, Khmer): there a "word" is a phrase and its stem means
+/// nothing, so such words are left out.
+fn unspaced_script(c: char) -> bool {
+    matches!(c,
+        '\u{0E00}'..='\u{0EFF}' | '\u{1000}'..='\u{109F}' | '\u{1780}'..='\u{17FF}'
+        | '\u{2E80}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7AF}' | '\u{F900}'..='\u{FAFF}')
+}
+
+/// True when a response shares not one word stem with a request of several:
+/// an answer to something else (seen from the small model: a question about
+/// a compost bin answered with a riddle about a blacksmith). Requests meant
+/// to be declined (adversarial units) are not asked this: "I can only help
+/// with banking" rightly shares nothing with an off-scope question.
+pub fn off_topic(input: &str, response: &str) -> bool {
+    let asked = stems(input);
+    let answered = stems(response);
+    asked.len() >= 3 && answered.len() >= 3 && asked.is_disjoint(&answered)
+}
+
 /// The assistant phrase an input contains, if any.
 pub fn assistant_phrase(input: &str) -> Option<&'static str> {
     let lower = input.to_lowercase();
