@@ -183,16 +183,8 @@ impl NodeId {
             hasher.update(part.as_bytes());
         }
         let hash = hasher.finalize();
-        // Every record makes several ids: written straight into one string
-        // rather than formatted byte by byte.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = String::with_capacity(NodeId::PREFIX.len() + 24);
-        id.push_str(NodeId::PREFIX);
-        for b in &hash.as_bytes()[..12] {
-            id.push(char::from(HEX[usize::from(b >> 4)]));
-            id.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        NodeId::new(id)
+        let hex = hex::encode(&hash.as_bytes()[..12]);
+        NodeId::new(format!("{}{hex}", NodeId::PREFIX))
     }
 }
 
