@@ -113,6 +113,10 @@ coded_enum!(
     }
 );
 
+/// The step of a record's own quality verdict (a `judgement` under its
+/// response; other judgements are probes and flags).
+pub const RECORD_VERDICT_STEP: &str = "quality_filter";
+
 /// One vertex of the lineage DAG.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {

@@ -301,7 +301,7 @@ fn record_trace_is_reconstructed_from_the_dag() {
     };
     assert!(pos("template_instantiation") < pos("diversity_expansion"));
     assert!(pos("diversity_expansion") < pos("response_generation"));
-    assert!(pos("response_generation") < pos("quality_filtering"));
+    assert!(pos("response_generation") < pos("quality_filter"));
     assert!(pos("response_generation") < pos("deduplication"));
     assert!(pos("response_generation") < pos("packaging"));
     assert!(
@@ -384,5 +384,46 @@ fn plans_lists_each_plan_once() {
             .plans()
             .unwrap()
             .is_empty()
+    );
+}
+
+#[test]
+fn the_index_files_plans_and_records_and_an_attempts_steps_are_reached_below_them() {
+    let (_dir, store) = open_with_records(2);
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    // Per record: template instance, generated input, verdict and dedup
+    // decision are left out; plan root, term, response and split are filed.
+    assert_eq!(report.nodes, 2 + 2 * 6);
+    assert_eq!(report.index_entries, 2 + 2 * 2);
+    let listed: Vec<NodeKind> = store
+        .plan_nodes(&plan())
+        .unwrap()
+        .iter()
+        .map(|node| node.kind)
+        .collect();
+    assert_eq!(listed.len(), 2 + 2 * 6, "{listed:?}");
+    for kind in [
+        NodeKind::TemplateInstance,
+        NodeKind::GeneratedInput,
+        NodeKind::Judgement,
+    ] {
+        assert_eq!(listed.iter().filter(|k| **k == kind).count(), 2, "{kind}");
+    }
+
+    // A step with no parent would be out of every listing: check says so.
+    let stray = simple_node("n-stray-input", NodeKind::GeneratedInput);
+    store
+        .append(&LineageBatch {
+            nodes: vec![stray],
+            ..Default::default()
+        })
+        .unwrap();
+    let problems = store.check().unwrap().problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("n-stray-input") && p.contains("no parent in its plan")),
+        "{problems:?}"
     );
 }

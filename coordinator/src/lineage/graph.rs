@@ -23,13 +23,8 @@ pub struct PlanGraph {
 impl PlanGraph {
     /// Loads every node of `plan` and the edges among them.
     pub fn load(store: &LineageStore, plan: &PlanId) -> Result<Self, LineageError> {
-        let ids: HashSet<NodeId> = store
-            .nodes_of_plan(plan, None, None)
-            .collect::<Result<_, _>>()?;
-        let mut nodes = Vec::with_capacity(ids.len());
-        for id in &ids {
-            nodes.push(store.require(id)?);
-        }
+        let nodes = store.plan_nodes(plan)?;
+        let ids: HashSet<NodeId> = nodes.iter().map(|node| node.id.clone()).collect();
         let edges = store.edges_among(&ids)?;
         Ok(Self::from_parts(nodes, &edges))
     }

@@ -8,16 +8,17 @@
 //! | `N`    | node id                          | the node, its parents, and the children written with it (JSON) |
 //! | `C`    | parent id 0x00 child id          | edge kind code: a child added after its parent was written (older stores) |
 //! | `C`    | parent id 0x00 0x01 write number | children one append added to a written parent: (kind code, child id, 0x00) each |
-//! | `I`    | plan id 0x00 kind status node id | empty                                  |
+//! | `I`    | plan id 0x00 kind status node id | empty (for the nodes [`indexed`] names) |
 //!
 //! Embedding edges in node values keeps a record (six nodes, eight edges) at
 //! about fifteen keys instead of twenty-eight: sled's per-key insert cost,
 //! not the bytes, bounds ingest, and its memory grows per key. For the same
 //! reason the children one append gives an earlier node (the plan root and
-//! the glossary terms gain one per record) share one `C` key per parent.
+//! the glossary terms gain one per record) share one `C` key per parent, and
+//! an attempt's intermediate steps have no index entry (see [`indexed`]).
 
 use seedling_common::ids::{NodeId, PlanId};
-use seedling_common::lineage::{EdgeKind, NodeKind, NodeStatus};
+use seedling_common::lineage::{EdgeKind, NodeKind, NodeStatus, RECORD_VERDICT_STEP};
 
 pub const NODE: u8 = b'N';
 pub const CHILD: u8 = b'C';
@@ -92,6 +93,26 @@ pub fn edges_of(prefix: u8, id: &NodeId) -> Vec<u8> {
 pub fn edge_other_end(key: &[u8]) -> Option<NodeId> {
     let sep = key.iter().position(|b| *b == 0)?;
     std::str::from_utf8(&key[sep + 1..]).ok().map(NodeId::new)
+}
+
+/// Whether a node of `kind` written by `step` gets an `I` entry. An
+/// attempt's intermediate steps (the template instance or augmentation
+/// request, the generated inputs) and its decision (the record's verdict, or
+/// a duplicate's) are never listed by kind: they are reached through the
+/// DAG, below the plan root and the records, which are filed, as are the
+/// judgements that are not a record's verdict (probes, consistency flags).
+/// Leaving them out saves about two fifths of a record's keys. Stores
+/// written before this filed every node; such an entry is still read, and
+/// dropped when its node's status changes, so none goes stale.
+pub fn indexed(kind: NodeKind, step: &str) -> bool {
+    match kind {
+        NodeKind::TemplateInstance
+        | NodeKind::Augmentation
+        | NodeKind::GeneratedInput
+        | NodeKind::DedupDecision => false,
+        NodeKind::Judgement => step != RECORD_VERDICT_STEP,
+        _ => true,
+    }
 }
 
 pub fn index_prefix(plan: &PlanId, kind: Option<NodeKind>, status: Option<NodeStatus>) -> Vec<u8> {

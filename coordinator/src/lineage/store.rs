@@ -282,7 +282,9 @@ impl LineageStore {
         Ok(plans)
     }
 
-    /// Ids of a plan's nodes, optionally of one kind and status, in id order.
+    /// Ids of a plan's filed nodes (those [`keys::indexed`] names: not an
+    /// attempt's steps and verdicts), optionally of one kind and status, in
+    /// id order. [`Self::plan_nodes`] has every node.
     pub fn nodes_of_plan(
         &self,
         plan: &PlanId,
@@ -301,6 +303,35 @@ impl LineageStore {
                     reason: "malformed index key".into(),
                 })
             })
+    }
+
+    /// Every node of a plan: the filed ones, and the steps below them that
+    /// the index leaves out, found by following children (each has a parent
+    /// in its plan, which [`Self::check`] verifies).
+    pub fn plan_nodes(&self, plan: &PlanId) -> Result<Vec<Node>, LineageError> {
+        let mut seen: HashSet<NodeId> = HashSet::new();
+        let mut next: Vec<NodeId> = Vec::new();
+        for id in self.nodes_of_plan(plan, None, None) {
+            let id = id?;
+            if seen.insert(id.clone()) {
+                next.push(id);
+            }
+        }
+        let mut nodes = Vec::with_capacity(next.len());
+        while let Some(id) = next.pop() {
+            let stored = self.require_stored(&id)?;
+            if &stored.node.plan != plan {
+                continue; // a child in another plan: not this plan's, nor what it leads to
+            }
+            let late = self.late_children(&id)?;
+            for (_, child) in stored.children.into_iter().chain(late) {
+                if seen.insert(child.clone()) {
+                    next.push(child);
+                }
+            }
+            nodes.push(stored.node);
+        }
+        Ok(nodes)
     }
 
     /// The newest version of a record: follows `supersedes` children.
@@ -593,10 +624,12 @@ impl LineageStore {
                 if let Some(old) = filed_under {
                     stale_index.push(keys::index(&node.plan, node.kind, old, &node.id));
                 }
-                put(
-                    keys::index(&node.plan, node.kind, node.status, &node.id),
-                    &[],
-                );
+                if keys::indexed(node.kind, &node.step) {
+                    put(
+                        keys::index(&node.plan, node.kind, node.status, &node.id),
+                        &[],
+                    );
+                }
             }
         }
         if !late_children.is_empty() {
@@ -661,7 +694,8 @@ impl LineageStore {
     /// graph is acyclic.
     pub fn check(&self) -> Result<CheckReport, LineageError> {
         let mut report = CheckReport::default();
-        let mut nodes: HashMap<NodeId, (PlanId, NodeKind, NodeStatus)> = HashMap::new();
+        // Each node's plan, kind, status and whether the index files it.
+        let mut nodes: HashMap<NodeId, (PlanId, NodeKind, NodeStatus, bool)> = HashMap::new();
         // (parent, child) as each side records it.
         let mut child_side: HashSet<(NodeId, NodeId)> = HashSet::new();
         let mut parent_side: Vec<(NodeId, NodeId)> = Vec::new();
@@ -686,7 +720,8 @@ impl LineageStore {
                             parent_side.push((id.clone(), child.clone()));
                         }
                         let node = stored.node;
-                        nodes.insert(id, (node.plan, node.kind, node.status));
+                        let filed = keys::indexed(node.kind, &node.step);
+                        nodes.insert(id, (node.plan, node.kind, node.status, filed));
                     }
                     Err(err) => report.problems.push(err.to_string()),
                 },
@@ -739,11 +774,27 @@ impl LineageStore {
                 "edge {parent} -> {child} is recorded by the child but not by the parent"
             ));
         }
-        for (id, (plan, kind, status)) in &nodes {
-            if !index_entries.remove(&keys::index(plan, *kind, *status, id)) {
-                report
-                    .problems
-                    .push(format!("node {id} is missing from the index"));
+        // What the index leaves out, a plan's listing reaches from a parent.
+        let below_a_parent: HashSet<&NodeId> = child_side
+            .iter()
+            .filter(|(parent, child)| {
+                matches!((nodes.get(parent), nodes.get(child)),
+                    (Some(p), Some(c)) if p.0 == c.0)
+            })
+            .map(|(_, child)| child)
+            .collect();
+        for (id, (plan, kind, status, indexed)) in &nodes {
+            let filed = index_entries.remove(&keys::index(plan, *kind, *status, id));
+            if *indexed {
+                if !filed {
+                    report
+                        .problems
+                        .push(format!("node {id} is missing from the index"));
+                }
+            } else if !below_a_parent.contains(id) {
+                report.problems.push(format!(
+                    "node {id} ({kind}) has no parent in its plan, and its kind is not indexed: listing the plan misses it"
+                ));
             }
         }
         for stale in index_entries {

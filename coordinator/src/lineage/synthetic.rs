@@ -4,7 +4,9 @@
 //! nodes and eight edges per record, as the pipeline writes them.
 
 use seedling_common::ids::{NodeId, PlanId};
-use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+use seedling_common::lineage::{
+    Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus, RECORD_VERDICT_STEP,
+};
 
 const SPLITS: [&str; 3] = ["train", "validation", "test"];
 
@@ -82,7 +84,7 @@ pub fn record(plan: &PlanId, idx: u64) -> LineageBatch {
         plan,
         id("judgement"),
         NodeKind::Judgement,
-        "quality_filtering",
+        RECORD_VERDICT_STEP,
         serde_json::json!({"quality_score": 0.8}),
     );
     let dedup = node(

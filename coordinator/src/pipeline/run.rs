@@ -1183,7 +1183,7 @@ impl LineageContext {
         let step = if decision.duplicate_of.is_some() {
             "deduplication"
         } else {
-            "quality_filter"
+            seedling_common::lineage::RECORD_VERDICT_STEP
         };
         batch.nodes.push(Node {
             id: judgement.clone(),
