@@ -15,7 +15,8 @@
 //! not the bytes, bounds ingest, and its memory grows per key. For the same
 //! reason the children one append gives an earlier node (the plan root and
 //! the glossary terms gain one per record) share one `C` key per parent, and
-//! an attempt's intermediate steps have no index entry (see [`indexed`]).
+//! an attempt's steps and verdict have no index entry (see [`indexed`]):
+//! with both, a record is about nine keys.
 
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{EdgeKind, NodeKind, NodeStatus, RECORD_VERDICT_STEP};
