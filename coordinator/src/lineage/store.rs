@@ -839,3 +839,49 @@ fn decode_node(key: &[u8], payload: &[u8]) -> Result<StoredNode, LineageError> {
         reason: format!("undecodable node: {e}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lineage::synthetic::{plan_roots, record};
+
+    /// Stores written before the index left an attempt's steps out filed
+    /// every node: they still check clean and list each node once, and a
+    /// status change drops such an entry instead of leaving it stale.
+    #[test]
+    fn a_store_that_filed_every_node_still_checks_and_lists_each_node_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LineageStore::open(dir.path().join("store")).unwrap();
+        let plan = PlanId::new("p-old");
+        store.append(&plan_roots(&plan)).unwrap();
+        let batch = record(&plan, 0);
+        store.append(&batch).unwrap();
+        let mut writes = sled::Batch::default();
+        for node in &batch.nodes {
+            let stored = store.require(&node.id).unwrap();
+            let key = keys::index(&plan, stored.kind, stored.status, &stored.id);
+            writes.insert(key.clone(), codec::seal(&key, &[]));
+        }
+        store.tree.apply_batch(writes).unwrap();
+        let report = store.check().unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.index_entries, 2 + 6);
+        assert_eq!(store.plan_nodes(&plan).unwrap().len(), 2 + 6);
+
+        let input = batch
+            .nodes
+            .iter()
+            .find(|n| n.kind == NodeKind::GeneratedInput)
+            .unwrap();
+        store
+            .append(&LineageBatch {
+                status_changes: vec![(input.id.clone(), NodeStatus::Rejected)],
+                ..Default::default()
+            })
+            .unwrap();
+        let report = store.check().unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.index_entries, 2 + 5);
+        assert_eq!(store.plan_nodes(&plan).unwrap().len(), 2 + 6);
+    }
+}
