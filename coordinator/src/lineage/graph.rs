@@ -2,7 +2,7 @@
 //! groups (what split assignment keeps together), JSON and Graphviz exports.
 //! The store is the source of truth; this is a read-only, in-memory view.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use petgraph::algo::toposort;
@@ -23,9 +23,7 @@ pub struct PlanGraph {
 impl PlanGraph {
     /// Loads every node of `plan` and the edges among them.
     pub fn load(store: &LineageStore, plan: &PlanId) -> Result<Self, LineageError> {
-        let nodes = store.plan_nodes(plan)?;
-        let ids: HashSet<NodeId> = nodes.iter().map(|node| node.id.clone()).collect();
-        let edges = store.edges_among(&ids)?;
+        let (nodes, edges) = store.plan_subgraph(plan)?;
         Ok(Self::from_parts(nodes, &edges))
     }
 

@@ -306,9 +306,16 @@ impl LineageStore {
     }
 
     /// Every node of a plan: the filed ones, and the steps below them that
-    /// the index leaves out, found by following children (each has a parent
-    /// in its plan, which [`Self::check`] verifies).
+    /// the index leaves out (see [`Self::plan_subgraph`]).
     pub fn plan_nodes(&self, plan: &PlanId) -> Result<Vec<Node>, LineageError> {
+        Ok(self.plan_subgraph(plan)?.0)
+    }
+
+    /// Every node of a plan and the edges among them. The filed nodes come
+    /// from the index; the steps it leaves out are found by following
+    /// children (each has a parent in its plan, which [`Self::check`]
+    /// verifies), and the children read on the way are the edges.
+    pub fn plan_subgraph(&self, plan: &PlanId) -> Result<(Vec<Node>, Vec<Edge>), LineageError> {
         let mut seen: HashSet<NodeId> = HashSet::new();
         let mut next: Vec<NodeId> = Vec::new();
         for id in self.nodes_of_plan(plan, None, None) {
@@ -318,20 +325,25 @@ impl LineageStore {
             }
         }
         let mut nodes = Vec::with_capacity(next.len());
+        let mut in_plan: HashSet<NodeId> = HashSet::with_capacity(next.len());
+        let mut edges = Vec::new();
         while let Some(id) = next.pop() {
             let stored = self.require_stored(&id)?;
             if &stored.node.plan != plan {
                 continue; // a child in another plan: not this plan's, nor what it leads to
             }
             let late = self.late_children(&id)?;
-            for (_, child) in stored.children.into_iter().chain(late) {
+            for (kind, child) in stored.children.into_iter().chain(late) {
+                edges.push(Edge::new(&id, &child, kind));
                 if seen.insert(child.clone()) {
                     next.push(child);
                 }
             }
+            in_plan.insert(id);
             nodes.push(stored.node);
         }
-        Ok(nodes)
+        edges.retain(|edge| in_plan.contains(&edge.child));
+        Ok((nodes, edges))
     }
 
     /// The newest version of a record: follows `supersedes` children.
@@ -793,7 +805,7 @@ impl LineageStore {
                 }
             } else if !below_a_parent.contains(id) {
                 report.problems.push(format!(
-                    "node {id} ({kind}) has no parent in its plan, and its kind is not indexed: listing the plan misses it"
+                    "node {id} ({kind}) has no parent in its plan and no index entry: listing the plan misses it"
                 ));
             }
         }

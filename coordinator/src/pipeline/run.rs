@@ -11,7 +11,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 use seedling_common::embedding::Embedding;
 use seedling_common::ids::{NodeId, PlanId};
-use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+use seedling_common::lineage::{
+    Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus, RECORD_VERDICT_STEP,
+};
 use seedling_common::similarity::{NoveltyPool, tokens};
 use seedling_common::time::now_unix_ms;
 use seedling_common::work::{AnalyzeTask, TaskKind, UnitResult, UnitTask};
@@ -1183,7 +1185,7 @@ impl LineageContext {
         let step = if decision.duplicate_of.is_some() {
             "deduplication"
         } else {
-            seedling_common::lineage::RECORD_VERDICT_STEP
+            RECORD_VERDICT_STEP
         };
         batch.nodes.push(Node {
             id: judgement.clone(),
