@@ -27,7 +27,13 @@ impl PlanGraph {
         Ok(Self::from_parts(nodes, &edges))
     }
 
-    pub fn from_parts(nodes: Vec<Node>, edges: &[Edge]) -> Self {
+    pub fn from_parts(mut nodes: Vec<Node>, edges: &[Edge]) -> Self {
+        // Inserted in id order, so every order the graph gives (topological,
+        // groups) follows from its content, not from the order it was read
+        // in: the same record exported twice has the same trace.
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut edges: Vec<&Edge> = edges.iter().collect();
+        edges.sort_by(|a, b| (&a.parent, &a.child, a.kind).cmp(&(&b.parent, &b.child, b.kind)));
         let mut graph = StableDiGraph::with_capacity(nodes.len(), edges.len());
         let mut index_of = HashMap::with_capacity(nodes.len());
         for node in nodes {
@@ -172,4 +178,32 @@ pub(super) fn find_cycle(
     toposort(&graph, None)
         .err()
         .map(|cycle| graph[cycle.node_id()].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lineage::synthetic::{plan_roots, record};
+    use seedling_common::ids::PlanId;
+
+    #[test]
+    fn the_order_a_graph_gives_does_not_depend_on_the_order_it_was_read_in() {
+        let plan = PlanId::new("p-order");
+        let mut nodes = plan_roots(&plan).nodes;
+        let mut edges = plan_roots(&plan).edges;
+        for idx in 0..3 {
+            let batch = record(&plan, idx);
+            nodes.extend(batch.nodes);
+            edges.extend(batch.edges);
+        }
+        let forward = PlanGraph::from_parts(nodes.clone(), &edges);
+        nodes.reverse();
+        edges.reverse();
+        let backward = PlanGraph::from_parts(nodes, &edges);
+        assert_eq!(
+            forward.topological_order().unwrap(),
+            backward.topological_order().unwrap()
+        );
+        assert_eq!(forward.lineage_groups(), backward.lineage_groups());
+    }
 }
