@@ -1,10 +1,14 @@
 //! Helpers shared by the integration tests in `it/`: where the model is and
 //! how to start an engine that behaves on a 2-core machine.
 
+pub mod machine;
 pub mod scripted;
 pub mod simulated;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use machine::{MachineSpeed, Work};
 
 use seedling_worker::engine::{Engine, EngineConfig};
 use seedling_worker::model_file::default_model_path;
@@ -31,6 +35,43 @@ pub fn engine(n_slots: u32, n_ctx: u32) -> Engine {
         ..EngineConfig::new(model_path())
     };
     Engine::start(config).expect("engine starts on the default model")
+}
+
+/// The test-only plan that model tests run (`tests/plans/library-desk.toml`):
+/// one stratum, one short task type, a short reference, short responses.
+pub fn test_plan() -> PathBuf {
+    repo_root().join("tests/plans/library-desk.toml")
+}
+
+/// Polls `ready` every 200 ms until it holds; panics after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+/// Waits for model work: the bound is derived from this machine's measured
+/// speed, and a wait that runs out says what the machine measured.
+pub fn wait_for_model(what: &str, work: Work, mut ready: impl FnMut() -> bool) -> Duration {
+    let speed = MachineSpeed::of_this_machine();
+    let limit = speed.time_for(work);
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:.0?} waiting for {what}; {speed}, and the bound allows for {work:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = started.elapsed();
+    eprintln!("{what}: after {took:.1?} of a {limit:.0?} bound");
+    took
 }
 
 /// The release `seedling` binary, which the test command builds first.

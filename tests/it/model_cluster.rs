@@ -2,7 +2,11 @@
 //! coordinator and workers started by `seedling start`, plans submitted by
 //! `seedling plan submit`, watched through `plan status --json` and
 //! `cluster status --json`. On 2 cores each worker runs its engine at one
-//! thread with passive waiting.
+//! thread with passive waiting. Plans are the test-only plan (one stratum,
+//! short answers), workers have two slots: the least model work that shows
+//! each behaviour, and few results land at once, so a test can act while a
+//! plan is still half done. Waits on model work are derived from the
+//! machine's measured speed (`seedling_tests::machine`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,7 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use seedling_common::config::ClusterConfig;
-use seedling_tests::{exported_records, free_port, repo_root, seedling_bin};
+use seedling_tests::{
+    Work, exported_records, free_port, repo_root, seedling_bin, test_plan, wait_for, wait_for_model,
+};
 
 const COOKIE: &str = "loopback-cookie";
 const TOKEN: &str = "loopback-token";
@@ -164,28 +170,27 @@ impl Cluster {
     }
 
     fn submit(&self, target: u64) -> String {
-        self.submit_file(&repo_root().join("examples/retail-banking.toml"), target)
+        self.submit_file(&test_plan(), target)
     }
 
-    /// The example plan with another seed: another plan, the same work.
+    /// The test plan with another seed: another plan, the same work.
     fn submit_reseeded(&self, target: u64) -> String {
-        let path = self.example_variant("reseeded.toml", "seed = 20261124", "seed = 20261125");
+        let path = self.plan_variant("reseeded.toml", "seed = 20261204", "seed = 20261205");
         self.submit_file(&path, target)
     }
 
-    /// The example plan with `from` replaced by `to`, written beside a copy
+    /// The test plan with `from` replaced by `to`, written beside a copy
     /// of its reference file (so only the coordinator can object to it).
-    fn example_variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
-        let text =
-            std::fs::read_to_string(repo_root().join("examples/retail-banking.toml")).unwrap();
+    fn plan_variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
+        let text = std::fs::read_to_string(test_plan()).unwrap();
         let variant = text.replacen(from, to, 1);
-        assert_ne!(variant, text, "the example plan has {from:?}");
+        assert_ne!(variant, text, "the test plan has {from:?}");
         let path = self.dir.path().join(name);
         std::fs::write(&path, variant).unwrap();
         std::fs::create_dir_all(self.dir.path().join("docs")).unwrap();
         std::fs::copy(
-            repo_root().join("examples/docs/card-declines.md"),
-            self.dir.path().join("docs/card-declines.md"),
+            repo_root().join("tests/plans/docs/library-loans.md"),
+            self.dir.path().join("docs/library-loans.md"),
         )
         .unwrap();
         path
@@ -243,18 +248,6 @@ impl Cluster {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !ready() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    started.elapsed()
-}
-
 fn assert_exact_and_unique(records: &[seedling_common::record::Record], target: usize) {
     let ids: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
     let inputs: BTreeSet<&str> = records.iter().map(|r| r.input.as_str()).collect();
@@ -267,13 +260,14 @@ fn assert_exact_and_unique(records: &[seedling_common::record::Record], target: 
 fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     const TARGET: u64 = 8;
     let mut cluster = Cluster::new();
-    cluster.start_worker("wa", 1, 4);
-    cluster.start_worker("wb", 1, 4);
+    cluster.start_worker("wa", 1, 2);
+    cluster.start_worker("wb", 1, 2);
     wait_for("two workers", Duration::from_secs(60), || {
         cluster.workers_seen().len() == 2
     });
     let plan = cluster.submit(TARGET);
-    wait_for("2 accepted records", Duration::from_secs(400), || {
+    // Two workers of two slots each: a few attempts make two records.
+    wait_for_model("2 accepted records", Work::attempts(6), || {
         cluster.accepted(&plan) >= 2
     });
 
@@ -288,6 +282,22 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
         took <= Duration::from_millis(LEASE_MS + 2_000),
         "lease expired after {took:?}"
     );
+
+    // A killed worker: its node leaves at once. With wa still hung, no
+    // worker runs the plan from here until wa comes back, so the plan is
+    // half done whatever the machine's speed.
+    signal(cluster.worker("wb"), "KILL");
+    wait_for(
+        "the killed worker to leave",
+        Duration::from_secs(10),
+        || !cluster.workers_seen().contains("wb"),
+    );
+    let before = cluster.accepted(&plan);
+    assert!(
+        before < TARGET,
+        "the plan ended before the kill; raise TARGET"
+    );
+
     let status = cluster.json(&["cluster", "status", "--json"]);
     assert!(status["leases_expired"].as_u64().unwrap() >= 1, "{status}");
     // The coordinator's own load: turns that decided the results so far,
@@ -308,32 +318,22 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     };
     assert!(within("deciding_cpu_s", "deciding_s"), "{load}");
     assert!(within("writing_cpu_s", "writing_s"), "{load}");
+
+    // wa wakes: the results of the units it held arrive for units it no
+    // longer holds (stale, stored nothing); it rejoins and runs every unit
+    // left, its own and wb's, to the end of the plan.
     signal(cluster.worker("wa"), "CONT");
-    // Its late results arrive for units it no longer holds: stale, stored nothing.
-    wait_for(
-        "wa's late results to be refused",
-        Duration::from_secs(120),
-        || cluster.coordinator_log().contains("stale result ignored"),
-    );
+    wait_for_model("wa's late results to be refused", Work::attempts(2), || {
+        cluster.coordinator_log().contains("stale result ignored")
+    });
     wait_for("wa to rejoin", Duration::from_secs(30), || {
         cluster.workers_seen().contains("wa")
     });
-
-    // A killed worker: its node leaves at once, its units go to wa.
-    let before = cluster.accepted(&plan);
-    assert!(
-        before < TARGET,
-        "the plan ended before the kill; raise TARGET"
+    wait_for_model(
+        "the plan to finish",
+        Work::attempts(3 * (TARGET - before) as u32),
+        || cluster.plan(&plan)["state"] != "running",
     );
-    signal(cluster.worker("wb"), "KILL");
-    wait_for(
-        "the killed worker to leave",
-        Duration::from_secs(10),
-        || !cluster.workers_seen().contains("wb"),
-    );
-    wait_for("the plan to finish", Duration::from_secs(480), || {
-        cluster.plan(&plan)["state"] != "running"
-    });
     let summary = cluster.plan(&plan);
     assert_eq!(summary["state"], "finished", "{summary}");
     assert_eq!(summary["accepted"].as_u64(), Some(TARGET));
@@ -373,12 +373,14 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
 fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_record() {
     const TARGET: u64 = 6;
     let mut cluster = Cluster::new();
-    cluster.start_worker("solo", 2, 8);
+    // Two slots: results land one or two at a time, so the plan is still
+    // half done when the coordinator is killed, on any machine.
+    cluster.start_worker("solo", 2, 2);
     wait_for("the worker", Duration::from_secs(60), || {
         cluster.workers_seen().len() == 1
     });
     let plan = cluster.submit(TARGET);
-    wait_for("2 accepted records", Duration::from_secs(400), || {
+    wait_for_model("2 accepted records", Work::attempts(6), || {
         cluster.accepted(&plan) >= 2
     });
     let before: BTreeSet<String> = cluster.export(&plan).into_iter().map(|r| r.id).collect();
@@ -395,9 +397,11 @@ fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_
     wait_for("the worker to reconnect", Duration::from_secs(60), || {
         cluster.workers_seen().len() == 1
     });
-    wait_for("the plan to finish", Duration::from_secs(480), || {
-        cluster.plan(&plan)["state"] != "running"
-    });
+    wait_for_model(
+        "the plan to finish",
+        Work::attempts(3 * (TARGET as u32 - 2)),
+        || cluster.plan(&plan)["state"] != "running",
+    );
     let summary = cluster.plan(&plan);
     assert_eq!(summary["state"], "finished", "{summary}");
     let after = cluster.export(&plan);
@@ -423,7 +427,7 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     }
 
     // A malformed plan: InvalidArgument naming the field; nothing stored.
-    let bad = cluster.example_variant(
+    let bad = cluster.plan_variant(
         "bad-plan.toml",
         "[target]\naccepted = ",
         "[target]\naccepted = -",

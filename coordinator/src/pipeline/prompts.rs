@@ -629,14 +629,30 @@ pub fn augmentation_name(kind: AugmentationKind) -> &'static str {
     }
 }
 
-/// The JSON schema of domain analysis output.
-pub fn analysis_schema(plan: &Plan) -> serde_json::Value {
+/// Reference text that carries about one concept and one situation.
+const CHARS_PER_ANALYSIS_ITEM: usize = 300;
+
+/// How many concepts (and as many situations) a chunk is asked for: one
+/// per ~300 characters, at most three. Asking two sentences for three
+/// concepts invites the model to invent them, and every item it writes
+/// costs up to ~100 generated tokens.
+pub fn analysis_items(chunk: &str) -> usize {
+    chunk
+        .chars()
+        .count()
+        .div_ceil(CHARS_PER_ANALYSIS_ITEM)
+        .clamp(1, 3)
+}
+
+/// The JSON schema of domain analysis output for a chunk with room for
+/// `items` concepts and situations.
+pub fn analysis_schema(plan: &Plan, items: usize) -> serde_json::Value {
     let subdomains: Vec<&str> = plan.subdomains.iter().map(|s| s.name.as_str()).collect();
     serde_json::json!({
         "type": "object",
         "properties": {
             "concepts": {
-                "type": "array", "maxItems": 3,
+                "type": "array", "maxItems": items,
                 "items": {
                     "type": "object",
                     "properties": {
@@ -647,7 +663,7 @@ pub fn analysis_schema(plan: &Plan) -> serde_json::Value {
                 }
             },
             "scenarios": {
-                "type": "array", "maxItems": 3,
+                "type": "array", "maxItems": items,
                 "items": {
                     "type": "object",
                     "properties": {
@@ -679,7 +695,7 @@ pub fn analysis(plan: &Plan, chunk: &str, seed: u32) -> ModelCall {
         Message::user(chunk.to_string()),
     ]);
     let mut call = settings.call("domain_analysis", prompt, 400);
-    call.json_schema = Some(analysis_schema(plan));
+    call.json_schema = Some(analysis_schema(plan, analysis_items(chunk)));
     call
 }
 
@@ -828,10 +844,28 @@ mod tests {
     #[test]
     fn analysis_schema_limits_subdomains_to_the_plan() {
         let plan = retail();
-        let schema = analysis_schema(&plan);
+        let schema = analysis_schema(&plan, 3);
         let names = &schema["properties"]["scenarios"]["items"]["properties"]["subdomain"]["enum"];
         assert_eq!(names.as_array().unwrap().len(), plan.subdomains.len());
+        assert_eq!(schema["properties"]["concepts"]["maxItems"], 3);
         assert_eq!(language_name("es"), "Spanish");
         assert_eq!(language_name("xx"), "xx");
+    }
+
+    #[test]
+    fn a_short_chunk_is_asked_for_fewer_concepts_than_a_long_one() {
+        let sentence = "Loans last 14 days and can be renewed twice. ";
+        let chunk = |n: usize| sentence.repeat(n);
+        assert_eq!(analysis_items(""), 1);
+        assert_eq!(analysis_items(&chunk(2)), 1);
+        assert_eq!(analysis_items(&chunk(10)), 2);
+        assert_eq!(analysis_items(&chunk(20)), 3);
+        assert_eq!(analysis_items(&chunk(200)), 3);
+        let plan = retail();
+        let call = analysis(&plan, &chunk(2), 1);
+        let schema = call.json_schema.unwrap();
+        for list in ["concepts", "scenarios"] {
+            assert_eq!(schema["properties"][list]["maxItems"], 1, "{list}");
+        }
     }
 }
