@@ -28,7 +28,7 @@ const SLACK: f64 = 4.0;
 
 /// Slowest machine the suite is sized for (prompt tokens/s at one thread):
 /// below it the budget of scripts/test cannot hold, and the tests say so.
-const FLOOR_PROMPT_TOK_S: f64 = 8.0;
+const FLOOR_PROMPT_TOK_S: f64 = 15.0;
 
 /// The engine's speed on this machine at one thread.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,14 +132,16 @@ pub struct Work {
 
 impl Work {
     /// Attempts of the test plan (`tests/plans/library-desk.toml`): an
-    /// input and a grounded response each, with their prompts, at most the
-    /// plan's token limits; the first also waits for the one domain
-    /// analysis. A model load and a process start are the fixed part.
+    /// input and a grounded response each, plus the one domain analysis.
+    /// Per call, what the calls averaged on the machines measured (a
+    /// ~250-token prompt of which the prefix cache serves most, inputs of
+    /// ~25 tokens and answers up to the plan's 72). A model load and a
+    /// process start are the fixed part.
     pub fn attempts(n: u32) -> Self {
         Self {
             calls: 2 * n + 1,
-            prompt_tokens: 400,
-            generated_tokens: 100,
+            prompt_tokens: 150,
+            generated_tokens: 60,
             fixed: Duration::from_secs(30),
         }
     }

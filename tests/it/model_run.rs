@@ -1,9 +1,9 @@
 //! `seedling run` end to end with the real model (the README's main job on
 //! the test-only plan): killed with SIGKILL halfway, run again, it continues
 //! and the dataset holds exactly the target, no duplicate ids, every record
-//! in the design's schema with a trace of every step that touched it. Two
-//! slots: results land one or two at a time, so the kill comes halfway on
-//! any machine.
+//! in the design's schema with a trace of every step that touched it. One
+//! slot: results land one at a time, so the kill comes halfway on any
+//! machine.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use seedling_tests::{exported_records, seedling_bin, test_plan};
 
-const TARGET: usize = 6;
+const TARGET: usize = 4;
 
 fn run_command(out: &Path) -> Command {
     let mut command = Command::new(seedling_bin());
@@ -23,7 +23,7 @@ fn run_command(out: &Path) -> Command {
         .arg(out)
         .arg("--target")
         .arg(TARGET.to_string())
-        .args(["--slots", "2"])
+        .args(["--slots", "1"])
         .env("OMP_WAIT_POLICY", "passive");
     command
 }
