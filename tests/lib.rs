@@ -101,6 +101,39 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Loads an export with Hugging Face `datasets` (`tests/python/load_export.py`
+/// in the environment `scripts/setup` makes) and returns its rows per split.
+pub fn load_with_datasets(export: &std::path::Path) -> serde_json::Value {
+    let pyenv = std::env::var_os("SEEDLING_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/seedling/pyenv")
+        });
+    let python = pyenv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test (scripts/setup installs datasets there)",
+        python.display()
+    );
+    let hf_home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&python)
+        .arg(repo_root().join("tests/python/load_export.py"))
+        .arg(export)
+        .env("HF_HOME", hf_home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "datasets cannot load {}: {}",
+        export.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rows per split as JSON")
+}
+
 /// SHA-256 of bytes, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

@@ -187,7 +187,7 @@ pub fn run(command: PlanCommand) -> anyhow::Result<()> {
             watch,
             remote,
         } => {
-            anyhow::ensure!(target != Some(0), "--target must be > 0");
+            check_target_flag(target)?;
             remote.block_on(crate::remote::submit(&remote, &plan, target, watch))
         }
         PlanCommand::List { json, remote } => remote.block_on(crate::remote::list(&remote, json)),
@@ -235,5 +235,17 @@ pub fn run(command: PlanCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// A `--target` override meets the same limits as a plan's own target,
+/// checked before anything loads.
+pub fn check_target_flag(target: Option<u64>) -> anyhow::Result<()> {
+    match target {
+        Some(target) => {
+            seedling_coordinator::plan::check_target(i64::try_from(target).unwrap_or(i64::MAX))
+                .map_err(|message| anyhow::anyhow!("--target {message}"))
+        }
+        None => Ok(()),
     }
 }

@@ -88,6 +88,12 @@ fn progress_line(s: &PlanSummary) -> String {
         s.generated_tokens,
         s.elapsed_s
     );
+    if let Some(eta) = s.eta_s.filter(|_| s.state == "running") {
+        line.push_str(&format!(
+            " · ETA {}",
+            crate::run::human_duration(std::time::Duration::from_secs_f64(eta))
+        ));
+    }
     if !s.error.is_empty() {
         line.push_str(&format!(" · error: {}", s.error));
     }
@@ -160,7 +166,7 @@ fn json_plan(s: &PlanSummary) -> serde_json::Value {
     serde_json::json!({
         "plan_id": s.plan_id, "domain": s.domain, "state": s.state, "phase": s.phase,
         "target": s.target, "accepted": s.accepted, "attempts": s.attempts, "in_flight": s.in_flight,
-        "generated_tokens": s.generated_tokens, "elapsed_s": s.elapsed_s, "error": s.error,
+        "generated_tokens": s.generated_tokens, "elapsed_s": s.elapsed_s, "eta_s": s.eta_s, "error": s.error,
         "rejected": s.rejected, "diversity": json_diversity(s.diversity.as_ref()),
         "strata": s.strata.iter().map(|st| serde_json::json!({
             "stratum": st.stratum, "quota": st.quota, "accepted": st.accepted,
@@ -194,6 +200,13 @@ pub async fn submit(
         "submitted plan {} ({}): {}/{} accepted, {}",
         summary.plan_id, summary.domain, summary.accepted, summary.target, summary.state
     );
+    if !watch {
+        println!(
+            "  follow it with `seedling plan status {}` (or submit with --watch); the time left shows once {} records are accepted",
+            summary.plan_id,
+            seedling_coordinator::pipeline::ETA_AFTER_ACCEPTED
+        );
+    }
     if watch {
         watch_plan(&mut client, &summary.plan_id).await?;
     }
@@ -319,7 +332,11 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
                 serde_json::json!({
                     "worker_id": c.worker_id, "model": c.model_name, "model_digest": c.model_digest,
                     "slots": c.slots, "context_tokens": c.context_tokens, "gpu": c.gpu, "gpu_layers": c.gpu_layers,
-                    "busy": w.busy, "free": w.free, "tokens_per_s": w.tokens_per_s,
+                    // Sequences the engine decodes now (at most `slots`), and
+                    // the units leased to the worker, which may be twice its
+                    // slots so that its queue never runs dry.
+                    "active_slots": stats.active_slots, "queued_requests": stats.queued_requests,
+                    "units_in_flight": w.busy, "unit_room": w.free, "tokens_per_s": w.tokens_per_s,
                     "last_heartbeat_s_ago": w.last_heartbeat_s_ago, "leased_units": w.leased_units,
                     "unacknowledged": w.unacknowledged, "generated_tokens": stats.generated_tokens,
                     "requests_completed": stats.requests_completed,
@@ -355,24 +372,26 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
         println!("{}", load_line(&load));
     }
     if !status.workers.is_empty() {
+        // Slots are the engine's parallel sequences; units are leased work,
+        // up to two per slot so that a worker's queue never runs dry.
         println!(
-            "{:<18} {:<28} {:>5} {:>5} {:>5} {:>8} {:>9} {:>6}",
-            "worker", "model", "slots", "busy", "free", "tok/s", "heartbeat", "unack"
+            "{:<18} {:<28} {:>12} {:>11} {:>8} {:>9} {:>6}",
+            "worker", "model", "slots active", "units/room", "tok/s", "heartbeat", "unack"
         );
     }
     for w in &status.workers {
         let c = w.capacity.clone().unwrap_or_default();
+        let active = w.stats.map(|s| s.active_slots).unwrap_or_default();
         println!(
-            "{:<18} {:<28} {:>5} {:>5} {:>5} {:>8.1} {:>8.1}s {:>6}{}",
+            "{:<18} {:<28} {:>12} {:>11} {:>8.1} {:>8.1}s {:>6}{}",
             c.worker_id,
             format!(
                 "{}{}",
                 c.model_name,
                 if c.gpu { " (GPU)" } else { " (CPU)" }
             ),
-            c.slots,
-            w.busy,
-            w.free,
+            format!("{active}/{}", c.slots),
+            format!("{}/{}", w.busy, w.busy + w.free),
             w.tokens_per_s,
             w.last_heartbeat_s_ago,
             w.unacknowledged,

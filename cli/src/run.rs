@@ -91,9 +91,7 @@ fn generator_version(model: &Path) -> anyhow::Result<String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    if args.target == Some(0) {
-        anyhow::bail!("--target must be > 0");
-    }
+    crate::plan::check_target_flag(args.target)?;
     if !(args.attempts_per_record.is_finite() && args.attempts_per_record >= 1.0) {
         anyhow::bail!("--attempts-per-record must be >= 1");
     }
@@ -251,9 +249,9 @@ struct Reporter {
     last_tenth: u64,
     started: Instant,
     last_draw: Option<Instant>,
-    /// Accepted records and tokens before this process started: rates and
-    /// the ETA count only this run's work.
-    baseline: (u64, u64),
+    /// Tokens generated before this process started: the rate counts only
+    /// this run's work (the run's own ETA does likewise).
+    tokens_before: u64,
 }
 
 impl Reporter {
@@ -263,7 +261,7 @@ impl Reporter {
             terminal: std::io::stderr().is_terminal(),
             started: Instant::now(),
             last_draw: None,
-            baseline: (initial.accepted, initial.generated_tokens),
+            tokens_before: initial.generated_tokens,
             last_tenth: (initial.accepted * 10)
                 .checked_div(initial.target)
                 .unwrap_or(0),
@@ -271,21 +269,13 @@ impl Reporter {
     }
 
     fn line(&self, p: &Progress) -> String {
-        let (accepted_before, tokens_before) = self.baseline;
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
         let planned: Vec<_> = p.strata.iter().filter(|s| s.quota > 0).collect();
         let full = planned.iter().filter(|s| s.accepted >= s.quota).count();
-        let rate = p.accepted.saturating_sub(accepted_before) as f64 / elapsed;
-        let eta = if rate > 0.0 && p.accepted < p.target {
-            format!(
-                ", ETA {}",
-                human_duration(Duration::from_secs_f64(
-                    (p.target - p.accepted) as f64 / rate
-                ))
-            )
-        } else {
-            String::new()
-        };
+        let eta = p
+            .eta_s
+            .map(|s| format!(", ETA {}", human_duration(Duration::from_secs_f64(s))))
+            .unwrap_or_default();
         let lagging = planned
             .iter()
             .filter(|s| s.accepted < s.quota)
@@ -301,7 +291,7 @@ impl Reporter {
             planned.len(),
             p.attempts,
             p.in_flight,
-            p.generated_tokens.saturating_sub(tokens_before) as f64 / elapsed,
+            p.generated_tokens.saturating_sub(self.tokens_before) as f64 / elapsed,
             eta
         )
     }
@@ -337,7 +327,7 @@ impl Reporter {
     }
 }
 
-fn human_duration(d: Duration) -> String {
+pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)

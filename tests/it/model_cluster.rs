@@ -344,12 +344,20 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     // withdraws them, wa stops them (its engine drops their requests) and
     // its slots are free at its next heartbeat, not when the units would
     // have finished (one takes far longer than this wait at one thread).
+    // Units leased and engine slots are two numbers: a worker holds up to
+    // two units per slot, and decodes at most `slots` sequences.
     let busy = || -> u64 {
-        cluster.json(&["cluster", "status", "--json"])["workers"]
-            .as_array()
-            .unwrap()
+        let status = cluster.json(&["cluster", "status", "--json"]);
+        let workers = status["workers"].as_array().unwrap().clone();
+        for w in &workers {
+            let (active, slots) = (w["active_slots"].as_u64(), w["slots"].as_u64());
+            assert!(active <= slots, "more sequences than slots: {w}");
+            let units = w["units_in_flight"].as_u64().unwrap() + w["unit_room"].as_u64().unwrap();
+            assert!(units >= 2 * slots.unwrap(), "{w}");
+        }
+        workers
             .iter()
-            .map(|w| w["busy"].as_u64().unwrap())
+            .map(|w| w["units_in_flight"].as_u64().unwrap())
             .sum()
     };
     let second = cluster.submit_reseeded(TARGET);

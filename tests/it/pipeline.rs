@@ -381,6 +381,56 @@ fn the_export_keeps_lineage_groups_in_one_split_and_every_record_traceable() {
 }
 
 #[test]
+fn a_small_export_leaves_no_split_empty_and_loads_in_datasets() {
+    // Eight records in eight lineage groups over three subdomains: by
+    // subdomain alone every one would land in train.
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = example("retail-banking.toml");
+    plan.augmentation.share = 0.0;
+    let (store, mut run) = open(dir.path(), &plan, 8);
+    let plan_id = run.plan_id().clone();
+    assert_eq!(
+        drive(&mut run, &ScriptedWorker::default(), 4, None).accepted,
+        8
+    );
+    let out = tempfile::tempdir().unwrap();
+    let summary = export_dataset(&store, &plan_id, out.path()).unwrap();
+    for split in ["train", "validation", "test"] {
+        assert!(summary.per_split[split] > 0, "{:?}", summary.per_split);
+    }
+    let rows = seedling_tests::load_with_datasets(out.path());
+    assert_eq!(rows["validation"], summary.per_split["validation"]);
+
+    // Two records are two groups, fewer than the three splits: the empty
+    // ones are left out and said to be, and what is there still loads.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut run) = open(dir.path(), &plan, 2);
+    let plan_id = run.plan_id().clone();
+    assert_eq!(
+        drive(&mut run, &ScriptedWorker::default(), 2, None).accepted,
+        2
+    );
+    let summary = export_dataset(&store, &plan_id, out.path()).unwrap();
+    let empty: Vec<&str> = ["train", "validation", "test"]
+        .into_iter()
+        .filter(|s| summary.per_split[*s] == 0)
+        .collect();
+    assert!(!empty.is_empty(), "{:?}", summary.per_split);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["omitted_splits"], serde_json::json!(empty));
+    for split in &empty {
+        // Written by the first export into the same directory, gone now.
+        assert!(!out.path().join(format!("data/{split}.jsonl")).exists());
+        assert!(!out.path().join(format!("parquet/{split}.parquet")).exists());
+    }
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(card.contains("omitted_splits"), "{card}");
+    let rows = seedling_tests::load_with_datasets(out.path());
+    assert_eq!(rows.as_object().unwrap().len(), 3 - empty.len(), "{rows}");
+}
+
+#[test]
 fn a_stratum_that_keeps_repeating_itself_is_sampled_hotter() {
     let text = r#"
 version = 1

@@ -13,7 +13,8 @@ fn examples() -> PathBuf {
 #[test]
 fn every_example_plan_loads_and_allocates_its_target() {
     let mut seen = 0;
-    for entry in std::fs::read_dir(examples()).unwrap() {
+    let test_plans = std::fs::read_dir(repo_root().join("tests/plans")).unwrap();
+    for entry in std::fs::read_dir(examples()).unwrap().chain(test_plans) {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let plan = load_plan(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -25,8 +26,8 @@ fn every_example_plan_loads_and_allocates_its_target() {
         }
     }
     assert!(
-        seen >= 3,
-        "expected at least three example plans, found {seen}"
+        seen >= 4,
+        "expected at least three example plans and the test plan, found {seen}"
     );
 }
 
@@ -137,11 +138,25 @@ fn malformed_plans_name_file_line_and_field() {
             says: &["references[0].path", "is a directory"],
         },
         Case {
+            what: "reference is a device",
+            from: "path = \"docs/card-declines.md\"",
+            to: "path = \"/dev/zero\"",
+            line_of: Some("path = \"/dev/zero\""),
+            says: &["references[0].path", "/dev/zero is not a regular file"],
+        },
+        Case {
             what: "negative target",
             from: "accepted = 200",
             to: "accepted = -5",
             line_of: Some("accepted = -5"),
             says: &["target.accepted", "must be > 0"],
+        },
+        Case {
+            what: "impossible target",
+            from: "accepted = 200",
+            to: "accepted = 1000000000000",
+            line_of: Some("accepted = 1000000000000"),
+            says: &["target.accepted", "at most 10000000", "several plans"],
         },
         Case {
             what: "unknown language",
@@ -250,6 +265,31 @@ fn empty_subdomain_list_and_unreadable_file_are_named() {
     let garbage = write_plan(dir.path(), "garbage.toml", "this is = = not toml");
     let message = load_plan(&garbage).unwrap_err().to_string();
     assert!(message.contains("garbage.toml:1:"), "{message}");
+}
+
+#[test]
+fn a_reference_too_large_or_not_a_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(examples().join("retail-banking.toml")).unwrap();
+    let plan = write_plan(dir.path(), "plan.toml", &original);
+    let large = dir.path().join("docs/card-declines.md");
+    let bytes = seedling_coordinator::plan::MAX_REFERENCE_BYTES as usize + 1;
+    std::fs::write(&large, "a".repeat(bytes)).unwrap();
+    let message = load_plan(&plan).unwrap_err().to_string();
+    assert!(
+        message.contains("references[0].path")
+            && message.contains(&format!("{bytes} bytes"))
+            && message.contains("at most 2097152 bytes"),
+        "{message}"
+    );
+    // What travels with a submitted plan is checked the same way, before a
+    // read that would never end.
+    let text = original.replace("docs/card-declines.md", "/dev/zero");
+    let err = seedling_coordinator::plan::reference_files(&plan, &text).unwrap_err();
+    assert!(
+        err.to_string().contains("/dev/zero is not a regular file"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -155,6 +155,7 @@ fn summary(progress: &Progress, domain: &str, state: PlanState, error: &str) -> 
         in_flight: progress.in_flight,
         generated_tokens: progress.generated_tokens,
         elapsed_s: progress.elapsed_s,
+        eta_s: progress.eta_s,
         strata: progress
             .strata
             .iter()

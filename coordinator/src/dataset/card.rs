@@ -72,6 +72,22 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
         ["split", "records"],
         f.per_split.iter().map(|(k, v)| (k.clone(), v.to_string())),
     );
+    let empty: Vec<&str> = f
+        .per_split
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !empty.is_empty() {
+        let _ = writeln!(
+            out,
+            "No record fell to {} (fewer lineage groups than splits, or a share of zero): \
+             {} files are left out rather than written empty, and `manifest.json` lists them \
+             under `omitted_splits`.\n",
+            empty.join(" and "),
+            if empty.len() == 1 { "its" } else { "their" }
+        );
+    }
     out.push_str("## Files\n\n");
     out.push_str(
         "- `data/{split}.jsonl`: the record schema (id, created_at, domain, input, response, metadata, trace)\n\

@@ -177,6 +177,16 @@ fn write_file(dir: &Path, rel: &str, bytes: &[u8]) -> Result<ManifestEntry, Expo
     })
 }
 
+/// The files an export writes for one split.
+fn split_files(split: &str) -> Vec<String> {
+    let mut files: Vec<String> = ["data", "chatml", "sharegpt", "alpaca"]
+        .iter()
+        .map(|format| format!("{format}/{split}.jsonl"))
+        .collect();
+    files.push(format!("parquet/{split}.parquet"));
+    files
+}
+
 fn jsonl<T: Serialize>(items: impl IntoIterator<Item = T>) -> Vec<u8> {
     let mut out = Vec::new();
     for item in items {
@@ -414,8 +424,19 @@ pub fn export_dataset(
         stored.domain.name, stored.domain.description
     );
     let mut files = Vec::new();
+    // A split with no records gets no files (loaders such as Hugging Face
+    // `datasets` refuse an empty file); the manifest and the card say so,
+    // and files an earlier export left for it go.
+    let mut omitted = Vec::new();
     for (split, records) in &by_split {
         let name = split.as_str();
+        if records.is_empty() {
+            for rel in split_files(name) {
+                let _ = std::fs::remove_file(out.join(rel));
+            }
+            omitted.push(name);
+            continue;
+        }
         files.push(write_file(
             out,
             &format!("data/{name}.jsonl"),
@@ -482,6 +503,7 @@ pub fn export_dataset(
         "generator_version": generator_version,
         "records": accepted.len(),
         "per_split": per_split,
+        "omitted_splits": omitted,
         "files": files,
     });
     write_file(

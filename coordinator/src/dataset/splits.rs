@@ -45,8 +45,49 @@ fn order_key(seed: u64, id: &str) -> [u8; 32] {
 
 /// Assigns every group a split. Within each subdomain, groups in a seeded
 /// order go to whichever split is furthest below its share of that
-/// subdomain's records. Deterministic for the same groups and seed.
+/// subdomain's records. Then every split with a share above zero that got
+/// nothing takes one group, when there are groups enough to go round: a
+/// small dataset would otherwise put everything in train and ship empty
+/// validation and test files, which loaders such as Hugging Face
+/// `datasets` refuse. Deterministic for the same groups and seed.
 pub fn assign_splits(groups: &[Group], ratios: [f64; 3], seed: u64) -> BTreeMap<String, Split> {
+    let mut out = assign_by_subdomain(groups, ratios, seed);
+    let wanted: Vec<Split> = (0..3)
+        .filter(|&i| ratios[i] > 0.0)
+        .map(|i| Split::ALL[i])
+        .collect();
+    if groups.len() < wanted.len() {
+        return out;
+    }
+    for &empty in &wanted {
+        if members(groups, &out, empty).next().is_some() {
+            continue;
+        }
+        // The split holding the most groups (it holds at least two, since
+        // there are groups enough) gives its smallest one.
+        let donor = *wanted
+            .iter()
+            .max_by_key(|&&s| (members(groups, &out, s).count(), std::cmp::Reverse(s)))
+            .expect("a split with a share");
+        let given = members(groups, &out, donor)
+            .min_by_key(|g| (g.records, order_key(seed, &g.id)))
+            .map(|g| g.id.clone())
+            .expect("the donor holds groups");
+        out.insert(given, empty);
+    }
+    out
+}
+
+/// The groups `assignment` puts in `split`.
+fn members<'a>(
+    groups: &'a [Group],
+    assignment: &'a BTreeMap<String, Split>,
+    split: Split,
+) -> impl Iterator<Item = &'a Group> {
+    groups.iter().filter(move |g| assignment[&g.id] == split)
+}
+
+fn assign_by_subdomain(groups: &[Group], ratios: [f64; 3], seed: u64) -> BTreeMap<String, Split> {
     let mut by_subdomain: BTreeMap<&str, Vec<&Group>> = BTreeMap::new();
     for group in groups {
         by_subdomain
@@ -117,6 +158,33 @@ mod tests {
                 assert_eq!(got, want, "{subdomain} with {ratios:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_split_with_a_share_is_never_left_empty_when_groups_go_round() {
+        // Three subdomains of one to three single-record groups: by
+        // subdomain alone every group would land in train.
+        let mut all = groups("cards", 3, 1);
+        all.extend(groups("loans", 3, 1));
+        all.extend(groups("fees", 2, 1));
+        let ratios = [0.8, 0.1, 0.1];
+        let assignment = assign_splits(&all, ratios, 7);
+        let per = |split| assignment.values().filter(|&&s| s == split).count();
+        assert_eq!(assignment.len(), all.len());
+        assert_eq!(
+            [per(Split::Train), per(Split::Validation), per(Split::Test)],
+            [6, 1, 1]
+        );
+        assert_eq!(assignment, assign_splits(&all, ratios, 7));
+
+        // Fewer groups than splits with a share: nothing to move.
+        let two = groups("cards", 2, 1);
+        let assignment = assign_splits(&two, ratios, 7);
+        assert_eq!(assignment.len(), 2);
+        // A split whose share is zero stays empty.
+        let assignment = assign_splits(&all, [0.9, 0.1, 0.0], 7);
+        assert!(assignment.values().all(|&s| s != Split::Test));
+        assert!(assignment.values().any(|&s| s == Split::Validation));
     }
 
     #[test]

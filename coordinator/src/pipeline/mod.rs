@@ -11,6 +11,7 @@
 
 mod actor;
 mod attempt;
+mod eta;
 mod knowledge;
 mod prompts;
 mod run;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 
 pub use actor::{CoordinatorActor, CoordinatorArgs};
 pub use attempt::{Method, stratum_key};
+pub use eta::{ETA_AFTER_ACCEPTED, eta_s};
 pub use knowledge::{chunk_text, plan_id, plan_node_id};
 pub use prompts::{JUDGE_VERSION, judge as judge_call, judge_score, pairwise_judge};
 pub use run::{
@@ -39,6 +41,8 @@ pub enum PipelineError {
     Reference { path: PathBuf, reason: String },
     #[error("cannot plan an attempt: {0}")]
     Planning(String),
+    #[error("target {0}")]
+    Target(String),
     #[error(
         "the engine fails every unit (last error: {last_error}); records accepted so far are stored"
     )]

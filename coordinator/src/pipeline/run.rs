@@ -88,6 +88,9 @@ pub struct Progress {
     pub rejected: BTreeMap<String, u64>,
     pub generated_tokens: u64,
     pub elapsed_s: f64,
+    /// Seconds until the target at the rate this run has accepted records
+    /// (once it has accepted a few; see [`super::eta_s`]).
+    pub eta_s: Option<f64>,
     /// Of all accepted inputs so far.
     pub diversity: DiversityNow,
     pub strata: Vec<StratumLine>,
@@ -136,6 +139,9 @@ pub struct PlanRun {
     generated_tokens: u64,
     consecutive_failures: u32,
     started: Instant,
+    /// Accepted records when this run opened (a resumed plan's earlier
+    /// work): the rate behind the ETA counts only this run's.
+    accepted_at_open: u64,
     /// Decided groups whose lineage write is not confirmed durable yet, by
     /// ticket: the strata of their acceptances (progress leaves them out).
     unconfirmed: BTreeMap<u64, Vec<usize>>,
@@ -169,6 +175,7 @@ impl PlanRun {
         let mut plan = plan;
         if let Some(target) = options.target {
             plan.target.accepted = i64::try_from(target).unwrap_or(i64::MAX);
+            crate::plan::check_target(plan.target.accepted).map_err(PipelineError::Target)?;
         }
         let plan_id = plan_id(&plan);
         let (knowledge, batch) = knowledge_batch(
@@ -228,11 +235,13 @@ impl PlanRun {
             generated_tokens: 0,
             consecutive_failures: 0,
             started: Instant::now(),
+            accepted_at_open: 0,
             unconfirmed: BTreeMap::new(),
             next_ticket: 0,
         };
         run.resume_analysis(&knowledge)?;
         run.resume_attempts()?;
+        run.accepted_at_open = run.progress.iter().map(|p| p.accepted).sum();
         Ok(run)
     }
 
@@ -835,17 +844,25 @@ impl PlanRun {
         } else {
             "generation"
         };
+        let target = self.progress.iter().map(|p| p.quota).sum();
+        let accepted =
+            self.progress.iter().map(|p| p.accepted).sum::<u64>() - unconfirmed.iter().sum::<u64>();
+        let elapsed_s = self.started.elapsed().as_secs_f64();
         Progress {
             plan: self.plan_id.to_string(),
             phase,
-            target: self.progress.iter().map(|p| p.quota).sum(),
-            accepted: self.progress.iter().map(|p| p.accepted).sum::<u64>()
-                - unconfirmed.iter().sum::<u64>(),
+            target,
+            accepted,
             attempts: self.progress.iter().map(|p| p.attempts).sum(),
             in_flight: self.in_flight() as u64,
             rejected: self.rejected.clone(),
             generated_tokens: self.generated_tokens,
-            elapsed_s: self.started.elapsed().as_secs_f64(),
+            elapsed_s,
+            eta_s: super::eta_s(
+                accepted.saturating_sub(self.accepted_at_open),
+                target.saturating_sub(accepted),
+                elapsed_s,
+            ),
             diversity: self.overall_diversity.now(),
             strata: self
                 .strata

@@ -39,6 +39,12 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{plan}: reference {reference}: {why}")]
+    ReferenceUnusable {
+        plan: String,
+        reference: String,
+        why: String,
+    },
     #[error("{}", Listing(file, problems))]
     Invalid {
         file: String,
@@ -77,6 +83,34 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanError> {
     parse_plan(&path.display().to_string(), &text, path.parent())
 }
 
+/// Largest reference document a plan may name (2 MiB, a long manual: some
+/// 2,300 chunks, each analysed by the model before generation starts).
+pub const MAX_REFERENCE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Whether `path` is a document a plan can use as a reference: a regular
+/// file, not larger than [`MAX_REFERENCE_BYTES`]; the message says why not.
+fn check_reference(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "file {shown} not found (paths are relative to the plan file)"
+        )),
+        Err(err) => Err(format!("cannot read {shown}: {err}")),
+        Ok(meta) if meta.is_dir() => Err(format!(
+            "{shown} is a directory; name one document file per reference"
+        )),
+        Ok(meta) if !meta.is_file() => Err(format!(
+            "{shown} is not a regular file (a device, pipe or socket); name a document file"
+        )),
+        Ok(meta) if meta.len() > MAX_REFERENCE_BYTES => Err(format!(
+            "{shown} is {} bytes; a reference document may be at most {MAX_REFERENCE_BYTES} bytes: \
+             split it into several references",
+            meta.len()
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// The reference files plan text names, read relative to the plan file and
 /// keyed by the path the plan uses: what travels with a plan submitted to a
 /// coordinator. Only the paths are read here; the coordinator validates the
@@ -96,6 +130,14 @@ pub fn reference_files(
         .filter_map(|r| r.get("path")?.as_str())
         .map(|reference| {
             let path = base.join(reference);
+            // Checked before reading: `/dev/zero` would never end.
+            if let Err(why) = check_reference(&path) {
+                return Err(PlanError::ReferenceUnusable {
+                    plan: plan.display().to_string(),
+                    reference: reference.to_string(),
+                    why,
+                });
+            }
             std::fs::read(&path)
                 .map(|bytes| (reference.to_string(), bytes))
                 .map_err(|source| PlanError::Reference {
@@ -126,25 +168,14 @@ pub fn parse_plan(file: &str, text: &str, base_dir: Option<&Path>) -> Result<Pla
     let mut problems = validate(&plan);
     if let Some(base_dir) = base_dir {
         for (idx, reference) in plan.references.iter().enumerate() {
-            let resolved = base_dir.join(&reference.path);
-            if !resolved.is_file() {
+            if let Err(message) = check_reference(&base_dir.join(&reference.path)) {
                 problems.push(Problem {
                     path: FieldPath(vec![
                         Segment::Key("references"),
                         Segment::Index(idx),
                         Segment::Key("path"),
                     ]),
-                    message: if resolved.is_dir() {
-                        format!(
-                            "{} is a directory; name one document file per reference",
-                            resolved.display()
-                        )
-                    } else {
-                        format!(
-                            "file {} not found (paths are relative to the plan file)",
-                            resolved.display()
-                        )
-                    },
+                    message,
                 });
             }
         }

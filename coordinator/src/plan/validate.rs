@@ -66,6 +66,25 @@ pub const KNOWN_LANGUAGES: &[&str] = &[
     "sl", "sr", "sv", "sw", "ta", "th", "tl", "tr", "uk", "ur", "vi", "zh",
 ];
 
+/// The most accepted records one plan may ask for. A store holds about
+/// 7 KB of lineage per record (BENCHMARKS.md), so this is ~70 GB on disk
+/// and days of generation on a large cluster; a larger dataset is several
+/// plans. The same limit applies to a `--target` override.
+pub const MAX_TARGET: u64 = 10_000_000;
+
+/// Whether `target` accepted records is something a plan can ask for.
+pub fn check_target(target: i64) -> Result<(), String> {
+    if target <= 0 {
+        Err(format!("must be > 0 (got {target})"))
+    } else if target as u64 > MAX_TARGET {
+        Err(format!(
+            "must be at most {MAX_TARGET} (got {target}); a larger dataset is several plans"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Variables a task template may use; the pipeline fills every one of them.
 pub const TEMPLATE_VARIABLES: &[&str] = &[
     "domain",
@@ -326,11 +345,8 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
         c.fail(sampling.key("max_new_tokens"), "must be > 0");
     }
 
-    if plan.target.accepted <= 0 {
-        c.fail(
-            root.key("target").key("accepted"),
-            format!("must be > 0 (got {})", plan.target.accepted),
-        );
+    if let Err(message) = check_target(plan.target.accepted) {
+        c.fail(root.key("target").key("accepted"), message);
     }
     c.unit_interval(root.key("quality").key("min_score"), plan.quality.min_score);
     c.unit_interval(
