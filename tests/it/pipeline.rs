@@ -163,6 +163,29 @@ fn a_run_reaches_its_target_exactly_after_a_crash() {
 }
 
 #[test]
+fn the_time_left_shows_once_this_run_has_accepted_a_few_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = example("retail-banking.toml");
+    let worker = ScriptedWorker::default();
+    let (_, mut run) = open(dir.path(), &plan, 12);
+    let early = drive(&mut run, &worker, 1, Some(2));
+    assert_eq!(early.eta_s, None, "a rate from {} records", early.accepted);
+    let later = drive(&mut run, &worker, 1, Some(4));
+    assert!(later.eta_s.is_some_and(|s| s > 0.0), "{:?}", later.eta_s);
+    drop(run);
+    // Reopened, it counts only what this run accepted: the store's records
+    // say nothing of how fast this process goes.
+    let (_, mut run) = open(dir.path(), &plan, 12);
+    let resumed = run.progress();
+    assert!(resumed.accepted >= 4);
+    assert_eq!(resumed.eta_s, None);
+    let on = drive(&mut run, &worker, 1, Some(resumed.accepted + 3));
+    assert!(on.eta_s.is_some(), "{on:?}");
+    let done = drive(&mut run, &worker, 1, None);
+    assert_eq!((done.accepted, done.eta_s), (12, None));
+}
+
+#[test]
 fn late_and_repeated_results_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let plan = example("clinical-lab.toml");
