@@ -43,33 +43,34 @@ pub fn test_plan() -> PathBuf {
     repo_root().join("tests/plans/library-desk.toml")
 }
 
-/// Polls `ready` every 200 ms until it holds; panics after `limit`.
-pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+/// Polls `ready` every 200 ms until it holds (how long that took) or
+/// `limit` passes (`None`).
+fn poll(limit: Duration, mut ready: impl FnMut() -> bool) -> Option<Duration> {
     let started = Instant::now();
     while !ready() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if started.elapsed() >= limit {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
-    started.elapsed()
+    Some(started.elapsed())
+}
+
+/// Waits until `ready` holds; panics after `limit`.
+pub fn wait_for(what: &str, limit: Duration, ready: impl FnMut() -> bool) -> Duration {
+    poll(limit, ready).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
 }
 
 /// Waits for model work: the bound is derived from this machine's measured
 /// speed, and a wait that runs out says what the machine measured.
-pub fn wait_for_model(what: &str, work: Work, mut ready: impl FnMut() -> bool) -> Duration {
+pub fn wait_for_model(what: &str, work: Work, ready: impl FnMut() -> bool) -> Duration {
     let speed = MachineSpeed::of_this_machine();
     let limit = speed.time_for(work);
-    let started = Instant::now();
-    while !ready() {
-        assert!(
-            started.elapsed() < limit,
+    let took = poll(limit, ready).unwrap_or_else(|| {
+        panic!(
             "timed out after {limit:.0?} waiting for {what}; {speed}, and the bound allows for {work:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let took = started.elapsed();
+        )
+    });
     eprintln!("{what}: after {took:.1?} of a {limit:.0?} bound");
     took
 }
