@@ -148,6 +148,12 @@ impl Work {
             fixed: Duration::from_secs(30),
         }
     }
+
+    /// What accepting `records` more takes with the test plan: about two
+    /// attempts a record (it accepts about half), and two to spare.
+    pub fn to_accept(records: u32) -> Self {
+        Self::attempts(2 * records + 2)
+    }
 }
 
 #[cfg(test)]

@@ -200,15 +200,14 @@ pub async fn submit(
         "submitted plan {} ({}): {}/{} accepted, {}",
         summary.plan_id, summary.domain, summary.accepted, summary.target, summary.state
     );
-    if !watch {
+    if watch {
+        watch_plan(&mut client, &summary.plan_id).await?;
+    } else {
         println!(
             "  follow it with `seedling plan status {}` (or submit with --watch); the time left shows once {} records are accepted",
             summary.plan_id,
             seedling_coordinator::pipeline::ETA_AFTER_ACCEPTED
         );
-    }
-    if watch {
-        watch_plan(&mut client, &summary.plan_id).await?;
     }
     Ok(())
 }

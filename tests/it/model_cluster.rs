@@ -267,8 +267,7 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
         cluster.workers_seen().len() == 2
     });
     let plan = cluster.submit(TARGET);
-    // Two workers of one slot each: a few attempts make two records.
-    wait_for_model("2 accepted records", Work::attempts(6), || {
+    wait_for_model("2 accepted records", Work::to_accept(2), || {
         cluster.accepted(&plan) >= 2
     });
 
@@ -332,7 +331,7 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     });
     wait_for_model(
         "the plan to finish",
-        Work::attempts(2 * (TARGET - before) as u32 + 2),
+        Work::to_accept((TARGET - before) as u32),
         || cluster.plan(&plan)["state"] != "running",
     );
     let summary = cluster.plan(&plan);
@@ -348,8 +347,8 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     // two units per slot, and decodes at most `slots` sequences.
     let busy = || -> u64 {
         let status = cluster.json(&["cluster", "status", "--json"]);
-        let workers = status["workers"].as_array().unwrap().clone();
-        for w in &workers {
+        let workers = status["workers"].as_array().unwrap();
+        for w in workers {
             let (active, slots) = (w["active_slots"].as_u64(), w["slots"].as_u64());
             assert!(active <= slots, "more sequences than slots: {w}");
             let units = w["units_in_flight"].as_u64().unwrap() + w["unit_room"].as_u64().unwrap();
@@ -389,7 +388,7 @@ fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_
         cluster.workers_seen().len() == 1
     });
     let plan = cluster.submit(TARGET);
-    wait_for_model("2 accepted records", Work::attempts(6), || {
+    wait_for_model("2 accepted records", Work::to_accept(2), || {
         cluster.accepted(&plan) >= 2
     });
     let before: BTreeSet<String> = cluster.export(&plan).into_iter().map(|r| r.id).collect();
@@ -408,7 +407,7 @@ fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_
     });
     wait_for_model(
         "the plan to finish",
-        Work::attempts(2 * (TARGET as u32 - 2) + 2),
+        Work::to_accept(TARGET as u32 - 2),
         || cluster.plan(&plan)["state"] != "running",
     );
     let summary = cluster.plan(&plan);

@@ -177,14 +177,16 @@ fn write_file(dir: &Path, rel: &str, bytes: &[u8]) -> Result<ManifestEntry, Expo
     })
 }
 
-/// The files an export writes for one split.
-fn split_files(split: &str) -> Vec<String> {
-    let mut files: Vec<String> = ["data", "chatml", "sharegpt", "alpaca"]
-        .iter()
-        .map(|format| format!("{format}/{split}.jsonl"))
-        .collect();
-    files.push(format!("parquet/{split}.parquet"));
-    files
+/// The JSONL formats an export writes for each split, in `FORMAT/SPLIT.jsonl`:
+/// the record schema, then the chat formats, in the order the export makes them.
+const JSONL_FORMATS: [&str; 4] = ["data", "chatml", "sharegpt", "alpaca"];
+
+fn jsonl_file(format: &str, split: &str) -> String {
+    format!("{format}/{split}.jsonl")
+}
+
+fn parquet_file(split: &str) -> String {
+    format!("parquet/{split}.parquet")
 }
 
 fn jsonl<T: Serialize>(items: impl IntoIterator<Item = T>) -> Vec<u8> {
@@ -431,33 +433,23 @@ pub fn export_dataset(
     for (split, records) in &by_split {
         let name = split.as_str();
         if records.is_empty() {
-            for rel in split_files(name) {
+            let stale = JSONL_FORMATS.map(|format| jsonl_file(format, name));
+            for rel in stale.iter().chain([&parquet_file(name)]) {
                 let _ = std::fs::remove_file(out.join(rel));
             }
             omitted.push(name);
             continue;
         }
-        files.push(write_file(
-            out,
-            &format!("data/{name}.jsonl"),
-            &jsonl(records),
-        )?);
-        files.push(write_file(
-            out,
-            &format!("chatml/{name}.jsonl"),
-            &jsonl(records.iter().map(|r| to_chatml(r, Some(&system)))),
-        )?);
-        files.push(write_file(
-            out,
-            &format!("sharegpt/{name}.jsonl"),
-            &jsonl(records.iter().map(|r| to_sharegpt(r, Some(&system)))),
-        )?);
-        files.push(write_file(
-            out,
-            &format!("alpaca/{name}.jsonl"),
-            &jsonl(records.iter().map(to_alpaca)),
-        )?);
-        let parquet_rel = format!("parquet/{name}.parquet");
+        let outputs = [
+            jsonl(records),
+            jsonl(records.iter().map(|r| to_chatml(r, Some(&system)))),
+            jsonl(records.iter().map(|r| to_sharegpt(r, Some(&system)))),
+            jsonl(records.iter().map(to_alpaca)),
+        ];
+        for (format, bytes) in JSONL_FORMATS.into_iter().zip(outputs) {
+            files.push(write_file(out, &jsonl_file(format, name), &bytes)?);
+        }
+        let parquet_rel = parquet_file(name);
         let parquet_path = out.join(&parquet_rel);
         let fail = |reason: String| ExportError::Write {
             path: parquet_path.clone(),
