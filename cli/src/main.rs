@@ -9,6 +9,7 @@ mod remote;
 mod run;
 mod start;
 mod store;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -70,6 +71,8 @@ enum Command {
         #[command(subcommand)]
         command: store::LineageCommand,
     },
+    /// Fine-tune the model on a dataset and its controls, and show whether it learned the domain
+    Verify(verify::VerifyArgs),
     /// Measure throughput (see BENCHMARKS.md)
     Bench {
         #[command(subcommand)]
@@ -194,5 +197,6 @@ fn run() -> anyhow::Result<()> {
         Command::Quality { command } => quality::run(command),
         Command::Lineage { command } => store::run_lineage(command),
         Command::Bench { command } => bench::run(command),
+        Command::Verify(args) => verify::run(args),
     }
 }

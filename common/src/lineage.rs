@@ -73,6 +73,8 @@ coded_enum!(
         ReviewDecision = 13 => "review_decision",
         SplitAssignment = 14 => "split_assignment",
         Export = 15 => "export",
+        /// A `seedling verify` run and its figures, derived from the export it verified.
+        Verification = 16 => "verification",
     }
 );
 

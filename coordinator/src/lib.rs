@@ -9,3 +9,4 @@ pub mod lineage;
 pub mod pipeline;
 pub mod plan;
 pub mod quality;
+pub mod verify;

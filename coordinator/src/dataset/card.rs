@@ -9,6 +9,7 @@ use crate::plan::Plan;
 use crate::quality::diversity::LexicalDiversity;
 use crate::quality::funnel::FunnelRow;
 use crate::quality::judge_probe::JudgeReliability;
+use crate::verify::{VerificationReport, card_section};
 
 /// Everything the card reports.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct CardFacts<'a> {
     /// The latest `seedling quality judge-probe --store` for the plan: (model, figures).
     pub judge_probe: Option<(&'a str, &'a JudgeReliability)>,
     pub diversity: &'a DiversityFacts,
+    /// The latest `seedling verify` of this dataset version, if one ran.
+    pub verification: Option<&'a VerificationReport>,
 }
 
 fn table(out: &mut String, header: [&str; 2], rows: impl IntoIterator<Item = (String, String)>) {
@@ -312,6 +315,9 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
          assignment. The full DAG stays in the lineage store: `seedling lineage show RECORD_ID` \
          answers where a record came from and why it is in its split.\n"
     );
+    if let Some(report) = f.verification {
+        out.push_str(&card_section(report));
+    }
     out
 }
 

@@ -27,6 +27,7 @@ use crate::plan::Plan;
 use crate::quality::consistency::CONSISTENCY_FLAG;
 use crate::quality::funnel::funnel;
 use crate::quality::judge_probe::{JudgeReliability, RELIABILITY_STEP};
+use crate::verify::VerificationReport;
 
 /// `review_status` of records that passed automatic checks only.
 pub const AUTO_APPROVED: &str = "auto_approved";
@@ -196,6 +197,35 @@ fn jsonl<T: Serialize>(items: impl IntoIterator<Item = T>) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// The newest verification of dataset `version`, for its card.
+fn latest_verification(
+    store: &LineageStore,
+    plan: &PlanId,
+    version: &str,
+) -> Result<Option<VerificationReport>, ExportError> {
+    let mut latest: Option<(u64, VerificationReport)> = None;
+    for id in store.nodes_of_plan(plan, Some(NodeKind::Verification), None) {
+        let node = store.require(&id?)?;
+        if node.params.get("dataset_version").and_then(|v| v.as_str()) != Some(version)
+            || latest.as_ref().is_some_and(|(at, _)| *at > node.created_at_ms)
+        {
+            continue;
+        }
+        if let Ok(report) = serde_json::from_value(node.body) {
+            latest = Some((node.created_at_ms, report));
+        }
+    }
+    Ok(latest.map(|(_, report)| report))
+}
+
+/// The system prompt the chat formats carry (and verification trains with).
+pub fn system_prompt(plan: &Plan) -> String {
+    format!(
+        "You are an expert assistant for {}: {}",
+        plan.domain.name, plan.domain.description
+    )
 }
 
 /// Exports plan `plan` from `store` into `out`.
@@ -421,10 +451,7 @@ pub fn export_dataset(
         by_split.entry(split_of(node)).or_default().push(record);
     }
 
-    let system = format!(
-        "You are an expert assistant for {}: {}",
-        stored.domain.name, stored.domain.description
-    );
+    let system = system_prompt(&stored);
     let mut files = Vec::new();
     // A split with no records gets no files (loaders such as Hugging Face
     // `datasets` refuse an empty file); the manifest and the card say so,
@@ -487,6 +514,7 @@ pub fn export_dataset(
             .as_ref()
             .map(|(_, model, f)| (model.as_str(), f)),
         diversity: &diversity_facts(&stored, &accepted),
+        verification: latest_verification(store, plan, &version)?.as_ref(),
     });
     files.push(write_file(out, "README.md", card.as_bytes())?);
     let manifest = serde_json::json!({

@@ -10,5 +10,6 @@ mod report;
 pub mod splits;
 
 pub use export::{
-    ExportError, ExportSummary, export_dataset, lock_export_dir, stored_plan, validate_record,
+    ExportError, ExportSummary, export_dataset, lock_export_dir, stored_plan, system_prompt,
+    validate_record,
 };

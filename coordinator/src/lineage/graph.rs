@@ -78,7 +78,9 @@ impl PlanGraph {
     /// Groups are sorted, and listed by their first id.
     pub fn lineage_groups(&self) -> Vec<Vec<NodeId>> {
         let joins = |kind: EdgeKind| !matches!(kind, EdgeKind::GroundedOn | EdgeKind::ExportedIn);
-        let shared = |kind: NodeKind| matches!(kind, NodeKind::Plan | NodeKind::Export);
+        let shared = |kind: NodeKind| {
+            matches!(kind, NodeKind::Plan | NodeKind::Export | NodeKind::Verification)
+        };
         let bound = self
             .graph
             .node_indices()

@@ -1,0 +1,367 @@
+//! What a verification found: the conditions x metrics table with 95%
+//! intervals, the comparisons the design asks for (Seedling against the
+//! base model, the naive baseline and the fact-perturbed control), the
+//! dataset card's "Verification" section, and the lineage node that keeps
+//! the figures beside the export they verify.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use seedling_common::ids::{NodeId, PlanId};
+use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+use serde::{Deserialize, Serialize};
+
+use super::dataset::Leakage;
+use super::sidecar::{ConditionResult, Estimate, TrainingSettings};
+
+/// The condition names the report compares; a user's baseline is `user_baseline`.
+pub const BASE: &str = "base";
+pub const SEEDLING: &str = "seedling";
+pub const NAIVE: &str = "naive";
+pub const PERTURBED: &str = "perturbed";
+
+/// The step name of verification nodes.
+pub const VERIFICATION_STEP: &str = "verification";
+
+/// Metrics in the order the report leads with them: the fact metrics first
+/// (response NLL alone is not evidence: a model trained on shuffled pairs
+/// wins most of it too).
+pub const METRICS: [(&str, &str, bool); 4] = [
+    ("forced_choice", "fact probes: forced choice", true),
+    ("fact_nll", "fact probes: fact-token NLL", false),
+    ("response_nll", "test split: response NLL", false),
+    ("user_nll", "your eval set: response NLL", false),
+];
+
+/// One comparison of two conditions on one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub metric: String,
+    pub condition: String,
+    pub against: String,
+    pub difference: f64,
+    /// `condition` is better and the two 95% intervals do not overlap.
+    pub better_separated: bool,
+    /// `condition` is better by its mean.
+    pub better: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConditionSummary {
+    pub name: String,
+    pub trained: bool,
+    pub train_examples: usize,
+    pub steps: u32,
+    /// Mean training loss over the first and the last tenth of the steps.
+    pub loss_first: Option<f64>,
+    pub loss_last: Option<f64>,
+    pub seconds: f64,
+    pub metrics: BTreeMap<String, Estimate>,
+    pub strata: BTreeMap<String, Option<Estimate>>,
+}
+
+/// `verify/report.json`, and the body of the verification lineage node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationReport {
+    pub dataset_version: String,
+    pub plan: String,
+    pub tier: String,
+    pub created_at: String,
+    pub seconds: f64,
+    pub model: String,
+    pub device: String,
+    pub training: TrainingSettings,
+    pub probes: usize,
+    pub probes_by_source: BTreeMap<String, usize>,
+    pub test_rows: usize,
+    pub leakage: Leakage,
+    /// Naive examples asked for and usable.
+    pub naive: (usize, usize),
+    /// Seedling train records with at least one fact to swap.
+    pub perturbed_records: usize,
+    pub conditions: Vec<ConditionSummary>,
+    pub comparisons: Vec<Comparison>,
+    pub plots: Vec<String>,
+}
+
+fn window_mean(values: &[f64], last: bool) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = (values.len() / 10).max(1);
+    let slice = if last {
+        &values[values.len() - n..]
+    } else {
+        &values[..n]
+    };
+    Some(slice.iter().sum::<f64>() / n as f64)
+}
+
+pub fn summarize(result: &ConditionResult) -> ConditionSummary {
+    ConditionSummary {
+        name: result.name.clone(),
+        trained: result.trained,
+        train_examples: result.train_examples,
+        steps: result.steps,
+        loss_first: window_mean(&result.loss_curve, false),
+        loss_last: window_mean(&result.loss_curve, true),
+        seconds: result.seconds,
+        metrics: result.metrics.clone(),
+        strata: result.strata.clone(),
+    }
+}
+
+/// Seedling against every other condition on every metric both have.
+pub fn compare(conditions: &[ConditionSummary]) -> Vec<Comparison> {
+    let Some(ours) = conditions.iter().find(|c| c.name == SEEDLING) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for other in conditions.iter().filter(|c| c.name != SEEDLING) {
+        for (metric, _, higher_is_better) in METRICS {
+            let (Some(a), Some(b)) = (ours.metrics.get(metric), other.metrics.get(metric)) else {
+                continue;
+            };
+            let better = if higher_is_better {
+                a.mean > b.mean
+            } else {
+                a.mean < b.mean
+            };
+            let separated = if higher_is_better { a.lo > b.hi } else { a.hi < b.lo };
+            out.push(Comparison {
+                metric: metric.to_string(),
+                condition: SEEDLING.to_string(),
+                against: other.name.clone(),
+                difference: a.mean - b.mean,
+                better,
+                better_separated: better && separated,
+            });
+        }
+    }
+    out
+}
+
+impl VerificationReport {
+    pub fn condition(&self, name: &str) -> Option<&ConditionSummary> {
+        self.conditions.iter().find(|c| c.name == name)
+    }
+
+    pub fn comparison(&self, metric: &str, against: &str) -> Option<&Comparison> {
+        self.comparisons
+            .iter()
+            .find(|c| c.metric == metric && c.against == against)
+    }
+
+    /// The conditions x metrics table, as plain text for the terminal.
+    pub fn table(&self) -> String {
+        let metrics: Vec<_> = METRICS
+            .iter()
+            .filter(|(m, _, _)| self.conditions.iter().any(|c| c.metrics.contains_key(*m)))
+            .collect();
+        let mut out = String::new();
+        let _ = write!(out, "{:<14}", "condition");
+        for (_, label, _) in &metrics {
+            let _ = write!(out, " {label:>30}");
+        }
+        out.push('\n');
+        for c in &self.conditions {
+            let _ = write!(out, "{:<14}", c.name);
+            for (metric, _, _) in &metrics {
+                let cell = c.metrics.get(*metric).map(cell).unwrap_or_else(|| "-".into());
+                let _ = write!(out, " {cell:>30}");
+            }
+            out.push('\n');
+        }
+        if let Some(chance) = self
+            .conditions
+            .iter()
+            .find_map(|c| c.metrics.get("forced_choice")?.chance)
+        {
+            let _ = writeln!(
+                out,
+                "forced choice: share of {} probes whose true fact scored above every swapped one (chance {chance:.2}); NLL: nats per token, lower is better; [95% bootstrap interval]",
+                self.probes
+            );
+        }
+        out
+    }
+
+    /// What the comparisons say, one line each, the fact metrics first.
+    pub fn verdicts(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for against in [BASE, NAIVE, PERTURBED, "user_baseline"] {
+            for metric in ["forced_choice", "fact_nll"] {
+                let Some(c) = self.comparison(metric, against) else {
+                    continue;
+                };
+                let label = METRICS.iter().find(|m| m.0 == metric).map(|m| m.1).unwrap_or(metric);
+                let how = if c.better_separated {
+                    "beats it (95% intervals do not overlap)"
+                } else if c.better {
+                    "is ahead, but the 95% intervals overlap"
+                } else {
+                    "does NOT beat it"
+                };
+                lines.push(format!(
+                    "seedling vs {against} on {label}: {how} (difference {:+.3})",
+                    c.difference
+                ));
+            }
+        }
+        lines
+    }
+}
+
+fn cell(e: &Estimate) -> String {
+    format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi)
+}
+
+/// The dataset card's "Verification" section.
+pub fn card_section(report: &VerificationReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## Verification\n");
+    let _ = writeln!(
+        out,
+        "`seedling verify` ({} tier, {}) fine-tuned a LoRA (r={}, {} steps of one example, learning rate {}) of `{}` on each condition with the same steps and seed, then scored every condition on the same held-out sets: {} fact probes built from the plan's own glossary, rules and reference documents (a forced choice between the true fact and facts of the same kind swapped in), and the {} records of the test split. Conditions: `base` (no training), `seedling` (this dataset's train split), `naive` (as many examples from one plain prompt naming the domain, no grounding, no checks), `perturbed` (this train split with its facts swapped between records: the same form, wrong content).\n",
+        report.tier,
+        report.created_at,
+        report.training.lora_r,
+        report.training.steps,
+        report.training.learning_rate,
+        report.model,
+        report.probes,
+        report.test_rows,
+    );
+    let metrics: Vec<_> = METRICS
+        .iter()
+        .filter(|(m, _, _)| report.conditions.iter().any(|c| c.metrics.contains_key(*m)))
+        .collect();
+    let _ = write!(out, "| condition |");
+    for (_, label, higher) in &metrics {
+        let _ = write!(out, " {label} ({}) |", if *higher { "higher is better" } else { "lower is better" });
+    }
+    let _ = write!(out, "\n| --- |");
+    for _ in &metrics {
+        let _ = write!(out, " ---: |");
+    }
+    out.push('\n');
+    for c in &report.conditions {
+        let _ = write!(out, "| {} |", c.name);
+        for (metric, _, _) in &metrics {
+            let _ = write!(out, " {} |", c.metrics.get(*metric).map(cell).unwrap_or_else(|| "-".into()));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for line in report.verdicts() {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(
+        out,
+        "- test split against train: {} shared records, highest input ROUGE-L {:.2}, {} near-duplicate inputs (>= 0.7)",
+        report.leakage.shared_ids, report.leakage.max_input_rouge_l, report.leakage.near_duplicates
+    );
+    let _ = writeln!(
+        out,
+        "\nFigures: `verify/report.json`; plots: {}.\n",
+        report
+            .plots
+            .iter()
+            .map(|p| format!("`verify/{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out
+}
+
+/// The verification as a lineage node derived from the export it verified.
+pub fn verification_batch(plan: &PlanId, report: &VerificationReport, now_ms: u64) -> (NodeId, LineageBatch) {
+    let export = NodeId::derive(plan, &["export", &report.dataset_version]);
+    let id = NodeId::derive(
+        plan,
+        &["verification", &report.dataset_version, &report.tier, &report.created_at],
+    );
+    let mut params = serde_json::Map::new();
+    params.insert("tier".into(), report.tier.clone().into());
+    params.insert("dataset_version".into(), report.dataset_version.clone().into());
+    params.insert("model".into(), report.model.clone().into());
+    let node = Node {
+        id: id.clone(),
+        plan: plan.clone(),
+        kind: NodeKind::Verification,
+        status: NodeStatus::Recorded,
+        created_at_ms: now_ms,
+        step: VERIFICATION_STEP.into(),
+        params,
+        body: serde_json::to_value(report).unwrap_or_default(),
+    };
+    let batch = LineageBatch {
+        nodes: vec![node],
+        edges: vec![Edge::new(&export, &id, EdgeKind::DerivedFrom)],
+        status_changes: Vec::new(),
+    };
+    (id, batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn estimate(mean: f64, half: f64) -> Estimate {
+        Estimate {
+            mean,
+            lo: mean - half,
+            hi: mean + half,
+            n: 20,
+            chance: None,
+        }
+    }
+
+    fn condition(name: &str, accuracy: Estimate, nll: Estimate) -> ConditionSummary {
+        ConditionSummary {
+            name: name.into(),
+            trained: name != BASE,
+            train_examples: 10,
+            steps: 30,
+            loss_first: None,
+            loss_last: None,
+            seconds: 1.0,
+            metrics: BTreeMap::from([
+                ("forced_choice".to_string(), accuracy),
+                ("fact_nll".to_string(), nll),
+            ]),
+            strata: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn comparisons_need_non_overlapping_intervals_to_count_as_separated() {
+        let conditions = vec![
+            condition(BASE, estimate(0.3, 0.1), estimate(3.0, 0.2)),
+            condition(SEEDLING, estimate(0.7, 0.1), estimate(2.9, 0.2)),
+            condition(PERTURBED, estimate(0.75, 0.1), estimate(3.5, 0.1)),
+        ];
+        let found = compare(&conditions);
+        let get = |metric: &str, against: &str| {
+            found
+                .iter()
+                .find(|c| c.metric == metric && c.against == against)
+                .unwrap()
+                .clone()
+        };
+        assert!(get("forced_choice", BASE).better_separated);
+        let nll = get("fact_nll", BASE);
+        assert!(nll.better && !nll.better_separated, "lower NLL, overlapping");
+        let perturbed = get("forced_choice", PERTURBED);
+        assert!(!perturbed.better && !perturbed.better_separated);
+        assert!(get("fact_nll", PERTURBED).better_separated);
+    }
+
+    #[test]
+    fn loss_windows_are_the_first_and_last_tenth() {
+        let curve: Vec<f64> = (0..20).map(|i| 20.0 - i as f64).collect();
+        assert_eq!(window_mean(&curve, false), Some(19.5));
+        assert_eq!(window_mean(&curve, true), Some(1.5));
+        assert_eq!(window_mean(&[], true), None);
+    }
+}
