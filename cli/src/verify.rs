@@ -51,7 +51,7 @@ pub struct VerifyArgs {
     /// Training steps per condition [default: by tier and dataset size]
     #[arg(long)]
     pub steps: Option<u32>,
-    /// Naive baseline examples [default: as many as the train split]
+    /// Naive baseline examples; 0 leaves the naive condition out [default: as many as the train split]
     #[arg(long)]
     pub naive: Option<usize>,
     /// Recompute every condition instead of reusing results for the same inputs
@@ -102,10 +102,19 @@ fn naive_rows(
         && std::fs::read_to_string(&meta_path)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|m| m["prompt"] == meta["prompt"] && m["model"] == meta["model"] && m["count"] == meta["count"] && m["seed"] == meta["seed"])
+            .is_some_and(|m| {
+                m["prompt"] == meta["prompt"]
+                    && m["model"] == meta["model"]
+                    && m["count"] == meta["count"]
+                    && m["seed"] == meta["seed"]
+            })
         && let Ok(rows) = read_pairs(path)
     {
-        eprintln!("naive baseline: reusing {} examples in {}", rows.len(), path.display());
+        eprintln!(
+            "naive baseline: reusing {} examples in {}",
+            rows.len(),
+            path.display()
+        );
         return Ok((rows, count));
     }
     eprintln!("naive baseline: {count} examples from one plain prompt on the local engine");
@@ -120,14 +129,16 @@ fn naive_rows(
     while rows.len() < count && asked < count * 3 {
         let batch = (count - rows.len()).max(1);
         let requests = (asked..asked + batch).map(|i| {
-            GenerationRequest::chat(vec![seedling_worker::engine::ChatMessage::user(prompt.clone())])
-                .with_max_new_tokens(256)
-                .with_constraint(OutputConstraint::JsonSchema(naive_schema()))
-                .with_sampling(SamplingParams {
-                    temperature: 0.8,
-                    seed: (dataset.plan.seed as u32).wrapping_add(i as u32),
-                    ..SamplingParams::default()
-                })
+            GenerationRequest::chat(vec![seedling_worker::engine::ChatMessage::user(
+                prompt.clone(),
+            )])
+            .with_max_new_tokens(256)
+            .with_constraint(OutputConstraint::JsonSchema(naive_schema()))
+            .with_sampling(SamplingParams {
+                temperature: 0.8,
+                seed: (dataset.plan.seed as u32).wrapping_add(i as u32),
+                ..SamplingParams::default()
+            })
         });
         let replies = engine.generate_all_blocking(requests)?;
         for reply in replies {
@@ -174,7 +185,10 @@ fn progress(event: SidecarEvent, tty: bool) {
             let _ = writeln!(err, "scoring {condition} on the probes and the test split");
         }
         SidecarEvent::Reused { condition } => {
-            let _ = writeln!(err, "{condition}: reusing the result computed for the same inputs");
+            let _ = writeln!(
+                err,
+                "{condition}: reusing the result computed for the same inputs"
+            );
         }
         SidecarEvent::Condition { condition, seconds } => {
             let _ = writeln!(err, "{condition}: done in {seconds:.0}s");
@@ -195,8 +209,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
 
     let out = args.dir.join("verify");
     let inputs = out.join("inputs");
-    std::fs::create_dir_all(&inputs)
-        .with_context(|| format!("creating {}", inputs.display()))?;
+    std::fs::create_dir_all(&inputs).with_context(|| format!("creating {}", inputs.display()))?;
     if args.fresh {
         let _ = std::fs::remove_dir_all(out.join("conditions"));
     }
@@ -253,25 +266,35 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|rows| write("user-eval.jsonl", rows))
         .transpose()?;
-    let naive_count = args.naive.unwrap_or(dataset.train.len()).max(1);
-    let (naive, _) = naive_rows(
-        &dataset,
-        &args.engine,
-        &model_identity,
-        naive_count,
-        &inputs.join("naive.jsonl"),
-    )?;
+    // `--naive 0` leaves the naive condition out (a quicker answer when
+    // only the dataset's own effect is in question).
+    let naive_count = args.naive.unwrap_or(dataset.train.len().max(1));
+    let naive = if naive_count == 0 {
+        Vec::new()
+    } else {
+        naive_rows(
+            &dataset,
+            &args.engine,
+            &model_identity,
+            naive_count,
+            &inputs.join("naive.jsonl"),
+        )?
+        .0
+    };
 
-    let mut conditions = vec![
-        (BASE, None),
-        (SEEDLING, Some(seedling_path)),
-        (NAIVE, Some(inputs.join("naive.jsonl"))),
-        (PERTURBED, Some(perturbed_path)),
-    ];
+    let mut conditions = vec![(BASE, None), (SEEDLING, Some(seedling_path))];
+    if naive_count > 0 {
+        conditions.push((NAIVE, Some(inputs.join("naive.jsonl"))));
+    }
+    conditions.push((PERTURBED, Some(perturbed_path)));
     if let Some(rows) = &user_baseline {
         conditions.push(("user_baseline", Some(write("user-baseline.jsonl", rows)?)));
     }
-    let shared = [Some(probes_path.as_path()), test_path.as_deref(), user_eval_path.as_deref()];
+    let shared = [
+        Some(probes_path.as_path()),
+        test_path.as_deref(),
+        user_eval_path.as_deref(),
+    ];
     let conditions: Vec<ConditionInput> = conditions
         .into_iter()
         .map(|(name, train)| {
@@ -279,7 +302,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             files.extend(shared);
             ConditionInput {
                 name: name.to_string(),
-                key: condition_key(name, &model_identity, &training, &dataset.system_prompt, &files),
+                key: condition_key(
+                    name,
+                    &model_identity,
+                    &training,
+                    &dataset.system_prompt,
+                    &files,
+                ),
                 train,
             }
         })
@@ -314,11 +343,16 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
 
     let summaries: Vec<_> = figures.conditions.iter().map(summarize).collect();
     let created_at = rfc3339_from_unix_ms(now_unix_ms());
-    let plots = ["loss.png", "forced_choice.png", "fact_nll.png", "strata.png"]
-        .into_iter()
-        .filter(|p| out.join(p).is_file())
-        .map(str::to_string)
-        .collect();
+    let plots = [
+        "loss.png",
+        "forced_choice.png",
+        "fact_nll.png",
+        "strata.png",
+    ]
+    .into_iter()
+    .filter(|p| out.join(p).is_file())
+    .map(str::to_string)
+    .collect();
     let report = VerificationReport {
         dataset_version: dataset.version.clone(),
         plan: dataset.plan_id.to_string(),

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod embedding;
+pub mod facts;
 pub mod ids;
 pub mod language;
 pub mod lineage;

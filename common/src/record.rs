@@ -14,6 +14,25 @@ pub struct Record {
     pub response: String,
     pub metadata: RecordMetadata,
     pub trace: Trace,
+    /// Where the response's figures come from (the support check); absent
+    /// when it states none or its task type is not grounded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<RecordCitation>,
+}
+
+/// One span of a source a record rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordCitation {
+    /// The lineage node of the source: a reference chunk, a term, a rule,
+    /// an expert example, or a translation's original.
+    pub node: String,
+    /// Character offsets of the span in that node's text.
+    pub start: usize,
+    pub end: usize,
+    pub quote: String,
+    /// The response's figures the span states.
+    pub facts: Vec<String>,
 }
 
 /// How a record was made and how good it is.

@@ -130,6 +130,31 @@ pub struct CheckSpec {
     pub allow_refusal: bool,
     /// Evol-Instruct's elimination filter applies (the input was evolved).
     pub evolved: bool,
+    /// What the answer's figures must come from; none: nothing to check.
+    #[serde(default)]
+    pub support: Option<SupportSpec>,
+}
+
+/// The passages a response was grounded on, for the support check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupportSpec {
+    /// Each passage's text, in the order citations name them.
+    pub sources: Vec<String>,
+    /// The sources are in another language (a translation's original):
+    /// figures must match, words cannot.
+    pub cross_language: bool,
+}
+
+/// The part of a source a response rests on: the sentence that states its
+/// figures. Offsets count characters of the source text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Citation {
+    /// Index into [`SupportSpec::sources`].
+    pub source: usize,
+    pub start: usize,
+    pub end: usize,
+    /// The answer's figures this span states.
+    pub facts: Vec<String>,
 }
 
 /// Which model calls make one record, run in order. Each later call may use
@@ -211,6 +236,9 @@ pub struct HeuristicVerdict {
     /// chrF of the back-translation against the source, for translations.
     #[serde(default)]
     pub back_translation_chrf: Option<f64>,
+    /// Where the answer's figures come from (the support check).
+    #[serde(default)]
+    pub citations: Vec<Citation>,
 }
 
 /// What a worker reports for a unit.

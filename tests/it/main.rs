@@ -13,5 +13,6 @@ mod model_dedup;
 mod model_engine;
 mod model_judge;
 mod model_run;
+mod model_verify;
 mod pipeline;
 mod plans;

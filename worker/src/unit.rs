@@ -16,11 +16,12 @@ use crate::scoring::heuristics::{
     RuleCheck, Thresholds, assistant_phrase, check_pair, evolution_failures, heuristic_score,
     off_topic, placeholder,
 };
+use crate::scoring::language::detect_language;
+use crate::scoring::support::check_support;
 
 /// Longest input kept: people's messages to a support chat are short, and a
 /// longer "input" is usually the model answering its own question.
 pub const MAX_INPUT_CHARS: usize = 600;
-use crate::scoring::language::detect_language;
 
 /// The engine request for a call.
 pub fn request_for(call: &ModelCall) -> GenerationRequest {
@@ -194,6 +195,18 @@ pub fn judge_pair(
             "reason": "input_wrong_language", "expected": language, "detected": detected
         }));
     }
+    let mut citations = Vec::new();
+    if let Some(spec) = &task.checks.support {
+        // A declined adversarial request need not carry the sources' words.
+        let support = check_support(input, response, spec, !task.checks.allow_refusal);
+        rejections.extend(
+            support
+                .rejections
+                .into_iter()
+                .map(|r| serde_json::to_value(r).unwrap_or_default()),
+        );
+        citations = support.citations;
+    }
     let evolution_failures = if task.checks.evolved {
         evolution_failures(base_input, input, response)
             .into_iter()
@@ -208,6 +221,7 @@ pub fn judge_pair(
         evolution_failures,
         judge: None,
         back_translation_chrf: None,
+        citations,
     }
 }
 
@@ -333,6 +347,7 @@ mod tests {
                 rules: vec![],
                 allow_refusal: false,
                 evolved: false,
+                support: None,
             },
         }
     }

@@ -24,6 +24,8 @@ pub struct CardFacts<'a> {
     pub languages: &'a BTreeMap<String, usize>,
     pub strata: &'a BTreeMap<String, usize>,
     pub scores: &'a [f64],
+    /// Records that cite a source span for their figures.
+    pub cited: usize,
     pub attempts: u64,
     pub funnel: &'a [FunnelRow],
     pub rejected: &'a BTreeMap<String, u64>,
@@ -131,7 +133,9 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
         out,
         "Every record passed the model-free checks (length, repetition, refusal, copied input, \
          placeholders, an input written from the assistant's side, code fences, the plan's business \
-         rules, language and script), Evol-Instruct's elimination filter where it applies, the \
+         rules, language and script), the support check (every figure of a grounded answer is \
+         stated by the passage it was grounded on, and by the sentence about the same thing; an \
+         answer that only restates its question is dropped), Evol-Instruct's elimination filter where it applies, the \
          Self-Instruct novelty gate (ROUGE-L <= 0.7), for translations a round trip back to the \
          source language (chrF >= 0.3), exact and near-duplicate removal, and \
          `quality_score >= {}`. `quality_score` is the heuristic estimate (repetition, substance, \
@@ -146,6 +150,14 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
         } else {
             "; the model judge was off for this plan".to_string()
         }
+    );
+    let _ = writeln!(
+        out,
+        "{} of {total} records cite the source passages they rest on (the `citations` field of \
+         `data/*.jsonl`, with character offsets into each passage's lineage node): every figure \
+         they state is cited, and a sentence without figures cites the passage it is about when \
+         one shares its words.\n",
+        f.cited
     );
     let bins = histogram(f.scores);
     table(

@@ -209,7 +209,9 @@ fn latest_verification(
     for id in store.nodes_of_plan(plan, Some(NodeKind::Verification), None) {
         let node = store.require(&id?)?;
         if node.params.get("dataset_version").and_then(|v| v.as_str()) != Some(version)
-            || latest.as_ref().is_some_and(|(at, _)| *at > node.created_at_ms)
+            || latest
+                .as_ref()
+                .is_some_and(|(at, _)| *at > node.created_at_ms)
         {
             continue;
         }
@@ -409,6 +411,7 @@ pub fn export_dataset(
     let mut languages: BTreeMap<String, usize> = BTreeMap::new();
     let mut strata: BTreeMap<String, usize> = BTreeMap::new();
     let mut scores = Vec::new();
+    let mut cited = 0;
     for node in &accepted {
         let text = |key: &str| {
             node.body
@@ -434,6 +437,11 @@ pub fn export_dataset(
                 review_status: AUTO_APPROVED.into(),
             },
             trace: store.record_trace(&node.id)?,
+            citations: node
+                .body
+                .get("citations")
+                .and_then(|c| serde_json::from_value(c.clone()).ok())
+                .unwrap_or_default(),
         };
         validate_record(&record).map_err(|reason| ExportError::Invalid {
             id: record.id.clone(),
@@ -448,6 +456,7 @@ pub fn export_dataset(
         *languages.entry(language.to_string()).or_default() += 1;
         *strata.entry(text("stratum")).or_default() += 1;
         scores.push(record.metadata.quality_score);
+        cited += usize::from(!record.citations.is_empty());
         by_split.entry(split_of(node)).or_default().push(record);
     }
 
@@ -506,6 +515,7 @@ pub fn export_dataset(
         languages: &languages,
         strata: &strata,
         scores: &scores,
+        cited,
         attempts,
         funnel: &funnel(attempts, &rejected),
         rejected: &rejected,

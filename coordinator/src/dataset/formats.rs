@@ -55,6 +55,7 @@ mod tests {
                 parent_id: None,
                 processing_steps: vec![],
             },
+            citations: vec![],
         }
     }
 

@@ -112,6 +112,7 @@ mod tests {
                 parent_id: parent.map(str::to_string),
                 processing_steps: vec![],
             },
+            citations: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("train.parquet");

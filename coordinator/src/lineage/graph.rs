@@ -79,7 +79,10 @@ impl PlanGraph {
     pub fn lineage_groups(&self) -> Vec<Vec<NodeId>> {
         let joins = |kind: EdgeKind| !matches!(kind, EdgeKind::GroundedOn | EdgeKind::ExportedIn);
         let shared = |kind: NodeKind| {
-            matches!(kind, NodeKind::Plan | NodeKind::Export | NodeKind::Verification)
+            matches!(
+                kind,
+                NodeKind::Plan | NodeKind::Export | NodeKind::Verification
+            )
         };
         let bound = self
             .graph

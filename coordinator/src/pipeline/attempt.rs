@@ -5,7 +5,9 @@
 
 use seedling_common::embedding::Embedding;
 use seedling_common::ids::NodeId;
-use seedling_common::work::{BackTranslation, CheckSpec, GenerateTask, ModelCall, RuleSpec};
+use seedling_common::work::{
+    BackTranslation, CheckSpec, GenerateTask, ModelCall, RuleSpec, SupportSpec,
+};
 
 use super::knowledge::{Knowledge, most_relevant_chunk};
 use super::prompts::{self, CallSettings};
@@ -154,6 +156,9 @@ pub struct PlannedAttempt {
     pub input_grounding: Vec<NodeId>,
     /// Rules and the reference chunk the response prompt carried.
     pub response_grounding: Vec<NodeId>,
+    /// The node of each support source, in the order of the task's
+    /// [`SupportSpec::sources`]: what a citation's `source` index names.
+    pub support_nodes: Vec<NodeId>,
     /// The accepted record an augmentation transformed.
     pub source: Option<NodeId>,
     pub evol_operation: Option<&'static str>,
@@ -243,6 +248,50 @@ fn seed_of(plan: &Plan, unit: &str) -> u32 {
     (draw(plan, unit, "seed") * f64::from(u32::MAX)) as u32
 }
 
+/// What a response's figures may come from: exactly what its prompt showed
+/// (the domain, the rules, the terms, the reference chunk) and the plan's
+/// expert answers, each with its lineage node.
+fn support_sources(
+    plan: &Plan,
+    grounding: &Grounding,
+    chunk: Option<&super::knowledge::Chunk>,
+) -> Vec<(NodeId, String)> {
+    let knowledge = &grounding.knowledge;
+    let mut sources = vec![(
+        knowledge.plan_node.clone(),
+        format!("{}: {}", plan.domain.name, plan.domain.description),
+    )];
+    sources.extend(
+        knowledge
+            .rules
+            .iter()
+            .zip(&plan.rules)
+            .map(|(id, rule)| (id.clone(), rule.statement.clone())),
+    );
+    sources.extend(
+        grounding
+            .glossary_ids
+            .iter()
+            .zip(&plan.glossary)
+            .take(prompts::PROMPT_GLOSSARY_TERMS)
+            .map(|(id, entry)| (id.clone(), format!("{}: {}", entry.term, entry.definition))),
+    );
+    sources.extend(
+        knowledge
+            .examples
+            .iter()
+            .zip(&plan.expert_examples)
+            .map(|(id, example)| {
+                (
+                    id.clone(),
+                    format!("{}\n{}", example.question, example.answer),
+                )
+            }),
+    );
+    sources.extend(chunk.map(|c| (c.id.clone(), c.text.clone())));
+    sources
+}
+
 fn checks(plan: &Plan, stratum: &Stratum, evolved: bool) -> CheckSpec {
     CheckSpec {
         language: stratum.language.clone(),
@@ -257,6 +306,7 @@ fn checks(plan: &Plan, stratum: &Stratum, evolved: bool) -> CheckSpec {
             .collect(),
         allow_refusal: stratum.adversarial,
         evolved,
+        support: None,
     }
 }
 
@@ -337,6 +387,18 @@ pub fn plan_attempt(
         settings,
     );
 
+    let grounded = plan
+        .task_types
+        .iter()
+        .find(|t| t.name == stratum.task_type)
+        .is_none_or(|t| t.grounded);
+    let mut support: Vec<(NodeId, String)> = if grounded {
+        support_sources(plan, grounding, chunk)
+    } else {
+        Vec::new()
+    };
+    let mut cross_language = false;
+
     let mut input_grounding = Vec::new();
     let mut source = None;
     let mut evol_operation = None;
@@ -406,6 +468,9 @@ pub fn plan_attempt(
                     settings,
                 );
                 response_grounding = vec![record.id.clone()];
+                // A translation states its original's figures, nothing else.
+                support = vec![(record.id.clone(), record.response.clone())];
+                cross_language = true;
                 translation_judge = Some(prompts::translation_judge(
                     plan,
                     &record.response,
@@ -420,6 +485,14 @@ pub fn plan_attempt(
             prompts::augment_input(plan, kind, &record.input, &params, settings)
         }
     };
+    let mut checks = checks(plan, stratum, evolve.is_some());
+    let (support_nodes, sources): (Vec<NodeId>, Vec<String>) = support.into_iter().unzip();
+    if !sources.is_empty() {
+        checks.support = Some(SupportSpec {
+            sources,
+            cross_language,
+        });
+    }
     Ok(PlannedAttempt {
         unit,
         stratum: index,
@@ -430,6 +503,7 @@ pub fn plan_attempt(
         instance_grounding,
         input_grounding,
         response_grounding,
+        support_nodes,
         source,
         evol_operation,
         task: GenerateTask {
@@ -439,7 +513,7 @@ pub fn plan_attempt(
                 .then(|| translation_judge.unwrap_or_else(|| prompts::judge(plan, settings.seed))),
             back_translation,
             input,
-            checks: checks(plan, stratum, evolve.is_some()),
+            checks,
             evolve,
             embed_input: plan.quality.semantic_dedup,
             response: response_call,

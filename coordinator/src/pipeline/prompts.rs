@@ -323,7 +323,11 @@ pub fn magpie_input(plan: &Plan, params: &UnitParams<'_>, s: CallSettings) -> Mo
     call
 }
 
+/// How many of the plan's terms a response prompt lists.
+pub const PROMPT_GLOSSARY_TERMS: usize = 40;
+
 /// The grounding every response sees: domain, rules, glossary, a chunk.
+
 pub fn response_system(plan: &Plan, language: &str, chunk: Option<&str>) -> String {
     let mut text = format!(
         "You are an expert assistant for {}: {}\nAnswer in {}. Be accurate, specific and concise. \
@@ -342,7 +346,7 @@ pub fn response_system(plan: &Plan, language: &str, chunk: Option<&str>) -> Stri
     }
     if !plan.glossary.is_empty() {
         text.push_str("\n\nTerms:");
-        for entry in plan.glossary.iter().take(40) {
+        for entry in plan.glossary.iter().take(PROMPT_GLOSSARY_TERMS) {
             text.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
         }
     }
@@ -423,7 +427,7 @@ fn rubric_schema(aspects: &[(&str, &str)]) -> serde_json::Value {
 fn push_glossary(system: &mut String, plan: &Plan) {
     if !plan.glossary.is_empty() {
         system.push_str("\n\nTerms:");
-        for entry in plan.glossary.iter().take(40) {
+        for entry in plan.glossary.iter().take(PROMPT_GLOSSARY_TERMS) {
             system.push_str(&format!("\n- {}: {}", entry.term, entry.definition));
         }
     }

@@ -14,6 +14,7 @@ use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{
     Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus, RECORD_VERDICT_STEP,
 };
+use seedling_common::record::RecordCitation;
 use seedling_common::similarity::{NoveltyPool, tokens};
 use seedling_common::time::now_unix_ms;
 use seedling_common::work::{AnalyzeTask, TaskKind, UnitResult, UnitTask};
@@ -1141,6 +1142,10 @@ impl LineageContext {
         if let Some(reason) = &decision.reason {
             body["reason"] = reason.clone().into();
         }
+        let citations = citations(planned, result);
+        if !citations.is_empty() {
+            body["citations"] = serde_json::to_value(&citations).expect("citations serialise");
+        }
         if let Some(error) = &result.error {
             body["error"] = error.clone().into();
         }
@@ -1168,6 +1173,18 @@ impl LineageContext {
         for grounding in &planned.response_grounding {
             if *grounding != previous {
                 edges.push(Edge::new(grounding, &record, EdgeKind::GroundedOn));
+            }
+        }
+        // A cited term or expert answer was in the prompt without an edge.
+        let cited: BTreeSet<&NodeId> = result
+            .verdict
+            .iter()
+            .flat_map(|v| &v.citations)
+            .filter_map(|c| planned.support_nodes.get(c.source))
+            .collect();
+        for node in cited {
+            if !planned.response_grounding.contains(node) && *node != previous {
+                edges.push(Edge::new(node, &record, EdgeKind::GroundedOn));
             }
         }
 
@@ -1279,6 +1296,29 @@ impl PendingLineage {
     pub fn is_empty(&self) -> bool {
         self.attempts.is_empty()
     }
+}
+
+/// The worker's citations, each naming its source's node and quoting the span.
+fn citations(planned: &PlannedAttempt, result: &UnitResult) -> Vec<RecordCitation> {
+    let (Some(verdict), Some(support)) = (&result.verdict, &planned.task.checks.support) else {
+        return Vec::new();
+    };
+    verdict
+        .citations
+        .iter()
+        .filter_map(|c| {
+            let node = planned.support_nodes.get(c.source)?.clone();
+            let text = support.sources.get(c.source)?;
+            let quote: String = text.chars().skip(c.start).take(c.end - c.start).collect();
+            Some(RecordCitation {
+                node: node.to_string(),
+                start: c.start,
+                end: c.end,
+                quote: quote.trim().to_string(),
+                facts: c.facts.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The record's quality score: the heuristic estimate, blended with the

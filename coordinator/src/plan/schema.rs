@@ -164,6 +164,24 @@ pub struct TaskType {
     pub share: f64,
     /// minijinja template per language code.
     pub templates: BTreeMap<String, String>,
+    /// Its answers state the domain's facts, so each figure in them must
+    /// come from the passages the answer was grounded on (the support
+    /// check). Set false for tasks whose answers make new figures:
+    /// calculations, code, creative writing. Left out of the plan's id when
+    /// true, so plans written before the option keep theirs.
+    #[serde(
+        default = "grounded_default",
+        skip_serializing_if = "is_grounded_default"
+    )]
+    pub grounded: bool,
+}
+
+fn grounded_default() -> bool {
+    true
+}
+
+fn is_grounded_default(grounded: &bool) -> bool {
+    *grounded
 }
 
 /// Kinds of deliberately hard inputs.

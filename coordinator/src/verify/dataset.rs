@@ -54,7 +54,11 @@ fn read_split(dir: &Path, split: &str) -> Result<Vec<TrainRow>, VerifyError> {
     }
     let text = std::fs::read_to_string(&path).map_err(|e| unreadable(&path, e))?;
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let record: seedling_common::record::Record =
             serde_json::from_str(line).map_err(|e| VerifyError::BadRow {
                 path: path.clone(),
@@ -107,7 +111,10 @@ impl VerifyDataset {
         if let Some(store) = store {
             for row in train.iter_mut().chain(test.iter_mut()) {
                 if let Some(node) = store.node(&NodeId::new(row.id.clone()))? {
-                    row.stratum = node.body["stratum"].as_str().unwrap_or_default().to_string();
+                    row.stratum = node.body["stratum"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                 }
             }
         }

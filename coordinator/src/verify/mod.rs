@@ -12,7 +12,6 @@
 //! trains and scores, and the CLI runs the engine for the naive baseline.
 
 pub mod dataset;
-pub mod facts;
 pub mod naive;
 pub mod perturb;
 pub mod probes;
@@ -140,8 +139,15 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].id, "x");
         let bad = dir.path().join("bad.jsonl");
-        std::fs::write(&bad, "{\"input\":\"q\",\"response\":\"a\"}\n{\"question\":\"q\"}\n").unwrap();
+        std::fs::write(
+            &bad,
+            "{\"input\":\"q\",\"response\":\"a\"}\n{\"question\":\"q\"}\n",
+        )
+        .unwrap();
         let err = read_pairs(&bad).unwrap_err().to_string();
-        assert!(err.contains("bad.jsonl:2:") && err.contains("\"input\""), "{err}");
+        assert!(
+            err.contains("bad.jsonl:2:") && err.contains("\"input\""),
+            "{err}"
+        );
     }
 }

@@ -54,7 +54,11 @@ mod tests {
 
     #[test]
     fn replies_that_parse_become_rows_and_the_rest_are_dropped() {
-        let row = naive_row(3, " {\"question\": \"How much is a day pass?\", \"answer\": \"It costs 12 crowns.\"} ").unwrap();
+        let row = naive_row(
+            3,
+            " {\"question\": \"How much is a day pass?\", \"answer\": \"It costs 12 crowns.\"} ",
+        )
+        .unwrap();
         assert_eq!(row.id, "naive-3");
         assert_eq!(row.response, "It costs 12 crowns.");
         assert!(naive_row(0, "{\"question\": \"cut off").is_none());

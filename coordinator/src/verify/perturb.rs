@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use super::facts::{facts, variants};
 use super::TrainRow;
+use seedling_common::facts::{facts, variants};
 
 /// A small deterministic generator (SplitMix64): the same seed gives the
 /// same control on every machine.
@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn facts_move_between_records_and_everything_else_stays() {
         let rows = vec![
-            row("a", "A day pass costs 18 crowns and the crossing takes 35 minutes."),
+            row(
+                "a",
+                "A day pass costs 18 crowns and the crossing takes 35 minutes.",
+            ),
             row("b", "A green tag costs 2 crowns."),
             row("c", "The last ferry leaves at 22:15."),
             row("d", "Ask the desk."),
@@ -105,10 +108,21 @@ mod tests {
         let (out, changed) = perturb_facts(&rows, 7);
         assert_eq!(changed, 3);
         assert_eq!(out[1].response, "A green tag costs 18 crowns.");
-        assert!(out[0].response.starts_with("A day pass costs 2 crowns and the crossing takes "));
-        assert!(!out[0].response.contains("35 minutes"), "{}", out[0].response);
+        assert!(
+            out[0]
+                .response
+                .starts_with("A day pass costs 2 crowns and the crossing takes ")
+        );
+        assert!(
+            !out[0].response.contains("35 minutes"),
+            "{}",
+            out[0].response
+        );
         assert!(out[0].response.ends_with(" minutes."));
-        assert!(out[2].response.starts_with("The last ferry leaves at ") && !out[2].response.contains("22:15"));
+        assert!(
+            out[2].response.starts_with("The last ferry leaves at ")
+                && !out[2].response.contains("22:15")
+        );
         assert_eq!(out[3], rows[3]);
         for (a, b) in rows.iter().zip(&out) {
             assert_eq!(a.input, b.input);
@@ -118,9 +132,24 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_control() {
         let rows: Vec<TrainRow> = (0..6)
-            .map(|i| row(&i.to_string(), &format!("It costs {} crowns and takes {} minutes.", i + 2, i * 5 + 10)))
+            .map(|i| {
+                row(
+                    &i.to_string(),
+                    &format!(
+                        "It costs {} crowns and takes {} minutes.",
+                        i + 2,
+                        i * 5 + 10
+                    ),
+                )
+            })
             .collect();
         assert_eq!(perturb_facts(&rows, 1).0, perturb_facts(&rows, 1).0);
-        assert!(perturb_facts(&rows, 1).0.iter().zip(&rows).all(|(p, r)| p.response != r.response));
+        assert!(
+            perturb_facts(&rows, 1)
+                .0
+                .iter()
+                .zip(&rows)
+                .all(|(p, r)| p.response != r.response)
+        );
     }
 }

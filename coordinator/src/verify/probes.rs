@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::facts::{Fact, facts, variants};
+use seedling_common::facts::{Fact, facts, variants};
 
 /// Wrong answers per probe: chance is 1 in (ALTERNATIVES + 1).
 pub const ALTERNATIVES: usize = 3;
@@ -210,10 +210,15 @@ mod tests {
 
     #[test]
     fn sentences_drop_headings_and_join_lines() {
-        let found = sentences("# Title\n\nOne line\ncontinues here. Two is 3 words.\n\n- A list item.");
+        let found =
+            sentences("# Title\n\nOne line\ncontinues here. Two is 3 words.\n\n- A list item.");
         assert_eq!(
             found,
-            vec!["One line continues here.", "Two is 3 words.", "A list item."]
+            vec![
+                "One line continues here.",
+                "Two is 3 words.",
+                "A list item."
+            ]
         );
     }
 
@@ -223,10 +228,20 @@ mod tests {
         let facts: Vec<&str> = probes.iter().map(|p| p.fact.as_str()).collect();
         assert_eq!(facts, vec!["18 crowns", "35 minutes", "7 crowns", "22:15"]);
         let glossary = &probes[0];
-        assert_eq!(glossary.prompt, "In harrowgate-ferry, what is \"day pass\"?");
-        assert_eq!(glossary.alternatives[0], "A ticket for one day; it costs 7 crowns.");
+        assert_eq!(
+            glossary.prompt,
+            "In harrowgate-ferry, what is \"day pass\"?"
+        );
+        assert_eq!(
+            glossary.alternatives[0],
+            "A ticket for one day; it costs 7 crowns."
+        );
         let reference = &probes[1];
-        assert!(reference.prompt.contains("\"The crossing takes ___.\""), "{}", reference.prompt);
+        assert!(
+            reference.prompt.contains("\"The crossing takes ___.\""),
+            "{}",
+            reference.prompt
+        );
         assert_eq!(reference.source, "reference:rules.md");
     }
 
@@ -243,7 +258,10 @@ mod tests {
             assert_eq!(unique.len(), probe.alternatives.len(), "{probe:?}");
         }
         // "7 crowns" has "18 crowns" from the glossary as its first alternative.
-        let seven = build_probes(&ferry()).into_iter().find(|p| p.fact == "7 crowns").unwrap();
+        let seven = build_probes(&ferry())
+            .into_iter()
+            .find(|p| p.fact == "7 crowns")
+            .unwrap();
         assert_eq!(seven.alternatives[0], "A single ticket costs 18 crowns.");
     }
 
@@ -255,7 +273,12 @@ mod tests {
             ..Knowledge::default()
         };
         let probe = &build_probes(&knowledge)[0];
-        let fact: String = probe.answer.chars().skip(probe.fact_start).take(8).collect();
+        let fact: String = probe
+            .answer
+            .chars()
+            .skip(probe.fact_start)
+            .take(8)
+            .collect();
         assert_eq!(fact, "12 euros");
     }
 }

@@ -127,7 +127,11 @@ pub fn compare(conditions: &[ConditionSummary]) -> Vec<Comparison> {
             } else {
                 a.mean < b.mean
             };
-            let separated = if higher_is_better { a.lo > b.hi } else { a.hi < b.lo };
+            let separated = if higher_is_better {
+                a.lo > b.hi
+            } else {
+                a.hi < b.lo
+            };
             out.push(Comparison {
                 metric: metric.to_string(),
                 condition: SEEDLING.to_string(),
@@ -167,7 +171,11 @@ impl VerificationReport {
         for c in &self.conditions {
             let _ = write!(out, "{:<14}", c.name);
             for (metric, _, _) in &metrics {
-                let cell = c.metrics.get(*metric).map(cell).unwrap_or_else(|| "-".into());
+                let cell = c
+                    .metrics
+                    .get(*metric)
+                    .map(cell)
+                    .unwrap_or_else(|| "-".into());
                 let _ = write!(out, " {cell:>30}");
             }
             out.push('\n');
@@ -194,7 +202,11 @@ impl VerificationReport {
                 let Some(c) = self.comparison(metric, against) else {
                     continue;
                 };
-                let label = METRICS.iter().find(|m| m.0 == metric).map(|m| m.1).unwrap_or(metric);
+                let label = METRICS
+                    .iter()
+                    .find(|m| m.0 == metric)
+                    .map(|m| m.1)
+                    .unwrap_or(metric);
                 let how = if c.better_separated {
                     "beats it (95% intervals do not overlap)"
                 } else if c.better {
@@ -222,7 +234,7 @@ pub fn card_section(report: &VerificationReport) -> String {
     let _ = writeln!(out, "## Verification\n");
     let _ = writeln!(
         out,
-        "`seedling verify` ({} tier, {}) fine-tuned a LoRA (r={}, {} steps of one example, learning rate {}) of `{}` on each condition with the same steps and seed, then scored every condition on the same held-out sets: {} fact probes built from the plan's own glossary, rules and reference documents (a forced choice between the true fact and facts of the same kind swapped in), and the {} records of the test split. Conditions: `base` (no training), `seedling` (this dataset's train split), `naive` (as many examples from one plain prompt naming the domain, no grounding, no checks), `perturbed` (this train split with its facts swapped between records: the same form, wrong content).\n",
+        "`seedling verify` ({} tier, {}) fine-tuned a LoRA (r={}, {} steps of one example, learning rate {}) of `{}` on each condition with the same steps and seed, then scored every condition on the same held-out sets: {} fact probes built from the plan's own glossary, rules and reference documents (a forced choice between the true fact and facts of the same kind swapped in), and the {} records of the test split. Conditions: `base` (no training), `seedling` (this dataset's train split), {}`perturbed` (this train split with its facts swapped between records: the same form, wrong content).\n",
         report.tier,
         report.created_at,
         report.training.lora_r,
@@ -231,6 +243,11 @@ pub fn card_section(report: &VerificationReport) -> String {
         report.model,
         report.probes,
         report.test_rows,
+        if report.conditions.iter().any(|c| c.name == NAIVE) {
+            "`naive` (as many examples from one plain prompt naming the domain, no grounding, no checks), "
+        } else {
+            ""
+        },
     );
     let metrics: Vec<_> = METRICS
         .iter()
@@ -238,7 +255,15 @@ pub fn card_section(report: &VerificationReport) -> String {
         .collect();
     let _ = write!(out, "| condition |");
     for (_, label, higher) in &metrics {
-        let _ = write!(out, " {label} ({}) |", if *higher { "higher is better" } else { "lower is better" });
+        let _ = write!(
+            out,
+            " {label} ({}) |",
+            if *higher {
+                "higher is better"
+            } else {
+                "lower is better"
+            }
+        );
     }
     let _ = write!(out, "\n| --- |");
     for _ in &metrics {
@@ -248,7 +273,14 @@ pub fn card_section(report: &VerificationReport) -> String {
     for c in &report.conditions {
         let _ = write!(out, "| {} |", c.name);
         for (metric, _, _) in &metrics {
-            let _ = write!(out, " {} |", c.metrics.get(*metric).map(cell).unwrap_or_else(|| "-".into()));
+            let _ = write!(
+                out,
+                " {} |",
+                c.metrics
+                    .get(*metric)
+                    .map(cell)
+                    .unwrap_or_else(|| "-".into())
+            );
         }
         out.push('\n');
     }
@@ -275,15 +307,27 @@ pub fn card_section(report: &VerificationReport) -> String {
 }
 
 /// The verification as a lineage node derived from the export it verified.
-pub fn verification_batch(plan: &PlanId, report: &VerificationReport, now_ms: u64) -> (NodeId, LineageBatch) {
+pub fn verification_batch(
+    plan: &PlanId,
+    report: &VerificationReport,
+    now_ms: u64,
+) -> (NodeId, LineageBatch) {
     let export = NodeId::derive(plan, &["export", &report.dataset_version]);
     let id = NodeId::derive(
         plan,
-        &["verification", &report.dataset_version, &report.tier, &report.created_at],
+        &[
+            "verification",
+            &report.dataset_version,
+            &report.tier,
+            &report.created_at,
+        ],
     );
     let mut params = serde_json::Map::new();
     params.insert("tier".into(), report.tier.clone().into());
-    params.insert("dataset_version".into(), report.dataset_version.clone().into());
+    params.insert(
+        "dataset_version".into(),
+        report.dataset_version.clone().into(),
+    );
     params.insert("model".into(), report.model.clone().into());
     let node = Node {
         id: id.clone(),
@@ -351,7 +395,10 @@ mod tests {
         };
         assert!(get("forced_choice", BASE).better_separated);
         let nll = get("fact_nll", BASE);
-        assert!(nll.better && !nll.better_separated, "lower NLL, overlapping");
+        assert!(
+            nll.better && !nll.better_separated,
+            "lower NLL, overlapping"
+        );
         let perturbed = get("forced_choice", PERTURBED);
         assert!(!perturbed.better && !perturbed.better_separated);
         assert!(get("fact_nll", PERTURBED).better_separated);

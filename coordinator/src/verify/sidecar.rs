@@ -162,7 +162,9 @@ pub fn default_env() -> PathBuf {
     std::env::var_os("SEEDLING_VERIFY_ENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
             home.join(".cache").join("seedling").join("verify-env")
         })
 }
@@ -219,7 +221,9 @@ impl Sidecar {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| VerifyError::Sidecar(format!("cannot start {}: {e}", self.python.display())))?;
+            .map_err(|e| {
+                VerifyError::Sidecar(format!("cannot start {}: {e}", self.python.display()))
+            })?;
         // Drained on a thread of its own, so a chatty library never blocks the child.
         let mut stderr = child.stderr.take().expect("piped stderr");
         let errors = std::thread::spawn(move || {
@@ -313,8 +317,13 @@ mod tests {
     #[test]
     fn a_missing_environment_says_how_to_make_one() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Sidecar::locate(&dir.path().join("nowhere")).unwrap_err().to_string();
-        assert!(err.contains("scripts/setup") && err.contains("nowhere"), "{err}");
+        let err = Sidecar::locate(&dir.path().join("nowhere"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("scripts/setup") && err.contains("nowhere"),
+            "{err}"
+        );
     }
 
     #[test]

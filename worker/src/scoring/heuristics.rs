@@ -52,6 +52,20 @@ pub enum Rejection {
     MixedScript {
         cjk_share: f64,
     },
+    /// A figure no source states, or states only about something else.
+    UnsupportedFact {
+        phrase: String,
+    },
+    /// A figure where the passage about the same thing states another.
+    ContradictsReference {
+        phrase: String,
+        reference: String,
+    },
+    /// The answer adds nothing: it restates the question, or carries no
+    /// content word from its sources.
+    NoSubstance {
+        why: String,
+    },
 }
 
 /// A business rule in checkable form.

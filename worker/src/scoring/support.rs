@@ -1,0 +1,637 @@
+//! The support check (issue 23): an answer's figures (amounts, durations,
+//! times, codes, numbered names) must come from the passages it was grounded
+//! on, and from the passage about the same thing. The generator's model
+//! cannot be trusted to grade this (it passes its own inventions), so the
+//! check is model-free: facts are found with `seedling_common::facts`, and a
+//! response sentence is matched to source sentences by shared content words,
+//! weighted by how rare each word is among the sources.
+//!
+//! A figure fails as `unsupported_fact` when no source states it, or states
+//! it only in a sentence about something else ("the tide gauge costs 4
+//! crowns" where 4 crowns is the dog tag's price); as
+//! `contradicts_reference` when the sentence about the same thing states
+//! another figure of the same unit. Every supported figure is cited: the
+//! source sentence that states it, with character offsets.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use seedling_common::facts::{Fact, facts, kinds_compatible, readings};
+use seedling_common::work::{Citation, SupportSpec};
+
+use super::heuristics::Rejection;
+
+/// What the check found: the reasons it fails (none: it passes) and the
+/// spans it rests on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Support {
+    pub rejections: Vec<Rejection>,
+    pub citations: Vec<Citation>,
+}
+
+/// A supporting sentence must score at least this share of the best-matching
+/// sentence: two sentences about the same thing both pass, a sentence that
+/// shares only "costs" and "crowns" with the answer does not.
+const MIN_RELATIVE_MATCH: f64 = 0.5;
+
+/// Words too common to say what a sentence is about (en, es, de), plus the
+/// verbs of prices and rules that every sentence of a fee table shares.
+const STOPWORDS: &[&str] = &[
+    "the", "and", "for", "are", "but", "not", "you", "your", "yours", "with", "this", "that",
+    "these", "those", "from", "have", "has", "had", "was", "were", "will", "would", "can", "could",
+    "should", "may", "might", "must", "there", "their", "they", "them", "what", "when", "where",
+    "which", "who", "whom", "why", "how", "does", "did", "doing", "done", "been", "being", "into",
+    "onto", "about", "also", "than", "then", "only", "just", "any", "all", "each", "every", "some",
+    "such", "our", "ours", "its", "his", "her", "she", "him", "one", "more", "most", "other",
+    "very", "out", "get", "gets", "per", "after", "before", "over", "under", "again", "here",
+    "need", "needs", "cost", "costs", "price", "yes", "please", "let", "know", "help", "like",
+    "make", "sure", "well", "much", "many", "because", "if", // es
+    "los", "las", "del", "una", "uno", "unos", "unas", "por", "para", "con", "sin", "que", "qué",
+    "como", "cómo", "cuál", "cuando", "cuándo", "donde", "dónde", "este", "esta", "estos", "estas",
+    "ese", "esa", "son", "está", "están", "ser", "hay", "tiene", "tienen", "puede", "pueden",
+    "sus", "más", "muy", "pero", "porque", "también", "cuesta", "precio", "usted", "ustedes",
+    "nos", "les", // de
+    "der", "die", "das", "den", "dem", "des", "ein", "eine", "einen", "einem", "einer", "und",
+    "oder", "aber", "nicht", "mit", "für", "von", "vom", "zum", "zur", "auf", "aus", "bei", "ist",
+    "sind", "war", "wird", "werden", "kann", "können", "muss", "müssen", "wie", "was", "wann",
+    "warum", "welche", "welcher", "sie", "ihr", "ihre", "ihren", "wir", "uns", "sich", "auch",
+    "noch", "nur", "sehr", "kostet", "preis", "haben", "hat", "dass", "wenn",
+];
+
+/// Named counters a how-to answer numbers itself with ("Step 2", "Option 1"):
+/// structure, not facts.
+const ENUMERATORS: &[&str] = &[
+    "step", "steps", "option", "options", "tip", "tips", "part", "phase", "stage", "method", "way",
+    "point", "paso", "opción", "opcion", "consejo", "parte", "schritt", "tipp", "teil",
+];
+
+/// Number words a source may spell out ("two crowns"), by language.
+const NUMBER_WORDS: &[(&str, u32)] = &[
+    ("zero", 0),
+    ("one", 1),
+    ("two", 2),
+    ("three", 3),
+    ("four", 4),
+    ("five", 5),
+    ("six", 6),
+    ("seven", 7),
+    ("eight", 8),
+    ("nine", 9),
+    ("ten", 10),
+    ("eleven", 11),
+    ("twelve", 12),
+    ("fifteen", 15),
+    ("twenty", 20),
+    ("thirty", 30),
+    ("forty", 40),
+    ("fifty", 50),
+    ("hundred", 100),
+    ("cero", 0),
+    ("dos", 2),
+    ("tres", 3),
+    ("cuatro", 4),
+    ("cinco", 5),
+    ("seis", 6),
+    ("siete", 7),
+    ("ocho", 8),
+    ("nueve", 9),
+    ("diez", 10),
+    ("doce", 12),
+    ("quince", 15),
+    ("veinte", 20),
+    ("treinta", 30),
+    ("cuarenta", 40),
+    ("cincuenta", 50),
+    ("cien", 100),
+    ("null", 0),
+    ("zwei", 2),
+    ("drei", 3),
+    ("vier", 4),
+    ("fünf", 5),
+    ("sechs", 6),
+    ("sieben", 7),
+    ("acht", 8),
+    ("neun", 9),
+    ("zehn", 10),
+    ("zwölf", 12),
+    ("fünfzehn", 15),
+    ("zwanzig", 20),
+    ("dreißig", 30),
+    ("vierzig", 40),
+    ("fünfzig", 50),
+    ("hundert", 100),
+];
+
+static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\p{L}+").expect("word pattern"));
+
+/// One fact with the values it may read as.
+#[derive(Debug, Clone)]
+struct Figure {
+    text: String,
+    kind: String,
+    readings: Vec<String>,
+}
+
+impl Figure {
+    fn of(fact: Fact) -> Self {
+        Self {
+            readings: readings(&fact),
+            text: fact.text,
+            kind: fact.kind,
+        }
+    }
+
+    fn states(&self, other: &Figure) -> bool {
+        kinds_compatible(&self.kind, &other.kind)
+            && self.readings.iter().any(|r| other.readings.contains(r))
+    }
+
+    /// A unit of its own: "crown", "day"; not a bare number or a name.
+    fn has_unit(&self) -> bool {
+        !matches!(self.kind.as_str(), "number" | "code" | "time")
+            && !self.kind.starts_with("named:")
+    }
+}
+
+/// A sentence of a source or of the response.
+#[derive(Debug)]
+struct Sentence {
+    source: usize,
+    /// Byte range in its text.
+    start: usize,
+    end: usize,
+    figures: Vec<Figure>,
+    words: HashSet<String>,
+}
+
+/// Whether a line break at `text[..at]` ends a sentence: before a blank
+/// line, a list item, a heading or a table row, not inside a paragraph that
+/// is merely wrapped.
+fn breaks_at(text: &str, at: usize) -> bool {
+    let next = text[at..].trim_start_matches([' ', '\t']);
+    let numbered = next
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .starts_with(['.', ')'])
+        && next.starts_with(|c: char| c.is_ascii_digit());
+    next.is_empty() || next.starts_with(['\n', '-', '*', '#', '|', '>']) || numbered
+}
+
+/// Byte ranges of `text`'s sentences: split after `.`, `!`, `?` before white
+/// space, and at line breaks that end a block. A decimal point is followed
+/// by a digit, so it never splits.
+fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next_is_space = chars.peek().is_none_or(|(_, n)| n.is_whitespace());
+        let ends = (c == '\n' && breaks_at(text, i + 1))
+            || (matches!(c, '.' | '!' | '?') && next_is_space);
+        if ends {
+            let end = i + c.len_utf8();
+            if !text[start..end].trim().is_empty() {
+                out.push((start, end));
+            }
+            start = end;
+        }
+    }
+    if !text[start..].trim().is_empty() {
+        out.push((start, text.len()));
+    }
+    out
+}
+
+/// The words that say what a text is about, lowercase, a plural's `s`
+/// dropped so "bicycles" meets "bicycle".
+fn content_words(text: &str) -> HashSet<String> {
+    WORD.find_iter(text)
+        .map(|w| w.as_str().to_lowercase())
+        .filter(|w| w.chars().count() >= 3 && !STOPWORDS.contains(&w.as_str()))
+        .map(|w| match w.strip_suffix('s') {
+            Some(stem) if stem.chars().count() >= 4 => stem.to_string(),
+            _ => w,
+        })
+        .collect()
+}
+
+/// A list marker ("1." or "2)" opening a line) numbers the answer, it is not
+/// a figure; nor is a named counter ("Step 3").
+fn is_structure(text: &str, fact: &Fact) -> bool {
+    let line_start = text[..fact.start].rfind('\n').map_or(0, |i| i + 1);
+    let before = text[line_start..fact.start].trim();
+    let after = &text[fact.start + fact.text.len()..];
+    let marker = fact.kind == "number"
+        && (before.is_empty() || before == "-" || before == "*")
+        && (after.starts_with('.') || after.starts_with(')') || after.starts_with(':'));
+    let counter = fact
+        .kind
+        .strip_prefix("named:")
+        .is_some_and(|name| ENUMERATORS.contains(&name));
+    marker || counter
+}
+
+/// The figures a text states, spelled-out numbers included when `spelled`.
+fn figures(text: &str, spelled: bool) -> Vec<Figure> {
+    let mut out: Vec<Figure> = facts(text)
+        .into_iter()
+        .filter(|f| !is_structure(text, f))
+        .map(Figure::of)
+        .collect();
+    if spelled {
+        let words: Vec<_> = WORD.find_iter(text).collect();
+        for (i, word) in words.iter().enumerate() {
+            let lower = word.as_str().to_lowercase();
+            if let Some((_, value)) = NUMBER_WORDS.iter().find(|(w, _)| *w == lower) {
+                let unit = words
+                    .get(i + 1)
+                    .and_then(|next| facts(&format!("{value} {}", next.as_str())).pop())
+                    .map_or_else(|| "number".to_string(), |f| f.kind);
+                out.push(Figure {
+                    text: word.as_str().to_string(),
+                    kind: unit,
+                    readings: vec![value.to_string()],
+                });
+            }
+        }
+    }
+    out
+}
+
+fn sentences(source: usize, text: &str, spelled: bool) -> Vec<Sentence> {
+    sentence_ranges(text)
+        .into_iter()
+        .map(|(start, end)| Sentence {
+            source,
+            start,
+            end,
+            figures: figures(&text[start..end], spelled),
+            words: content_words(&text[start..end]),
+        })
+        .collect()
+}
+
+/// How much a source sentence is about what `words` are about: the summed
+/// rarity of the words they share.
+fn overlap(words: &HashSet<String>, sentence: &Sentence, idf: &HashMap<&str, f64>) -> f64 {
+    words
+        .intersection(&sentence.words)
+        .map(|w| idf.get(w.as_str()).copied().unwrap_or(0.0))
+        .sum()
+}
+
+/// Adds `sentence` to the citations (once), with `fact` among what it states.
+fn cite(cited: &mut Vec<Citation>, spec: &SupportSpec, sentence: &Sentence, fact: Option<&str>) {
+    let text = &spec.sources[sentence.source];
+    let start = text[..sentence.start].chars().count();
+    let end = start + text[sentence.start..sentence.end].chars().count();
+    let index = match cited
+        .iter()
+        .position(|c| c.source == sentence.source && c.start == start)
+    {
+        Some(i) => i,
+        None => {
+            cited.push(Citation {
+                source: sentence.source,
+                start,
+                end,
+                facts: Vec::new(),
+            });
+            cited.len() - 1
+        }
+    };
+    if let Some(fact) = fact
+        && !cited[index].facts.iter().any(|f| f == fact)
+    {
+        cited[index].facts.push(fact.to_string());
+    }
+}
+
+/// Checks `response` (to `input`) against `spec`'s sources.
+pub fn check_support(input: &str, response: &str, spec: &SupportSpec, substance: bool) -> Support {
+    let mut support = Support::default();
+    let sources: Vec<Sentence> = spec
+        .sources
+        .iter()
+        .enumerate()
+        .flat_map(|(i, text)| sentences(i, text, true))
+        .collect();
+    let mut df: HashMap<&str, usize> = HashMap::new();
+    for sentence in &sources {
+        for word in &sentence.words {
+            *df.entry(word.as_str()).or_default() += 1;
+        }
+    }
+    let n = sources.len().max(1) as f64;
+    let idf: HashMap<&str, f64> = df
+        .iter()
+        .map(|(w, d)| (*w, (1.0 + n / *d as f64).ln()))
+        .collect();
+    let asked = figures(input, true);
+    let answer = sentences(usize::MAX, response, false);
+
+    let mut cited: Vec<Citation> = Vec::new();
+    for sentence in &answer {
+        let scores: Vec<f64> = sources
+            .iter()
+            .map(|s| overlap(&sentence.words, s, &idf))
+            .collect();
+        let best = (0..sources.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        if sentence.figures.is_empty() {
+            // No figure to check: cite the passage the sentence is about,
+            // when it shares at least two words with it.
+            if let Some(best) = best
+                && sources[best].words.intersection(&sentence.words).count() >= 2
+            {
+                cite(&mut cited, spec, &sources[best], None);
+            }
+            continue;
+        }
+        for figure in &sentence.figures {
+            let stating = (0..sources.len())
+                .filter(|&i| sources[i].figures.iter().any(|f| f.states(figure)))
+                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+            // What the person said themself may be repeated; cited when a
+            // source states it too.
+            if asked.iter().any(|a| a.states(figure)) {
+                if let Some(stating) = stating.filter(|&i| scores[i] > 0.0) {
+                    cite(&mut cited, spec, &sources[stating], Some(&figure.text));
+                }
+                continue;
+            }
+            let Some(stating) = stating else {
+                support.rejections.push(Rejection::UnsupportedFact {
+                    phrase: figure.text.clone(),
+                });
+                continue;
+            };
+            if !spec.cross_language
+                && let Some(best) = best.filter(|&b| scores[b] > 0.0)
+            {
+                if scores[stating] < MIN_RELATIVE_MATCH * scores[best] {
+                    // The figure is stated, but about something else; when
+                    // the passage about this thing gives another figure of
+                    // the same unit, the answer contradicts it.
+                    let other = sources[best].figures.iter().find(|f| {
+                        figure.has_unit()
+                            && f.kind == figure.kind
+                            && !sentence.figures.iter().any(|mine| mine.states(f))
+                    });
+                    support.rejections.push(match other {
+                        Some(other) => Rejection::ContradictsReference {
+                            phrase: figure.text.clone(),
+                            reference: other.text.clone(),
+                        },
+                        None => Rejection::UnsupportedFact {
+                            phrase: figure.text.clone(),
+                        },
+                    });
+                    continue;
+                }
+            }
+            cite(&mut cited, spec, &sources[stating], Some(&figure.text));
+        }
+    }
+    support.citations = cited;
+
+    if substance {
+        let asked_words = content_words(input);
+        let new_words: HashSet<String> = content_words(response)
+            .difference(&asked_words)
+            .cloned()
+            .collect();
+        if new_words.is_empty() {
+            support.rejections.push(Rejection::NoSubstance {
+                why: "it only restates the question".into(),
+            });
+        } else if !spec.cross_language
+            && !sources.is_empty()
+            && !new_words.iter().any(|w| df.contains_key(w.as_str()))
+        {
+            support.rejections.push(Rejection::NoSubstance {
+                why: "no word of it comes from its sources".into(),
+            });
+        }
+    }
+    support
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ferry() -> SupportSpec {
+        SupportSpec {
+            sources: vec![
+                "The crossing from Pellin Quay to Marrow Isle takes 35 minutes. A single ticket \
+                 costs 7 crowns.\nChildren under six travel free."
+                    .into(),
+                "green tag: The tag a bicycle needs on board; it costs 2 crowns.".into(),
+                "blue tag: The tag a dog needs on board; it costs 4 crowns.".into(),
+                "tide gauge: The marker at Pellin Quay; below 40 centimetres every sailing is \
+                 cancelled."
+                    .into(),
+            ],
+            cross_language: false,
+        }
+    }
+
+    fn reasons(support: &Support) -> Vec<String> {
+        support
+            .rejections
+            .iter()
+            .map(|r| {
+                serde_json::to_value(r).unwrap()["reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_figure_its_sources_state_passes_and_is_cited() {
+        let spec = ferry();
+        let support = check_support(
+            "What does a bike tag cost?",
+            "A bicycle needs a green tag, which costs 2 crowns.",
+            &spec,
+            true,
+        );
+        assert!(support.rejections.is_empty(), "{:?}", support.rejections);
+        assert_eq!(support.citations.len(), 1);
+        let c = &support.citations[0];
+        assert_eq!(c.source, 1);
+        let span: String = spec.sources[1]
+            .chars()
+            .skip(c.start)
+            .take(c.end - c.start)
+            .collect();
+        assert!(span.contains("2 crowns"), "{span}");
+        assert_eq!(c.facts, vec!["2 crowns".to_string()]);
+    }
+
+    #[test]
+    fn a_wrapped_paragraph_is_one_sentence_and_a_list_item_another() {
+        let text = "The crossing from Pellin Quay\nto Marrow Isle takes 35 minutes.\n- Dogs ride free\n- Bikes pay";
+        let spans: Vec<&str> = sentence_ranges(text)
+            .into_iter()
+            .map(|(a, b)| text[a..b].trim())
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                "The crossing from Pellin Quay\nto Marrow Isle takes 35 minutes.",
+                "- Dogs ride free",
+                "- Bikes pay"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sentence_without_figures_cites_the_passage_it_is_about() {
+        let spec = ferry();
+        let support = check_support(
+            "Can I take my dog?",
+            "Yes, a dog needs a blue tag on board.",
+            &spec,
+            true,
+        );
+        assert!(support.rejections.is_empty(), "{:?}", support.rejections);
+        assert_eq!(support.citations.len(), 1);
+        assert_eq!(support.citations[0].source, 2);
+        assert!(support.citations[0].facts.is_empty());
+    }
+
+    #[test]
+    fn an_invented_figure_is_unsupported() {
+        let support = check_support(
+            "How long is the crossing?",
+            "The crossing takes 50 minutes and leaves every hour.",
+            &ferry(),
+            true,
+        );
+        assert_eq!(reasons(&support), vec!["unsupported_fact"]);
+    }
+
+    #[test]
+    fn a_figure_about_something_else_is_unsupported_or_contradicts() {
+        // 4 crowns is the dog tag's price, not the gauge's.
+        let gauge = check_support(
+            "What does the tide gauge cost?",
+            "The tide gauge costs 4 crowns.",
+            &ferry(),
+            true,
+        );
+        assert_eq!(reasons(&gauge), vec!["unsupported_fact"]);
+        // The green tag's sentence says 2 crowns.
+        let green = check_support(
+            "What is the green tag for?",
+            "The green tag for bicycles costs 4 crowns.",
+            &ferry(),
+            true,
+        );
+        assert_eq!(reasons(&green), vec!["contradicts_reference"]);
+        let json = serde_json::to_value(&green.rejections[0]).unwrap();
+        assert_eq!(json["phrase"], "4 crowns");
+        assert_eq!(json["reference"], "2 crowns");
+    }
+
+    #[test]
+    fn two_things_in_one_sentence_each_keep_their_figure() {
+        let support = check_support(
+            "What do the tags cost?",
+            "A green tag for a bicycle costs 2 crowns and a blue tag for a dog costs 4 crowns.",
+            &ferry(),
+            true,
+        );
+        assert!(support.rejections.is_empty(), "{:?}", support.rejections);
+        assert_eq!(support.citations.len(), 2);
+    }
+
+    #[test]
+    fn spelled_numbers_figures_from_the_question_and_list_markers_pass() {
+        let support = check_support(
+            "I travel with my 3 kids, aged 4, 5 and 9. What do they pay?",
+            "1. Children under 6 travel free.\n2. Your 9 year old pays like an adult.",
+            &ferry(),
+            true,
+        );
+        assert!(support.rejections.is_empty(), "{:?}", support.rejections);
+    }
+
+    #[test]
+    fn an_answer_that_restates_the_question_has_no_substance() {
+        let spec = SupportSpec {
+            sources: vec!["A card declines when the daily limit of 500 euros is reached.".into()],
+            cross_language: false,
+        };
+        let support = check_support(
+            "Why did my card decline even when I have money in my account?",
+            "Because you have money in your account.",
+            &spec,
+            true,
+        );
+        assert_eq!(reasons(&support), vec!["no_substance"]);
+        let generic = check_support(
+            "Why did my card decline?",
+            "Sometimes banks decline payments for security reasons; contact support.",
+            &spec,
+            true,
+        );
+        assert_eq!(reasons(&generic), vec!["no_substance"]);
+        let grounded = check_support(
+            "Why did my card decline?",
+            "You probably reached the daily limit of 500 euros.",
+            &spec,
+            true,
+        );
+        assert!(grounded.rejections.is_empty(), "{:?}", grounded.rejections);
+    }
+
+    #[test]
+    fn spanish_and_german_figures_are_checked_too() {
+        let spec = SupportSpec {
+            sources: vec![
+                "La tarjeta verde cuesta 2 coronas. Die Überfahrt dauert 35 Minuten.".into(),
+            ],
+            cross_language: false,
+        };
+        let ok = check_support(
+            "¿Cuánto cuesta?",
+            "La tarjeta verde cuesta 2 coronas.",
+            &spec,
+            true,
+        );
+        assert!(ok.rejections.is_empty(), "{:?}", ok.rejections);
+        let wrong = check_support(
+            "Wie lange?",
+            "Die Überfahrt dauert 45 Minuten.",
+            &spec,
+            true,
+        );
+        assert_eq!(reasons(&wrong), vec!["unsupported_fact"]);
+    }
+
+    #[test]
+    fn a_translation_keeps_its_figures_across_languages() {
+        let spec = SupportSpec {
+            sources: vec!["A day pass costs 18 crowns.".into()],
+            cross_language: true,
+        };
+        let kept = check_support(
+            "¿Cuánto cuesta?",
+            "Un pase diario cuesta 18 coronas.",
+            &spec,
+            true,
+        );
+        assert!(kept.rejections.is_empty(), "{:?}", kept.rejections);
+        let changed = check_support(
+            "¿Cuánto cuesta?",
+            "Un pase diario cuesta 16 coronas.",
+            &spec,
+            true,
+        );
+        assert_eq!(reasons(&changed), vec!["unsupported_fact"]);
+    }
+}
