@@ -261,8 +261,10 @@ fn unit_of(word: &str) -> Option<String> {
 /// Every fact in `text`, in order, not overlapping.
 pub fn facts(text: &str) -> Vec<Fact> {
     let mut out = Vec::new();
-    for caps in FACT.captures_iter(text) {
+    let mut at = 0;
+    while let Some(caps) = FACT.captures_at(text, at) {
         let whole = caps.get(0).expect("match");
+        at = whole.end();
         let (kind, matched) = if let Some(m) = caps.name("time") {
             ("time".to_string(), m)
         } else if let Some(m) = caps.name("money") {
@@ -272,7 +274,15 @@ pub fn facts(text: &str) -> Vec<Fact> {
         } else if let Some(m) = caps.name("code") {
             ("code".to_string(), m)
         } else if let Some(m) = caps.name("named") {
-            let name = m.as_str().split(' ').next().unwrap_or_default();
+            let (name, number) = m.as_str().split_once(' ').unwrap_or_default();
+            let decimal = text[m.end()..].starts_with(['.', ','])
+                && text[m.end() + 1..].starts_with(|c: char| c.is_ascii_digit());
+            if decimal || NOT_NAMES.contains(&name.to_lowercase().as_str()) {
+                // "At 1.5 metres", "Under 200 people": the number is the
+                // fact, not a name; read again from it.
+                at = m.end() - number.len();
+                continue;
+            }
             (format!("named:{}", name.to_lowercase()), m)
         } else if let (Some(m), Some(unit)) = (caps.name("measure"), caps.name("unit")) {
             match unit_of(unit.as_str()) {
@@ -299,6 +309,16 @@ pub fn facts(text: &str) -> Vec<Fact> {
     }
     out
 }
+
+/// Capitalised words that open a sentence before a number without naming
+/// anything ("Under 200 people", "Within 14 days").
+const NOT_NAMES: &[&str] = &[
+    "at", "in", "on", "by", "for", "of", "to", "up", "under", "over", "about", "around", "after",
+    "before", "within", "until", "from", "every", "only", "just", "each", "all", "the", "and",
+    "or", "with", "than", "pay", "costs", "cost", "is", "are", "takes", "en", "por", "para", "con",
+    "cada", "hasta", "desde", "unos", "mit", "für", "ab", "bis", "um", "nach", "vor", "je", "alle",
+    "pro", "ca",
+];
 
 /// What the number of a fact may mean: "1.000" is a thousand in German and
 /// one in English, "2,50" two and a half in Spanish and two hundred and fifty
@@ -432,6 +452,19 @@ mod tests {
         assert_eq!(found[0].text, "6");
         assert_eq!(found[0].kind, "number");
         assert_eq!(&"Children under 6 travel free."[found[0].start..][..1], "6");
+    }
+
+    #[test]
+    fn a_number_after_an_opening_word_is_no_name() {
+        let found = kinds("At 1.5 metres it is too high. Under 200 people pay nothing. Room 104.");
+        assert_eq!(
+            found,
+            vec![
+                ("1.5 metres".into(), "metre".into()),
+                ("200 people".into(), "person".into()),
+                ("Room 104".into(), "named:room".into()),
+            ]
+        );
     }
 
     #[test]

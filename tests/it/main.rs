@@ -4,6 +4,7 @@
 //! `model_*` modules load the real default model; nextest runs them one at a
 //! time (see .config/nextest.toml).
 
+mod boundaries;
 mod cluster_withdraw;
 mod fetch_model;
 mod lineage_crash;
@@ -16,3 +17,4 @@ mod model_run;
 mod model_verify;
 mod pipeline;
 mod plans;
+mod support_check;

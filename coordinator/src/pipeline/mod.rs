@@ -5,15 +5,18 @@
 //! Data flow: `knowledge` stores the plan's domain knowledge; `run` drives
 //! one plan (domain analysis, then attempts chosen by `schedule`, each
 //! planned by `attempt` with prompts from `prompts`); workers run the units;
-//! `run` decides about every result (heuristics, novelty, dedup, quota) and
-//! appends its lineage atomically; `actor` is the coordinator actor that
-//! connects a run to its workers.
+//! `decision` decides about every result (heuristics, novelty, dedup,
+//! quota) over a read-only view of the run, `run` applies it and appends the
+//! lineage `record_lineage` builds, atomically; `actor` is the coordinator
+//! actor that connects a run to its workers.
 
 mod actor;
 mod attempt;
+mod decision;
 mod eta;
 mod knowledge;
 mod prompts;
+mod record_lineage;
 mod run;
 mod schedule;
 
@@ -24,10 +27,8 @@ pub use attempt::{Method, stratum_key};
 pub use eta::{ETA_AFTER_ACCEPTED, eta_s};
 pub use knowledge::{chunk_text, plan_id, plan_node_id};
 pub use prompts::{JUDGE_VERSION, judge as judge_call, judge_score, pairwise_judge};
-pub use run::{
-    Decided, PendingLineage, PlanRun, Progress, RunOptions, StratumLine, UnitOutcome, record_id,
-    stored_input_embedding,
-};
+pub use record_lineage::{PendingLineage, record_id, stored_input_embedding};
+pub use run::{Decided, PlanRun, Progress, RunOptions, StratumLine, UnitOutcome};
 pub use schedule::{StratumProgress, next_attempts};
 
 use crate::lineage::LineageError;

@@ -327,7 +327,6 @@ pub fn magpie_input(plan: &Plan, params: &UnitParams<'_>, s: CallSettings) -> Mo
 pub const PROMPT_GLOSSARY_TERMS: usize = 40;
 
 /// The grounding every response sees: domain, rules, glossary, a chunk.
-
 pub fn response_system(plan: &Plan, language: &str, chunk: Option<&str>) -> String {
     let mut text = format!(
         "You are an expert assistant for {}: {}\nAnswer in {}. Be accurate, specific and concise. \

@@ -245,8 +245,7 @@ impl Sidecar {
         if !status.success() {
             let last = errors
                 .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
+                .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("no message");
             return Err(VerifyError::Sidecar(format!(
                 "{status}: {last} (its whole output: {})",

@@ -35,6 +35,11 @@ pub struct Support {
 /// shares only "costs" and "crowns" with the answer does not.
 const MIN_RELATIVE_MATCH: f64 = 0.5;
 
+/// When the best-matching sentence states another figure of the same unit,
+/// a supporting sentence must come this close to it, or the answer
+/// contradicts the best one.
+const MIN_RELATIVE_MATCH_AGAINST_CONFLICT: f64 = 0.75;
+
 /// Words too common to say what a sentence is about (en, es, de), plus the
 /// verbs of prices and rules that every sentence of a fee table shares.
 const STOPWORDS: &[&str] = &[
@@ -123,6 +128,20 @@ const NUMBER_WORDS: &[(&str, u32)] = &[
     ("hundert", 100),
 ];
 
+/// Words that turn a statement into its denial (en, es, de). "Without",
+/// "sin" and "ohne" negate a phrase, not the statement: left out.
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "none", "nothing", "cannot", "nor", "neither", "nunca", "ninguno",
+    "ninguna", "ningún", "jamás", "tampoco", "nada", "nicht", "kein", "keine", "keinen", "keiner",
+    "keinem", "keines", "nie", "niemals", "nichts",
+];
+
+/// A sentence shares at least this many content words with a source
+/// sentence, and this share of its own, before their polarity is compared:
+/// only a restatement of the same claim can contradict it.
+const POLARITY_MIN_SHARED: usize = 3;
+const POLARITY_MIN_COVERAGE: f64 = 0.6;
+
 static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\p{L}+").expect("word pattern"));
 
 /// One fact with the values it may read as.
@@ -163,6 +182,77 @@ struct Sentence {
     end: usize,
     figures: Vec<Figure>,
     words: HashSet<String>,
+    /// Its clauses (split at commas, semicolons and conjunctions), each
+    /// with its words, and for a clause with a negation the words after it:
+    /// what the clause denies.
+    clauses: Vec<Clause>,
+}
+
+#[derive(Debug)]
+struct Clause {
+    /// Byte range in the sentence's text.
+    start: usize,
+    end: usize,
+    words: HashSet<String>,
+    denied: Option<HashSet<String>>,
+}
+
+/// Words that join two clauses (en, es, de).
+const CONJUNCTIONS: &[&str] = &[
+    "and", "but", "so", "or", "while", "whereas", "y", "pero", "o", "mientras", "und", "aber",
+    "oder", "während",
+];
+
+fn clauses(text: &str) -> Vec<Clause> {
+    let mut bounds = vec![0];
+    for (i, c) in text.char_indices() {
+        if matches!(c, ',' | ';' | ':' | '(' | ')') {
+            bounds.push(i);
+        }
+    }
+    for w in WORD.find_iter(text) {
+        if CONJUNCTIONS.contains(&w.as_str().to_lowercase().as_str()) {
+            bounds.push(w.start());
+        }
+    }
+    bounds.push(text.len());
+    bounds.sort_unstable();
+    bounds.dedup();
+    bounds
+        .windows(2)
+        .map(|w| {
+            let part = &text[w[0]..w[1]];
+            // "doesn't" reads as "does not" for the negation's scope.
+            let spelled = part
+                .replace(['\u{2019}', '\''], "'")
+                .replace("n't", "n not");
+            let mut denied: Option<HashSet<String>> = None;
+            for word in WORD.find_iter(&spelled) {
+                let lower = word.as_str().to_lowercase();
+                if let Some(scope) = &mut denied {
+                    scope.extend(content_words(&lower));
+                } else if NEGATIONS.contains(&lower.as_str()) {
+                    denied = Some(HashSet::new());
+                }
+            }
+            Clause {
+                start: w[0],
+                end: w[1],
+                words: content_words(part),
+                denied,
+            }
+        })
+        .collect()
+}
+
+/// Whether `sentence` denies something `other` speaks of: one of its clauses
+/// is about what `other` is about (two shared words) and negates a word of it.
+fn denies(sentence: &Sentence, other: &HashSet<String>) -> bool {
+    sentence.clauses.iter().any(|clause| {
+        clause.denied.as_ref().is_some_and(|scope| {
+            clause.words.intersection(other).count() >= 2 && scope.iter().any(|w| other.contains(w))
+        })
+    })
 }
 
 /// Whether a line break at `text[..at]` ends a sentence: before a blank
@@ -267,17 +357,65 @@ fn sentences(source: usize, text: &str, spelled: bool) -> Vec<Sentence> {
             end,
             figures: figures(&text[start..end], spelled),
             words: content_words(&text[start..end]),
+            clauses: clauses(&text[start..end]),
         })
         .collect()
 }
 
 /// How much a source sentence is about what `words` are about: the summed
-/// rarity of the words they share.
-fn overlap(words: &HashSet<String>, sentence: &Sentence, idf: &HashMap<&str, f64>) -> f64 {
-    words
-        .intersection(&sentence.words)
-        .map(|w| idf.get(w.as_str()).copied().unwrap_or(0.0))
-        .sum()
+/// rarity of the words they share, and half that for words only the
+/// question has (an answer leaves its subject to the question: "You get a
+/// decision within 14 days").
+fn overlap(
+    words: &HashSet<String>,
+    question: &HashSet<String>,
+    sentence: &Sentence,
+    idf: &HashMap<&str, f64>,
+) -> f64 {
+    let weight = |w: &String| idf.get(w.as_str()).copied().unwrap_or(0.0);
+    let own: f64 = words.intersection(&sentence.words).map(weight).sum();
+    let asked: f64 = question
+        .difference(words)
+        .filter(|w| sentence.words.contains(*w))
+        .map(weight)
+        .sum();
+    own + 0.5 * asked
+}
+
+/// The words of the clause that states `figure`, its own unit words left
+/// out (every price shares "euros"): what the figure is said about. The
+/// whole sentence when the clause alone says too little.
+fn topic_of(sentence: &Sentence, text: &str, figure: &Figure) -> HashSet<String> {
+    let own = content_words(&figure.text);
+    let clause = text.find(&figure.text).and_then(|at| {
+        sentence
+            .clauses
+            .iter()
+            .find(|c| c.start <= at && at < c.end)
+    });
+    let words =
+        |set: &HashSet<String>| -> HashSet<String> { set.difference(&own).cloned().collect() };
+    match clause.map(|c| words(&c.words)) {
+        Some(topic) if topic.len() >= 2 => topic,
+        _ => words(&sentence.words),
+    }
+}
+
+/// Whether `sentence` makes the claim `source` makes (so that denying it
+/// contradicts it): most of its words are the source's.
+fn restates(sentence: &Sentence, source: &Sentence) -> bool {
+    let shared = sentence.words.intersection(&source.words).count();
+    shared >= POLARITY_MIN_SHARED
+        && shared as f64 >= POLARITY_MIN_COVERAGE * sentence.words.len() as f64
+}
+
+/// A sentence as a rejection quotes it: trimmed, at most 160 characters.
+fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(160) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
 }
 
 /// Adds `sentence` to the citations (once), with `fact` among what it states.
@@ -328,15 +466,30 @@ pub fn check_support(input: &str, response: &str, spec: &SupportSpec, substance:
         .map(|(w, d)| (*w, (1.0 + n / *d as f64).ln()))
         .collect();
     let asked = figures(input, true);
+    let question = content_words(input);
     let answer = sentences(usize::MAX, response, false);
 
     let mut cited: Vec<Citation> = Vec::new();
     for sentence in &answer {
+        let text = &response[sentence.start..sentence.end];
+        let no_question = HashSet::new();
         let scores: Vec<f64> = sources
             .iter()
-            .map(|s| overlap(&sentence.words, s, &idf))
+            .map(|s| overlap(&sentence.words, &no_question, s, &idf))
             .collect();
         let best = (0..sources.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        if !spec.cross_language
+            && let Some(best) = best
+            && restates(sentence, &sources[best])
+            && denies(sentence, &sources[best].words) != denies(&sources[best], &sentence.words)
+        {
+            let source = &sources[best];
+            support.rejections.push(Rejection::ContradictsReference {
+                phrase: excerpt(text),
+                reference: excerpt(&spec.sources[source.source][source.start..source.end]),
+            });
+            continue;
+        }
         if sentence.figures.is_empty() {
             // No figure to check: cite the passage the sentence is about,
             // when it shares at least two words with it.
@@ -348,6 +501,12 @@ pub fn check_support(input: &str, response: &str, spec: &SupportSpec, substance:
             continue;
         }
         for figure in &sentence.figures {
+            let topic = topic_of(sentence, text, figure);
+            let scores: Vec<f64> = sources
+                .iter()
+                .map(|s| overlap(&topic, &question, s, &idf))
+                .collect();
+            let best = (0..sources.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
             let stating = (0..sources.len())
                 .filter(|&i| sources[i].figures.iter().any(|f| f.states(figure)))
                 .max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
@@ -366,25 +525,31 @@ pub fn check_support(input: &str, response: &str, spec: &SupportSpec, substance:
                 continue;
             };
             if !spec.cross_language
-                && let Some(best) = best.filter(|&b| scores[b] > 0.0)
+                && let Some(best) = best.filter(|&b| scores[b] > 0.0 && b != stating)
             {
-                if scores[stating] < MIN_RELATIVE_MATCH * scores[best] {
-                    // The figure is stated, but about something else; when
-                    // the passage about this thing gives another figure of
-                    // the same unit, the answer contradicts it.
-                    let other = sources[best].figures.iter().find(|f| {
-                        figure.has_unit()
-                            && f.kind == figure.kind
-                            && !sentence.figures.iter().any(|mine| mine.states(f))
+                let ratio = scores[stating] / scores[best];
+                // The passage about this thing gives another figure of the
+                // same unit, which the answer does not also state.
+                let conflict = sources[best].figures.iter().find(|f| {
+                    figure.has_unit()
+                        && f.kind == figure.kind
+                        && !sentence.figures.iter().any(|mine| mine.states(f))
+                });
+                // A claim may rest on two neighbouring sentences.
+                let neighbours =
+                    sources[best].source == sources[stating].source && best.abs_diff(stating) == 1;
+                if let Some(other) = conflict
+                    && ratio < MIN_RELATIVE_MATCH_AGAINST_CONFLICT
+                {
+                    support.rejections.push(Rejection::ContradictsReference {
+                        phrase: figure.text.clone(),
+                        reference: other.text.clone(),
                     });
-                    support.rejections.push(match other {
-                        Some(other) => Rejection::ContradictsReference {
-                            phrase: figure.text.clone(),
-                            reference: other.text.clone(),
-                        },
-                        None => Rejection::UnsupportedFact {
-                            phrase: figure.text.clone(),
-                        },
+                    continue;
+                }
+                if ratio < MIN_RELATIVE_MATCH && !neighbours {
+                    support.rejections.push(Rejection::UnsupportedFact {
+                        phrase: figure.text.clone(),
                     });
                     continue;
                 }
@@ -400,12 +565,15 @@ pub fn check_support(input: &str, response: &str, spec: &SupportSpec, substance:
             .difference(&asked_words)
             .cloned()
             .collect();
-        if new_words.is_empty() {
+        // A figure its sources state is substance, even in the question's words.
+        let states_figures = support.citations.iter().any(|c| !c.facts.is_empty());
+        if new_words.is_empty() && !states_figures {
             support.rejections.push(Rejection::NoSubstance {
                 why: "it only restates the question".into(),
             });
         } else if !spec.cross_language
             && !sources.is_empty()
+            && !states_figures
             && !new_words.iter().any(|w| df.contains_key(w.as_str()))
         {
             support.rejections.push(Rejection::NoSubstance {
@@ -501,6 +669,41 @@ mod tests {
         assert_eq!(support.citations.len(), 1);
         assert_eq!(support.citations[0].source, 2);
         assert!(support.citations[0].facts.is_empty());
+    }
+
+    #[test]
+    fn denying_what_a_source_states_contradicts_it() {
+        let spec = SupportSpec {
+            sources: vec![
+                "Overdraft protection does not apply to card authorizations that exceed the \
+                 daily limit."
+                    .into(),
+                "Never ask the customer for their full card number.".into(),
+            ],
+            cross_language: false,
+        };
+        let flipped = check_support(
+            "Will overdraft protection cover it?",
+            "Yes. Overdraft protection applies to card authorizations above the daily limit.",
+            &spec,
+            true,
+        );
+        assert_eq!(reasons(&flipped), vec!["contradicts_reference"]);
+        let asks = check_support(
+            "My card was declined.",
+            "Please tell me your full card number so I can check.",
+            &spec,
+            true,
+        );
+        assert_eq!(reasons(&asks), vec!["contradicts_reference"]);
+        let kept = check_support(
+            "Will overdraft protection cover it?",
+            "No. Overdraft protection doesn\u{2019}t apply to card authorizations above the daily \
+             limit.",
+            &spec,
+            true,
+        );
+        assert!(kept.rejections.is_empty(), "{:?}", kept.rejections);
     }
 
     #[test]
