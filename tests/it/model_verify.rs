@@ -116,6 +116,13 @@ fn model_verify_smoke_trains_reports_and_reuses() {
     );
     let accuracy = metric(&report, "seedling", "forced_choice");
     assert!((0.0..=1.0).contains(&accuracy));
+    // The control trained on swapped facts learns the wrong ones: it must
+    // not pick the true fact more often than the real records' training.
+    let control = metric(&report, "perturbed", "forced_choice");
+    assert!(
+        control <= accuracy,
+        "perturbed {control} beats seedling {accuracy}"
+    );
     assert!(
         report["probes"].as_u64().unwrap() >= 5,
         "{}",

@@ -11,6 +11,16 @@ use crate::quality::funnel::FunnelRow;
 use crate::quality::judge_probe::JudgeReliability;
 use crate::verify::{VerificationReport, card_section};
 
+/// An answer the support check rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupportSample {
+    pub reason: String,
+    pub input: String,
+    pub response: String,
+    /// The offending phrase, the reference it contradicts, or why.
+    pub detail: String,
+}
+
 /// Everything the card reports.
 #[derive(Debug)]
 pub struct CardFacts<'a> {
@@ -31,6 +41,8 @@ pub struct CardFacts<'a> {
     pub rejected: &'a BTreeMap<String, u64>,
     /// (accepted record, why): its question was asked again and answered differently.
     pub consistency_flags: &'a [(String, String)],
+    /// A few answers the support check rejected, with why.
+    pub support_samples: &'a [SupportSample],
     /// The latest `seedling quality judge-probe --store` for the plan: (model, figures).
     pub judge_probe: Option<(&'a str, &'a JudgeReliability)>,
     pub diversity: &'a DiversityFacts,
@@ -188,6 +200,31 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
             ["rejection reason", "attempts"],
             f.rejected.iter().map(|(k, v)| (k.clone(), v.to_string())),
         );
+    }
+    if !f.support_samples.is_empty() {
+        let _ = writeln!(out, "Answers the support check rejected (a sample):\n");
+        let _ = writeln!(
+            out,
+            "| reason | question | answer | what |\n| --- | --- | --- | --- |"
+        );
+        let cell = |text: &str| {
+            let flat = text.replace('|', "\\|").replace('\n', " ");
+            match flat.char_indices().nth(160) {
+                Some((i, _)) => format!("{}…", &flat[..i]),
+                None => flat,
+            }
+        };
+        for sample in f.support_samples {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                sample.reason,
+                cell(&sample.input),
+                cell(&sample.response),
+                cell(&sample.detail)
+            );
+        }
+        out.push('\n');
     }
     out.push_str("## Judge reliability\n\n");
     match (f.judge_probe, f.plan.quality.judge) {

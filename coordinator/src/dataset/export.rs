@@ -16,7 +16,7 @@ use seedling_common::time::{now_unix_ms, rfc3339_from_unix_ms};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::card::{CardFacts, render_card};
+use super::card::{CardFacts, SupportSample, render_card};
 use super::formats::{to_alpaca, to_chatml, to_sharegpt};
 use super::parquet::write_parquet;
 use super::report::diversity_facts;
@@ -199,6 +199,50 @@ fn jsonl<T: Serialize>(items: impl IntoIterator<Item = T>) -> Vec<u8> {
     out
 }
 
+/// Reasons the support check gives (issue 23); the card shows a sample.
+const SUPPORT_REASONS: [&str; 3] = ["unsupported_fact", "contradicts_reference", "no_substance"];
+const SUPPORT_SAMPLES: usize = 5;
+
+/// The rejected answers' texts with what the support check said of them,
+/// read from each record's quality decision.
+fn support_samples(
+    store: &LineageStore,
+    rejected: &[Node],
+) -> Result<Vec<SupportSample>, ExportError> {
+    let mut out = Vec::new();
+    for node in rejected {
+        let reason = node.body["reason"].as_str().unwrap_or_default().to_string();
+        let mut detail = String::new();
+        for (kind, child) in store.children(&node.id)? {
+            if kind != EdgeKind::JudgedBy {
+                continue;
+            }
+            let judgement = store.require(&child)?;
+            let found = judgement.body["detail"]["rejections"]
+                .as_array()
+                .and_then(|all| all.iter().find(|r| r["reason"] == reason.as_str()))
+                .cloned();
+            if let Some(found) = found {
+                detail = ["phrase", "reference", "why"]
+                    .iter()
+                    .filter_map(|k| found[*k].as_str().map(|v| format!("{k}: {v}")))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            }
+        }
+        out.push(SupportSample {
+            reason,
+            input: node.body["input"].as_str().unwrap_or_default().to_string(),
+            response: node.body["response"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            detail,
+        });
+    }
+    Ok(out)
+}
+
 /// The newest verification of dataset `version`, for its card.
 fn latest_verification(
     store: &LineageStore,
@@ -240,6 +284,7 @@ pub fn export_dataset(
     let (stored, generator_version) = stored_plan(store, plan)?;
     let mut accepted: Vec<Node> = Vec::new();
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut support_rejected: Vec<Node> = Vec::new();
     let mut attempts = 0u64;
     for id in store.nodes_of_plan(plan, Some(NodeKind::Response), None) {
         let node = store.require(&id?)?;
@@ -253,6 +298,9 @@ pub fn export_dataset(
                     .and_then(|r| r.as_str())
                     .unwrap_or("unknown");
                 *rejected.entry(reason.to_string()).or_default() += 1;
+                if SUPPORT_REASONS.contains(&reason) && support_rejected.len() < SUPPORT_SAMPLES {
+                    support_rejected.push(node);
+                }
             }
         }
     }
@@ -520,6 +568,7 @@ pub fn export_dataset(
         funnel: &funnel(attempts, &rejected),
         rejected: &rejected,
         consistency_flags: &consistency_flags,
+        support_samples: &support_samples(store, &support_rejected)?,
         judge_probe: judge_probe
             .as_ref()
             .map(|(_, model, f)| (model.as_str(), f)),
