@@ -512,7 +512,12 @@ accepted = 30
     });
     let progress = drive(&mut run, &worker, 2, Some(6));
     assert!(
-        progress.rejected["exact_duplicate"] >= 3,
+        progress
+            .rejected
+            .get("exact_duplicate")
+            .copied()
+            .unwrap_or(0)
+            >= 3,
         "{:?}",
         progress.rejected
     );

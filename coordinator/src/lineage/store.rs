@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use seedling_common::ids::{NodeId, PlanId};
@@ -20,6 +21,9 @@ use super::keys;
 
 /// File beside sled's own files naming the process that owns the store.
 const OWNER_FILE: &str = "owner.pid";
+
+/// How long a lock this process just released may take to come free.
+const RELEASE_GRACE: Duration = Duration::from_secs(2);
 
 /// What an `N` key holds: the node with its edges embedded, so that a
 /// record's nodes and most of its edges cost one key each (sled's insert
@@ -108,29 +112,7 @@ impl LineageStore {
             dir: dir.clone(),
             reason: e.to_string(),
         })?;
-        let db = sled::Config::new()
-            .path(&dir)
-            // sled's page cache defaults to 1 GiB; lineage reads are mostly
-            // recent nodes, so a smaller cache bounds the coordinator's memory.
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(|e| {
-                let reason = e.to_string();
-                if reason.contains("could not acquire lock") {
-                    let pid = std::fs::read_to_string(dir.join(OWNER_FILE))
-                        .map(|p| p.trim().to_string())
-                        .unwrap_or_else(|_| "unknown".into());
-                    LineageError::InUse {
-                        dir: dir.clone(),
-                        pid,
-                    }
-                } else {
-                    LineageError::Open {
-                        dir: dir.clone(),
-                        reason,
-                    }
-                }
-            })?;
+        let db = Self::open_sled(&dir)?;
         std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string()).map_err(io)?;
         let tree = db.open_tree("lineage").map_err(io)?;
         let db_file = File::open(dir.join("db")).map_err(|e| LineageError::Open {
@@ -144,6 +126,45 @@ impl LineageStore {
             db_file,
             writer: Mutex::new(()),
         })
+    }
+
+    /// Opens sled in `dir`. sled lets go of its file lock only when its
+    /// background flusher drops its handle, a moment after the store is
+    /// dropped: so a lock held by this process, or by nobody named in the
+    /// owner file, is waited for briefly before it counts as in use.
+    fn open_sled(dir: &Path) -> Result<sled::Db, LineageError> {
+        let deadline = Instant::now() + RELEASE_GRACE;
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                // sled's page cache defaults to 1 GiB; lineage reads are mostly
+                // recent nodes, so a smaller cache bounds the coordinator's memory.
+                .cache_capacity(256 * 1024 * 1024)
+                .open();
+            let reason = match opened {
+                Ok(db) => return Ok(db),
+                Err(e) => e.to_string(),
+            };
+            if !reason.contains("could not acquire lock") {
+                return Err(LineageError::Open {
+                    dir: dir.to_path_buf(),
+                    reason,
+                });
+            }
+            let owner = std::fs::read_to_string(dir.join(OWNER_FILE))
+                .map(|p| p.trim().to_string())
+                .ok();
+            let ours_or_nobody = owner
+                .as_deref()
+                .is_none_or(|pid| pid == std::process::id().to_string());
+            if !ours_or_nobody || Instant::now() >= deadline {
+                return Err(LineageError::InUse {
+                    dir: dir.to_path_buf(),
+                    pid: owner.unwrap_or_else(|| "unknown".into()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn dir(&self) -> &Path {

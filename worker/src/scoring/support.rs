@@ -40,6 +40,12 @@ const MIN_RELATIVE_MATCH: f64 = 0.5;
 /// contradicts the best one.
 const MIN_RELATIVE_MATCH_AGAINST_CONFLICT: f64 = 0.75;
 
+/// Below this many distinct content words the sources are a domain line
+/// and little else: too little to demand that an answer borrow from them.
+/// A plan with no rules, glossary, examples or documents would otherwise
+/// have every answer rejected as ungrounded.
+const MIN_SOURCE_VOCABULARY: usize = 25;
+
 /// Words too common to say what a sentence is about (en, es, de), plus the
 /// verbs of prices and rules that every sentence of a fee table shares.
 const STOPWORDS: &[&str] = &[
@@ -572,7 +578,7 @@ pub fn check_support(input: &str, response: &str, spec: &SupportSpec, substance:
                 why: "it only restates the question".into(),
             });
         } else if !spec.cross_language
-            && !sources.is_empty()
+            && df.len() >= MIN_SOURCE_VOCABULARY
             && !states_figures
             && !new_words.iter().any(|w| df.contains_key(w.as_str()))
         {
@@ -766,7 +772,13 @@ mod tests {
     #[test]
     fn an_answer_that_restates_the_question_has_no_substance() {
         let spec = SupportSpec {
-            sources: vec!["A card declines when the daily limit of 500 euros is reached.".into()],
+            sources: vec![
+                "A card declines when the daily limit of 500 euros is reached.".into(),
+                "A new card arrives by post within 5 working days. The PIN letter follows \
+                 separately two days later. Cards expire at the end of the month printed on \
+                 the front; a replacement is sent automatically 6 weeks earlier."
+                    .into(),
+            ],
             cross_language: false,
         };
         let support = check_support(
@@ -790,6 +802,28 @@ mod tests {
             true,
         );
         assert!(grounded.rejections.is_empty(), "{:?}", grounded.rejections);
+    }
+
+    #[test]
+    fn a_domain_line_alone_is_too_little_to_demand_borrowed_words() {
+        let spec = SupportSpec {
+            sources: vec!["lab: A clinical laboratory's front desk.".into()],
+            cross_language: false,
+        };
+        let support = check_support(
+            "How should a nurse label a blood sample?",
+            "Write the patient's full name and birth date on the tube before drawing.",
+            &spec,
+            true,
+        );
+        assert!(support.rejections.is_empty(), "{:?}", support.rejections);
+        let restated = check_support(
+            "How should a nurse label a blood sample?",
+            "A nurse should label a blood sample.",
+            &spec,
+            true,
+        );
+        assert_eq!(reasons(&restated), vec!["no_substance"]);
     }
 
     #[test]
