@@ -128,6 +128,13 @@ fn call(step: &str, text: String) -> CallOutcome {
         generated_tokens: 40,
         started_ms: seedling_common::time::now_unix_ms(),
         finished_ms: seedling_common::time::now_unix_ms(),
+        // A fixed cost per call, so tests can check that costs add up.
+        cost: seedling_common::cost::CallCost {
+            prompt_tokens_reused: 60,
+            queued_ms: 1,
+            prefill_ms: 10,
+            decode_ms: 40,
+        },
     }
 }
 

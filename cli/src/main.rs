@@ -5,6 +5,7 @@ mod bench;
 mod generate;
 mod plan;
 mod quality;
+mod reference;
 mod remote;
 mod run;
 mod start;

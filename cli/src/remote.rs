@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use seedling_common::cost::RunCost;
 use seedling_proto::api::seedling_client::SeedlingClient;
 use seedling_proto::api::{
     ClusterStatusRequest, CoordinatorLoad, Diversity, LineageRequest, ListPlansRequest, PlanRef,
@@ -126,6 +127,7 @@ fn print_plan(s: &PlanSummary) {
     if let Some(d) = &s.diversity {
         println!("  accepted inputs: {}", diversity_line(d));
     }
+    print_cost(s);
     println!("  strata (accepted/quota, attempts; diversity of the stratum's inputs):");
     for stratum in s.strata.iter().filter(|st| st.quota > 0) {
         let spread = match &stratum.diversity {
@@ -145,6 +147,28 @@ fn print_plan(s: &PlanSummary) {
                 ""
             }
         );
+    }
+}
+
+/// The engine time of the coordinator's current run of the plan, and what
+/// an accepted record cost per stage over all its runs.
+fn print_cost(s: &PlanSummary) {
+    if let Some(session) = &s.session_cost {
+        let session = RunCost::from(session);
+        if !session.is_empty() {
+            println!(
+                "  worker time since the coordinator started: {}",
+                session.split(0).describe()
+            );
+        }
+    }
+    if let Some(cost) = &s.cost
+        && s.accepted > 0
+    {
+        println!("  per accepted record:");
+        for line in RunCost::from(cost).per_record_lines(s.accepted) {
+            println!("    {line}");
+        }
     }
 }
 
@@ -168,6 +192,7 @@ fn json_plan(s: &PlanSummary) -> serde_json::Value {
         "target": s.target, "accepted": s.accepted, "attempts": s.attempts, "in_flight": s.in_flight,
         "generated_tokens": s.generated_tokens, "elapsed_s": s.elapsed_s, "eta_s": s.eta_s, "error": s.error,
         "rejected": s.rejected, "diversity": json_diversity(s.diversity.as_ref()),
+        "cost": s.cost.as_ref().map(RunCost::from), "session_cost": s.session_cost.as_ref().map(RunCost::from),
         "strata": s.strata.iter().map(|st| serde_json::json!({
             "stratum": st.stratum, "quota": st.quota, "accepted": st.accepted,
             "attempts": st.attempts, "exhausted": st.exhausted,
@@ -339,6 +364,10 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
                     "last_heartbeat_s_ago": w.last_heartbeat_s_ago, "leased_units": w.leased_units,
                     "unacknowledged": w.unacknowledged, "generated_tokens": stats.generated_tokens,
                     "requests_completed": stats.requests_completed,
+                    "prompt_tokens_computed": stats.prompt_tokens_computed,
+                    "prompt_tokens_reused": stats.prompt_tokens_reused,
+                    "prefill_ms": stats.prefill_ms, "decode_ms": stats.decode_ms,
+                    "embedding_ms": stats.embedding_ms,
                 })
             })
             .collect();
@@ -400,8 +429,26 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
                 format!("  leases: {}", w.leased_units.len())
             }
         );
+        if let Some(stats) = w.stats.filter(|s| s.prefill_ms + s.decode_ms > 0) {
+            println!("{:<18} {}", "", engine_line(&stats));
+        }
     }
     Ok(())
+}
+
+/// A worker's engine time by kind and its prompt reuse, since it started.
+fn engine_line(stats: &seedling_proto::worker::EngineStats) -> String {
+    let busy = (stats.prefill_ms + stats.decode_ms + stats.embedding_ms).max(1) as f64;
+    let prompt = stats.prompt_tokens_computed + stats.prompt_tokens_reused;
+    format!(
+        "engine busy {:.0}s: prefill {:.0}%, decode {:.0}%, embedding {:.0}% · prompt tokens {} ({:.0}% from the prefix cache)",
+        busy / 1e3,
+        100.0 * stats.prefill_ms as f64 / busy,
+        100.0 * stats.decode_ms as f64 / busy,
+        100.0 * stats.embedding_ms as f64 / busy,
+        prompt,
+        100.0 * stats.prompt_tokens_reused as f64 / prompt.max(1) as f64,
+    )
 }
 
 /// Streams a plan's dataset from the coordinator into `out`.

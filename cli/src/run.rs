@@ -20,7 +20,7 @@ use seedling_coordinator::pipeline::{
 use seedling_coordinator::plan::load_plan;
 use seedling_proto::worker::WorkerCapacity;
 use seedling_worker::actor::{WorkerActor, WorkerArgs};
-use seedling_worker::engine::Engine;
+use seedling_worker::engine::{Engine, EngineConfig};
 use seedling_worker::model_file::sha256_file;
 use tokio::sync::{oneshot, watch};
 
@@ -162,6 +162,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("exporting plan {plan_id} to {}", args.out.display()))?;
     write_progress(&args.out, &progress, Some(&summary.version));
     print_summary(&progress, &summary, started.elapsed(), &store_path);
+    print_costs(&progress, started.elapsed(), &config);
     Ok(())
 }
 
@@ -390,4 +391,42 @@ fn print_summary(p: &Progress, export: &ExportSummary, elapsed: Duration, store:
         "  lineage: seedling lineage show RECORD_ID --store {}",
         store.display()
     );
+}
+
+/// Where this run's time went, what an accepted record cost per stage, and
+/// the run's generated tokens/s against llama.cpp's own batched figure on
+/// this machine when `scripts/bench-engine` has measured it.
+fn print_costs(p: &Progress, elapsed: Duration, config: &EngineConfig) {
+    let cost = &p.session_cost;
+    if cost.is_empty() {
+        return;
+    }
+    let split = cost.split(elapsed.as_millis() as u64);
+    println!("  where the time went (one worker): {}", split.describe());
+    let accepted = p.accepted_this_run;
+    if accepted > 0 {
+        println!("  per accepted record this run:");
+        for line in cost.per_record_lines(accepted) {
+            println!("    {line}");
+        }
+    }
+    let generated = cost.total().generated_tokens as f64 / elapsed.as_secs_f64().max(1e-3);
+    match crate::reference::reference_for(
+        &config.model_path,
+        config.n_slots,
+        config.effective_threads(),
+    ) {
+        Some(reference) => println!(
+            "  delivered {generated:.1} generated tok/s; llama.cpp's batched generation at {} \
+             sequences here: {:.1} tok/s (efficiency {:.2}; measured {})",
+            reference.parallel,
+            reference.gen_tok_s,
+            generated / reference.gen_tok_s,
+            reference.measured_at
+        ),
+        None => println!(
+            "  delivered {generated:.1} generated tok/s (scripts/bench-engine measures llama.cpp's \
+             own figure on this machine for comparison)"
+        ),
+    }
 }

@@ -6,6 +6,7 @@
 //! with serde, so every crate (and the wire) can depend on it.
 
 pub mod config;
+pub mod cost;
 pub mod embedding;
 pub mod facts;
 pub mod ids;

@@ -219,6 +219,9 @@ pub struct CallOutcome {
     pub generated_tokens: u32,
     pub started_ms: u64,
     pub finished_ms: u64,
+    /// Prefix reuse, queueing and engine time (absent from older results).
+    #[serde(default)]
+    pub cost: crate::cost::CallCost,
 }
 
 /// The worker's verdict on a pair, before the coordinator's decisions.
@@ -256,6 +259,20 @@ pub struct UnitResult {
     /// The engine's embedding of the final input, when the task asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_embedding: Option<Embedding>,
+    /// What the worker spent outside model calls.
+    #[serde(default)]
+    pub work: WorkerWork,
+}
+
+/// A unit's work on the worker besides its model calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorkerWork {
+    /// Texts embedded, and the time that took (waiting for the engine's
+    /// current step included).
+    pub embeddings: u32,
+    pub embedding_ms: u64,
+    /// The model-free checks (heuristics, support, chrF).
+    pub checks_ms: u64,
 }
 
 impl UnitResult {
@@ -273,6 +290,7 @@ impl UnitResult {
             verdict: None,
             error: None,
             input_embedding: None,
+            work: WorkerWork::default(),
         }
     }
 

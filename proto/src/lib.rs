@@ -45,6 +45,56 @@ pub use generated::seedling::results::v1 as results;
 /// The researcher's and operator's gRPC API (`proto/api.proto`).
 pub use generated::seedling::api::v1 as api;
 
+impl From<&seedling_common::cost::RunCost> for api::RunCost {
+    fn from(cost: &seedling_common::cost::RunCost) -> Self {
+        Self {
+            stages: cost
+                .stages
+                .iter()
+                .map(|(stage, c)| api::StageCost {
+                    stage: stage.clone(),
+                    calls: c.calls,
+                    prompt_tokens: c.prompt_tokens,
+                    prompt_tokens_reused: c.prompt_tokens_reused,
+                    generated_tokens: c.generated_tokens,
+                    queued_ms: c.queued_ms,
+                    prefill_ms: c.prefill_ms,
+                    decode_ms: c.decode_ms,
+                })
+                .collect(),
+            embeddings: cost.embeddings,
+            embedding_ms: cost.embedding_ms,
+            checks_ms: cost.checks_ms,
+        }
+    }
+}
+
+impl From<&api::RunCost> for seedling_common::cost::RunCost {
+    fn from(cost: &api::RunCost) -> Self {
+        Self {
+            stages: cost
+                .stages
+                .iter()
+                .map(|c| {
+                    let stage = seedling_common::cost::StageCost {
+                        calls: c.calls,
+                        prompt_tokens: c.prompt_tokens,
+                        prompt_tokens_reused: c.prompt_tokens_reused,
+                        generated_tokens: c.generated_tokens,
+                        queued_ms: c.queued_ms,
+                        prefill_ms: c.prefill_ms,
+                        decode_ms: c.decode_ms,
+                    };
+                    (c.stage.clone(), stage)
+                })
+                .collect(),
+            embeddings: cost.embeddings,
+            embedding_ms: cost.embedding_ms,
+            checks_ms: cost.checks_ms,
+        }
+    }
+}
+
 impl api::CoordinatorLoad {
     /// Milliseconds the actor spent per result decided.
     pub fn deciding_ms_per_result(&self) -> f64 {

@@ -724,3 +724,66 @@ fn decided_groups_count_only_once_confirmed_durable() {
         run.progress().rejected
     );
 }
+
+#[test]
+fn every_calls_cost_is_counted_kept_through_a_crash_and_shown_in_the_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plan = example("retail-banking.toml");
+    let worker = ScriptedWorker::default();
+    let (first, plan_id) = {
+        let (_store, mut run) = open(dir.path(), &plan, 12);
+        let plan_id = run.plan_id().clone();
+        (drive(&mut run, &worker, 3, Some(6)), plan_id)
+    };
+    // The scripted worker charges every call the same: 100 prompt tokens
+    // (60 from the prefix cache), 40 generated, 10 ms prefill, 40 ms decode.
+    let total = first.cost.total();
+    assert!(total.calls >= 12, "{total:?}");
+    assert_eq!(total.prompt_tokens, 100 * total.calls);
+    assert_eq!(total.prompt_tokens_reused, 60 * total.calls);
+    assert_eq!(total.prefill_ms, 10 * total.calls);
+    assert_eq!(total.decode_ms, 40 * total.calls);
+    assert!(first.cost.stages["input"].calls > 0 && first.cost.stages["response"].calls > 0);
+    // This run also paid for the domain analysis, which the plan's cost leaves out.
+    assert!(first.session_cost.total().calls > total.calls);
+    assert_eq!(
+        first.session_cost.stages["response"],
+        first.cost.stages["response"]
+    );
+
+    // After the crash, the plan's cost is rebuilt from the stored attempts.
+    let (store, mut run) = open(dir.path(), &plan, 12);
+    let reopened = run.progress();
+    assert_eq!(
+        reopened.cost.stages["response"],
+        first.cost.stages["response"]
+    );
+    assert!(reopened.session_cost.is_empty());
+    let done = drive(&mut run, &worker, 3, None);
+    assert_eq!(done.accepted, 12);
+    assert_eq!(done.accepted_this_run, 12 - reopened.accepted);
+    let calls = done.cost.total().calls;
+    assert_eq!(done.cost.total().generated_tokens, 40 * calls);
+
+    // Each response node keeps its requests' accounting.
+    let record = &accepted_ids(&store, &plan_id)[0];
+    let node = store.require(record).unwrap();
+    let kept = node.body["calls"].as_array().unwrap();
+    assert!(!kept.is_empty());
+    assert_eq!(kept[0]["cost"]["prefill_ms"], 10);
+
+    export_dataset(&store, &plan_id, out.path()).unwrap();
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(card.contains("## What it cost to generate"), "{card}");
+    let response_row = card
+        .lines()
+        .find(|l| l.starts_with("| response |"))
+        .unwrap_or_else(|| panic!("{card}"));
+    // 100 prompt tokens a call, 60% of them from the prefix cache.
+    assert!(response_row.contains("| 60% |"), "{response_row}");
+    assert!(
+        card.contains("prefill took 20% of the engine's time"),
+        "{card}"
+    );
+}

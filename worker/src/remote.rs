@@ -182,6 +182,9 @@ fn engine_stats(engine: &Engine) -> EngineStats {
         generated_tokens: s.generated_tokens,
         active_slots: s.active_slots as u32,
         queued_requests: s.queued_requests as u32,
+        prefill_ms: s.prefill_ms,
+        decode_ms: s.decode_ms,
+        embedding_ms: s.embedding_ms,
     }
 }
 

@@ -3,6 +3,9 @@
 //! decide and to write lineage comes back in the [`UnitResult`], including
 //! the calls that ran before a failure.
 
+use std::time::Instant;
+
+use seedling_common::cost::CallCost;
 use seedling_common::embedding::Embedding;
 use seedling_common::similarity::chrf;
 use seedling_common::time::now_unix_ms;
@@ -110,6 +113,12 @@ async fn call(engine: &Engine, call: &ModelCall) -> Result<CallOutcome, EngineEr
         generated_tokens: accounting.generated_tokens,
         started_ms,
         finished_ms: now_unix_ms(),
+        cost: CallCost {
+            prompt_tokens_reused: accounting.prompt_tokens_reused,
+            queued_ms: accounting.queued.as_millis() as u64,
+            prefill_ms: accounting.prompt_time.as_millis() as u64,
+            decode_ms: accounting.generate_time.as_millis() as u64,
+        },
     })
 }
 
@@ -243,7 +252,9 @@ async fn run_generate(
         result.calls.push(evolved);
     }
     let response = call(engine, &task.response.with_input(&input)).await?;
+    let checking = Instant::now();
     let mut verdict = judge_pair(task, &base_input, &input, &response.text);
+    result.work.checks_ms += checking.elapsed().as_millis() as u64;
     let response_text = response.text.clone();
     result.calls.push(response);
     let passed = verdict.rejections.is_empty() && verdict.evolution_failures.is_empty();
@@ -267,7 +278,11 @@ async fn run_generate(
     // Only what may be accepted is compared with the accepted ones. An
     // input the embedding window cannot take is left to the text tiers.
     if task.embed_input && passed {
-        match engine.embed(vec![input.clone()]).await {
+        let embedding = Instant::now();
+        let embedded = engine.embed(vec![input.clone()]).await;
+        result.work.embeddings += 1;
+        result.work.embedding_ms += embedding.elapsed().as_millis() as u64;
+        match embedded {
             Ok(mut vectors) => {
                 result.input_embedding = vectors.pop().map(|v| Embedding::quantise(&v))
             }

@@ -171,6 +171,8 @@ fn summary(progress: &Progress, domain: &str, state: PlanState, error: &str) -> 
         rejected: progress.rejected.clone().into_iter().collect(),
         error: error.to_string(),
         diversity: Some(diversity(&progress.diversity)),
+        cost: Some((&progress.cost).into()),
+        session_cost: Some((&progress.session_cost).into()),
     }
 }
 

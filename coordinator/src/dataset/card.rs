@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use seedling_common::cost::RunCost;
+
 use super::report::DiversityFacts;
 use crate::plan::Plan;
 use crate::quality::diversity::LexicalDiversity;
@@ -37,6 +39,8 @@ pub struct CardFacts<'a> {
     /// Records that cite a source span for their figures.
     pub cited: usize,
     pub attempts: u64,
+    /// What every attempt of the plan cost, summed over its runs.
+    pub cost: &'a RunCost,
     pub funnel: &'a [FunnelRow],
     pub rejected: &'a BTreeMap<String, u64>,
     /// (accepted record, why): its question was asked again and answered differently.
@@ -65,6 +69,51 @@ pub fn histogram(scores: &[f64]) -> [usize; 10] {
         bins[((score.clamp(0.0, 1.0) * 10.0) as usize).min(9)] += 1;
     }
     bins
+}
+
+/// Where generation's tokens and engine time went, per stage and per
+/// accepted record (rejected attempts' cost included: it is what a record
+/// cost to make).
+fn render_cost(out: &mut String, f: &CardFacts<'_>) {
+    let accepted: usize = f.per_split.values().sum();
+    if f.cost.is_empty() || accepted == 0 {
+        return;
+    }
+    out.push_str("## What it cost to generate\n\n");
+    let split = f.cost.split(0);
+    let _ = writeln!(
+        out,
+        "Worker time over all {} attempts: {}; prefill took {:.0}% of the engine's time.\n",
+        f.attempts,
+        split.describe(),
+        100.0 * split.prefill_share_of_engine()
+    );
+    let per = |n: u64| n as f64 / accepted as f64;
+    let _ = writeln!(
+        out,
+        "Per accepted record ({accepted}):\n\n| stage | calls | prompt tokens | from the prefix cache | generated tokens | prefill s | decode s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (stage, c) in f.cost.ordered_stages() {
+        let _ = writeln!(
+            out,
+            "| {stage} | {:.1} | {:.0} | {:.0}% | {:.0} | {:.1} | {:.1} |",
+            per(c.calls),
+            per(c.prompt_tokens),
+            100.0 * c.prompt_tokens_reused as f64 / c.prompt_tokens.max(1) as f64,
+            per(c.generated_tokens),
+            per(c.prefill_ms) / 1e3,
+            per(c.decode_ms) / 1e3,
+        );
+    }
+    if f.cost.embeddings > 0 {
+        let _ = writeln!(
+            out,
+            "| embedding | {:.1} | | | | {:.1} | |",
+            per(f.cost.embeddings),
+            per(f.cost.embedding_ms) / 1e3
+        );
+    }
+    out.push('\n');
 }
 
 pub fn render_card(f: &CardFacts<'_>) -> String {
@@ -226,6 +275,7 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
         }
         out.push('\n');
     }
+    render_cost(&mut out, f);
     out.push_str("## Judge reliability\n\n");
     match (f.judge_probe, f.plan.quality.judge) {
         (Some((model, r)), _) => {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use seedling_common::cost::RunCost;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use seedling_common::record::{Record, RecordMetadata};
@@ -22,7 +23,7 @@ use super::parquet::write_parquet;
 use super::report::diversity_facts;
 use super::splits::{Group, Split, assign_splits};
 use crate::lineage::{LineageError, LineageStore, PlanGraph};
-use crate::pipeline::plan_node_id;
+use crate::pipeline::{plan_node_id, stored_cost};
 use crate::plan::Plan;
 use crate::quality::consistency::CONSISTENCY_FLAG;
 use crate::quality::funnel::funnel;
@@ -286,9 +287,11 @@ pub fn export_dataset(
     let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
     let mut support_rejected: Vec<Node> = Vec::new();
     let mut attempts = 0u64;
+    let mut cost = RunCost::default();
     for id in store.nodes_of_plan(plan, Some(NodeKind::Response), None) {
         let node = store.require(&id?)?;
         attempts += 1;
+        cost.add(&stored_cost(&node.body));
         match node.status {
             NodeStatus::Accepted => accepted.push(node),
             _ => {
@@ -565,6 +568,7 @@ pub fn export_dataset(
         scores: &scores,
         cited,
         attempts,
+        cost: &cost,
         funnel: &funnel(attempts, &rejected),
         rejected: &rejected,
         consistency_flags: &consistency_flags,

@@ -325,6 +325,7 @@ mod tests {
             generated_tokens: 10,
             started_ms: 0,
             finished_ms: 1,
+            cost: Default::default(),
         };
         let mut result = UnitResult::new("plan", "unit", "worker");
         result.calls = vec![

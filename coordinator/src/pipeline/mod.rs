@@ -27,7 +27,7 @@ pub use attempt::{Method, stratum_key};
 pub use eta::{ETA_AFTER_ACCEPTED, eta_s};
 pub use knowledge::{chunk_text, plan_id, plan_node_id};
 pub use prompts::{JUDGE_VERSION, judge as judge_call, judge_score, pairwise_judge};
-pub use record_lineage::{PendingLineage, record_id, stored_input_embedding};
+pub use record_lineage::{PendingLineage, record_id, stored_cost, stored_input_embedding};
 pub use run::{Decided, PlanRun, Progress, RunOptions, StratumLine, UnitOutcome};
 pub use schedule::{StratumProgress, next_attempts};
 

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use rayon::prelude::*;
+use seedling_common::cost::RunCost;
 use seedling_common::embedding::Embedding;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{
@@ -31,6 +32,28 @@ pub fn stored_input_embedding(node: &Node) -> Option<Embedding> {
     node.body
         .get(INPUT_EMBEDDING)
         .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// The attempt's tokens and engine time, kept on its response node.
+const COST: &str = "cost";
+
+/// What a stored attempt cost. Attempts stored before costs were kept
+/// count their generated tokens only, under stage "other".
+pub fn stored_cost(body: &serde_json::Value) -> RunCost {
+    if let Some(cost) = body
+        .get(COST)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+    {
+        return cost;
+    }
+    let mut cost = RunCost::default();
+    if let Some(tokens) = body.get("generated_tokens").and_then(|v| v.as_u64()) {
+        cost.stages
+            .entry("other".into())
+            .or_default()
+            .generated_tokens = tokens;
+    }
+    cost
 }
 
 /// The record id of a unit: deterministic in plan and unit, so a result
@@ -155,7 +178,12 @@ impl LineageContext {
                 &call.step,
                 call.finished_ms,
                 params,
-                serde_json::json!({ "text": call.text, "tokens": call.generated_tokens }),
+                serde_json::json!({
+                    "text": call.text,
+                    "tokens": call.generated_tokens,
+                    "prompt_tokens": call.prompt_tokens,
+                    "cost": call.cost,
+                }),
             );
             edges.push(Edge::new(&previous, &id, EdgeKind::DerivedFrom));
             if i == 0 {
@@ -201,6 +229,20 @@ impl LineageContext {
         if let Some(reason) = &decision.reason {
             body["reason"] = reason.clone().into();
         }
+        body[COST] = serde_json::to_value(RunCost::of_result(result)).expect("a cost serialises");
+        // Each engine request of the attempt, as the worker accounted it.
+        body["calls"] = result
+            .calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "step": c.step,
+                    "prompt_tokens": c.prompt_tokens,
+                    "generated_tokens": c.generated_tokens,
+                    "cost": c.cost,
+                })
+            })
+            .collect();
         let citations = citations(planned, result);
         if !citations.is_empty() {
             body["citations"] = serde_json::to_value(&citations).expect("citations serialise");

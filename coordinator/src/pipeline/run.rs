@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
+use seedling_common::cost::RunCost;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use seedling_common::similarity::NoveltyPool;
@@ -25,7 +26,9 @@ use super::decision::{
 };
 use super::knowledge::{Knowledge, knowledge_batch, plan_id};
 use super::prompts;
-use super::record_lineage::{LineageContext, PendingLineage, record_id, stored_input_embedding};
+use super::record_lineage::{
+    LineageContext, PendingLineage, record_id, stored_cost, stored_input_embedding,
+};
 use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
@@ -83,6 +86,13 @@ pub struct Progress {
     pub in_flight: u64,
     pub rejected: BTreeMap<String, u64>,
     pub generated_tokens: u64,
+    /// What the plan's attempts cost, over all runs of it (as stored).
+    pub cost: RunCost,
+    /// What this run's (since it opened) cost: with `elapsed_s`, where its
+    /// time went.
+    pub session_cost: RunCost,
+    /// Accepted since this run opened (a resumed plan's earlier work aside).
+    pub accepted_this_run: u64,
     pub elapsed_s: f64,
     /// Seconds until the target at the rate this run has accepted records
     /// (once it has accepted a few; see [`super::eta_s`]).
@@ -132,7 +142,9 @@ pub struct PlanRun {
     rejected: BTreeMap<String, u64>,
     /// Attempts per stratum rejected as duplicates (steers its temperature).
     duplicates: Vec<u64>,
-    generated_tokens: u64,
+    /// The plan's cost over all its runs, and this run's share.
+    cost: RunCost,
+    session_cost: RunCost,
     consecutive_failures: u32,
     started: Instant,
     /// Accepted records when this run opened (a resumed plan's earlier
@@ -228,7 +240,8 @@ impl PlanRun {
             novelty_ids: Vec::new(),
             overall_diversity: RunningDiversity::default(),
             rejected: BTreeMap::new(),
-            generated_tokens: 0,
+            cost: RunCost::default(),
+            session_cost: RunCost::default(),
             consecutive_failures: 0,
             started: Instant::now(),
             accepted_at_open: 0,
@@ -327,11 +340,7 @@ impl PlanRun {
             }
             let progress = &mut self.progress[stratum];
             progress.attempts += 1;
-            self.generated_tokens += node
-                .body
-                .get("generated_tokens")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
+            self.cost.add(&stored_cost(&node.body));
             if node.status == NodeStatus::Accepted {
                 let record = AcceptedRecord {
                     id: node.id.clone(),
@@ -542,7 +551,7 @@ impl PlanRun {
                 .and_then(|c| c.parse::<usize>().ok())
             {
                 if self.analysis_in_flight.remove(&chunk) {
-                    self.generated_tokens += result.generated_tokens();
+                    self.count_cost(&result, false);
                     self.record_analysis(chunk, &result)?;
                     outcomes[position] = UnitOutcome::Analysed;
                 }
@@ -627,7 +636,7 @@ impl PlanRun {
         let prepared = decision.prepared.take();
         self.done[planned.stratum].insert(planned.attempt);
         self.progress[planned.stratum].attempts += 1;
-        self.generated_tokens += result.generated_tokens();
+        self.count_cost(result, true);
         let outcome = match &decision.reason {
             None => {
                 let record = AcceptedRecord {
@@ -650,6 +659,18 @@ impl PlanRun {
             }
         };
         (decision, outcome)
+    }
+
+    /// Adds a unit's cost to this run's and, for attempts, to the plan's:
+    /// the plan's is what its stored attempts cost, so that a resumed run
+    /// rebuilds it from the lineage (the domain analysis's few calls are
+    /// counted by the run that made them only).
+    fn count_cost(&mut self, result: &UnitResult, attempt: bool) {
+        let cost = RunCost::of_result(result);
+        if attempt {
+            self.cost.add(&cost);
+        }
+        self.session_cost.add(&cost);
     }
 
     fn record_analysis(&mut self, chunk: usize, result: &UnitResult) -> Result<(), PipelineError> {
@@ -740,7 +761,15 @@ impl PlanRun {
             attempts: self.progress.iter().map(|p| p.attempts).sum(),
             in_flight: self.in_flight() as u64,
             rejected: self.rejected.clone(),
-            generated_tokens: self.generated_tokens,
+            generated_tokens: self.cost.total().generated_tokens
+                + self
+                    .session_cost
+                    .stages
+                    .get("analysis")
+                    .map_or(0, |a| a.generated_tokens),
+            cost: self.cost.clone(),
+            session_cost: self.session_cost.clone(),
+            accepted_this_run: accepted.saturating_sub(self.accepted_at_open),
             elapsed_s,
             eta_s: super::eta_s(
                 accepted.saturating_sub(self.accepted_at_open),

@@ -49,6 +49,10 @@ pub struct EngineCounters {
     pub generated_tokens: AtomicU64,
     pub active_slots: AtomicU64,
     pub queued_requests: AtomicU64,
+    /// Engine time on prompt tokens, generated tokens and embeddings.
+    pub prefill_us: AtomicU64,
+    pub decode_us: AtomicU64,
+    pub embedding_us: AtomicU64,
 }
 
 /// A point-in-time copy of [`EngineCounters`].
@@ -61,6 +65,9 @@ pub struct EngineStats {
     pub generated_tokens: u64,
     pub active_slots: u64,
     pub queued_requests: u64,
+    pub prefill_ms: u64,
+    pub decode_ms: u64,
+    pub embedding_ms: u64,
 }
 
 impl EngineCounters {
@@ -74,6 +81,9 @@ impl EngineCounters {
             generated_tokens: load(&self.generated_tokens),
             active_slots: load(&self.active_slots),
             queued_requests: load(&self.queued_requests),
+            prefill_ms: load(&self.prefill_us) / 1000,
+            decode_ms: load(&self.decode_us) / 1000,
+            embedding_ms: load(&self.embedding_us) / 1000,
         }
     }
 }

@@ -168,6 +168,11 @@ pub struct RequestAccounting {
     /// This request's share of the decode time spent on its prompt (a step
     /// that mixes sequences is split by their token counts).
     pub prompt_time: Duration,
+    /// This request's share of the decode time spent on its generated
+    /// tokens. With `prompt_time`, the shares of all requests add up to the
+    /// engine's busy time.
+    #[serde(default)]
+    pub generate_time: Duration,
     /// Time in the queue before a slot was free.
     pub queued: Duration,
     /// From submission to the first generated token.

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
@@ -235,6 +235,7 @@ struct Slot {
     /// Prompt tokens this slot put into the current batch.
     step_prompt_tokens: usize,
     prompt_time: std::time::Duration,
+    generate_time: std::time::Duration,
     reply: Reply<Generation>,
 }
 
@@ -363,7 +364,12 @@ impl<'m> Scheduler<'m> {
                 }
             },
             Command::Embed { texts, reply } => {
-                let _ = reply.send(self.embed(&texts));
+                let started = Instant::now();
+                let embedded = self.embed(&texts);
+                self.counters
+                    .embedding_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let _ = reply.send(embedded);
             }
         }
     }
@@ -537,6 +543,7 @@ impl<'m> Scheduler<'m> {
                 first_logits: Vec::new(),
                 step_prompt_tokens: 0,
                 prompt_time: std::time::Duration::ZERO,
+                generate_time: std::time::Duration::ZERO,
                 reply: pending.reply,
             });
         }
@@ -604,13 +611,28 @@ impl<'m> Scheduler<'m> {
             self.recover_from_decode_failure(err);
             return;
         }
+        // The step's time is shared by the tokens in it: a prompt chunk's
+        // share is prefill, a generated token's is decode. Sampling, after
+        // the step, is left out: it is small next to the forward pass.
         let elapsed = started.elapsed();
         let n_tokens = self.batch.n_tokens().max(1) as u32;
+        let (mut prefill, mut decode) = (Duration::ZERO, Duration::ZERO);
         for slot in self.slots.iter_mut().flatten() {
             if slot.step_prompt_tokens > 0 {
-                slot.prompt_time += elapsed * slot.step_prompt_tokens as u32 / n_tokens;
+                let share = elapsed * slot.step_prompt_tokens as u32 / n_tokens;
+                slot.prompt_time += share;
+                prefill += share;
+            } else if matches!(slot.phase, Phase::Generate(_)) {
+                let share = elapsed / n_tokens;
+                slot.generate_time += share;
+                decode += share;
             }
         }
+        let c = &self.counters;
+        c.prefill_us
+            .fetch_add(prefill.as_micros() as u64, Ordering::Relaxed);
+        c.decode_us
+            .fetch_add(decode.as_micros() as u64, Ordering::Relaxed);
         self.advance();
     }
 
@@ -749,6 +771,7 @@ impl<'m> Scheduler<'m> {
             prompt_tokens_reused: slot.n_reused as u32,
             generated_tokens: slot.n_generated,
             prompt_time: slot.prompt_time,
+            generate_time: slot.generate_time,
             queued: slot.admitted.duration_since(slot.submitted),
             time_to_first_token: first.duration_since(slot.submitted),
             decode_time: now.saturating_duration_since(first),
