@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use ractor::Actor;
+use seedling_common::cost::TimeSplit;
 use seedling_coordinator::dataset::{ExportSummary, export_dataset};
 use seedling_coordinator::lineage::LineageStore;
 use seedling_coordinator::pipeline::{
@@ -20,7 +21,7 @@ use seedling_coordinator::pipeline::{
 use seedling_coordinator::plan::load_plan;
 use seedling_proto::worker::WorkerCapacity;
 use seedling_worker::actor::{WorkerActor, WorkerArgs};
-use seedling_worker::engine::{Engine, EngineConfig};
+use seedling_worker::engine::{Engine, EngineConfig, EngineStats};
 use seedling_worker::model_file::sha256_file;
 use tokio::sync::{oneshot, watch};
 
@@ -135,6 +136,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let plan_id = plan_run.plan_id().clone();
     let started = Instant::now();
+    // The generation itself, model load and export aside: what the time
+    // split and the delivered tokens/s are of.
+    let mut generating = Duration::ZERO;
+    let mut engine_stats = None;
     let progress = if plan_run.is_finished() {
         plan_run.progress()
     } else {
@@ -150,11 +155,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .worker_threads(2)
             .enable_all()
             .build()?;
+        let driving = Instant::now();
         let progress =
             runtime.block_on(drive(plan_run, Arc::clone(&engine), args.quiet, &args.out))?;
+        generating = driving.elapsed();
         // Units still in the engine are surplus: dropping their tasks drops
         // their tickets, and the engine abandons them instead of finishing.
         runtime.shutdown_timeout(Duration::from_secs(10));
+        engine_stats = Some(engine.stats());
         drop(engine);
         progress
     };
@@ -162,7 +170,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("exporting plan {plan_id} to {}", args.out.display()))?;
     write_progress(&args.out, &progress, Some(&summary.version));
     print_summary(&progress, &summary, started.elapsed(), &store_path);
-    print_costs(&progress, started.elapsed(), &config);
+    print_costs(&progress, generating, &config, engine_stats.as_ref());
     Ok(())
 }
 
@@ -396,13 +404,50 @@ fn print_summary(p: &Progress, export: &ExportSummary, elapsed: Duration, store:
 /// Where this run's time went, what an accepted record cost per stage, and
 /// the run's generated tokens/s against llama.cpp's own batched figure on
 /// this machine when `scripts/bench-engine` has measured it.
-fn print_costs(p: &Progress, elapsed: Duration, config: &EngineConfig) {
+fn print_costs(
+    p: &Progress,
+    elapsed: Duration,
+    config: &EngineConfig,
+    engine: Option<&EngineStats>,
+) {
     let cost = &p.session_cost;
-    if cost.is_empty() {
+    if cost.is_empty() || elapsed.is_zero() {
         return;
     }
-    let split = cost.split(elapsed.as_millis() as u64);
-    println!("  where the time went (one worker): {}", split.describe());
+    let wall_ms = elapsed.as_millis() as u64;
+    match engine {
+        // The engine's own clock: its work on every request, including
+        // those of attempts withdrawn or dropped before they reported.
+        Some(engine) => {
+            let split = TimeSplit {
+                capacity_ms: wall_ms,
+                prefill_ms: engine.prefill_ms,
+                decode_ms: engine.decode_ms,
+                embedding_ms: engine.embedding_ms,
+                checks_ms: cost.checks_ms,
+                idle_ms: engine.idle_ms,
+            };
+            let busy = engine.prefill_ms + engine.decode_ms + engine.embedding_ms;
+            let accounted = cost.split(0);
+            let kept = accounted.prefill_ms + accounted.decode_ms + accounted.embedding_ms;
+            println!(
+                "  where the generation's {} went (one worker): {}; the rest, {:.0}%, between steps",
+                human_duration(elapsed),
+                split.describe(),
+                100.0 * split.share(wall_ms.saturating_sub(busy + engine.idle_ms + cost.checks_ms)),
+            );
+            println!(
+                "  {:.0}% of the engine's work went to attempts that reported; the rest to attempts \
+                 withdrawn or dropped at the end",
+                100.0 * kept as f64 / busy.max(1) as f64
+            );
+        }
+        None => println!(
+            "  where the generation's {} went (one worker): {}",
+            human_duration(elapsed),
+            cost.split(wall_ms).describe()
+        ),
+    }
     let accepted = p.accepted_this_run;
     if accepted > 0 {
         println!("  per accepted record this run:");

@@ -267,8 +267,7 @@ pub struct UnitResult {
 /// A unit's work on the worker besides its model calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct WorkerWork {
-    /// Texts embedded, and the time that took (waiting for the engine's
-    /// current step included).
+    /// Texts embedded, and the engine time that took.
     pub embeddings: u32,
     pub embedding_ms: u64,
     /// The model-free checks (heuristics, support, chrF).

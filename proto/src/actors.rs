@@ -16,6 +16,8 @@ pub enum WorkerMsg {
         task: Box<UnitTask>,
         report_to: ActorRef<CoordinatorMsg>,
     },
+    /// Stop these units (their stratum filled first); they report nothing.
+    Withdraw { units: Vec<String> },
 }
 
 /// What a coordinator actor is told.

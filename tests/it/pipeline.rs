@@ -787,3 +787,37 @@ fn every_calls_cost_is_counted_kept_through_a_crash_and_shown_in_the_card() {
         "{card}"
     );
 }
+
+#[test]
+fn attempts_for_a_stratum_that_filled_are_withdrawn_not_wasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = example("clinical-lab.toml");
+    let (_store, mut run) = open(dir.path(), &plan, 6);
+    let worker = ScriptedWorker::default();
+    let mut pending: VecDeque<_> = run.next_units(32).unwrap().into();
+    assert!(pending.len() > 6, "more attempts than records in flight");
+    let mut withdrawn = BTreeSet::new();
+    while let Some(unit) = pending.pop_front() {
+        if withdrawn.contains(&unit.unit) {
+            // The worker was told to stop it; were its answer to come anyway,
+            // it would change nothing.
+            let late = run.record_result(worker.answer(&unit)).unwrap();
+            assert_eq!(late, UnitOutcome::Ignored, "{}", unit.unit);
+            continue;
+        }
+        run.record_result(worker.answer(&unit)).unwrap();
+        withdrawn.extend(run.withdraw_surplus());
+        pending.extend(run.next_units(32 - pending.len()).unwrap());
+    }
+    let done = run.progress();
+    assert!(run.is_finished());
+    assert_eq!(done.accepted, 6);
+    assert!(!withdrawn.is_empty());
+    assert_eq!(done.withdrawn_surplus, withdrawn.len() as u64);
+    assert!(
+        !done.rejected.contains_key("quota_filled"),
+        "{:?}",
+        done.rejected
+    );
+    assert_eq!(done.in_flight, 0);
+}

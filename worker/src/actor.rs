@@ -2,12 +2,14 @@
 //! runs on its own task so that the engine batches them together; the actor
 //! itself only hands work out, so it never blocks on the model.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use seedling_common::work::{UnitResult, UnitTask};
 use seedling_proto::actors::{CoordinatorMsg, WorkerMsg};
 use seedling_proto::worker::WorkerCapacity;
+use tokio::task::AbortHandle;
 
 use crate::engine::Engine;
 use crate::unit::run_unit;
@@ -29,6 +31,8 @@ pub struct WorkerArgs {
 pub struct WorkerState {
     engine: Arc<Engine>,
     id: String,
+    /// Each running unit's task, to stop it when it is withdrawn.
+    running: HashMap<String, AbortHandle>,
 }
 
 impl Actor for WorkerActor {
@@ -50,6 +54,7 @@ impl Actor for WorkerActor {
         Ok(WorkerState {
             engine: args.engine,
             id,
+            running: HashMap::new(),
         })
     }
 
@@ -63,11 +68,24 @@ impl Actor for WorkerActor {
             WorkerMsg::RunUnit { task, report_to } => {
                 let engine = Arc::clone(&state.engine);
                 let worker = state.id.clone();
-                tokio::spawn(async move {
+                let unit = task.unit.clone();
+                let running = tokio::spawn(async move {
                     let result = run_caught(engine, worker, task).await;
                     // A coordinator that has stopped no longer wants it.
                     let _ = report_to.send_message(CoordinatorMsg::UnitFinished(Box::new(result)));
                 });
+                state.running.retain(|_, task| !task.is_finished());
+                state.running.insert(unit, running.abort_handle());
+            }
+            WorkerMsg::Withdraw { units } => {
+                // Stopping the task drops its engine requests: the engine
+                // frees their slots at its next step.
+                for unit in &units {
+                    if let Some(task) = state.running.remove(unit) {
+                        task.abort();
+                    }
+                }
+                tracing::debug!(worker = %state.id, units = units.len(), "surplus units withdrawn");
             }
         }
         Ok(())

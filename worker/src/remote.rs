@@ -185,6 +185,7 @@ fn engine_stats(engine: &Engine) -> EngineStats {
         prefill_ms: s.prefill_ms,
         decode_ms: s.decode_ms,
         embedding_ms: s.embedding_ms,
+        idle_ms: s.idle_ms,
     }
 }
 

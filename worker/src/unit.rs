@@ -278,13 +278,11 @@ async fn run_generate(
     // Only what may be accepted is compared with the accepted ones. An
     // input the embedding window cannot take is left to the text tiers.
     if task.embed_input && passed {
-        let embedding = Instant::now();
-        let embedded = engine.embed(vec![input.clone()]).await;
-        result.work.embeddings += 1;
-        result.work.embedding_ms += embedding.elapsed().as_millis() as u64;
-        match embedded {
-            Ok(mut vectors) => {
-                result.input_embedding = vectors.pop().map(|v| Embedding::quantise(&v))
+        match engine.embed_timed(vec![input.clone()]).await {
+            Ok(mut embedded) => {
+                result.work.embeddings += 1;
+                result.work.embedding_ms += embedded.compute.as_millis() as u64;
+                result.input_embedding = embedded.vectors.pop().map(|v| Embedding::quantise(&v))
             }
             Err(EngineError::EmbeddingTooLong { .. }) => {}
             Err(err) => return Err(err),

@@ -442,9 +442,32 @@ impl ClusterState {
             }
         }
         for ((plan, reason), units) in ended {
-            withdraw(worker, plan, units, reason);
+            withdraw(worker, plan, units, &format!("the plan is {reason}"));
         }
         self.dispatch();
+    }
+
+    /// Stops, on the workers, the attempts of running plans whose strata
+    /// filled before they finished.
+    fn withdraw_surplus(&mut self) {
+        for slot in &mut self.plans {
+            if slot.state != PlanState::Running {
+                continue;
+            }
+            let surplus = slot.run.withdraw_surplus();
+            if surplus.is_empty() {
+                continue;
+            }
+            let plan = slot.run.plan_id().to_string();
+            for worker in self.workers.values_mut() {
+                let units: Vec<String> = surplus
+                    .iter()
+                    .filter(|unit| worker.units.remove(&(plan.clone(), (*unit).clone())))
+                    .cloned()
+                    .collect();
+                withdraw(worker, &plan, units, "their stratum is full");
+            }
+        }
     }
 
     /// Stops, on the workers, the units of plans that have ended (finished,
@@ -465,7 +488,12 @@ impl ClusterState {
                     .map(|(_, unit)| unit.clone())
                     .collect();
                 worker.units.retain(|(p, _)| *p != plan);
-                withdraw(worker, &plan, units, slot.state.name());
+                withdraw(
+                    worker,
+                    &plan,
+                    units,
+                    &format!("the plan is {}", slot.state.name()),
+                );
             }
         }
     }
@@ -692,6 +720,7 @@ impl ClusterState {
                 );
             }
         }
+        self.withdraw_surplus();
         let dispatching = Instant::now();
         self.dispatch();
         self.dispatching += dispatching.elapsed();
@@ -917,7 +946,7 @@ impl Actor for ClusterCoordinator {
     }
 }
 
-/// Tells `worker` to stop `units` of `plan`, which ended as `reason`.
+/// Tells `worker` to stop `units` of `plan`, and why.
 fn withdraw(worker: &WorkerEntry, plan: &str, units: Vec<String>, reason: &str) {
     if units.is_empty() {
         return;
@@ -926,7 +955,7 @@ fn withdraw(worker: &WorkerEntry, plan: &str, units: Vec<String>, reason: &str) 
     let withdrawal = UnitWithdrawal {
         plan_id: plan.to_string(),
         unit_ids: units,
-        reason: format!("the plan is {reason}"),
+        reason: reason.to_string(),
     };
     let worker_id = &worker.capacity.worker_id;
     match worker

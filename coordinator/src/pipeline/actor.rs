@@ -70,6 +70,25 @@ impl CoordinatorState {
         Ok(())
     }
 
+    /// Stops, on their workers, the attempts for strata that just filled.
+    fn withdraw_surplus(&mut self) {
+        let surplus = self.run.withdraw_surplus();
+        if surplus.is_empty() {
+            return;
+        }
+        for worker in &mut self.workers {
+            let units: Vec<String> = surplus
+                .iter()
+                .filter(|u| worker.units.remove(*u))
+                .cloned()
+                .collect();
+            if !units.is_empty() {
+                // A worker that is gone has nothing left to stop.
+                let _ = worker.actor.send_message(WorkerMsg::Withdraw { units });
+            }
+        }
+    }
+
     fn publish(&self) {
         self.progress.send_replace(self.run.progress());
     }
@@ -103,6 +122,7 @@ impl CoordinatorState {
                 last_error: error.unwrap_or_default(),
             });
         }
+        self.withdraw_surplus();
         self.dispatch(myself)?;
         self.publish();
         if self.run.is_finished() {

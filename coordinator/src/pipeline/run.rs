@@ -93,6 +93,9 @@ pub struct Progress {
     pub session_cost: RunCost,
     /// Accepted since this run opened (a resumed plan's earlier work aside).
     pub accepted_this_run: u64,
+    /// Attempts this run stopped because their stratum filled before they
+    /// finished (not counted as attempts).
+    pub withdrawn_surplus: u64,
     pub elapsed_s: f64,
     /// Seconds until the target at the rate this run has accepted records
     /// (once it has accepted a few; see [`super::eta_s`]).
@@ -145,6 +148,8 @@ pub struct PlanRun {
     /// The plan's cost over all its runs, and this run's share.
     cost: RunCost,
     session_cost: RunCost,
+    /// Attempts this run took back because their stratum filled first.
+    withdrawn_surplus: u64,
     consecutive_failures: u32,
     started: Instant,
     /// Accepted records when this run opened (a resumed plan's earlier
@@ -242,6 +247,7 @@ impl PlanRun {
             rejected: BTreeMap::new(),
             cost: RunCost::default(),
             session_cost: RunCost::default(),
+            withdrawn_surplus: 0,
             consecutive_failures: 0,
             started: Instant::now(),
             accepted_at_open: 0,
@@ -504,6 +510,24 @@ impl PlanRun {
             self.analysis_in_flight.remove(&chunk);
             self.analysis_pending.insert(chunk);
         }
+    }
+
+    /// Takes back the attempts in flight for strata that are full now: their
+    /// answers could only be rejected as surplus, and their slots are worth
+    /// more to the strata still short. The caller stops them on the workers;
+    /// a result that arrives anyway is ignored, like any unit not in flight.
+    pub fn withdraw_surplus(&mut self) -> Vec<String> {
+        let surplus: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, planned)| self.progress[planned.stratum].missing() == 0)
+            .map(|(unit, _)| unit.clone())
+            .collect();
+        for unit in &surplus {
+            self.return_unit(unit);
+        }
+        self.withdrawn_surplus += surplus.len() as u64;
+        surplus
     }
 
     /// Decides about a finished unit and stores its lineage durably.
@@ -770,6 +794,7 @@ impl PlanRun {
             cost: self.cost.clone(),
             session_cost: self.session_cost.clone(),
             accepted_this_run: accepted.saturating_sub(self.accepted_at_open),
+            withdrawn_surplus: self.withdrawn_surplus,
             elapsed_s,
             eta_s: super::eta_s(
                 accepted.saturating_sub(self.accepted_at_open),

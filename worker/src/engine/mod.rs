@@ -53,6 +53,8 @@ pub struct EngineCounters {
     pub prefill_us: AtomicU64,
     pub decode_us: AtomicU64,
     pub embedding_us: AtomicU64,
+    /// Time the engine had nothing to do.
+    pub idle_us: AtomicU64,
 }
 
 /// A point-in-time copy of [`EngineCounters`].
@@ -68,6 +70,7 @@ pub struct EngineStats {
     pub prefill_ms: u64,
     pub decode_ms: u64,
     pub embedding_ms: u64,
+    pub idle_ms: u64,
 }
 
 impl EngineCounters {
@@ -84,6 +87,7 @@ impl EngineCounters {
             prefill_ms: load(&self.prefill_us) / 1000,
             decode_ms: load(&self.decode_us) / 1000,
             embedding_ms: load(&self.embedding_us) / 1000,
+            idle_ms: load(&self.idle_us) / 1000,
         }
     }
 }
@@ -100,8 +104,16 @@ enum Command {
     },
     Embed {
         texts: Vec<String>,
-        reply: Reply<Vec<Vec<f32>>>,
+        reply: Reply<Embedded>,
     },
+}
+
+/// Embeddings and the engine time they took (the wait for the engine's
+/// current step not included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub compute: std::time::Duration,
 }
 
 /// A submitted generation; wait on it for the result.
@@ -251,6 +263,11 @@ impl Engine {
 
     /// Mean-pooled, L2-normalised embeddings of `texts` (cosine = dot product).
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EngineError> {
+        Ok(self.embed_timed(texts).await?.vectors)
+    }
+
+    /// [`Self::embed`], with the engine time the embeddings took.
+    pub async fn embed_timed(&self, texts: Vec<String>) -> Result<Embedded, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.sender()?
             .send(Command::Embed { texts, reply })
@@ -264,7 +281,10 @@ impl Engine {
         self.sender()?
             .blocking_send(Command::Embed { texts, reply })
             .map_err(|_| EngineError::EngineStopped)?;
-        rx.blocking_recv().map_err(|_| EngineError::EngineStopped)?
+        Ok(rx
+            .blocking_recv()
+            .map_err(|_| EngineError::EngineStopped)??
+            .vectors)
     }
 }
 

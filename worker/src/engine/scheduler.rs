@@ -299,7 +299,12 @@ impl<'m> Scheduler<'m> {
                 if !open {
                     return;
                 }
-                match inbox.blocking_recv() {
+                let waiting = Instant::now();
+                let command = inbox.blocking_recv();
+                self.counters
+                    .idle_us
+                    .fetch_add(waiting.elapsed().as_micros() as u64, Ordering::Relaxed);
+                match command {
                     Some(command) => self.accept(command),
                     None => return,
                 }
@@ -365,11 +370,12 @@ impl<'m> Scheduler<'m> {
             },
             Command::Embed { texts, reply } => {
                 let started = Instant::now();
-                let embedded = self.embed(&texts);
+                let vectors = self.embed(&texts);
+                let compute = started.elapsed();
                 self.counters
                     .embedding_us
-                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                let _ = reply.send(embedded);
+                    .fetch_add(compute.as_micros() as u64, Ordering::Relaxed);
+                let _ = reply.send(vectors.map(|vectors| super::Embedded { vectors, compute }));
             }
         }
     }
@@ -612,8 +618,8 @@ impl<'m> Scheduler<'m> {
             return;
         }
         // The step's time is shared by the tokens in it: a prompt chunk's
-        // share is prefill, a generated token's is decode. Sampling, after
-        // the step, is left out: it is small next to the forward pass.
+        // share is prefill, a generated token's is decode (its sampling is
+        // added in `advance`).
         let elapsed = started.elapsed();
         let n_tokens = self.batch.n_tokens().max(1) as u32;
         let (mut prefill, mut decode) = (Duration::ZERO, Duration::ZERO);
@@ -686,7 +692,18 @@ impl<'m> Scheduler<'m> {
             let Some(logits_at) = self.slots[slot_idx].as_ref().and_then(|s| s.logits_at) else {
                 continue;
             };
-            match self.sample(slot_idx, logits_at) {
+            // Sampling over the whole vocabulary is part of what a generated
+            // token costs: counted as decode.
+            let sampling = Instant::now();
+            let step = self.sample(slot_idx, logits_at);
+            let spent = sampling.elapsed();
+            if let Some(slot) = self.slots[slot_idx].as_mut() {
+                slot.generate_time += spent;
+            }
+            self.counters
+                .decode_us
+                .fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
+            match step {
                 Step::Continue => {}
                 Step::Finished(reason) => self.finish(slot_idx, reason),
             }
