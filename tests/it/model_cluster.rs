@@ -338,6 +338,26 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     assert_eq!(summary["state"], "finished", "{summary}");
     assert_eq!(summary["accepted"].as_u64(), Some(TARGET));
     assert_exact_and_unique(&cluster.export(&plan), TARGET as usize);
+    // Where the time went: each engine's own clock, and the plan's stored
+    // attempts' tokens and engine time by stage.
+    let engine_ms = |w: &serde_json::Value| {
+        w["prefill_ms"].as_u64().unwrap() + w["decode_ms"].as_u64().unwrap()
+    };
+    let status = cluster.json(&["cluster", "status", "--json"]);
+    assert!(
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| engine_ms(w) > 0),
+        "{status}"
+    );
+    let cost = cluster.plan(&plan)["cost"].clone();
+    let stages = cost["stages"].as_object().unwrap();
+    let sum = |key: &str| -> u64 { stages.values().map(|c| c[key].as_u64().unwrap()).sum() };
+    assert!(sum("calls") >= 2, "{cost}");
+    assert!(sum("prompt_tokens") > sum("generated_tokens"), "{cost}");
+    assert!(sum("prefill_ms") > 0 && sum("decode_ms") > 0, "{cost}");
 
     // A second plan, cancelled while wa runs its units: the coordinator
     // withdraws them, wa stops them (its engine drops their requests) and

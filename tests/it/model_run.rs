@@ -74,6 +74,13 @@ fn model_run_killed_halfway_resumes_to_the_exact_target() {
         stdout.contains(&format!("accepted {TARGET}/{TARGET}")),
         "{stdout}"
     );
+    // The resumed run says where its own generation time went and what a
+    // record cost it, from the engine's clock.
+    assert!(stdout.contains("where the generation's"), "{stdout}");
+    assert!(stdout.contains("decode"), "{stdout}");
+    if stdout.contains("per accepted record this run:") {
+        assert!(stdout.contains("response: "), "{stdout}");
+    }
     eprintln!("first run killed at {at_kill}/{TARGET} accepted; second run:\n{stdout}");
 
     // The dataset: exactly the target, unique ids, schema, traces.
