@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use seedling_common::cost::RunCost;
 use seedling_coordinator::plan::{allocate, load_plan};
 
 use crate::remote::Remote;
@@ -140,6 +141,24 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     };
     if p["diversity"].is_object() {
         println!("  accepted inputs: {}", diversity(&p["diversity"]));
+    }
+    // Where the run's time went, by the units that reported so far.
+    let cost =
+        |key: &str| -> RunCost { serde_json::from_value(p[key].clone()).unwrap_or_default() };
+    let session = cost("session_cost");
+    if !session.is_empty() {
+        let wall_ms = (p["elapsed_s"].as_f64().unwrap_or(0.0) * 1e3) as u64;
+        println!(
+            "  this run's worker time, by the units that reported (idle includes work on \
+             attempts withdrawn when their stratum filled): {}",
+            session.split(wall_ms).describe()
+        );
+    }
+    if count(&p["accepted"]) > 0 && !cost("cost").is_empty() {
+        println!("  per accepted record:");
+        for line in cost("cost").per_record_lines(count(&p["accepted"])) {
+            println!("    {line}");
+        }
     }
     println!("  strata (accepted/quota, attempts; diversity of the stratum's inputs):");
     for line in p["strata"].as_array().into_iter().flatten() {

@@ -83,10 +83,10 @@ fn render_cost(out: &mut String, f: &CardFacts<'_>) {
     let split = f.cost.split(0);
     let _ = writeln!(
         out,
-        "Worker time over all {} attempts: {}; prefill took {:.0}% of the engine's time.\n",
+        "Worker time over all {} attempts that reported (attempts withdrawn when their \
+         stratum filled are not in it): {}.\n",
         f.attempts,
         split.describe(),
-        100.0 * split.prefill_share_of_engine()
     );
     let per = |n: u64| n as f64 / accepted as f64;
     let _ = writeln!(
