@@ -154,9 +154,10 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             session.split(wall_ms).describe()
         );
     }
-    if count(&p["accepted"]) > 0 && !cost("cost").is_empty() {
+    let plan_cost = cost("cost");
+    if count(&p["accepted"]) > 0 && !plan_cost.is_empty() {
         println!("  per accepted record:");
-        for line in cost("cost").per_record_lines(count(&p["accepted"])) {
+        for line in plan_cost.per_record_lines(count(&p["accepted"])) {
             println!("    {line}");
         }
     }

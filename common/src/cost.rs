@@ -68,14 +68,16 @@ pub struct StageCost {
 }
 
 impl StageCost {
-    fn add_call(&mut self, call: &CallOutcome) {
-        self.calls += 1;
-        self.prompt_tokens += u64::from(call.prompt_tokens);
-        self.prompt_tokens_reused += u64::from(call.cost.prompt_tokens_reused);
-        self.generated_tokens += u64::from(call.generated_tokens);
-        self.queued_ms += call.cost.queued_ms;
-        self.prefill_ms += call.cost.prefill_ms;
-        self.decode_ms += call.cost.decode_ms;
+    fn of_call(call: &CallOutcome) -> Self {
+        Self {
+            calls: 1,
+            prompt_tokens: u64::from(call.prompt_tokens),
+            prompt_tokens_reused: u64::from(call.cost.prompt_tokens_reused),
+            generated_tokens: u64::from(call.generated_tokens),
+            queued_ms: call.cost.queued_ms,
+            prefill_ms: call.cost.prefill_ms,
+            decode_ms: call.cost.decode_ms,
+        }
     }
 
     fn add(&mut self, other: &StageCost) {
@@ -113,7 +115,7 @@ impl RunCost {
             cost.stages
                 .entry(stage_of(&call.step).to_string())
                 .or_default()
-                .add_call(call);
+                .add(&StageCost::of_call(call));
         }
         cost.embeddings = u64::from(result.work.embeddings);
         cost.embedding_ms = result.work.embedding_ms;
@@ -220,15 +222,6 @@ pub struct TimeSplit {
 }
 
 impl TimeSplit {
-    /// Prefill's share of the engine's time (prefill, decode, embedding).
-    pub fn prefill_share_of_engine(&self) -> f64 {
-        let engine = self.prefill_ms + self.decode_ms + self.embedding_ms;
-        if engine == 0 {
-            return 0.0;
-        }
-        self.prefill_ms as f64 / engine as f64
-    }
-
     /// `part` as a share of the whole (capacity, or the parts if more).
     pub fn share(&self, part: u64) -> f64 {
         let whole = self
@@ -339,7 +332,6 @@ mod tests {
             split.describe(),
             "prefill 15%, decode 25%, embedding 5%, checks 5%, idle 50%"
         );
-        assert!((split.prefill_share_of_engine() - 3.0 / 9.0).abs() < 1e-9);
         assert_eq!(
             RunCost::of_result(&result).split(0).describe(),
             "prefill 30%, decode 50%, embedding 10%, checks 10%"
