@@ -55,7 +55,9 @@ impl LocalCoordinator {
             hostname: "127.0.0.1".into(),
             cookie: "simulated".into(),
             token: None,
+            read_token: None,
             tls: None,
+            node_tls: None,
             lease_timeout,
             attempts_per_record: 50.0,
         };

@@ -2,6 +2,7 @@
 //! off to the crates that do the work; no model or storage code lives here.
 
 mod bench;
+mod certs;
 mod generate;
 mod plan;
 mod quality;
@@ -90,6 +91,11 @@ enum ClusterCommand {
         /// Print JSON (for scripts)
         #[arg(long)]
         json: bool,
+    },
+    /// Create a cluster CA and node certificates for mutually authenticated node TLS
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
     },
 }
 
@@ -184,6 +190,9 @@ fn run() -> anyhow::Result<()> {
         Command::Cluster {
             command: ClusterCommand::Status { remote, json },
         } => remote.block_on(remote::cluster_status(&remote, json)),
+        Command::Cluster {
+            command: ClusterCommand::Certs { command },
+        } => certs::run(command),
         Command::Export(args) => store::run_export(args),
         Command::Generate(args) => generate::run(args),
         Command::Model {

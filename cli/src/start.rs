@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use seedling_common::config::{ClusterConfig, Secret};
 use seedling_coordinator::cluster::{CoordinatorSettings, serve};
+use seedling_proto::node_tls::{NodeTls, NodeTlsPem};
 use seedling_proto::worker::WorkerCapacity;
 use seedling_worker::engine::{Engine, EngineConfig};
 use seedling_worker::model_file::{check_gguf_header, default_model_path, sha256_file};
@@ -21,6 +22,9 @@ pub enum StartCommand {
         /// Cluster configuration with a [coordinator] section (see cluster-configs/)
         #[arg(long)]
         config: PathBuf,
+        /// Allow node traffic or the API in plain text beyond loopback (warned on every start)
+        #[arg(long)]
+        insecure: bool,
     },
     /// Start a worker: load the model, join the coordinator, run the units it leases
     Worker {
@@ -30,6 +34,9 @@ pub enum StartCommand {
         /// Worker id, overriding the config [default: host name and process id]
         #[arg(long)]
         id: Option<String>,
+        /// Allow node traffic or results in plain text beyond loopback (warned on every start)
+        #[arg(long)]
+        insecure: bool,
     },
 }
 
@@ -54,6 +61,49 @@ fn beside(config: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Refuses to start when anything would cross the network in plain text,
+/// unless the operator said `--insecure`; then it warns, on every start.
+fn guard_plaintext(
+    role: &str,
+    config: &Path,
+    exposed: &[String],
+    insecure: bool,
+) -> anyhow::Result<()> {
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    if insecure {
+        for what in exposed {
+            tracing::warn!("--insecure: {what}");
+            eprintln!("seedling {role}: WARNING (--insecure): {what}");
+        }
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{}: refusing to start the {role} with plain-text traffic beyond this host:\n  - {}\n\
+         Create certificates with `seedling cluster certs init` and `seedling cluster certs issue NODE` \
+         (see cluster-configs/README.md), bind to 127.0.0.1, or pass --insecure to accept the risk",
+        config.display(),
+        exposed.join("\n  - ")
+    )
+}
+
+/// Reads a file a config names, relative to the config's directory.
+fn read_beside(config: &Path, path: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = beside(config, path);
+    std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The node's TLS from the CA, certificate and key a config names.
+fn node_tls(config: &Path, ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<NodeTls> {
+    let pem = NodeTlsPem {
+        ca: read_beside(config, ca)?,
+        cert: read_beside(config, cert)?,
+        key: read_beside(config, key)?,
+    };
+    NodeTls::from_pem(&pem).with_context(|| format!("{}: node TLS", config.display()))
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 async fn stop_requested() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -73,11 +123,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run(command: StartCommand) -> anyhow::Result<()> {
     match command {
-        StartCommand::Coordinator { config: path } => {
+        StartCommand::Coordinator {
+            config: path,
+            insecure,
+        } => {
             let config = read_config(&path)?;
             let c = config
                 .coordinator
                 .with_context(|| format!("{}: no [coordinator] section", path.display()))?;
+            guard_plaintext("coordinator", &path, &c.plaintext_exposures(), insecure)?;
+            let node_tls = match (&c.tls_ca, &c.tls_cert, &c.tls_key) {
+                (Some(ca), Some(cert), Some(key)) => Some(node_tls(&path, ca, cert, key)?),
+                _ => None,
+            };
             let settings = CoordinatorSettings {
                 data_dir: beside(&path, &c.data_dir),
                 grpc_listen: c.grpc_listen.parse().with_context(|| {
@@ -93,17 +151,14 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 cookie: secret(&c.cookie, "coordinator.cookie")?
                     .context("coordinator.cookie is required")?,
                 token: secret(&c.token, "coordinator.token")?,
+                read_token: secret(&c.read_token, "coordinator.read_token")?,
                 tls: match (&c.tls_cert, &c.tls_key) {
                     (Some(cert), Some(key)) => {
-                        let read = |p: &PathBuf| {
-                            let p = beside(&path, p);
-                            std::fs::read(&p)
-                                .with_context(|| format!("cannot read {}", p.display()))
-                        };
-                        Some((read(cert)?, read(key)?))
+                        Some((read_beside(&path, cert)?, read_beside(&path, key)?))
                     }
                     _ => None,
                 },
+                node_tls,
                 lease_timeout: Duration::from_millis(c.lease_timeout_ms),
                 attempts_per_record: c.attempts_per_record,
             };
@@ -111,11 +166,20 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
             eprintln!("seedling coordinator: stopped");
             Ok(())
         }
-        StartCommand::Worker { config: path, id } => {
+        StartCommand::Worker {
+            config: path,
+            id,
+            insecure,
+        } => {
             let config = read_config(&path)?;
             let w = config
                 .worker
                 .with_context(|| format!("{}: no [worker] section", path.display()))?;
+            guard_plaintext("worker", &path, &w.plaintext_exposures(), insecure)?;
+            let node_tls = match (&w.tls_ca, &w.tls_cert, &w.tls_key) {
+                (Some(ca), Some(cert), Some(key)) => Some(node_tls(&path, ca, cert, key)?),
+                _ => None,
+            };
             let worker_id = id.or(w.id.clone()).unwrap_or_else(|| {
                 let host =
                     std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
@@ -144,11 +208,15 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 tls_ca: w
                     .tls_ca
                     .as_ref()
-                    .map(|ca| {
-                        let ca = beside(&path, ca);
-                        std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))
-                    })
+                    .map(|ca| read_beside(&path, ca))
                     .transpose()?,
+                tls_identity: match (&w.tls_cert, &w.tls_key) {
+                    (Some(cert), Some(key)) => {
+                        Some((read_beside(&path, cert)?, read_beside(&path, key)?))
+                    }
+                    _ => None,
+                },
+                node_tls,
                 heartbeat: Duration::from_millis(w.heartbeat_ms),
             };
             let digest = sha256_file(&model)?;

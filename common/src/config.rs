@@ -43,12 +43,19 @@ pub struct CoordinatorConfig {
     /// Node cookie: nodes presenting another one are refused.
     #[serde(default)]
     pub cookie: Secret,
-    /// Bearer token the gRPC API requires, when set.
+    /// Bearer token for everything the gRPC API does (submit, cancel, the
+    /// workers' result stream, and all reading), when set.
     #[serde(default)]
     pub token: Secret,
-    /// PEM certificate chain and key: the gRPC API serves TLS when both are set.
+    /// Bearer token that may only read (status, lists, lineage, exports).
+    #[serde(default)]
+    pub read_token: Secret,
+    /// PEM certificate chain and key: the gRPC API serves TLS when both are
+    /// set, and node traffic too when `tls_ca` is also set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): a node must present a certificate it signed.
+    pub tls_ca: Option<PathBuf>,
     /// A worker that sends no heartbeat for this long loses its units.
     #[serde(default = "default_lease_timeout_ms")]
     pub lease_timeout_ms: u64,
@@ -73,8 +80,13 @@ pub struct WorkerConfig {
     pub cookie: Secret,
     #[serde(default)]
     pub token: Secret,
-    /// PEM certificate to trust for an `https://` coordinator_grpc (its CA or itself).
+    /// The cluster CA (PEM): trusted for an `https://` coordinator_grpc and
+    /// for the coordinator node's certificate.
     pub tls_ca: Option<PathBuf>,
+    /// This node's certificate and key (PEM), signed by the cluster CA:
+    /// with `tls_ca`, node traffic runs over mutually authenticated TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// GGUF model file [default: the fetch-model cache]; relative paths start at the config file.
     pub model: Option<PathBuf>,
     #[serde(default = "default_ctx")]
@@ -149,6 +161,14 @@ impl ClusterConfig {
                 .map_err(|m| invalid("coordinator.cookie", m))?;
             check_secret(&c.token, "coordinator.token", false)
                 .map_err(|m| invalid("coordinator.token", m))?;
+            check_secret(&c.read_token, "coordinator.read_token", false)
+                .map_err(|m| invalid("coordinator.read_token", m))?;
+            if c.read_token.is_set() && !c.token.is_set() {
+                return Err(invalid(
+                    "coordinator.read_token",
+                    "a read-only token needs a token for submitting beside it; without one anybody may submit".into(),
+                ));
+            }
             if !(1_000..=600_000).contains(&c.lease_timeout_ms) {
                 return Err(invalid(
                     "coordinator.lease_timeout_ms",
@@ -166,6 +186,12 @@ impl ClusterConfig {
                 return Err(invalid(
                     "coordinator.tls_cert",
                     "set tls_cert and tls_key together".into(),
+                ));
+            }
+            if c.tls_ca.is_some() && c.tls_cert.is_none() {
+                return Err(invalid(
+                    "coordinator.tls_ca",
+                    "node TLS needs this node's tls_cert and tls_key too".into(),
                 ));
             }
             c.cluster_listen_ip
@@ -189,10 +215,16 @@ impl ClusterConfig {
                     ),
                 ));
             }
-            if w.tls_ca.is_some() && !w.coordinator_grpc.starts_with("https://") {
+            if w.tls_cert.is_some() != w.tls_key.is_some() {
                 return Err(invalid(
-                    "worker.tls_ca",
-                    "only used with an https:// coordinator_grpc".into(),
+                    "worker.tls_cert",
+                    "set tls_cert and tls_key together".into(),
+                ));
+            }
+            if w.tls_cert.is_some() && w.tls_ca.is_none() {
+                return Err(invalid(
+                    "worker.tls_cert",
+                    "node TLS needs the cluster CA in tls_ca too".into(),
                 ));
             }
             if w.slots == 0 || w.slots > 256 {
@@ -226,6 +258,73 @@ impl ClusterConfig {
     }
 }
 
+impl CoordinatorConfig {
+    /// Whether node traffic runs over mutually authenticated TLS.
+    pub fn node_tls(&self) -> bool {
+        self.tls_ca.is_some() && self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// What this coordinator would carry in plain text beyond this host;
+    /// empty when everything off-host is encrypted.
+    pub fn plaintext_exposures(&self) -> Vec<String> {
+        let mut exposed = Vec::new();
+        if !self.node_tls() && !is_loopback(&self.cluster_listen_ip) {
+            exposed.push(format!(
+                "node traffic (units, prompts, heartbeats) on {}:{} has no TLS: set tls_cert, tls_key and tls_ca",
+                self.cluster_listen_ip, self.cluster_port
+            ));
+        }
+        if self.tls_cert.is_none() && !is_loopback(host_of(&self.grpc_listen)) {
+            exposed.push(format!(
+                "the gRPC API (plans, records, tokens) on {} has no TLS: set tls_cert and tls_key",
+                self.grpc_listen
+            ));
+        }
+        exposed
+    }
+}
+
+impl WorkerConfig {
+    /// Whether node traffic runs over mutually authenticated TLS.
+    pub fn node_tls(&self) -> bool {
+        self.tls_ca.is_some() && self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// What this worker would send in plain text beyond this host.
+    pub fn plaintext_exposures(&self) -> Vec<String> {
+        let mut exposed = Vec::new();
+        if !self.node_tls() && !is_loopback(host_of(&self.coordinator_node)) {
+            exposed.push(format!(
+                "node traffic to {} has no TLS: set tls_cert, tls_key and tls_ca",
+                self.coordinator_node
+            ));
+        }
+        if let Some(rest) = self.coordinator_grpc.strip_prefix("http://") {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            if !is_loopback(host_of(authority)) {
+                exposed.push(format!(
+                    "results to {} go without TLS: use an https:// coordinator_grpc",
+                    self.coordinator_grpc
+                ));
+            }
+        }
+        exposed
+    }
+}
+
+/// The host of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn check_secret(secret: &Secret, field: &str, required: bool) -> Result<(), String> {
     match (&secret.value, &secret.env) {
         (Some(_), Some(_)) => Err("set value or env, not both".into()),
@@ -243,6 +342,10 @@ fn check_addr(addr: &str) -> Result<(), String> {
 }
 
 impl Secret {
+    pub fn is_set(&self) -> bool {
+        self.value.is_some() || self.env.is_some()
+    }
+
     /// The secret's value, reading the named environment variable through
     /// `env`. `None` when neither is configured.
     pub fn resolve(
@@ -342,5 +445,84 @@ slots = 4
         }
         let err = ClusterConfig::parse("c.toml", "[coordinator]\ndata_dr = 1\n").unwrap_err();
         assert!(err.to_string().contains("data_dr"), "{err}");
+    }
+
+    #[test]
+    fn plain_text_beyond_this_host_is_named() {
+        let config = ClusterConfig::parse("both.toml", BOTH).unwrap();
+        let c = config.coordinator.unwrap();
+        // The node port listens on every interface by default.
+        let exposed = c.plaintext_exposures();
+        assert_eq!(exposed.len(), 1, "{exposed:?}");
+        assert!(exposed[0].contains("0.0.0.0:7471"), "{exposed:?}");
+        let loopback = CoordinatorConfig {
+            cluster_listen_ip: "127.0.0.1".into(),
+            ..c.clone()
+        };
+        assert!(loopback.plaintext_exposures().is_empty());
+        let public_api = CoordinatorConfig {
+            grpc_listen: "10.0.0.5:7470".into(),
+            ..loopback.clone()
+        };
+        assert!(public_api.plaintext_exposures()[0].contains("gRPC API"));
+        let encrypted = CoordinatorConfig {
+            grpc_listen: "10.0.0.5:7470".into(),
+            tls_cert: Some("node.pem".into()),
+            tls_key: Some("node.key".into()),
+            tls_ca: Some("ca.pem".into()),
+            ..c
+        };
+        assert!(encrypted.plaintext_exposures().is_empty());
+
+        let w = config.worker.unwrap();
+        assert!(w.plaintext_exposures().is_empty(), "loopback coordinator");
+        let remote = WorkerConfig {
+            coordinator_node: "10.0.0.5:7471".into(),
+            coordinator_grpc: "http://10.0.0.5:7470".into(),
+            ..w.clone()
+        };
+        assert_eq!(remote.plaintext_exposures().len(), 2);
+        let remote_tls = WorkerConfig {
+            coordinator_grpc: "https://coordinator.internal:7470".into(),
+            tls_ca: Some("ca.pem".into()),
+            tls_cert: Some("node.pem".into()),
+            tls_key: Some("node.key".into()),
+            ..remote
+        };
+        assert!(remote_tls.plaintext_exposures().is_empty());
+    }
+
+    #[test]
+    fn tls_and_token_settings_come_in_working_sets() {
+        let cases = [
+            (
+                BOTH.replace("lease_timeout_ms", "tls_ca = \"ca.pem\"\nlease_timeout_ms"),
+                "coordinator.tls_ca",
+            ),
+            (
+                BOTH.replace("slots = 4", "slots = 4\ntls_cert = \"w.pem\""),
+                "worker.tls_cert",
+            ),
+            (
+                BOTH.replace(
+                    "slots = 4",
+                    "slots = 4\ntls_cert = \"w.pem\"\ntls_key = \"w.key\"",
+                ),
+                "worker.tls_cert",
+            ),
+            (
+                BOTH.replace(
+                    "token = { env = \"TOKEN\" }",
+                    "read_token = { value = \"r\" }",
+                ),
+                "coordinator.read_token",
+            ),
+        ];
+        for (text, field) in cases {
+            match ClusterConfig::parse("c.toml", &text) {
+                Err(ConfigError::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{field}: expected an invalid-field error, got {other:?}"),
+            }
+        }
     }
 }

@@ -4,6 +4,8 @@
 pub mod actors;
 pub mod auth;
 pub mod cluster;
+pub mod node_tls;
+pub mod pki;
 
 /// The generated code, nested as its protobuf packages are, so that one
 /// package's reference to another (`super::super::worker::v1`) resolves.

@@ -16,20 +16,25 @@ use std::time::{Duration, Instant};
 
 use seedling_common::config::ClusterConfig;
 use seedling_tests::{
-    Work, exported_records, free_port, repo_root, seedling_bin, test_plan, wait_for, wait_for_model,
+    Tap, Work, exported_records, free_port, repo_root, seedling_bin, test_plan, wait_for,
+    wait_for_model,
 };
 
 const COOKIE: &str = "loopback-cookie";
 const TOKEN: &str = "loopback-token";
 const LEASE_MS: u64 = 4_000;
 
-/// A loopback cluster in a temporary directory; every process dies with it.
+/// A loopback cluster in a temporary directory, TLS on as the README
+/// starts one (a CA and node certificates from `seedling cluster certs`);
+/// every process dies with it.
 struct Cluster {
     dir: tempfile::TempDir,
-    grpc: String,
+    grpc_port: u16,
     cluster_port: u16,
     coordinator: Option<Child>,
     workers: Vec<(String, Child)>,
+    /// Relays that record what crosses the wire, kept alive with the cluster.
+    taps: Vec<Tap>,
 }
 
 impl Drop for Cluster {
@@ -62,21 +67,45 @@ impl Cluster {
         let cluster_port = std::iter::repeat_with(free_port)
             .find(|&p| p != grpc_port)
             .unwrap();
+        let certs = dir.path().join("certs");
+        let certs_arg = certs.to_str().unwrap();
+        let made = Command::new(seedling_bin())
+            .args(["cluster", "certs", "init", "--dir", certs_arg])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
         let config = format!(
             "[coordinator]\ndata_dir = \"data\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\ncluster_port = {cluster_port}\n\
              cluster_listen_ip = \"127.0.0.1\"\ncookie = {{ value = \"{COOKIE}\" }}\ntoken = {{ value = \"{TOKEN}\" }}\n\
-             lease_timeout_ms = {LEASE_MS}\n"
+             lease_timeout_ms = {LEASE_MS}\n\
+             tls_ca = \"certs/ca.pem\"\ntls_cert = \"certs/coordinator.pem\"\ntls_key = \"certs/coordinator.key\"\n"
         );
         std::fs::write(dir.path().join("coordinator.toml"), config).unwrap();
         let mut cluster = Self {
             dir,
-            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            grpc_port,
             cluster_port,
             coordinator: None,
             workers: Vec::new(),
+            taps: Vec::new(),
         };
+        cluster.issue_certificate("coordinator");
         cluster.start_coordinator();
         cluster
+    }
+
+    fn grpc(&self) -> String {
+        format!("https://127.0.0.1:{}", self.grpc_port)
+    }
+
+    fn issue_certificate(&self, node: &str) {
+        let certs = self.dir.path().join("certs");
+        let made = Command::new(seedling_bin())
+            .args(["cluster", "certs", "issue", node, "--dir"])
+            .arg(&certs)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
     }
 
     fn log(&self, name: &str) -> PathBuf {
@@ -104,12 +133,32 @@ impl Cluster {
     }
 
     fn worker_config(&self, id: &str, cookie: &str, threads: u32, slots: u32) -> PathBuf {
+        self.worker_config_via(
+            id,
+            cookie,
+            threads,
+            slots,
+            (self.cluster_port, self.grpc_port),
+        )
+    }
+
+    /// A worker's config that reaches the coordinator at `ports` (node, API).
+    fn worker_config_via(
+        &self,
+        id: &str,
+        cookie: &str,
+        threads: u32,
+        slots: u32,
+        (node_port, grpc_port): (u16, u16),
+    ) -> PathBuf {
+        self.issue_certificate(id);
         let path = self.dir.path().join(format!("{id}.toml"));
         let config = format!(
-            "[worker]\nid = \"{id}\"\ncoordinator_node = \"127.0.0.1:{}\"\ncoordinator_grpc = \"{}\"\n\
+            "[worker]\nid = \"{id}\"\ncoordinator_node = \"127.0.0.1:{node_port}\"\n\
+             coordinator_grpc = \"https://127.0.0.1:{grpc_port}\"\n\
              cookie = {{ value = \"{cookie}\" }}\ntoken = {{ value = \"{TOKEN}\" }}\nthreads = {threads}\nslots = {slots}\n\
-             ctx = 4096\nheartbeat_ms = 500\n",
-            self.cluster_port, self.grpc
+             ctx = 4096\nheartbeat_ms = 500\n\
+             tls_ca = \"certs/ca.pem\"\ntls_cert = \"certs/{id}.pem\"\ntls_key = \"certs/{id}.key\"\n"
         );
         std::fs::write(&path, config).unwrap();
         path
@@ -117,6 +166,29 @@ impl Cluster {
 
     fn start_worker(&mut self, id: &str, threads: u32, slots: u32) {
         let config = self.worker_config(id, COOKIE, threads, slots);
+        self.spawn_worker(id, &config);
+    }
+
+    /// A worker whose node and result traffic both pass through taps;
+    /// returns the taps' index range in `taps`.
+    fn start_tapped_worker(
+        &mut self,
+        id: &str,
+        threads: u32,
+        slots: u32,
+    ) -> std::ops::Range<usize> {
+        let first = self.taps.len();
+        self.taps
+            .push(Tap::to(format!("127.0.0.1:{}", self.cluster_port)));
+        self.taps
+            .push(Tap::to(format!("127.0.0.1:{}", self.grpc_port)));
+        let ports = (self.taps[first].port, self.taps[first + 1].port);
+        let config = self.worker_config_via(id, COOKIE, threads, slots, ports);
+        self.spawn_worker(id, &config);
+        first..self.taps.len()
+    }
+
+    fn spawn_worker(&mut self, id: &str, config: &Path) {
         let log = std::fs::File::create(self.log(id)).unwrap();
         let child = Command::new(seedling_bin())
             .args(["start", "worker", "--config"])
@@ -143,7 +215,8 @@ impl Cluster {
         let mut command = Command::new(seedling_bin());
         command
             .args(args)
-            .env("SEEDLING_COORDINATOR", &self.grpc)
+            .env("SEEDLING_COORDINATOR", self.grpc())
+            .env("SEEDLING_TLS_CA", self.dir.path().join("certs/ca.pem"))
             .env_remove("SEEDLING_TOKEN");
         if let Some(token) = token {
             command.env("SEEDLING_TOKEN", token);
@@ -261,7 +334,9 @@ fn assert_exact_and_unique(records: &[seedling_common::record::Record], target: 
 fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     const TARGET: u64 = 6;
     let mut cluster = Cluster::new();
-    cluster.start_worker("wa", 1, 1);
+    // wa's node and result traffic pass through taps: what an eavesdropper
+    // on its link would capture.
+    let wa_link = cluster.start_tapped_worker("wa", 1, 1);
     cluster.start_worker("wb", 1, 1);
     wait_for("two workers", Duration::from_secs(60), || {
         cluster.workers_seen().len() == 2
@@ -337,7 +412,30 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     let summary = cluster.plan(&plan);
     assert_eq!(summary["state"], "finished", "{summary}");
     assert_eq!(summary["accepted"].as_u64(), Some(TARGET));
-    assert_exact_and_unique(&cluster.export(&plan), TARGET as usize);
+    let records = cluster.export(&plan);
+    assert_exact_and_unique(&records, TARGET as usize);
+    // wa ran most of the plan over its tapped link, yet nothing of what
+    // it generated crossed it readable: node traffic and results are TLS.
+    let captured: Vec<u8> = cluster.taps[wa_link].iter().flat_map(Tap::seen).collect();
+    let generated: Vec<&str> = records
+        .iter()
+        .flat_map(|r| [r.input.as_str(), r.response.as_str()])
+        .filter(|text| text.len() >= 24)
+        .collect();
+    assert!(!generated.is_empty());
+    assert!(
+        captured.len() > generated.iter().map(|t| t.len()).sum::<usize>(),
+        "the tap saw only {} bytes",
+        captured.len()
+    );
+    for text in &generated {
+        // Any 24-byte run of a record would do for a reader of the wire.
+        let probe = &text.as_bytes()[..24];
+        assert!(
+            !captured.windows(probe.len()).any(|w| w == probe),
+            "generated text crossed the wire in the clear: {text:?}"
+        );
+    }
     // Where the time went: each engine's own clock, and the plan's stored
     // attempts' tokens and engine time by stage.
     let engine_ms = |w: &serde_json::Value| {
@@ -446,7 +544,14 @@ fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_
 fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     let mut cluster = Cluster::new();
 
-    // The API requires the configured token.
+    // The API speaks TLS only, and requires the configured token.
+    let plain = Command::new(seedling_bin())
+        .args(["plan", "list", "--coordinator"])
+        .arg(format!("http://127.0.0.1:{}", cluster.grpc_port))
+        .env("SEEDLING_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
     for token in [None, Some("guess")] {
         let out = cluster.cli_with(&["plan", "list"], token);
         assert!(!out.status.success());
@@ -530,115 +635,6 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
         "{}",
         cluster.coordinator_log()
     );
-}
-
-#[test]
-fn model_cluster_api_serves_tls_with_a_configured_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    // A throwaway CA and a server certificate it signed, for 127.0.0.1.
-    let openssl = |args: &[&str]| {
-        let made = Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl (scripts/setup installs it)");
-        assert!(
-            made.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ca_args = [
-        "-days",
-        "1",
-        "-subj",
-        "/CN=seedling test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ];
-    openssl(&[&["req", "-x509"][..], &ec, &ca_args].concat());
-    let csr_args = [
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "server.csr",
-    ];
-    openssl(&[&["req"][..], &ec, &csr_args].concat());
-    std::fs::write(
-        dir.path().join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "cert.pem",
-    ]);
-    let ca = dir.path().join("ca.pem");
-    let port = free_port();
-    let config = dir.path().join("coordinator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[coordinator]\ndata_dir = \"data\"\ngrpc_listen = \"127.0.0.1:{port}\"\ncluster_port = {}\n\
-             cluster_listen_ip = \"127.0.0.1\"\ncookie = {{ value = \"{COOKIE}\" }}\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let mut coordinator = Command::new(seedling_bin())
-        .args(["start", "coordinator", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let list = |url: &str, ca: Option<&Path>| {
-        let mut command = Command::new(seedling_bin());
-        command
-            .args(["plan", "list", "--coordinator", url])
-            .env_remove("SEEDLING_TOKEN");
-        if let Some(ca) = ca {
-            command.arg("--tls-ca").arg(ca);
-        }
-        command.output().unwrap()
-    };
-    let https = format!("https://127.0.0.1:{port}");
-    wait_for("the coordinator over TLS", Duration::from_secs(30), || {
-        list(&https, Some(&ca)).status.success()
-    });
-    // Without the certificate to trust, or in plain text, nothing is served.
-    assert!(!list(&https, None).status.success());
-    assert!(
-        !list(&format!("http://127.0.0.1:{port}"), None)
-            .status
-            .success()
-    );
-    let _ = coordinator.kill();
-    let _ = coordinator.wait();
 }
 
 #[test]

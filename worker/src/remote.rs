@@ -15,14 +15,15 @@ use std::time::Duration;
 
 use prost::Message as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use ractor_cluster::NodeServer;
 use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{IncomingEncryptionMode, NodeServer};
 use seedling_common::work::{UnitResult, UnitTask};
 use seedling_proto::auth::AttachToken;
 use seedling_proto::cluster::{
     COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group,
 };
 use seedling_proto::control::{Heartbeat, UnitAssignment, UnitWithdrawal};
+use seedling_proto::node_tls::NodeTls;
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
 use seedling_proto::worker::{EngineStats, WorkerCapacity};
@@ -50,6 +51,10 @@ pub struct RemoteSettings {
     pub token: Option<String>,
     /// PEM certificate to trust for an `https://` coordinator.
     pub tls_ca: Option<Vec<u8>>,
+    /// This node's certificate and key, presented on the gRPC channel too.
+    pub tls_identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Node traffic over mutual TLS; plain (cookie only) when `None`.
+    pub node_tls: Option<NodeTls>,
     pub heartbeat: Duration,
 }
 
@@ -60,7 +65,7 @@ pub enum RemoteError {
     #[error("cannot reach the coordinator node at {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
     #[error(
-        "the coordinator node at {addr} did not accept this node within {secs}s: check that worker and coordinator use the same cookie and that {addr} is a seedling coordinator's cluster port"
+        "the coordinator node at {addr} did not accept this node within {secs}s: check that worker and coordinator use the same cookie, that both use TLS or neither, that this node's certificate is signed by the coordinator's cluster CA, and that {addr} is a seedling coordinator's cluster port"
     )]
     Refused { addr: String, secs: u64 },
     #[error("the coordinator's gRPC address {addr} is not usable: {reason}")]
@@ -194,12 +199,19 @@ fn engine_stats(engine: &Engine) -> EngineStats {
 async fn join(
     node: &ActorRef<ractor_cluster::NodeServerMessage>,
     addr: &str,
+    tls: Option<&NodeTls>,
     give_up: Option<Duration>,
 ) -> Result<(), RemoteError> {
     let started = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(250);
     loop {
-        match ractor_cluster::client_connect(node, addr).await {
+        let connected = match tls {
+            Some(tls) => tls.connect(node, addr).await.map_err(|e| e.to_string()),
+            None => ractor_cluster::client_connect(node, addr)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match connected {
             Ok(()) => {
                 // Authentication and the process-group sync follow the TCP connect.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -224,7 +236,7 @@ async fn join(
                 {
                     return Err(RemoteError::Unreachable {
                         addr: addr.to_string(),
-                        reason: err.to_string(),
+                        reason: err,
                     });
                 }
                 tracing::debug!(%addr, %err, "coordinator node not reachable yet");
@@ -254,6 +266,9 @@ pub async fn serve_worker(
         if let Some(ca) = &settings.tls_ca {
             tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
         }
+        if let Some((cert, key)) = &settings.tls_identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
         endpoint = endpoint
             .tls_config(tls)
             .map_err(|e| grpc_error(format!("TLS: {e}")))?;
@@ -262,14 +277,21 @@ pub async fn serve_worker(
         addr: settings.coordinator_grpc.clone(),
         reason: e.message().to_string(),
     })?;
+    // Nobody dials a worker (the cluster is isolated: workers dial the
+    // coordinator), so its own listener stays on loopback, under TLS too
+    // when the cluster uses it.
     let node = NodeServer::new(
         settings.cluster_port,
         settings.cookie.clone(),
         format!("seedling-worker-{worker_id}"),
         "localhost".into(),
-        None,
+        settings
+            .node_tls
+            .as_ref()
+            .map(|tls| IncomingEncryptionMode::Tls(tls.acceptor())),
         Some(NodeConnectionMode::Isolated),
-    );
+    )
+    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
     let (node, node_handle) = Actor::spawn(None, node, ())
         .await
         .map_err(|e| RemoteError::Node(e.to_string()))?;
@@ -292,7 +314,13 @@ pub async fn serve_worker(
     let group = worker_group(&worker_id);
     ractor::pg::join(group.clone(), vec![gate.get_cell()]);
 
-    let joined = join(&node, &settings.coordinator_node, Some(JOIN_TIMEOUT)).await;
+    let joined = join(
+        &node,
+        &settings.coordinator_node,
+        settings.node_tls.as_ref(),
+        Some(JOIN_TIMEOUT),
+    )
+    .await;
     if let Err(err) = joined {
         gate.stop(None);
         node.stop(None);
@@ -324,7 +352,13 @@ pub async fn serve_worker(
             let Some(coordinator) = members.into_iter().next() else {
                 eprintln!("seedling worker {worker_id}: lost the coordinator; reconnecting");
                 tracing::warn!(worker = %worker_id, "coordinator gone; reconnecting");
-                let _ = join(&node, &settings.coordinator_node, None).await;
+                let _ = join(
+                    &node,
+                    &settings.coordinator_node,
+                    settings.node_tls.as_ref(),
+                    None,
+                )
+                .await;
                 eprintln!("seedling worker {worker_id}: rejoined the coordinator");
                 continue;
             };

@@ -15,6 +15,7 @@ use seedling_proto::api::{
     ClusterStatus, ClusterStatusRequest, ExportChunk, LineageReply, LineageRequest,
     ListPlansRequest, ListPlansResponse, PlanRef, PlanSummary, SubmitPlanRequest,
 };
+use seedling_proto::auth::require_operate;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -83,6 +84,7 @@ impl Seedling for Api {
         &self,
         request: Request<SubmitPlanRequest>,
     ) -> Result<Response<PlanSummary>, Status> {
+        require_operate(&request, "submit a plan")?;
         let request = Box::new(request.into_inner());
         let summary = self
             .ask(|reply| ClusterMsg::Submit(request, reply))
@@ -137,6 +139,7 @@ impl Seedling for Api {
         &self,
         request: Request<PlanRef>,
     ) -> Result<Response<PlanSummary>, Status> {
+        require_operate(&request, "cancel a plan")?;
         let id = plan_id(request.get_ref())?;
         Ok(Response::new(
             self.ask(|reply| ClusterMsg::Cancel(id, reply)).await??,

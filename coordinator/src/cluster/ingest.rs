@@ -119,6 +119,7 @@ impl ResultIngest for Ingest {
         &self,
         request: Request<Streaming<UnitReport>>,
     ) -> Result<Response<Self::StreamResultsStream>, Status> {
+        seedling_proto::auth::require_operate(&request, "stream results as a worker")?;
         let mut reports = request.into_inner();
         let (pending, mut waiting) =
             mpsc::channel::<(u64, oneshot::Receiver<Option<String>>)>(PIPELINE);

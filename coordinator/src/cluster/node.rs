@@ -1,6 +1,7 @@
 //! Starts a coordinator: the lineage store, the ractor_cluster node server
-//! (cookie-checked), the coordinator and its gate, and the gRPC server with
-//! the API and the result ingest; stops them in reverse order.
+//! (mutual TLS against the cluster CA when configured, cookie-checked
+//! always), the coordinator and its gate, and the gRPC server with the API
+//! and the result ingest; stops them in reverse order.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::Actor;
-use ractor_cluster::NodeServer;
 use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{IncomingEncryptionMode, NodeServer};
 use seedling_proto::api::seedling_server::SeedlingServer;
 use seedling_proto::auth::RequireToken;
 use seedling_proto::cluster::COORDINATOR_GROUP;
+use seedling_proto::node_tls::{NodeTls, log_refused_sessions, serve_nodes};
 use seedling_proto::results::result_ingest_server::ResultIngestServer;
 use tonic::service::interceptor::InterceptedService;
 
@@ -40,9 +42,13 @@ pub struct CoordinatorSettings {
     pub cluster_listen_ip: IpAddr,
     pub hostname: String,
     pub cookie: String,
+    /// The operator's token (everything) and the read-only one.
     pub token: Option<String>,
+    pub read_token: Option<String>,
     /// PEM certificate chain and key; the API serves TLS when set.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Node traffic over mutual TLS; plain (cookie only) when `None`.
+    pub node_tls: Option<NodeTls>,
     pub lease_timeout: Duration,
     pub attempts_per_record: f64,
 }
@@ -65,18 +71,46 @@ pub async fn serve(
             addr: settings.grpc_listen.to_string(),
             message: e.to_string(),
         })?;
-    let node = NodeServer::new(
-        settings.cluster_port,
-        settings.cookie.clone(),
-        "seedling-coordinator".into(),
-        settings.hostname.clone(),
-        None,
-        Some(NodeConnectionMode::Isolated),
-    )
-    .with_listen_addr(settings.cluster_listen_ip);
+    let node_port = |e: String| ClusterError::Node(format!("port {}: {e}", settings.cluster_port));
+    // With TLS this process accepts node connections itself (see
+    // `node_tls`); the node server's own listener then sits on a loopback
+    // port nobody is told of, and refuses plain sockets there too.
+    let (node, tls_listener) = match &settings.node_tls {
+        Some(tls) => {
+            let listener =
+                tokio::net::TcpListener::bind((settings.cluster_listen_ip, settings.cluster_port))
+                    .await
+                    .map_err(|e| node_port(e.to_string()))?;
+            let node = NodeServer::new(
+                0,
+                settings.cookie.clone(),
+                "seedling-coordinator".into(),
+                settings.hostname.clone(),
+                Some(IncomingEncryptionMode::Tls(tls.acceptor())),
+                Some(NodeConnectionMode::Isolated),
+            )
+            .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
+            (node, Some((listener, tls)))
+        }
+        None => {
+            let node = NodeServer::new(
+                settings.cluster_port,
+                settings.cookie.clone(),
+                "seedling-coordinator".into(),
+                settings.hostname.clone(),
+                None,
+                Some(NodeConnectionMode::Isolated),
+            )
+            .with_listen_addr(settings.cluster_listen_ip);
+            (node, None)
+        }
+    };
     let (node, node_handle) = Actor::spawn(None, node, ())
         .await
-        .map_err(|e| ClusterError::Node(format!("port {}: {e}", settings.cluster_port)))?;
+        .map_err(|e| node_port(e.to_string()))?;
+    log_refused_sessions(&node);
+    let node_acceptor =
+        tls_listener.map(|(listener, tls)| serve_nodes(listener, tls, node.clone()));
     let scheme = if settings.tls.is_some() {
         "https"
     } else {
@@ -102,12 +136,17 @@ pub async fn serve(
     ractor::pg::join(COORDINATOR_GROUP.into(), vec![gate.get_cell()]);
     tracing::info!(grpc = %address, cluster_port = settings.cluster_port, data_dir = %settings.data_dir.display(), "coordinator ready");
     eprintln!(
-        "seedling coordinator: API {address}, cluster node port {}, data {}",
+        "seedling coordinator: API {address}, cluster node port {} ({}), data {}",
         settings.cluster_port,
+        if settings.node_tls.is_some() {
+            "mutual TLS and cookie"
+        } else {
+            "cookie only, no TLS"
+        },
         settings.data_dir.display()
     );
 
-    let auth = RequireToken::new(settings.token.clone());
+    let auth = RequireToken::new(settings.token.clone(), settings.read_token.clone());
     let api = InterceptedService::new(
         SeedlingServer::new(Api {
             coordinator: coordinator.clone(),
@@ -153,6 +192,9 @@ pub async fn serve(
         }
     };
 
+    if let Some(acceptor) = node_acceptor {
+        acceptor.abort();
+    }
     gate.stop(None);
     coordinator.stop(None);
     node.stop(None);
