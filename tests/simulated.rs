@@ -35,7 +35,7 @@ pub struct LocalCoordinator {
     pub api: SeedlingClient<Channel>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), ClusterError>>,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl LocalCoordinator {
@@ -60,6 +60,7 @@ impl LocalCoordinator {
             node_tls: None,
             lease_timeout,
             attempts_per_record: 50.0,
+            limits: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(serve(settings, async move {
@@ -81,7 +82,7 @@ impl LocalCoordinator {
             api,
             stop,
             server,
-            _data: data,
+            data,
         })
     }
 
@@ -104,8 +105,15 @@ impl LocalCoordinator {
 
     /// Stops it the way a signal would, and waits for it.
     pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops it and hands over its data directory (the lineage store in
+    /// `lineage/`), for a test to inspect.
+    pub async fn stop_keeping_data(self) -> tempfile::TempDir {
         let _ = self.stop.send(());
         let _ = self.server.await;
+        self.data
     }
 }
 
@@ -117,7 +125,7 @@ pub async fn join_worker(
     id: &str,
     slots: u32,
     gate: ActorCell,
-    mut results: mpsc::UnboundedReceiver<UnitResult>,
+    mut results: mpsc::UnboundedReceiver<(UnitResult, String)>,
     on_sent: impl Fn() + Send + 'static,
 ) -> anyhow::Result<()> {
     ractor::pg::join(worker_group(id), vec![gate]);
@@ -132,7 +140,7 @@ pub async fn join_worker(
     let worker = id.to_string();
     tokio::spawn(async move {
         let mut seq = 0;
-        while let Some(result) = results.recv().await {
+        while let Some((result, lease)) = results.recv().await {
             seq += 1;
             let report = UnitReport {
                 worker_id: worker.clone(),
@@ -140,6 +148,7 @@ pub async fn join_worker(
                 plan_id: result.plan.clone(),
                 unit_id: result.unit.clone(),
                 result_json: serde_json::to_vec(&result).expect("a result serialises"),
+                lease,
             };
             on_sent();
             if up.send(report).await.is_err() {

@@ -375,6 +375,7 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
             "coordinator": status.coordinator, "workers": workers, "queue_depth": status.queue_depth,
             "plans_running": status.plans_running, "leases_expired": status.leases_expired,
             "workers_left": status.workers_left, "lease_timeout_s": status.lease_timeout_s,
+            "results_refused": status.results_refused,
             "load": status.load.map(|l| serde_json::json!({
                 "results_decided": l.results_decided, "deciding_s": l.deciding_s,
                 "results_written": l.results_written, "writes": l.writes, "writing_s": l.writing_s,
@@ -398,6 +399,15 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
     );
     if let Some(load) = status.load.filter(|l| l.results_decided > 0) {
         println!("{}", load_line(&load));
+    }
+    if !status.results_refused.is_empty() {
+        let mut refused: Vec<_> = status.results_refused.iter().collect();
+        refused.sort();
+        let parts: Vec<String> = refused
+            .iter()
+            .map(|(why, n)| format!("{why} {n}"))
+            .collect();
+        println!("results refused (stored nothing): {}", parts.join(" · "));
     }
     if !status.workers.is_empty() {
         // Slots are the engine's parallel sequences; units are leased work,

@@ -161,6 +161,7 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 node_tls,
                 lease_timeout: Duration::from_millis(c.lease_timeout_ms),
                 attempts_per_record: c.attempts_per_record,
+                limits: c.limits,
             };
             runtime()?.block_on(serve(settings, stop_requested()))?;
             eprintln!("seedling coordinator: stopped");

@@ -62,6 +62,53 @@ pub struct CoordinatorConfig {
     /// Attempt budget per quota record before a stratum counts as short.
     #[serde(default = "default_attempts_per_record")]
     pub attempts_per_record: f64,
+    /// What the coordinator accepts at most.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What a coordinator accepts at most (`[coordinator.limits]`); anything
+/// over a limit is refused with the limit's name, so an operator knows
+/// which setting raises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// A submitted plan's TOML text.
+    pub max_plan_bytes: usize,
+    /// Reference files one submitted plan carries.
+    pub max_reference_files: usize,
+    /// Those files' bytes, all together.
+    pub max_reference_bytes: usize,
+    /// One unit's result as a worker reports it.
+    pub max_result_bytes: usize,
+    /// Units leased to one worker at once, whatever slots it claims.
+    pub max_units_per_worker: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_plan_bytes: 1 << 20,
+            max_reference_files: 64,
+            max_reference_bytes: 32 << 20,
+            max_result_bytes: 4 << 20,
+            max_units_per_worker: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a value against the limit named `field`; the error names the
+    /// setting that raises it.
+    pub fn check(value: usize, limit: usize, what: &str, field: &str) -> Result<(), String> {
+        if value <= limit {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} is {value}, over the limit of {limit} (coordinator.limits.{field} in the coordinator's config raises it)"
+            ))
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -173,6 +220,28 @@ impl ClusterConfig {
                 return Err(invalid(
                     "coordinator.lease_timeout_ms",
                     format!("{} is outside 1000..=600000", c.lease_timeout_ms),
+                ));
+            }
+            let limits = [
+                ("max_plan_bytes", c.limits.max_plan_bytes),
+                ("max_reference_files", c.limits.max_reference_files),
+                ("max_reference_bytes", c.limits.max_reference_bytes),
+                ("max_result_bytes", c.limits.max_result_bytes),
+                ("max_units_per_worker", c.limits.max_units_per_worker),
+            ];
+            if let Some((name, _)) = limits.iter().find(|(_, v)| *v == 0) {
+                return Err(invalid(
+                    &format!("coordinator.limits.{name}"),
+                    "must be at least 1".into(),
+                ));
+            }
+            // gRPC messages carry a plan with its files, or a result, whole.
+            if c.limits.max_plan_bytes + c.limits.max_reference_bytes > 1 << 30
+                || c.limits.max_result_bytes > 1 << 30
+            {
+                return Err(invalid(
+                    "coordinator.limits",
+                    "a message over 1 GiB is not what gRPC is for; keep plans with their files and results under it".into(),
                 ));
             }
             if !(c.attempts_per_record.is_finite() && c.attempts_per_record >= 1.0) {
@@ -448,6 +517,26 @@ slots = 4
     }
 
     #[test]
+    fn limits_default_and_can_be_raised_one_at_a_time() {
+        let raised = BOTH.replace(
+            "lease_timeout_ms = 3000",
+            "lease_timeout_ms = 3000\nlimits = { max_reference_files = 500 }",
+        );
+        let c = ClusterConfig::parse("c.toml", &raised)
+            .unwrap()
+            .coordinator
+            .unwrap();
+        assert_eq!(c.limits.max_reference_files, 500);
+        assert_eq!(c.limits.max_plan_bytes, Limits::default().max_plan_bytes);
+        let err = Limits::check(65, 64, "reference files", "max_reference_files").unwrap_err();
+        assert!(
+            err.contains("65") && err.contains("coordinator.limits.max_reference_files"),
+            "{err}"
+        );
+        assert!(Limits::check(64, 64, "reference files", "max_reference_files").is_ok());
+    }
+
+    #[test]
     fn plain_text_beyond_this_host_is_named() {
         let config = ClusterConfig::parse("both.toml", BOTH).unwrap();
         let c = config.coordinator.unwrap();
@@ -516,6 +605,13 @@ slots = 4
                     "read_token = { value = \"r\" }",
                 ),
                 "coordinator.read_token",
+            ),
+            (
+                BOTH.replace(
+                    "lease_timeout_ms = 3000",
+                    "lease_timeout_ms = 3000\nlimits = { max_plan_bytes = 0 }",
+                ),
+                "coordinator.limits.max_plan_bytes",
             ),
         ];
         for (text, field) in cases {

@@ -40,7 +40,8 @@ struct SimWorker;
 
 struct SimState {
     script: ScriptedWorker,
-    results: mpsc::UnboundedSender<UnitResult>,
+    /// Results with their lease secrets.
+    results: mpsc::UnboundedSender<(UnitResult, String)>,
     /// When this worker last sent a result: the next assignment's latency starts there.
     last_sent: Arc<Mutex<Option<Instant>>>,
     latencies: Arc<Mutex<Vec<Duration>>>,
@@ -79,7 +80,7 @@ impl Actor for SimWorker {
         let cpu = thread_cpu();
         let result = state.script.answer(&task);
         *state.answering.lock().unwrap() += thread_cpu().saturating_sub(cpu);
-        let _ = state.results.send(result);
+        let _ = state.results.send((result, assignment.lease));
         Ok(())
     }
 }
@@ -194,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
         // its heartbeats all run there.
         let actor = sim_runtime
             .spawn(async move {
-                let (results_tx, results_rx) = mpsc::unbounded_channel::<UnitResult>();
+                let (results_tx, results_rx) = mpsc::unbounded_channel::<(UnitResult, String)>();
                 let last_sent = Arc::new(Mutex::new(None));
                 let (actor, _) = Actor::spawn(
                     None,

@@ -72,6 +72,49 @@ pub enum RemoteError {
     Grpc { addr: String, reason: String },
 }
 
+/// A unit's result with what its assignment said a report must carry.
+#[derive(Debug)]
+struct Finished {
+    result: UnitResult,
+    /// The lease's secret, echoed back.
+    lease: String,
+    /// The coordinator takes no larger report (0: no limit named).
+    max_bytes: u64,
+}
+
+impl Finished {
+    /// The report for this result; a result larger than the coordinator
+    /// takes becomes the unit's failure, so it is counted rather than
+    /// resent for ever.
+    fn report(self, worker_id: &str, seq: u64) -> UnitReport {
+        let mut report = UnitReport {
+            worker_id: worker_id.to_string(),
+            seq,
+            plan_id: self.result.plan.clone(),
+            unit_id: self.result.unit.clone(),
+            result_json: serde_json::to_vec(&self.result).expect("a unit result serialises"),
+            lease: self.lease,
+        };
+        let size = report.encoded_len() as u64;
+        if self.max_bytes > 0 && size > self.max_bytes {
+            tracing::warn!(plan = %report.plan_id, unit = %report.unit_id, size, limit = self.max_bytes, "result over the coordinator's limit; reported as the unit's failure");
+            let failed = UnitResult {
+                error: Some(format!(
+                    "the unit's result was {size} bytes, over the coordinator's limit of {} (coordinator.limits.max_result_bytes)",
+                    self.max_bytes
+                )),
+                ..UnitResult::new(
+                    self.result.plan.clone(),
+                    self.result.unit.clone(),
+                    worker_id.to_string(),
+                )
+            };
+            report.result_json = serde_json::to_vec(&failed).expect("a unit result serialises");
+        }
+        report
+    }
+}
+
 /// The units this worker runs, shared by the gate and the heartbeat.
 type Running = Arc<Mutex<BTreeSet<String>>>;
 
@@ -82,7 +125,7 @@ struct WorkerGate;
 struct GateState {
     engine: Arc<Engine>,
     worker_id: String,
-    outbox: mpsc::Sender<UnitResult>,
+    outbox: mpsc::Sender<Finished>,
     running: Running,
     /// Each unit's task, to stop it when the coordinator withdraws it.
     tasks: HashMap<String, AbortHandle>,
@@ -146,10 +189,16 @@ impl Actor for WorkerGate {
         );
         tracing::debug!(plan = %task.plan, unit = %task.unit, "unit assigned");
         let task_key = key.clone();
+        let (lease, max_bytes) = (assignment.lease, assignment.max_result_bytes);
         let handle = tokio::spawn(async move {
             let result = run_caught(engine, worker, task).await;
+            let finished = Finished {
+                result,
+                lease,
+                max_bytes,
+            };
             // Waits while the outbox is full: backpressure from the coordinator.
-            let _ = outbox.send(result).await;
+            let _ = outbox.send(finished).await;
             running.lock().expect("running set").remove(&task_key);
         });
         state.tasks.retain(|_, task| !task.is_finished());
@@ -398,7 +447,7 @@ async fn uplink(
     endpoint: tonic::transport::Endpoint,
     token: AttachToken,
     worker_id: String,
-    mut results: mpsc::Receiver<UnitResult>,
+    mut results: mpsc::Receiver<Finished>,
     unacknowledged_count: Arc<AtomicU32>,
 ) {
     let mut unacknowledged: BTreeMap<u64, UnitReport> = BTreeMap::new();
@@ -446,14 +495,8 @@ async fn uplink(
             let room = unacknowledged.len() < MAX_UNACKNOWLEDGED;
             tokio::select! {
                 result = results.recv(), if room => {
-                    let Some(result) = result else { return };
-                    let report = UnitReport {
-                        worker_id: worker_id.clone(),
-                        seq: next_seq,
-                        plan_id: result.plan.clone(),
-                        unit_id: result.unit.clone(),
-                        result_json: serde_json::to_vec(&result).expect("a unit result serialises"),
-                    };
+                    let Some(finished) = result else { return };
+                    let report = finished.report(&worker_id, next_seq);
                     next_seq += 1;
                     unacknowledged.insert(report.seq, report.clone());
                     broken = up.send(report).await.is_err();

@@ -16,6 +16,7 @@ use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 use rayon::prelude::*;
+use seedling_common::config::Limits;
 use seedling_common::time::thread_cpu;
 use seedling_common::work::UnitResult;
 use seedling_proto::api::{
@@ -54,6 +55,7 @@ pub struct ClusterArgs {
     pub attempts_per_record: f64,
     /// The address clients reach this coordinator at (shown in status).
     pub address: String,
+    pub limits: Limits,
 }
 
 /// What the coordinator is told or asked.
@@ -189,8 +191,8 @@ struct WorkerEntry {
     actor: ActorRef<WorkerWire>,
     capacity: WorkerCapacity,
     group: String,
-    /// Units leased to it, as (plan, unit).
-    units: BTreeSet<(String, String)>,
+    /// Units leased to it, as (plan, unit), with each lease's secret.
+    units: BTreeMap<(String, String), String>,
     /// Units it reports running that it holds no lease on (from before a
     /// lease expiry or a coordinator restart): they still take its slots.
     stale_running: usize,
@@ -201,8 +203,8 @@ struct WorkerEntry {
 }
 
 impl WorkerEntry {
-    fn free(&self) -> usize {
-        let limit = self.capacity.slots.max(1) as usize * UNITS_PER_SLOT;
+    fn free(&self, max_units: usize) -> usize {
+        let limit = (self.capacity.slots.max(1) as usize * UNITS_PER_SLOT).min(max_units);
         limit.saturating_sub(self.units.len() + self.stale_running)
     }
 }
@@ -214,11 +216,14 @@ pub struct ClusterState {
     lease_timeout: Duration,
     attempts_per_record: f64,
     address: String,
+    limits: Limits,
     /// In submission order.
     plans: Vec<PlanSlot>,
     workers: BTreeMap<String, WorkerEntry>,
     leases_expired: u64,
     workers_left: u64,
+    /// Results refused (stale, forged, invalid), by why.
+    results_refused: BTreeMap<String, u64>,
     writer: Writer,
     started: Instant,
     results_decided: u64,
@@ -398,7 +403,7 @@ impl ClusterState {
                     actor: cell.into(),
                     capacity: capacity.clone(),
                     group: beat.group.clone(),
-                    units: BTreeSet::new(),
+                    units: BTreeMap::new(),
                     stale_running: 0,
                     last_heartbeat: now,
                     stats: None,
@@ -426,7 +431,9 @@ impl ClusterState {
             .iter()
             .filter(|r| {
                 r.split_once('/').is_none_or(|(plan, unit)| {
-                    !worker.units.contains(&(plan.to_string(), unit.to_string()))
+                    !worker
+                        .units
+                        .contains_key(&(plan.to_string(), unit.to_string()))
                 })
             })
             .count();
@@ -462,7 +469,12 @@ impl ClusterState {
             for worker in self.workers.values_mut() {
                 let units: Vec<String> = surplus
                     .iter()
-                    .filter(|unit| worker.units.remove(&(plan.clone(), (*unit).clone())))
+                    .filter(|unit| {
+                        worker
+                            .units
+                            .remove(&(plan.clone(), (*unit).clone()))
+                            .is_some()
+                    })
                     .cloned()
                     .collect();
                 withdraw(worker, &plan, units, "their stratum is full");
@@ -483,11 +495,11 @@ impl ClusterState {
             for worker in self.workers.values_mut() {
                 let units: Vec<String> = worker
                     .units
-                    .iter()
+                    .keys()
                     .filter(|(p, _)| *p == plan)
                     .map(|(_, unit)| unit.clone())
                     .collect();
-                worker.units.retain(|(p, _)| *p != plan);
+                worker.units.retain(|(p, _), _| *p != plan);
                 withdraw(
                     worker,
                     &plan,
@@ -504,7 +516,7 @@ impl ClusterState {
             return;
         };
         tracing::warn!(worker = %id, units = worker.units.len(), why, "worker out; its units go to the others");
-        for (plan, unit) in &worker.units {
+        for (plan, unit) in worker.units.keys() {
             if let Some(index) = self.plan_index(plan) {
                 self.plans[index].run.return_unit(unit);
             }
@@ -556,13 +568,13 @@ impl ClusterState {
                     let w = &self.workers[id];
                     WorkerRoom {
                         worker: id.clone(),
-                        free: w.free(),
+                        free: w.free(self.limits.max_units_per_worker),
                         running: running
                             .iter()
                             .enumerate()
                             .filter(|&(_, &p)| {
                                 let plan = self.plans[p].run.plan_id().as_str();
-                                w.units.iter().any(|(held, _)| held == plan)
+                                w.units.keys().any(|(held, _)| held == plan)
                             })
                             .map(|(n, _)| n)
                             .collect(),
@@ -590,22 +602,25 @@ impl ClusterState {
             }
             let lease_ms = self.lease_timeout.as_millis() as u64;
             // A task's prompts are most of its bytes.
-            let encoded: Vec<(usize, String, String, Vec<u8>)> = planned
+            let encoded: Vec<(usize, String, String, String, Vec<u8>)> = planned
                 .into_par_iter()
                 .map(|(n, task)| {
+                    let lease = lease_secret();
                     let assignment = UnitAssignment {
                         plan_id: task.plan.clone(),
                         unit_id: task.unit.clone(),
                         task_json: serde_json::to_vec(&task).expect("a unit task serialises"),
                         lease_ms,
+                        lease: lease.clone(),
+                        max_result_bytes: self.limits.max_result_bytes as u64,
                     };
-                    (n, task.plan, task.unit, assignment.encode_to_vec())
+                    (n, task.plan, task.unit, lease, assignment.encode_to_vec())
                 })
                 .collect();
             let mut by_plan: Vec<std::collections::VecDeque<_>> =
                 vec![Default::default(); running.len()];
-            for (n, plan, unit, bytes) in encoded {
-                by_plan[n].push_back((plan, unit, bytes));
+            for (n, plan, unit, lease, bytes) in encoded {
+                by_plan[n].push_back((plan, unit, lease, bytes));
             }
             let mut given = 0;
             for grant in grants {
@@ -615,7 +630,8 @@ impl ClusterState {
                     .get_mut(&ids[grant.worker])
                     .expect("listed above");
                 for _ in 0..grant.count {
-                    let Some((plan, unit, assignment)) = by_plan[grant.plan].pop_front() else {
+                    let Some((plan, unit, lease, assignment)) = by_plan[grant.plan].pop_front()
+                    else {
                         break;
                     };
                     if worker.actor.cast(WorkerWire::Assign(assignment)).is_err() {
@@ -624,7 +640,7 @@ impl ClusterState {
                         continue;
                     }
                     tracing::debug!(%plan, %unit, worker = %worker.capacity.worker_id, "unit leased");
-                    worker.units.insert((plan, unit));
+                    worker.units.insert((plan, unit), lease);
                     given += 1;
                 }
                 touched.insert(running[grant.plan]);
@@ -639,14 +655,33 @@ impl ClusterState {
     }
 
     /// A report's result, if it counts: from the worker holding the unit's
-    /// lease, for a running plan, naming the unit it was leased for.
+    /// lease, with the lease's secret, for a running plan, naming the unit
+    /// it was leased for. Every refusal is counted by why.
     fn admit(&mut self, arrived: Arrived) -> Result<(usize, UnitResult), String> {
+        let admitted = self.check_report(arrived);
+        if let Err(outcome) = &admitted {
+            let why = outcome.split(':').next().unwrap_or(outcome).to_string();
+            *self.results_refused.entry(why).or_default() += 1;
+        }
+        admitted
+    }
+
+    fn check_report(&mut self, arrived: Arrived) -> Result<(usize, UnitResult), String> {
         let Arrived { report, result } = arrived;
         let key = (report.plan_id.clone(), report.unit_id.clone());
-        let leased = self
-            .workers
-            .get_mut(&report.worker_id)
-            .is_some_and(|w| w.units.remove(&key));
+        let worker = self.workers.get_mut(&report.worker_id);
+        let leased = match worker.as_ref().and_then(|w| w.units.get(&key)) {
+            None => false,
+            Some(secret) if same_secret(secret, &report.lease) => true,
+            Some(_) => {
+                // Not from the worker the unit went to: it keeps its lease.
+                tracing::warn!(plan = %report.plan_id, unit = %report.unit_id, claimed = %report.worker_id, "forged result refused: wrong lease secret");
+                return Err("forged".into());
+            }
+        };
+        if leased && let Some(worker) = worker {
+            worker.units.remove(&key);
+        }
         let index = self.plan_index(&report.plan_id);
         let (true, Some(index)) = (leased, index) else {
             tracing::info!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, "stale result ignored: the unit is not leased to this worker");
@@ -770,10 +805,10 @@ impl ClusterState {
                 .map(|w| WorkerStatus {
                     capacity: Some(w.capacity.clone()),
                     busy: (w.units.len() + w.stale_running) as u32,
-                    free: w.free() as u32,
+                    free: w.free(self.limits.max_units_per_worker) as u32,
                     last_heartbeat_s_ago: now.duration_since(w.last_heartbeat).as_secs_f64(),
                     tokens_per_s: w.tokens_per_s,
-                    leased_units: w.units.iter().map(|(p, u)| format!("{p}/{u}")).collect(),
+                    leased_units: w.units.keys().map(|(p, u)| format!("{p}/{u}")).collect(),
                     stats: w.stats,
                     unacknowledged: w.unacknowledged,
                 })
@@ -792,6 +827,11 @@ impl ClusterState {
             workers_left: self.workers_left,
             lease_timeout_s: self.lease_timeout.as_secs_f64(),
             load: Some(self.load()),
+            results_refused: self
+                .results_refused
+                .iter()
+                .map(|(why, n)| (why.clone(), *n))
+                .collect(),
         }
     }
 
@@ -837,11 +877,13 @@ impl Actor for ClusterCoordinator {
             data_dir: args.data_dir,
             lease_timeout: args.lease_timeout,
             attempts_per_record: args.attempts_per_record,
+            limits: args.limits,
             address: args.address,
             plans: Vec::new(),
             workers: BTreeMap::new(),
             leases_expired: 0,
             workers_left: 0,
+            results_refused: BTreeMap::new(),
             writer,
             started: Instant::now(),
             results_decided: 0,
@@ -944,6 +986,22 @@ impl Actor for ClusterCoordinator {
         }
         Ok(())
     }
+}
+
+/// A fresh lease secret: 128 bits from the OS, as hex.
+fn lease_secret() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS's random source");
+    hex::encode(bytes)
+}
+
+/// Compares without stopping at the first difference.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Tells `worker` to stop `units` of `plan`, and why.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
+use seedling_common::config::Limits;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_proto::api::seedling_server::Seedling;
 use seedling_proto::api::{
@@ -33,6 +34,37 @@ pub struct Api {
     pub coordinator: ActorRef<ClusterMsg>,
     pub store: Arc<LineageStore>,
     pub data_dir: PathBuf,
+    pub limits: Limits,
+}
+
+/// Refuses a plan, or its reference files, over the coordinator's limits
+/// before anything of it is parsed or stored.
+fn check_submission(request: &SubmitPlanRequest, limits: &Limits) -> Result<(), Status> {
+    let name = &request.file_name;
+    let files: usize = request.files.values().map(Vec::len).sum();
+    Limits::check(
+        request.plan_toml.len(),
+        limits.max_plan_bytes,
+        &format!("the plan {name} (bytes)"),
+        "max_plan_bytes",
+    )
+    .and_then(|()| {
+        Limits::check(
+            request.files.len(),
+            limits.max_reference_files,
+            &format!("the number of reference files of {name}"),
+            "max_reference_files",
+        )
+    })
+    .and_then(|()| {
+        Limits::check(
+            files,
+            limits.max_reference_bytes,
+            &format!("the reference files of {name} (bytes, together)"),
+            "max_reference_bytes",
+        )
+    })
+    .map_err(Status::invalid_argument)
 }
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -85,6 +117,7 @@ impl Seedling for Api {
         request: Request<SubmitPlanRequest>,
     ) -> Result<Response<PlanSummary>, Status> {
         require_operate(&request, "submit a plan")?;
+        check_submission(request.get_ref(), &self.limits)?;
         let request = Box::new(request.into_inner());
         let summary = self
             .ask(|reply| ClusterMsg::Submit(request, reply))

@@ -122,7 +122,7 @@ impl ResultIngest for Ingest {
         seedling_proto::auth::require_operate(&request, "stream results as a worker")?;
         let mut reports = request.into_inner();
         let (pending, mut waiting) =
-            mpsc::channel::<(u64, oneshot::Receiver<Option<String>>)>(PIPELINE);
+            mpsc::channel::<Result<(u64, oneshot::Receiver<Option<String>>), Status>>(PIPELINE);
         let (acks, out) = mpsc::channel(PIPELINE);
         let commits = self.commits.clone();
         tokio::spawn(async move {
@@ -131,13 +131,16 @@ impl ResultIngest for Ingest {
                     Ok(Some(report)) => report,
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::debug!(%status, "a worker's result stream ended");
+                        // Over the size limit, or not a report at all: the
+                        // sender learns why, and its stream ends.
+                        tracing::warn!(%status, "a result stream sent what cannot be read; closed");
+                        let _ = pending.send(Err(status)).await;
                         break;
                     }
                 };
                 let (reply, outcome) = oneshot::channel();
                 let seq = report.seq;
-                if pending.send((seq, outcome)).await.is_err()
+                if pending.send(Ok((seq, outcome))).await.is_err()
                     || commits.send((Arrived::read(report), reply)).await.is_err()
                 {
                     break;
@@ -146,7 +149,14 @@ impl ResultIngest for Ingest {
         });
         // Acknowledgements in the order the reports came.
         tokio::spawn(async move {
-            while let Some((seq, outcome)) = waiting.recv().await {
+            while let Some(next) = waiting.recv().await {
+                let (seq, outcome) = match next {
+                    Ok(next) => next,
+                    Err(status) => {
+                        let _ = acks.send(Err(status)).await;
+                        break;
+                    }
+                };
                 let ack = match outcome.await {
                     Ok(Some(outcome)) => Ok(ReportAck { seq, outcome }),
                     _ => Err(Status::unavailable(

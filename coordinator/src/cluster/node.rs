@@ -11,6 +11,7 @@ use std::time::Duration;
 use ractor::Actor;
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{IncomingEncryptionMode, NodeServer};
+use seedling_common::config::Limits;
 use seedling_proto::api::seedling_server::SeedlingServer;
 use seedling_proto::auth::RequireToken;
 use seedling_proto::cluster::COORDINATOR_GROUP;
@@ -25,8 +26,10 @@ use super::gate::CoordinatorGate;
 use super::ingest::Ingest;
 use crate::lineage::LineageStore;
 
-/// Largest request the API takes: a plan with its reference files.
-const MAX_REQUEST_BYTES: usize = 64 << 20;
+/// Room in a submission's message beyond the plan and its files (names,
+/// framing), so that the limits' own errors, which name the setting, are
+/// what a large plan meets rather than gRPC's.
+const SUBMISSION_OVERHEAD: usize = 1 << 20;
 /// How long a stopping coordinator lets calls in progress finish. Workers'
 /// result streams never end by themselves, so a graceful stop alone would
 /// wait for every worker to leave; after this the connections are closed
@@ -51,6 +54,7 @@ pub struct CoordinatorSettings {
     pub node_tls: Option<NodeTls>,
     pub lease_timeout: Duration,
     pub attempts_per_record: f64,
+    pub limits: Limits,
 }
 
 /// Runs a coordinator until `shutdown` resolves.
@@ -125,6 +129,7 @@ pub async fn serve(
             data_dir: settings.data_dir.clone(),
             lease_timeout: settings.lease_timeout,
             attempts_per_record: settings.attempts_per_record,
+            limits: settings.limits,
             address: address.clone(),
         },
     )
@@ -152,11 +157,21 @@ pub async fn serve(
             coordinator: coordinator.clone(),
             store: Arc::clone(&store),
             data_dir: settings.data_dir.clone(),
+            limits: settings.limits,
         })
-        .max_decoding_message_size(MAX_REQUEST_BYTES),
+        .max_decoding_message_size(
+            // Twice the limits: a submission somewhat over them still
+            // arrives, and is refused by name.
+            2 * (settings.limits.max_plan_bytes + settings.limits.max_reference_bytes)
+                + SUBMISSION_OVERHEAD,
+        ),
         auth.clone(),
     );
-    let ingest = ResultIngestServer::with_interceptor(Ingest::start(coordinator.clone()), auth);
+    let ingest = InterceptedService::new(
+        ResultIngestServer::new(Ingest::start(coordinator.clone()))
+            .max_decoding_message_size(settings.limits.max_result_bytes + SUBMISSION_OVERHEAD),
+        auth,
+    );
     let mut server = tonic::transport::Server::builder();
     if let Some((cert, key)) = &settings.tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
