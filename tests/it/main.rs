@@ -8,6 +8,7 @@ mod boundaries;
 mod cluster_security;
 mod cluster_withdraw;
 mod fetch_model;
+mod fuzz;
 mod hostile_worker;
 mod lineage_crash;
 mod lineage_store;

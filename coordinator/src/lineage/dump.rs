@@ -116,7 +116,26 @@ impl LineageStore {
                 format!("trailer says {expected} entries, found {}", entries.len()),
             ));
         }
-        self.import_raw(entries)?;
+        // Envelopes that do not open are the dump's fault, not the store's.
+        self.import_raw(entries).map_err(|err| match err {
+            LineageError::Corrupt { .. } => dump_err(path, err),
+            other => other,
+        })?;
+        // Every envelope may be intact and the graph still broken (an entry
+        // cut out with the count to match): the store was empty, so undo.
+        let check = self.check()?;
+        if !check.is_ok() {
+            self.clear()?;
+            let shown: Vec<&str> = check.problems.iter().take(3).map(String::as_str).collect();
+            return Err(dump_err(
+                path,
+                format!(
+                    "its lineage is not consistent ({} problems: {}); nothing was imported",
+                    check.problems.len(),
+                    shown.join("; ")
+                ),
+            ));
+        }
         Ok(DumpSummary {
             entries: expected,
             bytes,
@@ -130,8 +149,19 @@ fn read_u32(input: &mut impl Read) -> std::io::Result<u32> {
     Ok(u32::from_le_bytes(buf))
 }
 
+/// Reads `len` bytes. The buffer grows with what actually arrives, so a
+/// damaged or hostile length field costs nothing before the data runs out.
 fn read_exact(input: &mut impl Read, len: u32) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len as usize];
-    input.read_exact(&mut buf)?;
+    let mut buf = Vec::new();
+    input.take(u64::from(len)).read_to_end(&mut buf)?;
+    if buf.len() < len as usize {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "an entry claims {len} bytes; the dump ends after {}",
+                buf.len()
+            ),
+        ));
+    }
     Ok(buf)
 }

@@ -712,6 +712,12 @@ impl LineageStore {
     }
 
     /// Writes raw entries (from a dump) after checking each envelope.
+    /// Empties the store: an import that turned out invalid is undone.
+    pub(super) fn clear(&self) -> Result<(), LineageError> {
+        self.tree.clear().map_err(io)?;
+        self.sync()
+    }
+
     pub(super) fn import_raw(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), LineageError> {
         let mut writes = sled::Batch::default();
         for (key, value) in entries {
