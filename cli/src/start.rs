@@ -94,14 +94,45 @@ fn read_beside(config: &Path, path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// The node's TLS from the CA, certificate and key a config names.
-fn node_tls(config: &Path, ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<NodeTls> {
-    let pem = NodeTlsPem {
-        ca: read_beside(config, ca)?,
-        cert: read_beside(config, cert)?,
-        key: read_beside(config, key)?,
-    };
-    NodeTls::from_pem(&pem).with_context(|| format!("{}: node TLS", config.display()))
+/// The TLS files a config names, each read once: the cluster CA, and this
+/// node's certificate and key.
+struct TlsFiles {
+    ca: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    fn read(
+        config: &Path,
+        ca: Option<&PathBuf>,
+        cert: Option<&PathBuf>,
+        key: Option<&PathBuf>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            ca: ca.map(|ca| read_beside(config, ca)).transpose()?,
+            identity: match (cert, key) {
+                (Some(cert), Some(key)) => {
+                    Some((read_beside(config, cert)?, read_beside(config, key)?))
+                }
+                _ => None,
+            },
+        })
+    }
+
+    /// Node traffic's TLS, when the CA, certificate and key are all there.
+    fn node_tls(&self, config: &Path) -> anyhow::Result<Option<NodeTls>> {
+        let (Some(ca), Some((cert, key))) = (&self.ca, &self.identity) else {
+            return Ok(None);
+        };
+        let pem = NodeTlsPem {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let tls =
+            NodeTls::from_pem(&pem).with_context(|| format!("{}: node TLS", config.display()))?;
+        Ok(Some(tls))
+    }
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -132,10 +163,13 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 .coordinator
                 .with_context(|| format!("{}: no [coordinator] section", path.display()))?;
             guard_plaintext("coordinator", &path, &c.plaintext_exposures(), insecure)?;
-            let node_tls = match (&c.tls_ca, &c.tls_cert, &c.tls_key) {
-                (Some(ca), Some(cert), Some(key)) => Some(node_tls(&path, ca, cert, key)?),
-                _ => None,
-            };
+            let tls = TlsFiles::read(
+                &path,
+                c.tls_ca.as_ref(),
+                c.tls_cert.as_ref(),
+                c.tls_key.as_ref(),
+            )?;
+            let node_tls = tls.node_tls(&path)?;
             let settings = CoordinatorSettings {
                 data_dir: beside(&path, &c.data_dir),
                 grpc_listen: c.grpc_listen.parse().with_context(|| {
@@ -152,12 +186,7 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                     .context("coordinator.cookie is required")?,
                 token: secret(&c.token, "coordinator.token")?,
                 read_token: secret(&c.read_token, "coordinator.read_token")?,
-                tls: match (&c.tls_cert, &c.tls_key) {
-                    (Some(cert), Some(key)) => {
-                        Some((read_beside(&path, cert)?, read_beside(&path, key)?))
-                    }
-                    _ => None,
-                },
+                tls: tls.identity,
                 node_tls,
                 lease_timeout: Duration::from_millis(c.lease_timeout_ms),
                 attempts_per_record: c.attempts_per_record,
@@ -177,10 +206,13 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 .worker
                 .with_context(|| format!("{}: no [worker] section", path.display()))?;
             guard_plaintext("worker", &path, &w.plaintext_exposures(), insecure)?;
-            let node_tls = match (&w.tls_ca, &w.tls_cert, &w.tls_key) {
-                (Some(ca), Some(cert), Some(key)) => Some(node_tls(&path, ca, cert, key)?),
-                _ => None,
-            };
+            let tls = TlsFiles::read(
+                &path,
+                w.tls_ca.as_ref(),
+                w.tls_cert.as_ref(),
+                w.tls_key.as_ref(),
+            )?;
+            let node_tls = tls.node_tls(&path)?;
             let worker_id = id.or(w.id.clone()).unwrap_or_else(|| {
                 let host =
                     std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
@@ -206,17 +238,8 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 cluster_port: w.cluster_port,
                 cookie: secret(&w.cookie, "worker.cookie")?.context("worker.cookie is required")?,
                 token: secret(&w.token, "worker.token")?,
-                tls_ca: w
-                    .tls_ca
-                    .as_ref()
-                    .map(|ca| read_beside(&path, ca))
-                    .transpose()?,
-                tls_identity: match (&w.tls_cert, &w.tls_key) {
-                    (Some(cert), Some(key)) => {
-                        Some((read_beside(&path, cert)?, read_beside(&path, key)?))
-                    }
-                    _ => None,
-                },
+                tls_ca: tls.ca,
+                tls_identity: tls.identity,
                 node_tls,
                 heartbeat: Duration::from_millis(w.heartbeat_ms),
             };

@@ -47,9 +47,9 @@ impl RequireToken {
     }
 }
 
-/// Compares without stopping at the first difference, so response timing
-/// does not reveal how much of a guess was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets without stopping at the first difference, so response
+/// timing does not reveal how much of a guess was right.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -67,10 +67,10 @@ impl Interceptor for RequireToken {
         let matches = |token: &str, expected: &Option<Arc<str>>| {
             expected
                 .as_ref()
-                .is_some_and(|e| same(token.as_bytes(), e.as_bytes()))
+                .is_some_and(|e| same_secret(token.as_bytes(), e.as_bytes()))
         };
         match presented {
-            Some(token) if same(token.as_bytes(), operate.as_bytes()) => {
+            Some(token) if same_secret(token.as_bytes(), operate.as_bytes()) => {
                 request.extensions_mut().insert(Role::Operate);
                 Ok(request)
             }

@@ -23,6 +23,7 @@ use seedling_proto::api::{
     ClusterStatus, CoordinatorLoad, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest,
     WorkerStatus,
 };
+use seedling_proto::auth::same_secret;
 use seedling_proto::cluster::WorkerWire;
 use seedling_proto::control::{Heartbeat, UnitAssignment, UnitWithdrawal};
 use seedling_proto::worker::{EngineStats, WorkerCapacity};
@@ -669,19 +670,18 @@ impl ClusterState {
     fn check_report(&mut self, arrived: Arrived) -> Result<(usize, UnitResult), String> {
         let Arrived { report, result } = arrived;
         let key = (report.plan_id.clone(), report.unit_id.clone());
-        let worker = self.workers.get_mut(&report.worker_id);
-        let leased = match worker.as_ref().and_then(|w| w.units.get(&key)) {
+        let leased = match self.workers.get_mut(&report.worker_id) {
+            Some(worker) => match worker.units.get(&key) {
+                Some(secret) if !same_secret(secret.as_bytes(), report.lease.as_bytes()) => {
+                    // Not from the worker the unit went to: it keeps its lease.
+                    tracing::warn!(plan = %report.plan_id, unit = %report.unit_id, claimed = %report.worker_id, "forged result refused: wrong lease secret");
+                    return Err("forged".into());
+                }
+                Some(_) => worker.units.remove(&key).is_some(),
+                None => false,
+            },
             None => false,
-            Some(secret) if same_secret(secret, &report.lease) => true,
-            Some(_) => {
-                // Not from the worker the unit went to: it keeps its lease.
-                tracing::warn!(plan = %report.plan_id, unit = %report.unit_id, claimed = %report.worker_id, "forged result refused: wrong lease secret");
-                return Err("forged".into());
-            }
         };
-        if leased && let Some(worker) = worker {
-            worker.units.remove(&key);
-        }
         let index = self.plan_index(&report.plan_id);
         let (true, Some(index)) = (leased, index) else {
             tracing::info!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, "stale result ignored: the unit is not leased to this worker");
@@ -993,15 +993,6 @@ fn lease_secret() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS's random source");
     hex::encode(bytes)
-}
-
-/// Compares without stopping at the first difference.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// Tells `worker` to stop `units` of `plan`, and why.

@@ -41,30 +41,30 @@ pub struct Api {
 /// before anything of it is parsed or stored.
 fn check_submission(request: &SubmitPlanRequest, limits: &Limits) -> Result<(), Status> {
     let name = &request.file_name;
-    let files: usize = request.files.values().map(Vec::len).sum();
-    Limits::check(
-        request.plan_toml.len(),
-        limits.max_plan_bytes,
-        &format!("the plan {name} (bytes)"),
-        "max_plan_bytes",
-    )
-    .and_then(|()| {
-        Limits::check(
+    let checks = [
+        (
+            request.plan_toml.len(),
+            limits.max_plan_bytes,
+            format!("the plan {name} (bytes)"),
+            "max_plan_bytes",
+        ),
+        (
             request.files.len(),
             limits.max_reference_files,
-            &format!("the number of reference files of {name}"),
+            format!("the number of reference files of {name}"),
             "max_reference_files",
-        )
-    })
-    .and_then(|()| {
-        Limits::check(
-            files,
+        ),
+        (
+            request.files.values().map(Vec::len).sum(),
             limits.max_reference_bytes,
-            &format!("the reference files of {name} (bytes, together)"),
+            format!("the reference files of {name} (bytes, together)"),
             "max_reference_bytes",
-        )
-    })
-    .map_err(Status::invalid_argument)
+        ),
+    ];
+    checks
+        .iter()
+        .try_for_each(|(value, limit, what, field)| Limits::check(*value, *limit, what, field))
+        .map_err(Status::invalid_argument)
 }
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

@@ -79,36 +79,32 @@ pub async fn serve(
     // With TLS this process accepts node connections itself (see
     // `node_tls`); the node server's own listener then sits on a loopback
     // port nobody is told of, and refuses plain sockets there too.
-    let (node, tls_listener) = match &settings.node_tls {
+    let (port, listen_ip, encryption, tls_listener) = match &settings.node_tls {
         Some(tls) => {
             let listener =
                 tokio::net::TcpListener::bind((settings.cluster_listen_ip, settings.cluster_port))
                     .await
                     .map_err(|e| node_port(e.to_string()))?;
-            let node = NodeServer::new(
-                0,
-                settings.cookie.clone(),
-                "seedling-coordinator".into(),
-                settings.hostname.clone(),
-                Some(IncomingEncryptionMode::Tls(tls.acceptor())),
-                Some(NodeConnectionMode::Isolated),
-            )
-            .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
-            (node, Some((listener, tls)))
+            let encryption = IncomingEncryptionMode::Tls(tls.acceptor());
+            let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+            (0, loopback, Some(encryption), Some((listener, tls)))
         }
-        None => {
-            let node = NodeServer::new(
-                settings.cluster_port,
-                settings.cookie.clone(),
-                "seedling-coordinator".into(),
-                settings.hostname.clone(),
-                None,
-                Some(NodeConnectionMode::Isolated),
-            )
-            .with_listen_addr(settings.cluster_listen_ip);
-            (node, None)
-        }
+        None => (
+            settings.cluster_port,
+            settings.cluster_listen_ip,
+            None,
+            None,
+        ),
     };
+    let node = NodeServer::new(
+        port,
+        settings.cookie.clone(),
+        "seedling-coordinator".into(),
+        settings.hostname.clone(),
+        encryption,
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(listen_ip);
     let (node, node_handle) = Actor::spawn(None, node, ())
         .await
         .map_err(|e| node_port(e.to_string()))?;
