@@ -2,6 +2,7 @@
 //! how to start an engine that behaves on a 2-core machine.
 
 pub mod machine;
+pub mod prometheus;
 pub mod scripted;
 pub mod simulated;
 

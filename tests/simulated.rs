@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use prost::Message as _;
 use ractor::{ActorCell, ActorRef};
-use seedling_common::work::UnitResult;
+use seedling_common::work::{UnitResult, UnitTask};
 use seedling_coordinator::cluster::{ClusterError, CoordinatorSettings, serve};
 use seedling_proto::api::ClusterStatusRequest;
 use seedling_proto::api::seedling_client::SeedlingClient;
-use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, worker_group};
+use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, decode, worker_group};
 use seedling_proto::control::Heartbeat;
+use seedling_proto::control::UnitAssignment;
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
 use seedling_proto::worker::WorkerCapacity;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
 use crate::free_port;
+use crate::scripted::ScriptedWorker;
 
 /// How often a stand-in heartbeats (a worker node's default is a second).
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -32,6 +34,8 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct LocalCoordinator {
     pub url: String,
+    /// Where its `/metrics` is served.
+    pub metrics: std::net::SocketAddr,
     pub api: SeedlingClient<Channel>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), ClusterError>>,
@@ -43,10 +47,14 @@ impl LocalCoordinator {
     pub async fn start(lease_timeout: Duration) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let grpc = format!("127.0.0.1:{}", free_port());
-        let mut cluster_port = free_port();
-        while grpc.ends_with(&format!(":{cluster_port}")) {
-            cluster_port = free_port();
-        }
+        let mut ports =
+            std::iter::repeat_with(free_port).filter(|p| !grpc.ends_with(&format!(":{p}")));
+        let cluster_port = ports.next().expect("a free port");
+        let metrics: std::net::SocketAddr = format!(
+            "127.0.0.1:{}",
+            ports.find(|&p| p != cluster_port).expect("a free port")
+        )
+        .parse()?;
         let settings = CoordinatorSettings {
             data_dir: data.path().to_path_buf(),
             grpc_listen: grpc.parse()?,
@@ -61,6 +69,7 @@ impl LocalCoordinator {
             lease_timeout,
             attempts_per_record: 50.0,
             limits: Default::default(),
+            metrics_listen: Some(metrics),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(serve(settings, async move {
@@ -79,6 +88,7 @@ impl LocalCoordinator {
         };
         Ok(Self {
             url,
+            metrics,
             api,
             stop,
             server,
@@ -185,4 +195,38 @@ pub async fn join_worker(
         }
     });
     Ok(())
+}
+
+/// A worker stand-in that answers every unit at once from a
+/// [`ScriptedWorker`] (a test double: no model), sending each result with
+/// its lease's secret to `results` (the stream `join_worker` opened).
+#[derive(Debug)]
+pub struct AnsweringWorker;
+
+impl ractor::Actor for AnsweringWorker {
+    type Msg = seedling_proto::cluster::WorkerWire;
+    type State = (ScriptedWorker, mpsc::UnboundedSender<(UnitResult, String)>);
+    type Arguments = Self::State;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: Self::State,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        (script, results): &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        if let seedling_proto::cluster::WorkerWire::Assign(bytes) = message {
+            let assignment: UnitAssignment = decode("assignment", &bytes)?;
+            let task: UnitTask = serde_json::from_slice(&assignment.task_json)?;
+            let _ = results.send((script.answer(&task), assignment.lease));
+        }
+        Ok(())
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use seedling_common::config::{ClusterConfig, Secret};
+use seedling_common::config::{ClusterConfig, Secret, metrics_address};
 use seedling_coordinator::cluster::{CoordinatorSettings, serve};
 use seedling_proto::node_tls::{NodeTls, NodeTlsPem};
 use seedling_proto::worker::WorkerCapacity;
@@ -191,6 +191,8 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 lease_timeout: Duration::from_millis(c.lease_timeout_ms),
                 attempts_per_record: c.attempts_per_record,
                 limits: c.limits,
+                metrics_listen: metrics_address(&c.metrics_listen, "coordinator.metrics_listen")
+                    .map_err(anyhow::Error::msg)?,
             };
             runtime()?.block_on(serve(settings, stop_requested()))?;
             eprintln!("seedling coordinator: stopped");

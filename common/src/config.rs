@@ -2,6 +2,7 @@
 //! configure a coordinator, a worker, or both (a single-node cluster).
 //! Pure data and parsing; the binaries read the file and the environment.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -65,6 +66,10 @@ pub struct CoordinatorConfig {
     /// What the coordinator accepts at most.
     #[serde(default)]
     pub limits: Limits,
+    /// Where Prometheus scrapes this coordinator's `/metrics`, `ip:port`,
+    /// or "off".
+    #[serde(default = "default_coordinator_metrics")]
+    pub metrics_listen: String,
 }
 
 /// What a coordinator accepts at most (`[coordinator.limits]`); anything
@@ -146,6 +151,10 @@ pub struct WorkerConfig {
     pub gpu_layers: u32,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// Where Prometheus scrapes this worker's `/metrics`, `ip:port`, or
+    /// "off". Workers sharing a host need one port each.
+    #[serde(default = "default_worker_metrics")]
+    pub metrics_listen: String,
 }
 
 fn default_grpc_listen() -> String {
@@ -165,6 +174,12 @@ fn default_lease_timeout_ms() -> u64 {
 }
 fn default_attempts_per_record() -> f64 {
     6.0
+}
+fn default_coordinator_metrics() -> String {
+    "127.0.0.1:7472".into()
+}
+fn default_worker_metrics() -> String {
+    "127.0.0.1:7473".into()
 }
 fn default_ctx() -> u32 {
     8192
@@ -266,6 +281,8 @@ impl ClusterConfig {
             c.cluster_listen_ip
                 .parse::<std::net::IpAddr>()
                 .map_err(|e| invalid("coordinator.cluster_listen_ip", e.to_string()))?;
+            metrics_address(&c.metrics_listen, "coordinator.metrics_listen")
+                .map_err(|m| invalid("coordinator.metrics_listen", m))?;
         }
         if let Some(w) = &config.worker {
             check_secret(&w.cookie, "worker.cookie", true)
@@ -296,6 +313,8 @@ impl ClusterConfig {
                     "node TLS needs the cluster CA in tls_ca too".into(),
                 ));
             }
+            metrics_address(&w.metrics_listen, "worker.metrics_listen")
+                .map_err(|m| invalid("worker.metrics_listen", m))?;
             if w.slots == 0 || w.slots > 256 {
                 return Err(invalid(
                     "worker.slots",
@@ -381,6 +400,18 @@ impl WorkerConfig {
     }
 }
 
+/// A `metrics_listen` setting: the address to serve `/metrics` on, or
+/// `None` for "off".
+pub fn metrics_address(value: &str, field: &str) -> Result<Option<SocketAddr>, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("{field} {value:?} is neither ip:port nor \"off\""))
+}
+
 /// The host of `host:port` (brackets of an IPv6 literal removed).
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
@@ -464,6 +495,16 @@ slots = 4
             (w.slots, w.ctx, w.heartbeat_ms, w.cluster_port),
             (4, 8192, 1000, 0)
         );
+        // Metrics are on, on loopback, for both; each node has its own port.
+        assert_eq!(
+            metrics_address(&c.metrics_listen, "c").unwrap(),
+            Some("127.0.0.1:7472".parse().unwrap())
+        );
+        assert_eq!(
+            metrics_address(&w.metrics_listen, "w").unwrap(),
+            Some("127.0.0.1:7473".parse().unwrap())
+        );
+        assert_eq!(metrics_address("off", "w").unwrap(), None);
     }
 
     #[test]
@@ -504,6 +545,14 @@ slots = 4
             (
                 BOTH.replace("\"127.0.0.1:7471\"", "\"nowhere\""),
                 "worker.coordinator_node",
+            ),
+            (
+                BOTH.replace("slots = 4", "slots = 4\nmetrics_listen = \"localhost\""),
+                "worker.metrics_listen",
+            ),
+            (
+                BOTH.replace("lease_timeout_ms = 3000", "metrics_listen = \"9090\""),
+                "coordinator.metrics_listen",
             ),
         ];
         for (text, field) in cases {

@@ -5,6 +5,7 @@
 //! time (see .config/nextest.toml).
 
 mod boundaries;
+mod cluster_metrics;
 mod cluster_security;
 mod cluster_withdraw;
 mod fetch_model;

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use super::assign::{WorkerRoom, assign};
 use super::ingest::Arrived;
+use super::metrics::{MetricsSnapshot, UnitCounts};
 use super::submissions::{self, Submission, is_safe_relative};
 use super::writer::{Write, Writer, Written};
 use super::{ApiError, ClusterError};
@@ -38,6 +39,7 @@ use crate::lineage::LineageStore;
 use crate::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome, plan_id};
 use crate::plan::parse_plan;
 use crate::quality::diversity::DiversityNow;
+use crate::quality::funnel::GENERATION_FAILED;
 
 /// Units kept per engine slot: one running, one queued.
 const UNITS_PER_SLOT: usize = 2;
@@ -84,6 +86,8 @@ pub enum ClusterMsg {
         RpcReplyPort<Result<watch::Receiver<PlanSummary>, ApiError>>,
     ),
     Status(RpcReplyPort<ClusterStatus>),
+    /// Everything a metrics scrape shows (the store's size aside).
+    Metrics(RpcReplyPort<MetricsSnapshot>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +229,9 @@ pub struct ClusterState {
     workers_left: u64,
     /// Results refused (stale, forged, invalid), by why.
     results_refused: BTreeMap<String, u64>,
+    units: UnitCounts,
+    /// Heartbeats received per worker id.
+    heartbeats: BTreeMap<String, u64>,
     writer: Writer,
     started: Instant,
     results_decided: u64,
@@ -413,6 +420,7 @@ impl ClusterState {
                 },
             );
         }
+        *self.heartbeats.entry(id.clone()).or_default() += 1;
         let worker = self.workers.get_mut(&id).expect("inserted above");
         let elapsed = now.duration_since(worker.last_heartbeat).as_secs_f64();
         if let (Some(before), Some(after)) = (&worker.stats, &beat.stats)
@@ -517,6 +525,7 @@ impl ClusterState {
             return;
         };
         tracing::warn!(worker = %id, units = worker.units.len(), why, "worker out; its units go to the others");
+        self.units.requeued += worker.units.len() as u64;
         for (plan, unit) in worker.units.keys() {
             if let Some(index) = self.plan_index(plan) {
                 self.plans[index].run.return_unit(unit);
@@ -638,11 +647,13 @@ impl ClusterState {
                     if worker.actor.cast(WorkerWire::Assign(assignment)).is_err() {
                         tracing::warn!(%plan, %unit, worker = %worker.capacity.worker_id, "worker unreachable; unit returned");
                         slot.run.return_unit(&unit);
+                        self.units.requeued += 1;
                         continue;
                     }
                     tracing::debug!(%plan, %unit, worker = %worker.capacity.worker_id, "unit leased");
                     worker.units.insert((plan, unit), lease);
                     given += 1;
+                    self.units.leased += 1;
                 }
                 touched.insert(running[grant.plan]);
             }
@@ -697,10 +708,12 @@ impl ClusterState {
             }
             Ok(_) => {
                 slot.run.return_unit(&report.unit_id);
+                self.units.requeued += 1;
                 Err("invalid: the result names another unit".into())
             }
             Err(err) => {
                 slot.run.return_unit(&report.unit_id);
+                self.units.requeued += 1;
                 Err(format!("invalid: {err}"))
             }
         }
@@ -719,7 +732,10 @@ impl ClusterState {
         let mut by_plan: BTreeMap<usize, Vec<(usize, UnitResult)>> = BTreeMap::new();
         for (position, arrived) in reports.into_iter().enumerate() {
             match self.admit(arrived) {
-                Ok((index, result)) => by_plan.entry(index).or_default().push((position, result)),
+                Ok((index, result)) => {
+                    self.units.completed += 1;
+                    by_plan.entry(index).or_default().push((position, result));
+                }
                 Err(outcome) => outcomes[position] = outcome,
             }
         }
@@ -733,7 +749,10 @@ impl ClusterState {
                     for (position, outcome) in positions.into_iter().zip(decided.outcomes) {
                         outcomes[position] = match outcome {
                             UnitOutcome::Accepted => "accepted".to_string(),
-                            UnitOutcome::Rejected(reason) => format!("rejected:{reason}"),
+                            UnitOutcome::Rejected(reason) => {
+                                self.units.failed += u64::from(reason == GENERATION_FAILED);
+                                format!("rejected:{reason}")
+                            }
                             UnitOutcome::Analysed => "analysed".into(),
                             UnitOutcome::Ignored => "stale".into(),
                         };
@@ -884,6 +903,8 @@ impl Actor for ClusterCoordinator {
             leases_expired: 0,
             workers_left: 0,
             results_refused: BTreeMap::new(),
+            units: UnitCounts::default(),
+            heartbeats: BTreeMap::new(),
             writer,
             started: Instant::now(),
             results_decided: 0,
@@ -969,6 +990,18 @@ impl Actor for ClusterCoordinator {
             }
             ClusterMsg::Status(reply) => {
                 let _ = reply.send(state.status());
+            }
+            ClusterMsg::Metrics(reply) => {
+                let load = state.writer.load();
+                let _ = reply.send(MetricsSnapshot {
+                    status: state.status(),
+                    plans: state.plans.iter().map(PlanSlot::summary).collect(),
+                    units: state.units,
+                    heartbeats: state.heartbeats.clone(),
+                    write_batch_seconds: load.batch_seconds.clone(),
+                    write_sync_seconds: load.sync_seconds.clone(),
+                    store_bytes: None,
+                });
             }
         }
         state.withdraw_ended();

@@ -16,6 +16,7 @@ mod api;
 mod assign;
 mod gate;
 mod ingest;
+mod metrics;
 mod node;
 mod submissions;
 mod writer;
@@ -47,6 +48,8 @@ pub enum ClusterError {
     Node(String),
     #[error("gRPC server on {addr}: {message}")]
     Grpc { addr: String, message: String },
+    #[error(transparent)]
+    Metrics(#[from] seedling_telemetry::TelemetryError),
 }
 
 /// What an API call can fail with; each maps to one gRPC status code.

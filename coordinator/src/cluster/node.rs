@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::Actor;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{IncomingEncryptionMode, NodeServer};
 use seedling_common::config::Limits;
@@ -17,13 +18,15 @@ use seedling_proto::auth::RequireToken;
 use seedling_proto::cluster::COORDINATOR_GROUP;
 use seedling_proto::node_tls::{NodeTls, log_refused_sessions, serve_nodes};
 use seedling_proto::results::result_ingest_server::ResultIngestServer;
+use seedling_telemetry::{MetricsEndpoint, Render};
 use tonic::service::interceptor::InterceptedService;
 
 use super::ClusterError;
-use super::actor::{ClusterArgs, ClusterCoordinator};
+use super::actor::{ClusterArgs, ClusterCoordinator, ClusterMsg};
 use super::api::Api;
 use super::gate::CoordinatorGate;
 use super::ingest::Ingest;
+use super::metrics;
 use crate::lineage::LineageStore;
 
 /// Room in a submission's message beyond the plan and its files (names,
@@ -35,6 +38,8 @@ const SUBMISSION_OVERHEAD: usize = 1 << 20;
 /// wait for every worker to leave; after this the connections are closed
 /// (a worker keeps what was not acknowledged and resends it).
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long a scrape waits for the coordinator actor.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A coordinator's settings, secrets resolved.
 #[derive(Debug, Clone)]
@@ -55,6 +60,8 @@ pub struct CoordinatorSettings {
     pub lease_timeout: Duration,
     pub attempts_per_record: f64,
     pub limits: Limits,
+    /// Where `/metrics` is served; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs a coordinator until `shutdown` resolves.
@@ -75,6 +82,10 @@ pub async fn serve(
             addr: settings.grpc_listen.to_string(),
             message: e.to_string(),
         })?;
+    let metrics = match settings.metrics_listen {
+        Some(address) => Some(MetricsEndpoint::bind(address, "coordinator.metrics_listen").await?),
+        None => None,
+    };
     let node_port = |e: String| ClusterError::Node(format!("port {}: {e}", settings.cluster_port));
     // With TLS this process accepts node connections itself (see
     // `node_tls`); the node server's own listener then sits on a loopback
@@ -135,6 +146,7 @@ pub async fn serve(
         .await
         .map_err(|e| ClusterError::Node(format!("gate: {e}")))?;
     ractor::pg::join(COORDINATOR_GROUP.into(), vec![gate.get_cell()]);
+    let metrics = metrics.map(|bound| bound.serve(scrape(coordinator.clone(), Arc::clone(&store))));
     tracing::info!(grpc = %address, cluster_port = settings.cluster_port, data_dir = %settings.data_dir.display(), "coordinator ready");
     eprintln!(
         "seedling coordinator: API {address}, cluster node port {} ({}), data {}",
@@ -146,6 +158,12 @@ pub async fn serve(
         },
         settings.data_dir.display()
     );
+    if let Some(metrics) = &metrics {
+        eprintln!(
+            "seedling coordinator: metrics at http://{}/metrics",
+            metrics.address()
+        );
+    }
 
     let auth = RequireToken::new(settings.token.clone(), settings.read_token.clone());
     let api = InterceptedService::new(
@@ -203,6 +221,7 @@ pub async fn serve(
         }
     };
 
+    drop(metrics);
     if let Some(acceptor) = node_acceptor {
         acceptor.abort();
     }
@@ -215,5 +234,26 @@ pub async fn serve(
     served.map_err(|e| ClusterError::Grpc {
         addr: address,
         message: e.to_string(),
+    })
+}
+
+/// A scrape of this coordinator: its actor's snapshot, and the store's
+/// size read off the actor's thread.
+fn scrape(coordinator: ActorRef<ClusterMsg>, store: Arc<LineageStore>) -> Render {
+    Arc::new(move || {
+        let (coordinator, store) = (coordinator.clone(), Arc::clone(&store));
+        Box::pin(async move {
+            let asked = coordinator
+                .call(ClusterMsg::Metrics, Some(SCRAPE_TIMEOUT))
+                .await;
+            let Ok(CallResult::Success(mut snapshot)) = asked else {
+                return Err("the coordinator is busy or stopping; scrape again".to_string());
+            };
+            snapshot.store_bytes = tokio::task::spawn_blocking(move || store.size_on_disk().ok())
+                .await
+                .ok()
+                .flatten();
+            Ok(metrics::render(&snapshot))
+        })
     })
 }

@@ -21,6 +21,7 @@ use std::time::Instant;
 use ractor::{ActorRef, RpcReplyPort};
 use seedling_common::lineage::LineageBatch;
 use seedling_common::time::thread_cpu;
+use seedling_telemetry::{Histogram, exponential_buckets};
 use tokio::sync::mpsc;
 
 use super::actor::ClusterMsg;
@@ -84,14 +85,35 @@ pub struct Writer {
     load: Arc<WriterLoad>,
 }
 
-/// The writer's running totals (read by `cluster status`).
-#[derive(Debug, Default)]
+/// The writer's running totals (read by `cluster status`) and latencies
+/// (read by the metrics).
+#[derive(Debug)]
 pub struct WriterLoad {
     results: AtomicU64,
     writes: AtomicU64,
     busy_ns: AtomicU64,
     cpu_ns: AtomicU64,
     sync_ns: AtomicU64,
+    /// From the writer taking a merged batch up to the sync that made it
+    /// durable: how long a decided result waits to be acknowledged.
+    pub batch_seconds: Histogram,
+    pub sync_seconds: Histogram,
+}
+
+impl Default for WriterLoad {
+    fn default() -> Self {
+        // 0.5 ms to about 16 s.
+        let buckets = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        Self {
+            results: AtomicU64::default(),
+            writes: AtomicU64::default(),
+            busy_ns: AtomicU64::default(),
+            cpu_ns: AtomicU64::default(),
+            sync_ns: AtomicU64::default(),
+            batch_seconds: buckets(),
+            sync_seconds: buckets(),
+        }
+    }
 }
 
 impl WriterLoad {
@@ -148,6 +170,8 @@ impl Writer {
 struct Applied {
     group: Vec<Write>,
     error: Option<String>,
+    /// When the writer took the batch.
+    started: Instant,
 }
 
 /// Applies decided groups to the store in order, merging what queued up,
@@ -187,7 +211,12 @@ fn apply_in_order(
             thread_cpu().saturating_sub(started.1).as_nanos() as u64,
             Ordering::Relaxed,
         );
-        if let Err(refused) = applied.send(Applied { group, error }) {
+        let applying = Applied {
+            group,
+            error,
+            started: started.0,
+        };
+        if let Err(refused) = applied.send(applying) {
             // The sync thread is gone (it never ends first): answer anyway.
             for write in refused.0.group {
                 write.refuse("the lineage writer stopped");
@@ -215,10 +244,18 @@ fn sync_in_order(
         } else {
             None
         };
+        let syncing = started.elapsed();
         load.sync_ns
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(syncing.as_nanos() as u64, Ordering::Relaxed);
+        load.sync_seconds.observe(syncing.as_secs_f64());
         load.writes.fetch_add(1, Ordering::Relaxed);
-        for Applied { group, error } in ready {
+        for Applied {
+            group,
+            error,
+            started,
+        } in ready
+        {
+            load.batch_seconds.observe(started.elapsed().as_secs_f64());
             let error = error.or_else(|| synced.clone());
             let results: usize = group.iter().map(|w| w.outcomes.len()).sum();
             load.results.fetch_add(results as u64, Ordering::Relaxed);

@@ -15,6 +15,7 @@ use crate::plan::Plan;
 use crate::quality::consistency::disagreement;
 use crate::quality::diversity::InputNgrams;
 use crate::quality::duplicates::{CandidateKeys, Duplicate, DuplicateTiers};
+use crate::quality::funnel::GENERATION_FAILED;
 
 /// Self-Instruct's novelty gate: ROUGE-L above this to an accepted input drops a new one.
 pub const NOVELTY_THRESHOLD: f64 = 0.7;
@@ -110,11 +111,11 @@ pub fn decide(
         prepared: None,
     };
     if let Some(error) = &result.error {
-        return reject("generation_failed", serde_json::json!({ "error": error }));
+        return reject(GENERATION_FAILED, serde_json::json!({ "error": error }));
     }
     let Some(verdict) = &result.verdict else {
         return reject(
-            "generation_failed",
+            GENERATION_FAILED,
             serde_json::json!({ "error": "no verdict" }),
         );
     };

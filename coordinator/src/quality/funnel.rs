@@ -14,10 +14,13 @@ pub const STAGES: [&str; 5] = [
     "accepted (within quota)",
 ];
 
+/// The reason of an attempt whose model calls failed on the worker.
+pub const GENERATION_FAILED: &str = "generation_failed";
+
 /// The stage a rejection reason stops an attempt at (index into `STAGES`).
 pub fn stage_of(reason: &str) -> usize {
     match reason {
-        "generation_failed" => 0,
+        GENERATION_FAILED => 0,
         "low_quality_score" | "judge_rejected" => 2,
         "exact_duplicate" | "near_duplicate" | "semantic_duplicate" | "too_similar" => 3,
         "quota_filled" => 4,

@@ -1,0 +1,187 @@
+//! Prometheus sees what the coordinator knows: the real cluster coordinator
+//! (in-process, `simulated`, metrics on) runs a plan to its end for a
+//! scripted worker stand-in (a test double: no model), a real Prometheus
+//! server scrapes it, and what Prometheus answers through its own API
+//! agrees with the plan's status and the cluster status.
+
+use std::time::{Duration, Instant};
+
+use ractor::Actor;
+use seedling_proto::api::{ClusterStatusRequest, PlanRef, PlanSummary, SubmitPlanRequest};
+use seedling_tests::prometheus::Prometheus;
+use seedling_tests::repo_root;
+use seedling_tests::scripted::ScriptedWorker;
+use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
+use tokio::sync::mpsc;
+
+const TARGET: u64 = 12;
+
+async fn run_plan_to_its_end(coordinator: &mut LocalCoordinator) -> PlanSummary {
+    let plan_path = repo_root().join("examples/retail-banking.toml");
+    let plan_toml = std::fs::read_to_string(&plan_path).unwrap();
+    let files = seedling_coordinator::plan::reference_files(&plan_path, &plan_toml).unwrap();
+    let plan_id = coordinator
+        .api
+        .submit_plan(SubmitPlanRequest {
+            file_name: "retail-banking.toml".into(),
+            plan_toml,
+            files,
+            target: Some(TARGET),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan_id;
+    let started = Instant::now();
+    loop {
+        let plan = coordinator
+            .api
+            .get_plan(PlanRef {
+                plan_id: plan_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if plan.state != "running" {
+            return plan;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the plan did not end: {plan:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_coordinator_and_agrees_with_plan_status() {
+    let mut coordinator = LocalCoordinator::start(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (results, to_send) = mpsc::unbounded_channel();
+    let (gate, _) = Actor::spawn(None, AnsweringWorker, (ScriptedWorker::default(), results))
+        .await
+        .unwrap();
+    join_worker(
+        &coordinator.url,
+        "scripted-a",
+        4,
+        gate.get_cell(),
+        to_send,
+        || {},
+    )
+    .await
+    .unwrap();
+    coordinator.wait_for_workers(1).await.unwrap();
+    let prometheus = tokio::task::spawn_blocking({
+        let target = coordinator.metrics;
+        move || Prometheus::start(&[("seedling-coordinator", target)])
+    })
+    .await
+    .unwrap();
+
+    let plan = run_plan_to_its_end(&mut coordinator).await;
+    assert_eq!(plan.state, "finished", "{plan:?}");
+    let status = coordinator
+        .api
+        .get_cluster_status(ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let id = plan.plan_id.clone();
+
+    // Wait for a scrape taken after the plan ended, then ask Prometheus.
+    let accepted = format!("seedling_records_accepted_total{{plan=\"{id}\"}}");
+    let prometheus = tokio::task::spawn_blocking(move || {
+        seedling_tests::wait_for(
+            "Prometheus to scrape the finished plan",
+            Duration::from_secs(30),
+            || {
+                prometheus.value(&accepted) == Some(plan.accepted as f64)
+                    && prometheus.value("seedling_plans{state=\"finished\"}") == Some(1.0)
+            },
+        );
+        prometheus
+    })
+    .await
+    .unwrap();
+    let p = &prometheus;
+    assert_eq!(
+        p.value("up{job=\"seedling-coordinator\"}"),
+        Some(1.0),
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        p.value(&format!("seedling_attempts_total{{plan=\"{id}\"}}")),
+        Some(plan.attempts as f64)
+    );
+    assert_eq!(
+        p.value(&format!("seedling_plan_target_records{{plan=\"{id}\"}}")),
+        Some(TARGET as f64)
+    );
+    // Every rejection reason, with its stage, as plan status counts it.
+    let rejected = p.query(&format!("seedling_records_rejected_total{{plan=\"{id}\"}}"));
+    assert_eq!(
+        rejected.len(),
+        plan.rejected.len(),
+        "{rejected:?} vs {:?}",
+        plan.rejected
+    );
+    for sample in &rejected {
+        let reason = sample.labels["reason"].as_str().unwrap();
+        assert_eq!(
+            Some(&(sample.value as u64)),
+            plan.rejected.get(reason),
+            "{reason}"
+        );
+        assert!(sample.labels["stage"].is_string(), "{sample:?}");
+    }
+    assert!(
+        !rejected.is_empty(),
+        "the script makes duplicates and refusals"
+    );
+    // Quota fill: every stratum full, and the per-stratum figures add up.
+    let fill = p.query(&format!("seedling_stratum_fill_ratio{{plan=\"{id}\"}}"));
+    assert_eq!(fill.len(), plan.strata.len());
+    assert!(fill.iter().all(|s| s.value == 1.0), "{fill:?}");
+    assert_eq!(
+        p.value(&format!(
+            "sum(seedling_stratum_accepted_records{{plan=\"{id}\"}})"
+        )),
+        Some(plan.accepted as f64)
+    );
+    // Units: every attempt was leased and completed by the one worker.
+    let completed = p.value("seedling_units_completed_total").unwrap();
+    let leased = p.value("seedling_units_leased_total").unwrap();
+    assert!(
+        completed >= plan.attempts as f64,
+        "{completed} < {}",
+        plan.attempts
+    );
+    assert!(leased >= completed, "{leased} < {completed}");
+    assert_eq!(p.value("seedling_units_failed_total"), Some(0.0));
+    // The worker, as its heartbeats report it.
+    assert_eq!(p.value("seedling_workers"), Some(1.0));
+    assert_eq!(
+        p.value("seedling_worker_slots{worker=\"scripted-a\"}"),
+        Some(4.0)
+    );
+    assert!(
+        p.value("seedling_worker_heartbeats_total{worker=\"scripted-a\"}")
+            .unwrap()
+            >= 1.0
+    );
+    // The lineage writer: results made durable, how long batches took.
+    let load = status.load.unwrap();
+    let written = p.value("seedling_lineage_results_written_total").unwrap();
+    assert!(written >= load.results_written as f64, "{written}");
+    assert!(
+        p.value("seedling_lineage_write_batch_seconds_count")
+            .unwrap()
+            >= 1.0
+    );
+    assert!(p.value("seedling_lineage_store_bytes").unwrap() > 0.0);
+    assert!(p.value("process_resident_memory_bytes").unwrap() > 1e6);
+    coordinator.stop().await;
+}

@@ -1,0 +1,143 @@
+//! A real Prometheus server for tests (Debian's `prometheus`, which
+//! `scripts/setup` installs): it scrapes the given targets every second
+//! into a store in a temporary directory, and is asked through its HTTP
+//! API, as a dashboard asks it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, wait_for};
+
+/// A Prometheus process; killed when dropped.
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Child,
+    address: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One series of a query's answer: its labels and value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub labels: serde_json::Value,
+    pub value: f64,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (job name, address) every
+    /// second and waits until it is ready.
+    pub fn start(targets: &[(&str, SocketAddr)]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let jobs: String = targets
+            .iter()
+            .map(|(job, address)| {
+                format!(
+                    "  - job_name: {job}\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"{address}\"]\n"
+                )
+            })
+            .collect();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, format!("scrape_configs:\n{jobs}")).unwrap();
+        let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start prometheus ({e}): run scripts/setup, which installs it")
+            });
+        let prometheus = Self {
+            child,
+            address,
+            dir,
+        };
+        wait_for("Prometheus to be ready", Duration::from_secs(60), || {
+            prometheus
+                .get("/-/ready")
+                .is_some_and(|(status, _)| status == 200)
+        });
+        prometheus
+    }
+
+    /// Its own log, for a failing test to show.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// An instant query's series.
+    pub fn query(&self, promql: &str) -> Vec<Sample> {
+        let (status, body) = self
+            .get(&format!("/api/v1/query?query={}", percent_encode(promql)))
+            .expect("Prometheus answers");
+        let answer: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{promql}: not JSON ({e}): {body}"));
+        assert_eq!(status, 200, "{promql}: {body}");
+        answer["data"]["result"]
+            .as_array()
+            .expect("a vector result")
+            .iter()
+            .map(|series| Sample {
+                labels: series["metric"].clone(),
+                value: series["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .expect("a sample value"),
+            })
+            .collect()
+    }
+
+    /// The value of a query that yields one series, if it yields one.
+    pub fn value(&self, promql: &str) -> Option<f64> {
+        match self.query(promql).as_slice() {
+            [one] => Some(one.value),
+            _ => None,
+        }
+    }
+
+    /// GET `path`: (status, body); `None` when nothing answers.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect_timeout(&self.address, Duration::from_secs(2)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        // HTTP/1.0: the answer ends with the connection, never chunked.
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.address
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
