@@ -141,3 +141,25 @@ fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// The queries of the shipped Grafana dashboard
+/// (`cluster-configs/monitoring/grafana-dashboard.json`): (panel title,
+/// PromQL expression).
+pub fn dashboard_queries() -> Vec<(String, String)> {
+    let path = crate::repo_root().join("cluster-configs/monitoring/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap_or_default().to_string();
+            panel["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_string()))
+        })
+        .collect()
+}

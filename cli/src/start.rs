@@ -244,6 +244,8 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 tls_identity: tls.identity,
                 node_tls,
                 heartbeat: Duration::from_millis(w.heartbeat_ms),
+                metrics_listen: metrics_address(&w.metrics_listen, "worker.metrics_listen")
+                    .map_err(anyhow::Error::msg)?,
             };
             let digest = sha256_file(&model)?;
             let engine = Arc::new(Engine::start(engine_config.clone())?);

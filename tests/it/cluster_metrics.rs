@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ractor::Actor;
 use seedling_proto::api::{ClusterStatusRequest, PlanRef, PlanSummary, SubmitPlanRequest};
-use seedling_tests::prometheus::Prometheus;
+use seedling_tests::prometheus::{Prometheus, dashboard_queries};
 use seedling_tests::repo_root;
 use seedling_tests::scripted::ScriptedWorker;
 use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
@@ -183,5 +183,32 @@ async fn prometheus_scrapes_the_coordinator_and_agrees_with_plan_status() {
     );
     assert!(p.value("seedling_lineage_store_bytes").unwrap() > 0.0);
     assert!(p.value("process_resident_memory_bytes").unwrap() > 1e6);
+    // Every query of the shipped dashboard is PromQL that Prometheus runs
+    // (`query` fails on any other answer than 200); the coordinator's own
+    // panels show this plan (the workers' engines are the model test's).
+    for (panel, expr) in dashboard_queries() {
+        let series = p.query(&expr);
+        if expr.contains("seedling_stratum_fill_ratio")
+            || expr.contains("seedling_lineage_store_bytes")
+        {
+            assert!(!series.is_empty(), "{panel}: {expr}");
+        }
+    }
     coordinator.stop().await;
+}
+
+#[test]
+fn the_shipped_prometheus_config_is_one_prometheus_accepts() {
+    let config = repo_root().join("cluster-configs/monitoring/prometheus.yml");
+    let checked = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .expect("promtool (from the prometheus package scripts/setup installs)");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }

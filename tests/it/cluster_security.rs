@@ -92,7 +92,8 @@ impl Coordinator {
                  cluster_port = {node_port}\ncluster_listen_ip = \"127.0.0.1\"\n\
                  cookie = {{ value = \"{COOKIE}\" }}\ntoken = {{ value = \"{OPERATOR_TOKEN}\" }}\n\
                  read_token = {{ env = \"SECURITY_TEST_READ_TOKEN\" }}\n\
-                 tls_ca = \"{certs}/ca.pem\"\ntls_cert = \"{certs}/coordinator.pem\"\ntls_key = \"{certs}/coordinator.key\"\n"
+                 tls_ca = \"{certs}/ca.pem\"\ntls_cert = \"{certs}/coordinator.pem\"\ntls_key = \"{certs}/coordinator.key\"\n\
+                 metrics_listen = \"off\"\n"
             ),
         )
         .unwrap();
@@ -289,7 +290,7 @@ fn plain_text_beyond_loopback_needs_insecure_and_is_warned_about() {
         &config,
         format!(
             "[coordinator]\ndata_dir = \"data\"\ngrpc_listen = \"127.0.0.1:{}\"\ncluster_port = {}\n\
-             cluster_listen_ip = \"0.0.0.0\"\ncookie = {{ value = \"{COOKIE}\" }}\n",
+             cluster_listen_ip = \"0.0.0.0\"\ncookie = {{ value = \"{COOKIE}\" }}\nmetrics_listen = \"off\"\n",
             free_port(),
             free_port()
         ),

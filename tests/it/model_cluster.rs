@@ -15,6 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use seedling_common::config::ClusterConfig;
+use seedling_tests::prometheus::{Prometheus, dashboard_queries};
 use seedling_tests::{
     Tap, Work, exported_records, free_port, repo_root, seedling_bin, test_plan, wait_for,
     wait_for_model,
@@ -31,6 +32,10 @@ struct Cluster {
     dir: tempfile::TempDir,
     grpc_port: u16,
     cluster_port: u16,
+    /// Where the coordinator serves `/metrics`.
+    metrics: std::net::SocketAddr,
+    /// Where each worker serves its `/metrics`.
+    worker_metrics: Vec<(String, std::net::SocketAddr)>,
     coordinator: Option<Child>,
     workers: Vec<(String, Child)>,
     /// Relays that record what crosses the wire, kept alive with the cluster.
@@ -67,6 +72,14 @@ impl Cluster {
         let cluster_port = std::iter::repeat_with(free_port)
             .find(|&p| p != grpc_port)
             .unwrap();
+        let metrics: std::net::SocketAddr = format!(
+            "127.0.0.1:{}",
+            std::iter::repeat_with(free_port)
+                .find(|&p| p != grpc_port && p != cluster_port)
+                .unwrap()
+        )
+        .parse()
+        .unwrap();
         let certs = dir.path().join("certs");
         let certs_arg = certs.to_str().unwrap();
         let made = Command::new(seedling_bin())
@@ -78,13 +91,16 @@ impl Cluster {
             "[coordinator]\ndata_dir = \"data\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\ncluster_port = {cluster_port}\n\
              cluster_listen_ip = \"127.0.0.1\"\ncookie = {{ value = \"{COOKIE}\" }}\ntoken = {{ value = \"{TOKEN}\" }}\n\
              lease_timeout_ms = {LEASE_MS}\n\
-             tls_ca = \"certs/ca.pem\"\ntls_cert = \"certs/coordinator.pem\"\ntls_key = \"certs/coordinator.key\"\n"
+             tls_ca = \"certs/ca.pem\"\ntls_cert = \"certs/coordinator.pem\"\ntls_key = \"certs/coordinator.key\"\n\
+             metrics_listen = \"{metrics}\"\n"
         );
         std::fs::write(dir.path().join("coordinator.toml"), config).unwrap();
         let mut cluster = Self {
             dir,
             grpc_port,
             cluster_port,
+            metrics,
+            worker_metrics: Vec::new(),
             coordinator: None,
             workers: Vec::new(),
             taps: Vec::new(),
@@ -132,7 +148,7 @@ impl Cluster {
         });
     }
 
-    fn worker_config(&self, id: &str, cookie: &str, threads: u32, slots: u32) -> PathBuf {
+    fn worker_config(&mut self, id: &str, cookie: &str, threads: u32, slots: u32) -> PathBuf {
         self.worker_config_via(
             id,
             cookie,
@@ -144,7 +160,7 @@ impl Cluster {
 
     /// A worker's config that reaches the coordinator at `ports` (node, API).
     fn worker_config_via(
-        &self,
+        &mut self,
         id: &str,
         cookie: &str,
         threads: u32,
@@ -152,13 +168,25 @@ impl Cluster {
         (node_port, grpc_port): (u16, u16),
     ) -> PathBuf {
         self.issue_certificate(id);
+        let taken = [self.grpc_port, self.cluster_port, self.metrics.port()];
+        let metrics: std::net::SocketAddr = format!(
+            "127.0.0.1:{}",
+            std::iter::repeat_with(free_port)
+                .find(|p| !taken.contains(p)
+                    && self.worker_metrics.iter().all(|(_, m)| m.port() != *p))
+                .unwrap()
+        )
+        .parse()
+        .unwrap();
+        self.worker_metrics.push((id.to_string(), metrics));
         let path = self.dir.path().join(format!("{id}.toml"));
         let config = format!(
             "[worker]\nid = \"{id}\"\ncoordinator_node = \"127.0.0.1:{node_port}\"\n\
              coordinator_grpc = \"https://127.0.0.1:{grpc_port}\"\n\
              cookie = {{ value = \"{cookie}\" }}\ntoken = {{ value = \"{TOKEN}\" }}\nthreads = {threads}\nslots = {slots}\n\
              ctx = 4096\nheartbeat_ms = 500\n\
-             tls_ca = \"certs/ca.pem\"\ntls_cert = \"certs/{id}.pem\"\ntls_key = \"certs/{id}.key\"\n"
+             tls_ca = \"certs/ca.pem\"\ntls_cert = \"certs/{id}.pem\"\ntls_key = \"certs/{id}.key\"\n\
+             metrics_listen = \"{metrics}\"\n"
         );
         std::fs::write(&path, config).unwrap();
         path
@@ -635,6 +663,94 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
         "{}",
         cluster.coordinator_log()
     );
+}
+
+#[test]
+fn model_cluster_metrics_reach_prometheus_and_fill_the_dashboard() {
+    const TARGET: u64 = 3;
+    let mut cluster = Cluster::new();
+    cluster.start_worker("wm", 1, 1);
+    let worker_metrics = cluster.worker_metrics[0].1;
+    let prometheus = Prometheus::start(&[
+        ("seedling-coordinator", cluster.metrics),
+        ("seedling-worker", worker_metrics),
+    ]);
+    wait_for("the worker", Duration::from_secs(60), || {
+        cluster.workers_seen().contains("wm")
+    });
+    let plan = cluster.submit(TARGET);
+    wait_for_model("the plan to finish", Work::to_accept(TARGET as u32), || {
+        cluster.plan(&plan)["state"] != "running"
+    });
+    let status = cluster.plan(&plan);
+    assert_eq!(status["state"], "finished", "{status}");
+
+    // Once the worker is idle, its own scrape and the coordinator's (from
+    // its heartbeats) agree on what it generated, and the plan's figures
+    // are what plan status says.
+    let generated = "seedling_engine_generated_tokens_total{worker=\"wm\"}";
+    let heard = "seedling_worker_generated_tokens_total{worker=\"wm\"}";
+    let accepted = format!("seedling_records_accepted_total{{plan=\"{plan}\"}}");
+    wait_for(
+        "Prometheus to scrape both nodes after the plan",
+        Duration::from_secs(30),
+        || {
+            let own = prometheus.value(generated);
+            own.is_some_and(|t| t > 0.0)
+                && own == prometheus.value(heard)
+                && prometheus.value(&accepted) == status["accepted"].as_f64()
+        },
+    );
+    let p = &prometheus;
+    for job in ["seedling-coordinator", "seedling-worker"] {
+        assert_eq!(
+            p.value(&format!("up{{job=\"{job}\"}}")),
+            Some(1.0),
+            "{}",
+            p.log()
+        );
+    }
+    assert_eq!(
+        p.value(&format!("seedling_attempts_total{{plan=\"{plan}\"}}")),
+        status["attempts"].as_f64()
+    );
+    assert!(
+        p.value("seedling_model_load_seconds{worker=\"wm\"}")
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(p.value("seedling_engine_slots{worker=\"wm\"}"), Some(1.0));
+    assert_eq!(
+        p.value("seedling_engine_kv_cells_capacity{worker=\"wm\"}"),
+        Some(4096.0)
+    );
+    assert!(
+        p.value("seedling_engine_requests_total{worker=\"wm\",outcome=\"completed\"}")
+            .unwrap()
+            >= TARGET as f64
+    );
+    // A worker process holds the model: far more than a coordinator.
+    let rss = |job: &str| {
+        p.value(&format!("process_resident_memory_bytes{{job=\"{job}\"}}"))
+            .unwrap()
+    };
+    assert!(rss("seedling-worker") > 2.0 * rss("seedling-coordinator"));
+
+    // Every query of the shipped dashboard runs, and every panel shows
+    // data, but those that only fill when something goes wrong.
+    let quiet_when_all_is_well = ["Rejections by stage and reason", "Results refused"];
+    let mut shown = BTreeSet::new();
+    for (panel, expr) in dashboard_queries() {
+        if !p.query(&expr).is_empty() {
+            shown.insert(panel);
+        }
+    }
+    for (panel, _) in dashboard_queries() {
+        assert!(
+            shown.contains(&panel) || quiet_when_all_is_well.contains(&panel.as_str()),
+            "the dashboard's panel {panel:?} shows no data"
+        );
+    }
 }
 
 #[test]

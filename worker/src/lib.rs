@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod engine;
+pub mod metrics;
 pub mod model_file;
 pub mod remote;
 pub mod scoring;

@@ -9,7 +9,7 @@
 //! not re-dial, and never notices a hung peer, hence the coordinator's lease.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +27,13 @@ use seedling_proto::node_tls::NodeTls;
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
 use seedling_proto::worker::{EngineStats, WorkerCapacity};
+use seedling_telemetry::MetricsEndpoint;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::actor::run_caught;
 use crate::engine::Engine;
+use crate::metrics::WorkerView;
 
 /// Finished results waiting for the uplink; a full outbox holds the units back.
 const OUTBOX: usize = 64;
@@ -56,6 +58,8 @@ pub struct RemoteSettings {
     /// Node traffic over mutual TLS; plain (cookie only) when `None`.
     pub node_tls: Option<NodeTls>,
     pub heartbeat: Duration,
+    /// Where `/metrics` is served; `None` serves none.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,8 @@ pub enum RemoteError {
     Refused { addr: String, secs: u64 },
     #[error("the coordinator's gRPC address {addr} is not usable: {reason}")]
     Grpc { addr: String, reason: String },
+    #[error(transparent)]
+    Metrics(#[from] seedling_telemetry::TelemetryError),
 }
 
 /// A unit's result with what its assignment said a report must carry.
@@ -326,6 +332,10 @@ pub async fn serve_worker(
         addr: settings.coordinator_grpc.clone(),
         reason: e.message().to_string(),
     })?;
+    let metrics = match settings.metrics_listen {
+        Some(address) => Some(MetricsEndpoint::bind(address, "worker.metrics_listen").await?),
+        None => None,
+    };
     // Nobody dials a worker (the cluster is isolated: workers dial the
     // coordinator), so its own listener stays on loopback, under TLS too
     // when the cluster uses it.
@@ -384,6 +394,33 @@ pub async fn serve_worker(
     tracing::info!(worker = %worker_id, coordinator = %settings.coordinator_node, "joined the cluster");
 
     let unacknowledged = Arc::new(AtomicU32::new(0));
+    let rejoins = Arc::new(AtomicU64::new(0));
+    let _metrics = metrics.map(|bound| {
+        let view = Watched {
+            engine: Arc::clone(&engine),
+            running: Arc::clone(&running),
+            unacknowledged: Arc::clone(&unacknowledged),
+            rejoins: Arc::clone(&rejoins),
+            view: WorkerView {
+                worker_id: worker_id.clone(),
+                slots: capacity.slots,
+                kv_cells: capacity.context_tokens,
+                model_load: engine.load_time(),
+                running: 0,
+                unacknowledged: 0,
+                rejoins: 0,
+            },
+        };
+        let endpoint = bound.serve(Arc::new(move || {
+            let text = view.render();
+            Box::pin(async move { Ok(text) })
+        }));
+        eprintln!(
+            "seedling worker {worker_id}: metrics at http://{}/metrics",
+            endpoint.address()
+        );
+        endpoint
+    });
     let uplink = tokio::spawn(uplink(
         endpoint,
         token,
@@ -409,6 +446,7 @@ pub async fn serve_worker(
                 )
                 .await;
                 eprintln!("seedling worker {worker_id}: rejoined the coordinator");
+                rejoins.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             let beat = Heartbeat {
@@ -517,5 +555,26 @@ async fn uplink(
             "result stream broken; reconnecting"
         );
         tokio::time::sleep(backoff).await;
+    }
+}
+
+/// What a metrics scrape of this worker reads.
+struct Watched {
+    engine: Arc<Engine>,
+    running: Running,
+    unacknowledged: Arc<AtomicU32>,
+    rejoins: Arc<AtomicU64>,
+    view: WorkerView,
+}
+
+impl Watched {
+    fn render(&self) -> String {
+        let view = WorkerView {
+            running: self.running.lock().expect("running set").len(),
+            unacknowledged: self.unacknowledged.load(Ordering::Relaxed),
+            rejoins: self.rejoins.load(Ordering::Relaxed),
+            ..self.view.clone()
+        };
+        crate::metrics::render(&self.engine.stats(), &view)
     }
 }

@@ -55,10 +55,14 @@ pub struct EngineCounters {
     pub embedding_us: AtomicU64,
     /// Time the engine had nothing to do.
     pub idle_us: AtomicU64,
+    /// KV cells held for the sequences decoding (each reserves what its
+    /// request may need) and by cached prompt prefixes.
+    pub kv_cells_reserved: AtomicU64,
+    pub kv_cells_cached: AtomicU64,
 }
 
 /// A point-in-time copy of [`EngineCounters`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EngineStats {
     pub requests_completed: u64,
     pub requests_failed: u64,
@@ -71,6 +75,8 @@ pub struct EngineStats {
     pub decode_ms: u64,
     pub embedding_ms: u64,
     pub idle_ms: u64,
+    pub kv_cells_reserved: u64,
+    pub kv_cells_cached: u64,
 }
 
 impl EngineCounters {
@@ -88,6 +94,8 @@ impl EngineCounters {
             decode_ms: load(&self.decode_us) / 1000,
             embedding_ms: load(&self.embedding_us) / 1000,
             idle_ms: load(&self.idle_us) / 1000,
+            kv_cells_reserved: load(&self.kv_cells_reserved),
+            kv_cells_cached: load(&self.kv_cells_cached),
         }
     }
 }
@@ -143,12 +151,15 @@ pub struct Engine {
     config: EngineConfig,
     counters: Arc<EngineCounters>,
     thread: Option<JoinHandle<()>>,
+    /// How long loading the model took.
+    load_time: std::time::Duration,
 }
 
 impl Engine {
     /// Loads the model on a new thread; returns once it is ready or failed.
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
         config.validate()?;
+        let loading = std::time::Instant::now();
         crate::model_file::check_gguf_header(&config.model_path)?;
         if let Some(expected) = &config.expected_sha256 {
             crate::model_file::verify_sha256(&config.model_path, expected)?;
@@ -183,7 +194,14 @@ impl Engine {
             config,
             counters,
             thread: Some(thread),
+            load_time: loading.elapsed(),
         })
+    }
+
+    /// How long `start` took: reading (and checking) the model file and
+    /// loading it into llama.cpp.
+    pub fn load_time(&self) -> std::time::Duration {
+        self.load_time
     }
 
     pub fn info(&self) -> &ModelInfo {

@@ -345,6 +345,12 @@ impl<'m> Scheduler<'m> {
         self.counters
             .queued_requests
             .store(self.waiting.len() as u64, Ordering::Relaxed);
+        self.counters
+            .kv_cells_reserved
+            .store(self.reserved_cells() as u64, Ordering::Relaxed);
+        self.counters
+            .kv_cells_cached
+            .store(self.cache.cells() as u64, Ordering::Relaxed);
     }
 
     fn accept(&mut self, command: Command) {
