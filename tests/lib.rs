@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests in `it/`: where the model is and
 //! how to start an engine that behaves on a 2-core machine.
 
+pub mod http;
 pub mod machine;
 pub mod prometheus;
 pub mod scripted;
@@ -103,16 +104,21 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Loads an export with Hugging Face `datasets` (`tests/python/load_export.py`
-/// in the environment `scripts/setup` makes) and returns its rows per split.
-pub fn load_with_datasets(export: &std::path::Path) -> serde_json::Value {
-    let pyenv = std::env::var_os("SEEDLING_PYENV")
+/// The Python environment `scripts/setup` makes for the tests' tools
+/// (Hugging Face `datasets`, `mlflow`).
+pub fn pyenv() -> PathBuf {
+    std::env::var_os("SEEDLING_PYENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                 .join(".cache/seedling/pyenv")
-        });
-    let python = pyenv.join("bin/python");
+        })
+}
+
+/// Loads an export with Hugging Face `datasets` (`tests/python/load_export.py`
+/// in the environment `scripts/setup` makes) and returns its rows per split.
+pub fn load_with_datasets(export: &std::path::Path) -> serde_json::Value {
+    let python = pyenv().join("bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/test (scripts/setup installs datasets there)",

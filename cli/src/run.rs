@@ -19,7 +19,9 @@ use seedling_coordinator::pipeline::{
     CoordinatorActor, CoordinatorArgs, PlanRun, Progress, RunOptions,
 };
 use seedling_coordinator::plan::load_plan;
+use seedling_coordinator::tracking::{PlanTracking, RunContext, TrackingTarget};
 use seedling_proto::worker::WorkerCapacity;
+use seedling_telemetry::mlflow::TrackingSummary;
 use seedling_worker::actor::{WorkerActor, WorkerArgs};
 use seedling_worker::engine::{Engine, EngineConfig, EngineStats};
 use seedling_worker::model_file::sha256_file;
@@ -43,6 +45,13 @@ pub struct RunArgs {
     /// Print no progress, only the summary
     #[arg(long)]
     pub quiet: bool,
+    /// An MLflow tracking server (http://host:port): the run is logged
+    /// there as an MLflow run (parameters, metrics, the dataset, its card)
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// The MLflow experiment the run goes into (created when missing)
+    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = "seedling")]
+    pub experiment: String,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -78,17 +87,16 @@ fn write_progress(out: &Path, progress: &Progress, dataset: Option<&str>) {
     }
 }
 
-fn generator_version(model: &Path) -> anyhow::Result<String> {
-    let digest = sha256_file(model)?;
+fn generator_version(model: &Path, digest: &str) -> String {
     let name = model
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(format!(
+    format!(
         "seedling {} ({name} sha256:{})",
         env!("CARGO_PKG_VERSION"),
         &digest[..16]
-    ))
+    )
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -96,6 +104,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if !(args.attempts_per_record.is_finite() && args.attempts_per_record >= 1.0) {
         anyhow::bail!("--attempts-per-record must be >= 1");
     }
+    let tracking_target = args
+        .tracking_uri
+        .as_deref()
+        .map(|uri| TrackingTarget::new(uri, &args.experiment))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}; or unset MLFLOW_TRACKING_URI to run untracked"))?;
     let plan = load_plan(&args.plan)?;
     let base_dir = args
         .plan
@@ -116,14 +130,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(LineageStore::open(&store_path).with_context(|| {
             format!("opening the run's lineage store in {}", args.out.display())
         })?);
+    let model_sha256 = sha256_file(&config.model_path)?;
     let options = RunOptions {
         target: args.target,
-        generator_version: generator_version(&config.model_path)?,
+        generator_version: generator_version(&config.model_path, &model_sha256),
         base_dir,
         attempts_per_record: args.attempts_per_record,
     };
     let earlier_plans = store.plans()?;
-    let plan_run = PlanRun::open(Arc::clone(&store), plan, options)?;
+    let plan_run = PlanRun::open(Arc::clone(&store), plan.clone(), options)?;
     if !earlier_plans.is_empty() && !earlier_plans.contains(plan_run.plan_id()) {
         // An edited plan is a new plan: say so rather than silently start over.
         let names: Vec<&str> = earlier_plans.iter().map(|p| p.as_str()).collect();
@@ -135,6 +150,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let plan_id = plan_run.plan_id().clone();
+    let mut tracking = match &tracking_target {
+        Some(target) => {
+            let plan_text = std::fs::read_to_string(&args.plan)
+                .with_context(|| format!("reading {}", args.plan.display()))?;
+            let context = RunContext {
+                plan_id: plan_id.as_str(),
+                plan_file: &args.plan,
+                plan_text: &plan_text,
+                model: &config.model_path,
+                model_sha256: &model_sha256,
+                settings: run_settings(&config, &args),
+                nodes: vec!["local".into()],
+            };
+            Some(PlanTracking::start(target, &plan, &context))
+        }
+        None => None,
+    };
     let started = Instant::now();
     // The generation itself, model load and export aside: what the time
     // split and the delivered tokens/s are of.
@@ -156,8 +188,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         let driving = Instant::now();
-        let progress =
-            runtime.block_on(drive(plan_run, Arc::clone(&engine), args.quiet, &args.out))?;
+        let progress = runtime.block_on(drive(
+            plan_run,
+            Arc::clone(&engine),
+            args.quiet,
+            &args.out,
+            &mut tracking,
+        ))?;
         generating = driving.elapsed();
         // Units still in the engine are surplus: dropping their tasks drops
         // their tickets, and the engine abandons them instead of finishing.
@@ -171,7 +208,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     write_progress(&args.out, &progress, Some(&summary.version));
     print_summary(&progress, &summary, started.elapsed(), &store_path);
     print_costs(&progress, generating, &config, engine_stats.as_ref());
+    if let Some(tracking) = tracking {
+        print_tracking(&tracking.finished(&progress, &summary, &args.plan));
+    }
     Ok(())
+}
+
+/// The settings a run is tracked with, beside the plan's own.
+fn run_settings(config: &EngineConfig, args: &RunArgs) -> Vec<(String, String)> {
+    [
+        (
+            "target",
+            args.target.map_or("plan's".into(), |t| t.to_string()),
+        ),
+        ("attempts_per_record", args.attempts_per_record.to_string()),
+        ("engine.n_ctx", config.n_ctx.to_string()),
+        ("engine.n_slots", config.n_slots.to_string()),
+        ("engine.n_threads", config.effective_threads().to_string()),
+        ("engine.n_gpu_layers", config.n_gpu_layers.to_string()),
+        ("engine.n_batch", config.n_batch.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn print_tracking(tracked: &TrackingSummary) {
+    let why = tracked.first_error.as_deref().unwrap_or("unknown error");
+    match &tracked.run_url {
+        Some(url) => println!("  tracked in MLflow: {url}"),
+        None => {
+            println!("  not logged to MLflow at all ({why}); the dataset is complete on disk");
+            return;
+        }
+    }
+    if !tracked.not_logged.is_empty() {
+        let missing: Vec<String> = tracked
+            .not_logged
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        println!("  not logged to MLflow: {} ({why})", missing.join(", "));
+    }
 }
 
 /// Runs the coordinator and the local worker until the plan ends.
@@ -180,6 +258,7 @@ async fn drive(
     engine: Arc<Engine>,
     quiet: bool,
     out: &Path,
+    tracking: &mut Option<PlanTracking>,
 ) -> anyhow::Result<Progress> {
     let (progress_tx, mut progress_rx) = watch::channel(run.progress());
     let (finished_tx, mut finished_rx) = oneshot::channel();
@@ -226,6 +305,9 @@ async fn drive(
                 if changed.is_ok() {
                     let progress = progress_rx.borrow_and_update().clone();
                     reporter.show(&progress);
+                    if let Some(tracking) = tracking.as_mut() {
+                        tracking.progress(&progress);
+                    }
                     if last_snapshot.elapsed() >= Duration::from_secs(1) {
                         write_progress(out, &progress, None);
                         last_snapshot = Instant::now();
@@ -239,6 +321,9 @@ async fn drive(
                     "seedling: interrupted; {} accepted records are stored. Run the same command again to continue.",
                     progress.accepted
                 );
+                if let Some(tracking) = tracking.take() {
+                    tracking.stopped(&progress, "KILLED");
+                }
                 std::process::exit(130);
             }
         }
@@ -247,6 +332,11 @@ async fn drive(
     worker.stop(None);
     let _ = worker_handle.await;
     let _ = coordinator_handle.await;
+    if outcome.is_err()
+        && let Some(tracking) = tracking.take()
+    {
+        tracking.stopped(&progress_rx.borrow(), "FAILED");
+    }
     Ok(outcome?)
 }
 

@@ -9,4 +9,5 @@ pub mod lineage;
 pub mod pipeline;
 pub mod plan;
 pub mod quality;
+pub mod tracking;
 pub mod verify;

@@ -8,6 +8,7 @@
 //! decide what to expose and this crate only encodes and serves it.
 
 mod endpoint;
+pub mod mlflow;
 mod process;
 mod scrape;
 
