@@ -12,8 +12,8 @@ use prost::Message as _;
 use ractor::{ActorCell, ActorRef};
 use seedling_common::work::{UnitResult, UnitTask};
 use seedling_coordinator::cluster::{ClusterError, CoordinatorSettings, serve};
-use seedling_proto::api::ClusterStatusRequest;
 use seedling_proto::api::seedling_client::SeedlingClient;
+use seedling_proto::api::{ClusterStatusRequest, PlanRef, PlanSummary};
 use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, decode, worker_group};
 use seedling_proto::control::Heartbeat;
 use seedling_proto::control::UnitAssignment;
@@ -94,6 +94,14 @@ impl LocalCoordinator {
             server,
             data,
         })
+    }
+
+    /// A plan's summary, as `plan status` shows it.
+    pub async fn plan(&mut self, plan_id: &str) -> anyhow::Result<PlanSummary> {
+        let request = PlanRef {
+            plan_id: plan_id.to_string(),
+        };
+        Ok(self.api.get_plan(request).await?.into_inner())
     }
 
     /// Waits until `count` workers have joined (their first heartbeat).

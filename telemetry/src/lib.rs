@@ -14,4 +14,4 @@ mod scrape;
 
 pub use endpoint::{BoundMetrics, MetricsEndpoint, Render, TelemetryError};
 pub use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-pub use scrape::{Labels, Scrape};
+pub use scrape::{Labels, Scrape, labels};

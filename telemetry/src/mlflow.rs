@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use seedling_common::time::now_unix_ms;
 
 use serde_json::{Value, json};
 
@@ -206,12 +208,6 @@ struct Client {
     agent: ureq::Agent,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn pairs(values: &[(String, String)]) -> Vec<Value> {
     values
         .iter()
@@ -272,7 +268,7 @@ impl Client {
             &json!({
                 "experiment_id": experiment,
                 "run_name": name,
-                "start_time": now_ms(),
+                "start_time": now_unix_ms(),
                 "tags": pairs(tags),
             }),
         )?;
@@ -306,7 +302,7 @@ impl Client {
         values: &[(String, f64)],
         step: i64,
     ) -> Result<(), TrackingError> {
-        let timestamp = now_ms();
+        let timestamp = now_unix_ms();
         let metrics: Vec<Value> = values
             .iter()
             .filter(|(_, v)| v.is_finite())
@@ -389,7 +385,7 @@ impl Client {
     fn finish(&self, run: &str, status: &str) -> Result<(), TrackingError> {
         self.post(
             "runs/update",
-            &json!({ "run_id": run, "status": status, "end_time": now_ms() }),
+            &json!({ "run_id": run, "status": status, "end_time": now_unix_ms() }),
         )
         .map(drop)
     }

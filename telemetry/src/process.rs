@@ -10,10 +10,9 @@ pub(crate) struct Process {
 
 impl Process {
     pub fn now() -> Self {
-        let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
         Self {
             resident_bytes: resident_bytes(),
-            cpu_seconds: cpu.tv_sec as f64 + cpu.tv_nsec as f64 / 1e9,
+            cpu_seconds: seedling_common::time::process_cpu().as_secs_f64(),
         }
     }
 }

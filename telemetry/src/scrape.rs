@@ -19,6 +19,11 @@ use std::sync::atomic::AtomicU64;
 /// reason), never one per record.
 pub type Labels = Vec<(&'static str, String)>;
 
+/// Labels from (name, value) pairs.
+pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.iter().map(|&(k, v)| (k, v.to_string())).collect()
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use ractor::Actor;
-use seedling_proto::api::{ClusterStatusRequest, PlanRef, PlanSummary, SubmitPlanRequest};
+use seedling_proto::api::{ClusterStatusRequest, PlanSummary, SubmitPlanRequest};
 use seedling_tests::prometheus::{Prometheus, dashboard_queries};
 use seedling_tests::repo_root;
 use seedling_tests::scripted::ScriptedWorker;
@@ -34,14 +34,7 @@ async fn run_plan_to_its_end(coordinator: &mut LocalCoordinator) -> PlanSummary 
         .plan_id;
     let started = Instant::now();
     loop {
-        let plan = coordinator
-            .api
-            .get_plan(PlanRef {
-                plan_id: plan_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let plan = coordinator.plan(&plan_id).await.unwrap();
         if plan.state != "running" {
             return plan;
         }

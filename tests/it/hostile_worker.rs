@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use seedling_common::work::{UnitResult, UnitTask};
 use seedling_coordinator::lineage::LineageStore;
-use seedling_proto::api::{ClusterStatusRequest, PlanRef, SubmitPlanRequest};
+use seedling_proto::api::{ClusterStatusRequest, SubmitPlanRequest};
 use seedling_proto::cluster::{WorkerWire, decode};
 use seedling_proto::control::UnitAssignment;
 use seedling_proto::results::UnitReport;
@@ -210,14 +210,7 @@ async fn forged_repeated_malformed_and_misaddressed_results_are_refused_and_coun
     assert_eq!(refused.get("forged"), Some(&1), "{refused:?}");
     assert_eq!(refused.get("invalid"), Some(&2), "{refused:?}");
     // Of all that arrived, only the honest result became an attempt.
-    let summary = coordinator
-        .api
-        .get_plan(PlanRef {
-            plan_id: plan_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let summary = coordinator.plan(&plan_id).await.unwrap();
     assert_eq!(summary.attempts, 1, "{summary:?}");
 
     // Every client goes first: a connection still open holds the API's

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use seedling_telemetry::{Labels, Scrape};
+use seedling_telemetry::{Scrape, labels};
 
 use crate::engine::EngineStats;
 
@@ -28,12 +28,9 @@ pub struct WorkerView {
 
 /// The OpenMetrics exposition of a worker.
 pub fn render(stats: &EngineStats, view: &WorkerView) -> String {
-    let worker = || -> Labels { vec![("worker", view.worker_id.clone())] };
-    let with = |key: &'static str, value: &str| -> Labels {
-        let mut labels = worker();
-        labels.push((key, value.to_string()));
-        labels
-    };
+    let id = view.worker_id.as_str();
+    let worker = || labels([("worker", id)]);
+    let with = |key: &'static str, value: &str| labels([("worker", id), (key, value)]);
     let mut scrape = Scrape::new();
     scrape.counters(
         "seedling_engine_generated_tokens",

@@ -39,7 +39,6 @@ use crate::lineage::LineageStore;
 use crate::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome, plan_id};
 use crate::plan::parse_plan;
 use crate::quality::diversity::DiversityNow;
-use crate::quality::funnel::GENERATION_FAILED;
 
 /// Units kept per engine slot: one running, one queued.
 const UNITS_PER_SLOT: usize = 2;
@@ -749,10 +748,7 @@ impl ClusterState {
                     for (position, outcome) in positions.into_iter().zip(decided.outcomes) {
                         outcomes[position] = match outcome {
                             UnitOutcome::Accepted => "accepted".to_string(),
-                            UnitOutcome::Rejected(reason) => {
-                                self.units.failed += u64::from(reason == GENERATION_FAILED);
-                                format!("rejected:{reason}")
-                            }
+                            UnitOutcome::Rejected(reason) => format!("rejected:{reason}"),
                             UnitOutcome::Analysed => "analysed".into(),
                             UnitOutcome::Ignored => "stale".into(),
                         };

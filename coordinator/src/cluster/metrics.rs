@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use seedling_proto::api::{ClusterStatus, PlanSummary, WorkerStatus};
-use seedling_telemetry::{Histogram, Labels, Scrape};
+use seedling_telemetry::{Histogram, Scrape, labels};
 
-use crate::quality::funnel::stage_of;
+use crate::quality::funnel::{GENERATION_FAILED, stage_of};
 
 /// Metric label of each funnel stage a rejection stops an attempt at
 /// (indexed like `funnel::STAGES`).
@@ -28,8 +28,6 @@ pub struct UnitCounts {
     pub leased: u64,
     /// Whose result came back from the lease holder and was decided.
     pub completed: u64,
-    /// Of those, the ones whose model calls failed on the worker.
-    pub failed: u64,
     /// Given back to their plan to be leased again: their worker left or
     /// could not be reached, or its result was unreadable.
     pub requeued: u64,
@@ -48,10 +46,6 @@ pub struct MetricsSnapshot {
     pub write_sync_seconds: Histogram,
     /// The lineage store's size on disk, when it could be read.
     pub store_bytes: Option<u64>,
-}
-
-fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
-    pairs.iter().map(|&(k, v)| (k, v.to_string())).collect()
 }
 
 /// The OpenMetrics exposition of `snapshot`.
@@ -190,10 +184,17 @@ fn units(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
         "Units whose result came back from their lease holder",
         u.completed as f64,
     );
+    // A unit whose model calls failed is an attempt rejected at the
+    // generation stage: the plans count those already.
+    let failed: u64 = snapshot
+        .plans
+        .iter()
+        .filter_map(|p| p.rejected.get(GENERATION_FAILED))
+        .sum();
     scrape.counter(
         "seedling_units_failed",
         "Completed units whose model calls failed on the worker",
-        u.failed as f64,
+        failed as f64,
     );
     scrape.counter(
         "seedling_units_requeued",
