@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests in `it/`: where the model is and
 //! how to start an engine that behaves on a 2-core machine.
 
+pub mod browser;
 pub mod http;
 pub mod machine;
 pub mod prometheus;

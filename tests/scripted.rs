@@ -288,3 +288,40 @@ impl ScriptedWorker {
         result
     }
 }
+
+/// Runs `plan` to `target` accepted records on the scripted worker into a
+/// store at `dir`, `slots` units at a time: a store with a finished run, for
+/// tests of what comes after generation (review, export).
+pub fn scripted_run(
+    dir: &std::path::Path,
+    plan: &seedling_coordinator::plan::Plan,
+    target: u64,
+) -> (
+    std::sync::Arc<seedling_coordinator::lineage::LineageStore>,
+    seedling_common::ids::PlanId,
+) {
+    use seedling_coordinator::pipeline::{PlanRun, RunOptions};
+    let store = std::sync::Arc::new(
+        seedling_coordinator::lineage::LineageStore::open(dir).expect("a store opens"),
+    );
+    let options = RunOptions {
+        target: Some(target),
+        generator_version: "seedling test (scripted worker)".into(),
+        base_dir: crate::repo_root().join("examples"),
+        attempts_per_record: 6.0,
+    };
+    let mut run = PlanRun::open(std::sync::Arc::clone(&store), plan.clone(), options)
+        .expect("the plan opens");
+    let worker = ScriptedWorker::default();
+    let mut pending = std::collections::VecDeque::new();
+    loop {
+        pending.extend(run.next_units(8 - pending.len()).expect("units"));
+        let Some(unit) = pending.pop_front() else {
+            break;
+        };
+        run.record_result(worker.answer(&unit))
+            .expect("a result is stored");
+    }
+    let plan_id = run.plan_id().clone();
+    (store, plan_id)
+}

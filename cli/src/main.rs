@@ -8,6 +8,7 @@ mod plan;
 mod quality;
 mod reference;
 mod remote;
+mod review;
 mod run;
 mod start;
 mod store;
@@ -72,6 +73,11 @@ enum Command {
     Lineage {
         #[command(subcommand)]
         command: store::LineageCommand,
+    },
+    /// Review a sample of the accepted records: in the browser, or through JSONL files
+    Review {
+        #[command(subcommand)]
+        command: review::ReviewCommand,
     },
     /// Fine-tune the model on a dataset and its controls, and show whether it learned the domain
     Verify(verify::VerifyArgs),
@@ -208,5 +214,6 @@ fn run() -> anyhow::Result<()> {
         Command::Lineage { command } => store::run_lineage(command),
         Command::Bench { command } => bench::run(command),
         Command::Verify(args) => verify::run(args),
+        Command::Review { command } => review::run(command),
     }
 }

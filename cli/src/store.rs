@@ -59,6 +59,26 @@ pub struct ExportArgs {
     pub remote: Remote,
 }
 
+/// The plan a user named, or the store's only plan.
+pub fn plan_in(store: &LineageStore, named: Option<String>) -> anyhow::Result<PlanId> {
+    if let Some(plan) = named {
+        return Ok(PlanId::new(plan));
+    }
+    let plans = store.plans()?;
+    match plans.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => anyhow::bail!("the store holds no plan"),
+        many => anyhow::bail!(
+            "the store holds {} plans; name one with --plan: {}",
+            many.len(),
+            many.iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// `seedling export`: package a plan's accepted records again, anywhere.
 pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     let Some(store) = args.store else {
@@ -70,24 +90,7 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
             .block_on(crate::remote::export(&args.remote, &plan, &args.out));
     };
     let store = StoreArg { store }.open()?;
-    let plan = match args.plan {
-        Some(plan) => PlanId::new(plan),
-        None => {
-            let plans = store.plans()?;
-            match plans.as_slice() {
-                [only] => only.clone(),
-                [] => anyhow::bail!("the store holds no plan"),
-                many => anyhow::bail!(
-                    "the store holds {} plans; name one: {}",
-                    many.len(),
-                    many.iter()
-                        .map(|p| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
-        }
-    };
+    let plan = plan_in(&store, args.plan)?;
     let summary = seedling_coordinator::dataset::export_dataset(&store, &plan, &args.out)?;
     let splits: Vec<String> = summary
         .per_split

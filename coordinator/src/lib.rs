@@ -9,5 +9,6 @@ pub mod lineage;
 pub mod pipeline;
 pub mod plan;
 pub mod quality;
+pub mod review;
 pub mod tracking;
 pub mod verify;

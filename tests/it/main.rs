@@ -21,4 +21,5 @@ mod model_run;
 mod model_verify;
 mod pipeline;
 mod plans;
+mod review;
 mod support_check;

@@ -11,6 +11,7 @@ use crate::plan::Plan;
 use crate::quality::diversity::LexicalDiversity;
 use crate::quality::funnel::FunnelRow;
 use crate::quality::judge_probe::JudgeReliability;
+use crate::review::ReviewFigures;
 use crate::verify::{VerificationReport, card_section};
 
 /// An answer the support check rejected.
@@ -52,6 +53,7 @@ pub struct CardFacts<'a> {
     pub diversity: &'a DiversityFacts,
     /// The latest `seedling verify` of this dataset version, if one ran.
     pub verification: Option<&'a VerificationReport>,
+    pub review: Option<&'a ReviewFigures>,
 }
 
 fn table(out: &mut String, header: [&str; 2], rows: impl IntoIterator<Item = (String, String)>) {
@@ -414,6 +416,9 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
          assignment. The full DAG stays in the lineage store: `seedling lineage show RECORD_ID` \
          answers where a record came from and why it is in its split.\n"
     );
+    if let Some(review) = f.review {
+        out.push_str(&review.card_section());
+    }
     if let Some(report) = f.verification {
         out.push_str(&card_section(report));
     }

@@ -28,15 +28,22 @@ use crate::plan::Plan;
 use crate::quality::consistency::CONSISTENCY_FLAG;
 use crate::quality::funnel::funnel;
 use crate::quality::judge_probe::{JudgeReliability, RELIABILITY_STEP};
+use crate::review::{Ledger, REVIEW_EDIT_STEP, ReviewError, stored_review};
 use crate::verify::VerificationReport;
 
 /// `review_status` of records that passed automatic checks only.
 pub const AUTO_APPROVED: &str = "auto_approved";
+/// `review_status` of records a reviewer accepted as they were.
+pub const HUMAN_ACCEPTED: &str = "human_accepted";
+/// `review_status` of records a reviewer corrected.
+pub const HUMAN_EDITED: &str = "human_edited";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
     Lineage(#[from] LineageError),
+    #[error(transparent)]
+    Review(#[from] ReviewError),
     #[error("plan {0} is not in this lineage store")]
     UnknownPlan(String),
     #[error("plan {plan} has no accepted records to export")]
@@ -267,6 +274,18 @@ fn latest_verification(
     Ok(latest.map(|(_, report)| report))
 }
 
+/// A record's `review_status`: corrected or accepted by a reviewer, or
+/// accepted by the automatic checks alone.
+fn review_status(ledger: Option<&Ledger>, node: &Node) -> &'static str {
+    if node.step == REVIEW_EDIT_STEP {
+        HUMAN_EDITED
+    } else if ledger.is_some_and(|l| l.effective(&node.id).is_some()) {
+        HUMAN_ACCEPTED
+    } else {
+        AUTO_APPROVED
+    }
+}
+
 /// The system prompt the chat formats carry (and verification trains with).
 pub fn system_prompt(plan: &Plan) -> String {
     format!(
@@ -288,12 +307,25 @@ pub fn export_dataset(
     let mut support_rejected: Vec<Node> = Vec::new();
     let mut attempts = 0u64;
     let mut cost = RunCost::default();
+    let review = stored_review(store, plan, stored.seed)?;
+    let ledger = review.as_ref().map(|(ledger, _)| ledger);
     for id in store.nodes_of_plan(plan, Some(NodeKind::Response), None) {
         let node = store.require(&id?)?;
+        if node.step == REVIEW_EDIT_STEP {
+            // A reviewer's correction: in the dataset while its edit stands.
+            if node.status == NodeStatus::Accepted {
+                accepted.push(node);
+            }
+            continue;
+        }
         attempts += 1;
         cost.add(&stored_cost(&node.body));
         match node.status {
             NodeStatus::Accepted => accepted.push(node),
+            // Its corrected version stands in for it.
+            NodeStatus::Superseded => {}
+            // Passed the checks, rejected in review: the review section counts it.
+            NodeStatus::Rejected if ledger.is_some_and(|l| l.knows(&node.id)) => {}
             _ => {
                 let reason = node
                     .body
@@ -485,7 +517,7 @@ pub fn export_dataset(
                     .get("quality_score")
                     .and_then(|v| v.as_f64())
                     .unwrap_or(0.0),
-                review_status: AUTO_APPROVED.into(),
+                review_status: review_status(ledger, node).into(),
             },
             trace: store.record_trace(&node.id)?,
             citations: node
@@ -578,6 +610,7 @@ pub fn export_dataset(
             .map(|(_, model, f)| (model.as_str(), f)),
         diversity: &diversity_facts(&stored, &accepted),
         verification: latest_verification(store, plan, &version)?.as_ref(),
+        review: review.as_ref().map(|(_, figures)| figures),
     });
     files.push(write_file(out, "README.md", card.as_bytes())?);
     let manifest = serde_json::json!({

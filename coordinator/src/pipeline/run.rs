@@ -34,6 +34,7 @@ use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
 use crate::quality::diversity::{DiversityNow, RunningDiversity};
 use crate::quality::duplicates::DuplicateTiers;
+use crate::review::{REJECTED_IN_REVIEW, REVIEW_EDIT_STEP};
 
 /// Reference chunks domain analysis reads at most.
 pub const MAX_ANALYSED_CHUNKS: usize = 6;
@@ -333,6 +334,9 @@ impl PlanRun {
             .map(|(i, s)| (stratum_key(s), i))
             .collect();
         for node in self.load_nodes(NodeKind::Response)? {
+            if node.step == REVIEW_EDIT_STEP {
+                continue; // a reviewer's correction: its original counts the attempt
+            }
             let Some(&stratum) = index.get(body_str(&node, "stratum")) else {
                 continue; // a stratum of another target's allocation
             };
@@ -347,7 +351,8 @@ impl PlanRun {
             let progress = &mut self.progress[stratum];
             progress.attempts += 1;
             self.cost.add(&stored_cost(&node.body));
-            if node.status == NodeStatus::Accepted {
+            // A record a reviewer corrected still fills its place.
+            if matches!(node.status, NodeStatus::Accepted | NodeStatus::Superseded) {
                 let record = AcceptedRecord {
                     id: node.id.clone(),
                     stratum,
@@ -357,7 +362,11 @@ impl PlanRun {
                 };
                 self.remember_accepted(record, None);
             } else {
-                let reason = body_str(&node, "reason").to_string();
+                let reason = match body_str(&node, "reason") {
+                    // Accepted by the checks, then rejected by a reviewer.
+                    "" => REJECTED_IN_REVIEW.to_string(),
+                    reason => reason.to_string(),
+                };
                 self.duplicates[stratum] += u64::from(is_duplicate(&reason));
                 *self.rejected.entry(reason).or_default() += 1;
             }

@@ -1,0 +1,210 @@
+//! What a review found, as the page's progress line, `review sample` and
+//! the dataset card state it: records reviewed of the sample, acceptance
+//! overall and per stratum with Wilson intervals, rejection reasons, edits,
+//! and agreement between reviewers who decided the same records.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::ledger::Ledger;
+use super::sample::SamplePlan;
+use super::stats::{Proportion, cohens_kappa, wilson};
+use super::verdict::Verdict;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StratumFigures {
+    pub stratum: String,
+    pub population: usize,
+    pub sample: usize,
+    pub reviewed: usize,
+    /// Kept (accepted or corrected) among the reviewed.
+    pub acceptance: Proportion,
+}
+
+/// Two reviewers over the records both decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agreement {
+    pub reviewers: (String, String),
+    pub items: usize,
+    pub agreed: usize,
+    /// Cohen's kappa on keep / reject.
+    pub kappa: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReviewFigures {
+    pub confidence: f64,
+    pub margin: f64,
+    pub sample: usize,
+    pub population: usize,
+    /// Sampled records with a decision that stands.
+    pub reviewed: usize,
+    pub acceptance: Proportion,
+    pub strata: Vec<StratumFigures>,
+    pub reasons: BTreeMap<String, usize>,
+    pub edits: usize,
+    /// Standing decisions per reviewer.
+    pub reviewers: BTreeMap<String, usize>,
+    pub agreement: Vec<Agreement>,
+}
+
+impl ReviewFigures {
+    /// "37 of 120 reviewed, acceptance 81% +- 7%": the page's progress line.
+    pub fn progress_line(&self) -> String {
+        if self.reviewed == 0 {
+            return format!("0 of {} reviewed", self.sample);
+        }
+        let a = &self.acceptance;
+        format!(
+            "{} of {} reviewed, acceptance {:.0}% +- {:.0}%",
+            self.reviewed,
+            self.sample,
+            a.rate * 100.0,
+            (a.high - a.low) / 2.0 * 100.0
+        )
+    }
+}
+
+pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
+    let confidence = sample.settings.confidence;
+    let effective = ledger.effective_all();
+    let mut kept: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut reasons = BTreeMap::new();
+    let mut edits = 0;
+    for (record, stratum) in &sample.items {
+        let Some(decision) = effective.get(record) else {
+            continue;
+        };
+        let entry = kept.entry(stratum.as_str()).or_default();
+        entry.1 += 1;
+        entry.0 += usize::from(decision.verdict.keeps());
+        match &decision.verdict {
+            Verdict::Reject { reason } => {
+                *reasons.entry(reason.as_str().to_string()).or_default() += 1
+            }
+            Verdict::Edit { .. } => edits += 1,
+            Verdict::Accept => {}
+        }
+    }
+    let strata: Vec<StratumFigures> = sample
+        .strata
+        .iter()
+        .map(|s| {
+            let (yes, all) = kept.get(s.stratum.as_str()).copied().unwrap_or_default();
+            StratumFigures {
+                stratum: s.stratum.clone(),
+                population: s.population,
+                sample: s.size,
+                reviewed: all,
+                acceptance: wilson(yes, all, confidence),
+            }
+        })
+        .collect();
+    let (yes, all) = kept
+        .values()
+        .fold((0, 0), |(y, a), (ky, ka)| (y + ky, a + ka));
+    let by_reviewer = ledger.by_reviewer();
+    let reviewers = by_reviewer
+        .iter()
+        .map(|(name, decided)| (name.to_string(), decided.len()))
+        .collect();
+    let names: Vec<&str> = by_reviewer.keys().copied().collect();
+    let mut agreement = Vec::new();
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            let pairs: Vec<(bool, bool)> = by_reviewer[a]
+                .iter()
+                .filter_map(|(record, da)| {
+                    by_reviewer[b]
+                        .get(record)
+                        .map(|db| (da.verdict.keeps(), db.verdict.keeps()))
+                })
+                .collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            agreement.push(Agreement {
+                reviewers: (a.to_string(), b.to_string()),
+                items: pairs.len(),
+                agreed: pairs.iter().filter(|(x, y)| x == y).count(),
+                kappa: cohens_kappa(&pairs),
+            });
+        }
+    }
+    ReviewFigures {
+        confidence,
+        margin: sample.settings.margin,
+        sample: sample.total(),
+        population: sample.population(),
+        reviewed: all,
+        acceptance: wilson(yes, all, confidence),
+        strata,
+        reasons,
+        edits,
+        reviewers,
+        agreement,
+    }
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+impl ReviewFigures {
+    /// The dataset card's "Human review" section.
+    pub fn card_section(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from("## Human review\n\n");
+        let pct = (self.confidence * 100.0).round();
+        let _ = writeln!(
+            out,
+            "A stratified sample of {} of the {} records the automatic checks accepted, sized for \
+             +-{:.0} points at {pct}% per stratum. {} reviewed by {} reviewer(s); acceptance {} at {pct}% \
+             (Wilson interval). Rejected records are left out of this dataset; {} edited record(s) \
+             replace their originals.\n",
+            self.sample,
+            self.population,
+            self.margin * 100.0,
+            self.reviewed,
+            self.reviewers.len(),
+            self.acceptance,
+            self.edits
+        );
+        out.push_str("| stratum | records | sample | reviewed | acceptance [CI] |\n| --- | ---: | ---: | ---: | --- |\n");
+        for s in &self.strata {
+            let acceptance = if s.reviewed == 0 {
+                "-".to_string()
+            } else {
+                s.acceptance.to_string()
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {acceptance} |",
+                cell(&s.stratum),
+                s.population,
+                s.sample,
+                s.reviewed
+            );
+        }
+        if !self.reasons.is_empty() {
+            out.push_str("\n| rejection reason | records |\n| --- | ---: |\n");
+            for (reason, n) in &self.reasons {
+                let _ = writeln!(out, "| {reason} | {n} |");
+            }
+        }
+        if !self.agreement.is_empty() {
+            out.push_str("\n| reviewers | both decided | agreed | Cohen's kappa |\n| --- | ---: | ---: | ---: |\n");
+            for a in &self.agreement {
+                let kappa = a.kappa.map_or("-".to_string(), |k| format!("{k:.2}"));
+                let _ = writeln!(
+                    out,
+                    "| {} & {} | {} | {} | {kappa} |",
+                    a.reviewers.0, a.reviewers.1, a.items, a.agreed
+                );
+            }
+        }
+        out.push('\n');
+        out
+    }
+}

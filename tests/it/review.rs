@@ -1,0 +1,674 @@
+//! Human review: the page in a real browser (headless Chromium over
+//! WebDriver), decisions as lineage nodes, the statuses they imply, the
+//! export and the card, the JSONL path, and the page's guards. The records
+//! come from the scripted test double; no model is loaded.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use seedling_common::ids::{NodeId, PlanId};
+use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
+use seedling_coordinator::dataset::export_dataset;
+use seedling_coordinator::lineage::LineageStore;
+use seedling_coordinator::pipeline::{PlanRun, RunOptions};
+use seedling_coordinator::plan::load_plan;
+use seedling_coordinator::review::{
+    Decision, Ledger, RejectReason, ReviewSession, SampleSettings, Verdict,
+};
+use seedling_tests::browser::{Browser, Driver};
+use seedling_tests::http::request;
+use seedling_tests::scripted::{ScriptedWorker, scripted_run};
+use seedling_tests::{free_port, repo_root, seedling_bin, wait_for};
+
+const HOSTILE_INPUT: &str = "<script>window.pwned = 1</script> What does <b>bold</b> cost?";
+const HOSTILE_RESPONSE: &str = "<img src=x onerror=\"window.pwned = 2\"> Nothing &amp; nobody.";
+
+fn banking() -> seedling_coordinator::plan::Plan {
+    load_plan(&repo_root().join("examples/retail-banking.toml")).unwrap()
+}
+
+/// A finished scripted run of `target` records, plus one accepted record
+/// whose texts are HTML, as a model could write them.
+fn reviewed_store(dir: &Path, target: u64) -> PlanId {
+    let (store, plan) = scripted_run(dir, &banking(), target);
+    let first = store
+        .nodes_of_plan(&plan, Some(NodeKind::Response), Some(NodeStatus::Accepted))
+        .next()
+        .unwrap()
+        .unwrap();
+    let model = store.require(&first).unwrap();
+    let mut body = model.body.clone();
+    body["input"] = HOSTILE_INPUT.into();
+    body["response"] = HOSTILE_RESPONSE.into();
+    let id = NodeId::derive(&plan, &["hostile"]);
+    // Made where its model was made, so its lineage is whole.
+    let edges = store
+        .parents(&model.id)
+        .unwrap()
+        .into_iter()
+        .map(|(kind, parent)| Edge::new(&parent, &id, kind))
+        .collect();
+    let hostile = Node { id, body, ..model };
+    store
+        .append(&LineageBatch {
+            nodes: vec![hostile],
+            edges,
+            ..LineageBatch::default()
+        })
+        .unwrap();
+    plan
+}
+
+/// `seedling review serve` on a free loopback port; killed when dropped.
+struct Page {
+    child: Child,
+    address: SocketAddr,
+    first_line: String,
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Page {
+    fn serve(store: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(seedling_bin())
+            .args(["review", "serve"])
+            .arg(store)
+            .args(["--listen", listen])
+            .args(extra)
+            .env_remove("SEEDLING_REVIEW_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut first_line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut first_line).unwrap();
+        // Keep reading: a closed pipe would end the server at its next line.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        assert!(first_line.contains("review page"), "{first_line:?}");
+        let port = listen.rsplit(':').next().unwrap();
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for("the review page", Duration::from_secs(30), || {
+            request(address, "GET", "/", &[], None).is_some_and(|(s, _)| s == 200)
+        });
+        Self {
+            child,
+            address,
+            first_line,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+}
+
+fn sign_in(browser: &Browser, page: &Page, reviewer: &str) {
+    browser.goto(&page.url());
+    browser.fill("#reviewer-name", reviewer);
+    browser.click("#start");
+    browser.wait_text("#progress", "the first progress line", |t| {
+        t.contains(" reviewed")
+    });
+}
+
+fn shown(browser: &Browser) -> String {
+    browser
+        .eval("return document.getElementById('item').dataset.record;")
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn wait_reviewed(browser: &Browser, n: usize) {
+    browser.wait_text("#progress", &format!("{n} reviewed"), |t| {
+        t.starts_with(&format!("{n} of "))
+    });
+}
+
+const ENTER: &str = "\u{E007}";
+
+#[test]
+fn a_review_in_the_browser_is_lineage_and_shapes_the_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = reviewed_store(dir.path(), 24);
+    // The whole population in the sample, so the hostile record is in it.
+    let page = Page::serve(
+        dir.path(),
+        &format!("127.0.0.1:{}", free_port()),
+        &["--margin", "0.5", "--minimum", "1000"],
+    );
+    let driver = Driver::start();
+    let ana = Browser::open(&driver);
+    sign_in(&ana, &page, "ana");
+    assert!(
+        ana.text("#progress").starts_with("0 of 25 reviewed"),
+        "{}",
+        ana.text("#progress")
+    );
+
+    // Accept by keyboard until the record made of HTML shows; it must show
+    // as text, and nothing in it may run.
+    let mut done = 0;
+    while !ana.text("#input").contains("<script>") {
+        assert!(done < 25, "the hostile record never showed");
+        ana.press("a", false);
+        done += 1;
+        wait_reviewed(&ana, done);
+    }
+    assert_eq!(ana.text("#input"), HOSTILE_INPUT);
+    assert_eq!(ana.text("#response"), HOSTILE_RESPONSE);
+    let injected = ana.eval(
+        "return document.querySelectorAll('#item script, #item img, #item b').length + \
+         (window.pwned === undefined ? 0 : 100);",
+    );
+    assert_eq!(injected, 0, "markup from a record rendered or ran");
+    ana.press("a", false);
+    done += 1;
+    wait_reviewed(&ana, done);
+
+    // Accept by clicking.
+    let accepted = shown(&ana);
+    ana.click("#accept");
+    done += 1;
+    wait_reviewed(&ana, done);
+
+    // Reject by keyboard: r, the third reason, Enter.
+    let rejected = shown(&ana);
+    ana.press("r", false);
+    ana.wait_text("#reasons", "the reasons", |t| t.contains("Off-domain"));
+    ana.press("3", false);
+    ana.press(ENTER, false);
+    done += 1;
+    wait_reviewed(&ana, done);
+
+    // Edit: the corrected text becomes a new record.
+    let edited = shown(&ana);
+    ana.press("e", false);
+    ana.fill(
+        "#edit-response",
+        "A corrected answer: the overdraft fee is 25 euros.",
+    );
+    ana.press(ENTER, true);
+    done += 1;
+    wait_reviewed(&ana, done);
+
+    // Accept one more, then undo it: the same record is back.
+    let undone = shown(&ana);
+    ana.press("a", false);
+    wait_reviewed(&ana, done + 1);
+    ana.press("u", false);
+    wait_reviewed(&ana, done);
+    assert_eq!(shown(&ana), undone, "undo shows the record again");
+    assert!(
+        ana.text("#status").contains("Undone"),
+        "{}",
+        ana.text("#status")
+    );
+
+    // A killed server keeps every decision it acknowledged.
+    drop(ana);
+    drop(page);
+    let store = Arc::new(LineageStore::open(dir.path()).unwrap());
+    let ledger = Ledger::load(&store, &plan).unwrap();
+    let standing: Vec<_> = ledger.standing().collect();
+    assert_eq!(standing.len(), done);
+    assert_eq!(ledger.decisions().iter().filter(|d| d.undone).count(), 1);
+    assert!(standing.iter().all(|d| d.reviewer == "ana"));
+    let status = |id: &str| store.require(&NodeId::new(id)).unwrap().status;
+    assert_eq!(status(&accepted), NodeStatus::Accepted);
+    assert_eq!(status(&rejected), NodeStatus::Rejected);
+    assert_eq!(status(&edited), NodeStatus::Superseded);
+    assert_eq!(status(&undone), NodeStatus::Accepted);
+    let rejection = ledger.effective(&NodeId::new(&rejected)).unwrap();
+    assert_eq!(
+        rejection.verdict,
+        Verdict::Reject {
+            reason: RejectReason::OffDomain
+        }
+    );
+    // Each decision hangs below its record; the edit supersedes it.
+    let children = store.children(&NodeId::new(&edited)).unwrap();
+    assert!(children.iter().any(|(k, _)| *k == EdgeKind::ReviewedBy));
+    let (_, correction) = children
+        .iter()
+        .find(|(k, _)| *k == EdgeKind::Supersedes)
+        .expect("the edit supersedes its original")
+        .clone();
+    let correction_node = store.require(&correction).unwrap();
+    assert_eq!(correction_node.status, NodeStatus::Accepted);
+    assert_eq!(correction_node.body["edited_by"], "ana");
+    assert_eq!(
+        store.current_version(&NodeId::new(&edited)).unwrap(),
+        correction
+    );
+
+    // The export leaves the rejected record out and ships the corrected one.
+    let out = tempfile::tempdir().unwrap();
+    let summary = export_dataset(&store, &plan, out.path()).unwrap();
+    assert_eq!(summary.records, 25 - 1);
+    let mut records = Vec::new();
+    for split in ["train", "validation", "test"] {
+        let path = out.path().join(format!("data/{split}.jsonl"));
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for line in text.lines() {
+                records.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
+            }
+        }
+    }
+    let by_id = |id: &str| records.iter().find(|r| r["id"] == id);
+    assert!(by_id(&rejected).is_none(), "a rejected record was exported");
+    assert!(by_id(&edited).is_none(), "an edited original was exported");
+    let shipped = by_id(correction.as_str()).expect("the correction is exported");
+    assert_eq!(
+        shipped["response"],
+        "A corrected answer: the overdraft fee is 25 euros."
+    );
+    assert_eq!(shipped["metadata"]["review_status"], "human_edited");
+    assert_eq!(shipped["trace"]["parent_id"], edited.as_str());
+    assert_eq!(
+        by_id(&accepted).unwrap()["metadata"]["review_status"],
+        "human_accepted"
+    );
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(card.contains("## Human review"), "{card}");
+    assert!(
+        card.contains(&format!("{done} reviewed by 1 reviewer(s)")),
+        "{card}"
+    );
+    assert!(card.contains("| off_domain | 1 |"), "{card}");
+}
+
+#[test]
+fn two_reviewers_at_once_lose_nothing_and_their_agreement_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = reviewed_store(dir.path(), 12);
+    let page = Page::serve(dir.path(), &format!("127.0.0.1:{}", free_port()), &[]);
+    let driver = Driver::start();
+    let ana = Browser::open(&driver);
+    let ben = Browser::open(&driver);
+    sign_in(&ana, &page, "ana");
+    sign_in(&ben, &page, "ben");
+    // Both decide the same records, interleaved, without waiting for each
+    // other: ana accepts everything, ben rejects every third.
+    let rounds = 6;
+    for i in 0..rounds {
+        ana.press("a", false);
+        if i % 3 == 2 {
+            ben.press("r", false);
+            ben.wait_text("#reasons", "the reasons", |t| t.contains("Poor response"));
+            ben.press("7", false);
+            ben.press(ENTER, false);
+        } else {
+            ben.press("a", false);
+        }
+        for (who, browser) in [("ana", &ana), ("ben", &ben)] {
+            browser.wait_text("#who", &format!("{who}'s count"), |t| {
+                t.contains(&format!("{} decided by you", i + 1))
+            });
+        }
+    }
+    drop((ana, ben, page));
+    let store = Arc::new(LineageStore::open(dir.path()).unwrap());
+    let ledger = Ledger::load(&store, &plan).unwrap();
+    let by = ledger.by_reviewer();
+    assert_eq!(by["ana"].len(), rounds);
+    assert_eq!(by["ben"].len(), rounds);
+    drop(store);
+    let out = Command::new(seedling_bin())
+        .args(["review", "sample"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Six shared records, two of them decided differently.
+    assert!(
+        text.contains("agreement ana & ben: 4 of 6 alike, kappa 0.00"),
+        "{text}"
+    );
+}
+
+fn session(dir: &Path, plan: &PlanId) -> ReviewSession {
+    let store = Arc::new(LineageStore::open(dir).unwrap());
+    ReviewSession::open(store, plan.clone(), SampleSettings::default()).unwrap()
+}
+
+#[test]
+fn the_latest_standing_decision_rules_and_a_resumed_run_replaces_the_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, plan) = scripted_run(dir.path(), &banking(), 20);
+    drop(store);
+    let mut review = session(dir.path(), &plan);
+    let items: Vec<NodeId> = review
+        .sample()
+        .items
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(items.len() >= 5, "{items:?}");
+    let decide = |id: &str, record: &NodeId, reviewer: &str, verdict: Verdict| Decision {
+        id: id.into(),
+        record: record.clone(),
+        reviewer: reviewer.into(),
+        verdict,
+        note: String::new(),
+    };
+    let reject = |reason| Verdict::Reject { reason };
+    let status = |review: &ReviewSession, id: &NodeId| review.store().require(id).unwrap().status;
+    // ana rejects, ben then accepts: the latest decision stands.
+    review
+        .decide(&decide(
+            "d1",
+            &items[0],
+            "ana",
+            reject(RejectReason::Unsafe),
+        ))
+        .unwrap();
+    assert_eq!(status(&review, &items[0]), NodeStatus::Rejected);
+    review
+        .decide(&decide("d1", &items[0], "ben", Verdict::Accept))
+        .unwrap();
+    assert_eq!(status(&review, &items[0]), NodeStatus::Accepted);
+    // ben takes it back: ana's rejection stands again.
+    assert_eq!(review.undo("ben").unwrap(), items[0]);
+    assert_eq!(status(&review, &items[0]), NodeStatus::Rejected);
+    // An edit, then a different edit by someone else: only the latest ships.
+    let edit = |text: &str| Verdict::Edit {
+        input: "How do I close my account?".into(),
+        response: text.into(),
+    };
+    review
+        .decide(&decide("d2", &items[1], "ana", edit("First fix.")))
+        .unwrap();
+    review
+        .decide(&decide("d2", &items[1], "ben", edit("Second fix.")))
+        .unwrap();
+    let versions: Vec<_> = review
+        .store()
+        .children(&items[1])
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| *k == EdgeKind::Supersedes)
+        .map(|(_, id)| review.store().require(&id).unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2);
+    for version in &versions {
+        let latest = version.body["response"] == "Second fix.";
+        assert_eq!(
+            version.status,
+            if latest {
+                NodeStatus::Accepted
+            } else {
+                NodeStatus::Rejected
+            },
+            "{}",
+            version.body["response"]
+        );
+    }
+    // The same decision sent twice is stored once; a different one under
+    // a used id is refused.
+    let again = review
+        .decide(&decide("d2", &items[1], "ben", edit("Second fix.")))
+        .unwrap();
+    assert_eq!(again, seedling_coordinator::review::Taken::AlreadyStored);
+    let clash = review
+        .decide(&decide("d2", &items[2], "ben", Verdict::Accept))
+        .unwrap_err();
+    assert!(clash.to_string().contains("already used"), "{clash}");
+    // A record outside the population is refused by name.
+    let stranger = NodeId::derive(&plan, &["nobody"]);
+    let unknown = review
+        .decide(&decide("d3", &stranger, "ana", Verdict::Accept))
+        .unwrap_err();
+    assert!(unknown.to_string().contains(stranger.as_str()), "{unknown}");
+    drop(review);
+
+    // The next round: a resumed run replaces the rejected record (and only
+    // it), and keeps the edited one in its place.
+    let store = Arc::new(LineageStore::open(dir.path()).unwrap());
+    let options = RunOptions {
+        target: Some(20),
+        generator_version: "seedling test (scripted worker)".into(),
+        base_dir: repo_root().join("examples"),
+        attempts_per_record: 6.0,
+    };
+    let mut run = PlanRun::open(Arc::clone(&store), banking(), options).unwrap();
+    assert_eq!(
+        run.progress().accepted,
+        19,
+        "the rejected record no longer counts"
+    );
+    let worker = ScriptedWorker::default();
+    while let Some(unit) = run.next_units(1).unwrap().pop() {
+        run.record_result(worker.answer(&unit)).unwrap();
+    }
+    assert_eq!(run.progress().accepted, 20);
+    let out = tempfile::tempdir().unwrap();
+    let summary = export_dataset(&store, &plan, out.path()).unwrap();
+    assert_eq!(summary.records, 20);
+}
+
+#[test]
+fn decisions_files_are_refused_by_line_and_imported_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, plan) = scripted_run(dir.path(), &banking(), 16);
+    drop(store);
+    let sample_file = dir.path().join("sample.jsonl");
+    let run = |args: &[&str]| {
+        let out = Command::new(seedling_bin())
+            .arg("review")
+            .args(args)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = run(&["export", "--out", sample_file.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let sample: Vec<serde_json::Value> = std::fs::read_to_string(&sample_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let expected = session(dir.path(), &plan).sample().total();
+    assert_eq!(sample.len(), expected);
+    assert!(
+        sample
+            .iter()
+            .all(|r| r["input"].is_string() && r["stratum"].is_string())
+    );
+
+    let line = |id: &str, record: &serde_json::Value, extra: serde_json::Value| {
+        let mut value = serde_json::json!({"id": id, "record": record, "reviewer": "ext"});
+        for (k, v) in extra.as_object().unwrap() {
+            value[k] = v.clone();
+        }
+        value.to_string()
+    };
+    let accept = serde_json::json!({"decision": "accept"});
+    let cases = [
+        (
+            vec![
+                line("a", &sample[0]["record"], accept.clone()),
+                line(
+                    "b",
+                    &serde_json::json!("n-000000000000000000000000"),
+                    accept.clone(),
+                ),
+            ],
+            ":2: record n-000000000000000000000000 is not in this plan's review population",
+        ),
+        (
+            vec![
+                line("a", &sample[0]["record"], accept.clone()),
+                line("b", &sample[1]["record"], accept.clone()),
+                line(
+                    "c",
+                    &sample[2]["record"],
+                    serde_json::json!({"decision": "reject", "reason": "boring"}),
+                ),
+            ],
+            ":3: unknown reason \"boring\"",
+        ),
+        (
+            vec![
+                line("a", &sample[0]["record"], accept.clone()),
+                line("a", &sample[1]["record"], accept.clone()),
+            ],
+            ":2: decision id \"a\" of ext repeats line 1",
+        ),
+        (
+            vec![
+                line("a", &sample[0]["record"], accept.clone()),
+                line(
+                    "b",
+                    &sample[0]["record"],
+                    serde_json::json!({"decision": "reject", "reason": "unsafe"}),
+                ),
+            ],
+            ":2: ext already decides record",
+        ),
+        (vec!["{not json".to_string()], ":1: not JSON"),
+    ];
+    let file = dir.path().join("decisions.jsonl");
+    for (lines, expected) in cases {
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        let (ok, text) = run(&["import", file.to_str().unwrap()]);
+        assert!(
+            !ok && text.contains(expected),
+            "expected {expected:?} in {text}"
+        );
+    }
+    // Nothing of a refused file was stored.
+    assert!(
+        Ledger::load(&LineageStore::open(dir.path()).unwrap(), &plan)
+            .unwrap()
+            .decisions()
+            .is_empty()
+    );
+    let good = [
+        line("a", &sample[0]["record"], accept.clone()),
+        line(
+            "b",
+            &sample[1]["record"],
+            serde_json::json!({"decision": "reject", "reason": "factually_wrong", "note": "rate is 3%"}),
+        ),
+        line(
+            "c",
+            &sample[2]["record"],
+            serde_json::json!({"decision": "edit", "input": "Q?", "response": "A fixed answer."}),
+        ),
+    ];
+    std::fs::write(&file, good.join("\n")).unwrap();
+    let (ok, text) = run(&["import", file.to_str().unwrap()]);
+    assert!(
+        ok && text.contains("stored 3 decisions (0 already stored)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("3 of {expected} reviewed, acceptance 67%")),
+        "{text}"
+    );
+    let (ok, text) = run(&["import", file.to_str().unwrap()]);
+    assert!(
+        ok && text.contains("stored 0 decisions (3 already stored)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_page_beyond_loopback_needs_its_token_and_answers_only_its_own_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = scripted_run(dir.path(), &banking(), 8);
+    drop(store);
+    let state = "/api/state?reviewer=ana";
+    {
+        // Beyond loopback without --token: a fresh token, in the printed URL.
+        let page = Page::serve(dir.path(), &format!("0.0.0.0:{}", free_port()), &[]);
+        let token = page
+            .first_line
+            .split("#token=")
+            .nth(1)
+            .expect("the URL carries the token")
+            .trim()
+            .to_string();
+        assert!(token.len() >= 32, "{token}");
+        let (status, body) = request(page.address, "GET", state, &[], None).unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("needs its token"), "{body}");
+        let (status, _) = request(
+            page.address,
+            "GET",
+            state,
+            &[("x-seedling-token", "wrong")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 401);
+        let (status, body) = request(
+            page.address,
+            "GET",
+            state,
+            &[("x-seedling-token", &token)],
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        // The page itself is served with a policy that runs no inline script.
+        let (_, _) = request(page.address, "GET", "/", &[], None).unwrap();
+    }
+    // On loopback: no token, but a request for another host is refused
+    // (DNS rebinding), and a decision must be JSON.
+    let page = Page::serve(dir.path(), &format!("127.0.0.1:{}", free_port()), &[]);
+    let (status, _) = request(page.address, "GET", state, &[], None).unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = request(
+        page.address,
+        "GET",
+        state,
+        &[("Host", "evil.example:80")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 421, "{body}");
+    let (status, _) = request(
+        page.address,
+        "POST",
+        "/api/decisions",
+        &[("Content-Type", "text/plain")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 415);
+    let (status, body) = request(
+        page.address,
+        "POST",
+        "/api/decisions",
+        &[],
+        Some(&serde_json::json!({"id": "x", "record": "n-0", "reviewer": "ana", "decision": "reject", "reason": "meh"})),
+    )
+    .unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("unknown reason"), "{body}");
+}
