@@ -2,14 +2,17 @@
 //! accepted records, in the browser or through JSONL files.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use seedling_coordinator::lineage::LineageStore;
+use seedling_coordinator::pipeline::PlanRun;
+use seedling_coordinator::plan::Plan;
 use seedling_coordinator::review::{
-    BoundReview, ReviewSession, SampleSettings, ServeSettings, new_token,
+    BoundReview, Feedback, FeedbackSettings, ReviewSession, SampleSettings, ServeSettings,
+    new_token,
 };
 
 use crate::store::{plan_in, store_path};
@@ -222,4 +225,79 @@ fn serve(target: &Target, listen: SocketAddr, token: Option<String>) -> anyhow::
             .await?;
         anyhow::Ok(())
     })
+}
+
+/// `seedling run --feedback`: reads the plan's review, says what it changes,
+/// and hands it to the run.
+pub fn take_feedback(
+    store: &LineageStore,
+    run: &mut PlanRun,
+    plan: &Plan,
+    pause_below: f64,
+    out: &Path,
+) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&pause_below) {
+        anyhow::bail!("--pause-below {pause_below} must be between 0 and 1");
+    }
+    let settings = FeedbackSettings {
+        pause_below,
+        ..FeedbackSettings::default()
+    };
+    let feedback = Feedback::gather(store, run.plan_id(), &settings, plan.quality.min_score)?;
+    if feedback.groups.is_empty() {
+        anyhow::bail!(
+            "--feedback: plan {} has no review decisions in {}; review first (seedling review serve {})",
+            run.plan_id(),
+            out.display(),
+            out.display()
+        );
+    }
+    eprintln!("feedback from human review:");
+    for group in &feedback.groups {
+        let what = if group.paused {
+            format!("paused (acceptance wholly below {pause_below:.2})")
+        } else {
+            let rejected = group.counter_examples.len();
+            format!(
+                "prompts carry {rejected} rejected record(s) as counter-examples and {} approved as examples",
+                group.examples.len()
+            )
+        };
+        eprintln!(
+            "  {} / {}: acceptance {} over {} reviewed; {what} (lineage node {})",
+            group.subdomain,
+            group.task_type,
+            group.acceptance(),
+            group.reviewed,
+            group.node
+        );
+    }
+    if let Some(checks) = &feedback.checks {
+        let auc = |c: &seedling_coordinator::quality::calibration::Calibration| {
+            c.auc.map_or("-".into(), |a| format!("{a:.2}"))
+        };
+        let missed: Vec<String> = checks
+            .missed
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        eprintln!(
+            "  the automatic checks against {} reviewed records: quality score AUC {} (accuracy {:.2} at the plan's threshold){}; passed but rejected by reviewers: {}",
+            checks.reviewed,
+            auc(&checks.quality_score),
+            checks.quality_score.accuracy,
+            checks
+                .judge
+                .as_ref()
+                .map(|j| format!(", judge AUC {}", auc(j)))
+                .unwrap_or_default(),
+            if missed.is_empty() {
+                "none".into()
+            } else {
+                missed.join(", ")
+            }
+        );
+    }
+    run.apply_feedback(feedback)?;
+    Ok(())
 }

@@ -52,6 +52,14 @@ pub struct RunArgs {
     /// The MLflow experiment the run goes into (created when missing)
     #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = "seedling")]
     pub experiment: String,
+    /// Take the plan's human review into this round: counter-examples and
+    /// examples in its prompts, poorly reviewed groups paused
+    #[arg(long)]
+    pub feedback: bool,
+    /// With --feedback: pause a subdomain and task type whose reviewed
+    /// acceptance lies wholly below this
+    #[arg(long, default_value_t = 0.5, requires = "feedback")]
+    pub pause_below: f64,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -148,6 +156,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             names.join(", "),
             plan_run.plan_id()
         );
+    }
+    let mut plan_run = plan_run;
+    if args.feedback {
+        crate::review::take_feedback(&store, &mut plan_run, &plan, args.pause_below, &args.out)?;
     }
     let plan_id = plan_run.plan_id().clone();
     let mut tracking = match &tracking_target {

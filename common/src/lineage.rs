@@ -75,6 +75,9 @@ coded_enum!(
         Export = 15 => "export",
         /// A `seedling verify` run and its figures, derived from the export it verified.
         Verification = 16 => "verification",
+        /// What a round of human review changed in a stratum's generation
+        /// (counter-examples, examples, a pause), derived from the decisions.
+        Feedback = 17 => "feedback",
     }
 );
 

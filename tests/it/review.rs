@@ -672,3 +672,170 @@ fn the_page_beyond_loopback_needs_its_token_and_answers_only_its_own_host() {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("unknown reason"), "{body}");
 }
+
+#[test]
+fn feedback_puts_review_into_the_next_rounds_prompts_and_lineage_and_pauses_what_fails() {
+    use seedling_coordinator::review::{Feedback, FeedbackSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, plan) = scripted_run(dir.path(), &banking(), 48);
+    drop(store);
+    let mut review = session(dir.path(), &plan);
+    // The two groups (subdomain / task type) with the most sampled records.
+    let mut groups: std::collections::BTreeMap<String, Vec<NodeId>> = Default::default();
+    for (id, stratum) in &review.sample().items {
+        groups.entry(stratum.clone()).or_default().push(id.clone());
+    }
+    let mut groups: Vec<(String, Vec<NodeId>)> = groups.into_iter().collect();
+    groups.sort_by_key(|(_, ids)| std::cmp::Reverse(ids.len()));
+    let (failing, failing_ids) = groups[0].clone();
+    let (mixed, mixed_ids) = groups[1].clone();
+    assert!(failing_ids.len() >= 5 && mixed_ids.len() >= 3, "{groups:?}");
+    let decide =
+        |review: &mut ReviewSession, n: usize, record: &NodeId, verdict: Verdict, note: &str| {
+            review
+                .decide(&Decision {
+                    id: format!("d{n}"),
+                    record: record.clone(),
+                    reviewer: "ana".into(),
+                    verdict,
+                    note: note.into(),
+                })
+                .unwrap();
+        };
+    // Every reviewed record of the first group is wrong: it pauses.
+    for (n, id) in failing_ids.iter().take(5).enumerate() {
+        decide(
+            &mut review,
+            n,
+            id,
+            Verdict::Reject {
+                reason: RejectReason::FactuallyWrong,
+            },
+            "",
+        );
+    }
+    // The second: one answer wrong (with a note), one request off-domain, one corrected.
+    decide(
+        &mut review,
+        10,
+        &mixed_ids[0],
+        Verdict::Reject {
+            reason: RejectReason::ContradictsReference,
+        },
+        "the fee is 25 euros, not 40",
+    );
+    decide(
+        &mut review,
+        11,
+        &mixed_ids[1],
+        Verdict::Reject {
+            reason: RejectReason::OffDomain,
+        },
+        "",
+    );
+    decide(
+        &mut review,
+        12,
+        &mixed_ids[2],
+        Verdict::Edit {
+            input: "Can I raise my card limit in the app?".into(),
+            response: "Yes: open Cards, choose Limits and confirm with your PIN.".into(),
+        },
+        "",
+    );
+    let wrong_answer = review.store().require(&mixed_ids[0]).unwrap().body["response"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(review);
+
+    let store = Arc::new(LineageStore::open(dir.path()).unwrap());
+    let feedback = Feedback::gather(&store, &plan, &FeedbackSettings::default(), 0.5).unwrap();
+    let group = |name: &str| {
+        feedback
+            .groups
+            .iter()
+            .find(|g| format!("{} / {}", g.subdomain, g.task_type) == name)
+            .unwrap()
+            .clone()
+    };
+    let paused = group(&failing);
+    let steered = group(&mixed);
+    assert!(
+        paused.paused && paused.reviewed == 5 && paused.kept == 0,
+        "{paused:?}"
+    );
+    assert!(!steered.paused, "{steered:?}");
+    let checks = feedback.checks.clone().unwrap();
+    assert_eq!(checks.reviewed, 8);
+    assert_eq!(checks.missed["factually_wrong"], 5);
+
+    // The next round: the records reviewers took out are replaced, except
+    // in the paused group, and the steered group's prompts carry the review.
+    let options = RunOptions {
+        target: Some(48),
+        generator_version: "seedling test (scripted worker)".into(),
+        base_dir: repo_root().join("examples"),
+        attempts_per_record: 6.0,
+    };
+    let mut run = PlanRun::open(Arc::clone(&store), banking(), options).unwrap();
+    run.apply_feedback(feedback).unwrap();
+    let worker = ScriptedWorker::default();
+    let mut steered_units = 0;
+    loop {
+        let units = run.next_units(1).unwrap();
+        let Some(unit) = units.into_iter().next() else {
+            break;
+        };
+        let text = serde_json::to_string(&unit).unwrap();
+        assert!(
+            !unit.unit.starts_with(&paused.subdomain) || !text.contains(&paused.task_type),
+            "a unit of the paused group was planned: {}",
+            unit.unit
+        );
+        if text.contains("Reviewers rejected earlier messages") {
+            steered_units += 1;
+            assert!(
+                text.contains("Feedback from the domain's reviewers"),
+                "{text}"
+            );
+            assert!(text.contains("the fee is 25 euros, not 40"), "{text}");
+            assert!(text.contains(&wrong_answer[..40]), "{text}");
+            assert!(text.contains("Yes: open Cards, choose Limits"), "{text}");
+        }
+        run.record_result(worker.answer(&unit)).unwrap();
+    }
+    let progress = run.progress();
+    assert_eq!(
+        progress.accepted,
+        48 - 5,
+        "the paused group stays short by its 5 rejected"
+    );
+    assert!(
+        steered_units >= 2,
+        "the replacements of the steered group carry its feedback"
+    );
+
+    // A record made after feedback traces back to the decisions that changed its prompt.
+    let feedback_node = store.require(&steered.node).unwrap();
+    assert_eq!(feedback_node.kind, NodeKind::Feedback);
+    let made_after: Vec<NodeId> = store
+        .children(&steered.node)
+        .unwrap()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert!(!made_after.is_empty());
+    let ancestors = store
+        .ancestors(
+            &made_after[0],
+            seedling_coordinator::lineage::Walk::default(),
+        )
+        .unwrap();
+    let kinds: Vec<NodeKind> = ancestors
+        .iter()
+        .map(|r| store.require(&r.id).unwrap().kind)
+        .collect();
+    assert!(kinds.contains(&NodeKind::Feedback), "{kinds:?}");
+    assert!(kinds.contains(&NodeKind::ReviewDecision), "{kinds:?}");
+}

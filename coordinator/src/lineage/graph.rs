@@ -74,14 +74,15 @@ impl PlanGraph {
 
     /// Groups of nodes that must share a split: connected through derivation,
     /// duplication, versioning and the decisions about them. Shared grounding
-    /// (the plan itself, `grounded_on` knowledge, exports) does not join groups.
+    /// (the plan itself, `grounded_on` knowledge, exports, review feedback
+    /// drawn from many records) does not join groups.
     /// Groups are sorted, and listed by their first id.
     pub fn lineage_groups(&self) -> Vec<Vec<NodeId>> {
         let joins = |kind: EdgeKind| !matches!(kind, EdgeKind::GroundedOn | EdgeKind::ExportedIn);
         let shared = |kind: NodeKind| {
             matches!(
                 kind,
-                NodeKind::Plan | NodeKind::Export | NodeKind::Verification
+                NodeKind::Plan | NodeKind::Export | NodeKind::Verification | NodeKind::Feedback
             )
         };
         let bound = self

@@ -12,6 +12,7 @@ use seedling_common::work::{
 use super::knowledge::{Knowledge, most_relevant_chunk};
 use super::prompts::{self, CallSettings};
 use crate::plan::{AugmentationKind, Plan, Stratum, render_instruction, sample_unit};
+use crate::review::Feedback;
 
 /// How an attempt makes its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,8 @@ pub struct Grounding {
     pub scenario_ids: Vec<NodeId>,
     pub glossary_ids: Vec<NodeId>,
     pub knowledge: Knowledge,
+    /// What human review of an earlier round asks of this one.
+    pub feedback: Feedback,
 }
 
 /// One planned attempt: what the worker runs and what lineage needs.
@@ -406,7 +409,7 @@ pub fn plan_attempt(
     let mut back_translation = None;
     let mut translation_judge = None;
     let mut instruction = instruction;
-    let input = match method {
+    let mut input = match method {
         Method::Template => prompts::template_input(plan, &params, &instruction, settings),
         Method::Magpie => prompts::magpie_input(plan, &params, settings),
         Method::EvolInstruct => {
@@ -485,6 +488,20 @@ pub fn plan_attempt(
             prompts::augment_input(plan, kind, &record.input, &params, settings)
         }
     };
+    // Reviewers' counter-examples and examples for this stratum's group;
+    // the attempt is grounded on the feedback node that carries them.
+    if let Some(group) = grounding
+        .feedback
+        .for_stratum(&stratum.subdomain, &stratum.task_type)
+    {
+        if let Some(note) = group.input_note() {
+            prompts::add_note(&mut input, &note);
+        }
+        if !cross_language && let Some(note) = group.response_note() {
+            prompts::add_note(&mut response_call, &note);
+        }
+        response_grounding.push(group.node.clone());
+    }
     let mut checks = checks(plan, stratum, evolve.is_some());
     let (support_nodes, sources): (Vec<NodeId>, Vec<String>) = support.into_iter().unzip();
     if !sources.is_empty() {

@@ -48,4 +48,6 @@ pub enum PipelineError {
         "the engine fails every unit (last error: {last_error}); records accepted so far are stored"
     )]
     EngineFailing { last_error: String },
+    #[error(transparent)]
+    Review(#[from] crate::review::ReviewError),
 }

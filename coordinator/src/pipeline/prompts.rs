@@ -148,6 +148,27 @@ fn input_system(plan: &Plan, language: &str) -> String {
 /// Where every prefilled input ends: the closing quote of the message.
 const MESSAGE_STOPS: &[&str] = &["\"", "<|im_end|>"];
 
+/// Adds `note` to a prompt's instructions: to the system message of a chat,
+/// or to the last user turn of a prefilled prompt, where the task is.
+pub fn add_note(call: &mut ModelCall, note: &str) {
+    match &mut call.prompt {
+        CallPrompt::Chat(messages) => {
+            if let Some(system) = messages.iter_mut().find(|m| m.role == "system") {
+                system.content.push_str("\n\n");
+                system.content.push_str(note);
+            } else {
+                messages.insert(0, Message::system(note));
+            }
+        }
+        CallPrompt::Raw(text) => {
+            const TURN_END: &str = "<|im_end|>\n<|im_start|>assistant\n";
+            if let Some(at) = text.rfind(TURN_END) {
+                text.insert_str(at, &format!("\n{note}"));
+            }
+        }
+    }
+}
+
 /// A chat prompt with the assistant's reply already begun (Qwen's ChatML).
 /// A small model that has written `Message: "` goes on with the message
 /// itself, not a letter or a comment about it.

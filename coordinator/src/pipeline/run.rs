@@ -34,7 +34,7 @@ use crate::lineage::LineageStore;
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
 use crate::quality::diversity::{DiversityNow, RunningDiversity};
 use crate::quality::duplicates::DuplicateTiers;
-use crate::review::{REJECTED_IN_REVIEW, REVIEW_EDIT_STEP};
+use crate::review::{Feedback, REJECTED_IN_REVIEW, REVIEW_EDIT_STEP};
 
 /// Reference chunks domain analysis reads at most.
 pub const MAX_ANALYSED_CHUNKS: usize = 6;
@@ -222,6 +222,7 @@ impl PlanRun {
                 scenario_ids: knowledge.scenarios.clone(),
                 glossary_ids: knowledge.glossary.clone(),
                 knowledge: knowledge.clone(),
+                feedback: Feedback::default(),
             },
             done: vec![BTreeSet::new(); strata.len()],
             leased: vec![BTreeSet::new(); strata.len()],
@@ -397,6 +398,25 @@ impl PlanRun {
         self.overall_diversity
             .add_ngrams(&prepared.input_ngrams, embedding);
         self.accepted.push(record, language);
+    }
+
+    /// Takes a round of human review into this run: its feedback nodes are
+    /// stored, attempts planned from now on carry the reviewers'
+    /// counter-examples and examples (and are grounded on those nodes), and
+    /// strata of a paused group get no new attempts. Call before the first
+    /// `next_units`.
+    pub fn apply_feedback(&mut self, feedback: Feedback) -> Result<(), PipelineError> {
+        let batch = feedback.lineage(&self.store, &self.plan_id)?;
+        if !batch.is_empty() {
+            self.store.append_owned(batch)?;
+        }
+        for (stratum, progress) in self.strata.iter().zip(self.progress.iter_mut()) {
+            progress.paused = feedback
+                .for_stratum(&stratum.subdomain, &stratum.task_type)
+                .is_some_and(|g| g.paused);
+        }
+        self.grounding.feedback = feedback;
+        Ok(())
     }
 
     /// Whether every stratum is full, or out of budget with nothing in

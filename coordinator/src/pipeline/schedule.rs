@@ -13,6 +13,8 @@ pub struct StratumProgress {
     /// Attempts finished (accepted or not).
     pub attempts: u64,
     pub in_flight: u64,
+    /// Human review paused it: no new attempts, and it may end short.
+    pub paused: bool,
 }
 
 impl StratumProgress {
@@ -33,7 +35,7 @@ impl StratumProgress {
 
     /// Attempts still needed beyond those in flight, by the expected yield.
     fn wanted(&self, attempts_per_record: f64, prior: f64) -> f64 {
-        if self.missing() == 0 {
+        if self.missing() == 0 || self.paused {
             return 0.0;
         }
         let left = self
@@ -45,7 +47,8 @@ impl StratumProgress {
 
     /// Spent its budget without reaching its quota.
     pub fn exhausted(&self, attempts_per_record: f64) -> bool {
-        self.missing() > 0 && self.attempts + self.in_flight >= self.budget(attempts_per_record)
+        self.missing() > 0
+            && (self.paused || self.attempts + self.in_flight >= self.budget(attempts_per_record))
     }
 }
 
@@ -112,6 +115,7 @@ mod tests {
             accepted,
             attempts,
             in_flight,
+            paused: false,
         }
     }
 

@@ -7,10 +7,12 @@
 //! `verdict.rs` (what a decision is, and its checks), `ledger.rs` (the
 //! decisions read from and written to the store; the statuses they imply),
 //! `sample.rs` (who gets reviewed), `stats.rs` (sample sizes, Wilson
-//! intervals, Cohen's kappa), `figures.rs` (what the review found),
+//! intervals, Cohen's kappa), `figures.rs` (what the review found), `feedback.rs` (what the next
+//! round takes from it),
 //! `session.rs` (one plan's review: the operations page, CLI and imports
 //! share), `server.rs` (the page and its JSON API).
 
+mod feedback;
 mod figures;
 mod ledger;
 mod sample;
@@ -19,6 +21,9 @@ mod session;
 mod stats;
 mod verdict;
 
+pub use feedback::{
+    ChecksAgainstReview, CounterExample, Feedback, FeedbackSettings, GroupFeedback,
+};
 pub use figures::{Agreement, ReviewFigures, StratumFigures, review_figures};
 pub use ledger::{
     Ledger, REJECTED_IN_REVIEW, REVIEW_EDIT_STEP, REVIEW_STEP, ReviewError, StoredDecision,

@@ -184,6 +184,9 @@ impl ReviewSession {
                 continue;
             }
             let source = self.store.require(&parent)?;
+            if source.kind == NodeKind::Feedback {
+                continue; // how review shaped its prompt, not a passage
+            }
             references.push(Reference {
                 id: parent,
                 kind: source.kind.as_str().to_string(),
