@@ -76,6 +76,9 @@ pub struct Target {
     /// Stratum fields the sample is split by
     #[arg(long, value_delimiter = ',', default_value = "subdomain,task_type")]
     by: Vec<String>,
+    /// Review only records made after review feedback (the round `seedling run --feedback` made)
+    #[arg(long)]
+    after_feedback: bool,
 }
 
 impl Target {
@@ -97,6 +100,7 @@ impl Target {
             margin: self.margin,
             minimum: self.minimum,
             by: self.by.clone(),
+            after_feedback: self.after_feedback,
         };
         settings.check().map_err(anyhow::Error::msg)?;
         Ok(ReviewSession::open(store, plan, settings)?)

@@ -838,4 +838,22 @@ fn feedback_puts_review_into_the_next_rounds_prompts_and_lineage_and_pauses_what
         .collect();
     assert!(kinds.contains(&NodeKind::Feedback), "{kinds:?}");
     assert!(kinds.contains(&NodeKind::ReviewDecision), "{kinds:?}");
+
+    // A second review can look at exactly what the feedback round made.
+    let accepted_after = made_after
+        .iter()
+        .filter(|id| store.require(id).unwrap().status == NodeStatus::Accepted)
+        .count();
+    assert!(accepted_after >= 2, "{accepted_after}");
+    drop(run);
+    let second = ReviewSession::open(
+        store,
+        plan,
+        SampleSettings {
+            after_feedback: true,
+            ..SampleSettings::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(second.sample().population(), accepted_after);
 }

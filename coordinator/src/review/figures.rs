@@ -36,6 +36,8 @@ pub struct Agreement {
 pub struct ReviewFigures {
     pub confidence: f64,
     pub margin: f64,
+    /// The sample was drawn from records made after review feedback only.
+    pub after_feedback: bool,
     pub sample: usize,
     pub population: usize,
     /// Sampled records with a decision that stands.
@@ -135,6 +137,7 @@ pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
     ReviewFigures {
         confidence,
         margin: sample.settings.margin,
+        after_feedback: sample.settings.after_feedback,
         sample: sample.total(),
         population: sample.population(),
         reviewed: all,
@@ -159,12 +162,17 @@ impl ReviewFigures {
         let pct = (self.confidence * 100.0).round();
         let _ = writeln!(
             out,
-            "A stratified sample of {} of the {} records the automatic checks accepted, sized for \
+            "A stratified sample of {} of the {} records the automatic checks accepted{}, sized for \
              +-{:.0} points at {pct}% per stratum. {} reviewed by {} reviewer(s); acceptance {} at {pct}% \
              (Wilson interval). Rejected records are left out of this dataset; {} edited record(s) \
              replace their originals.\n",
             self.sample,
             self.population,
+            if self.after_feedback {
+                " after review feedback changed their prompts"
+            } else {
+                ""
+            },
             self.margin * 100.0,
             self.reviewed,
             self.reviewers.len(),

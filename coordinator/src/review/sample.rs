@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use seedling_common::ids::{NodeId, PlanId};
-use seedling_common::lineage::{Node, NodeKind, NodeStatus};
+use seedling_common::lineage::{EdgeKind, Node, NodeKind, NodeStatus};
 
 use super::ledger::{Ledger, REVIEW_EDIT_STEP, ReviewError};
 use super::stats::sample_size;
@@ -36,6 +36,9 @@ pub struct SampleSettings {
     pub minimum: usize,
     /// The stratum fields the sample is split by.
     pub by: Vec<String>,
+    /// Only records made after review feedback (a second round's review).
+    #[serde(default)]
+    pub after_feedback: bool,
 }
 
 impl Default for SampleSettings {
@@ -45,6 +48,7 @@ impl Default for SampleSettings {
             margin: 0.10,
             minimum: 5,
             by: vec!["subdomain".into(), "task_type".into()],
+            after_feedback: false,
         }
     }
 }
@@ -199,11 +203,13 @@ pub fn plan_sample(
 
 /// The records a review can look at: those the automatic checks accepted
 /// (still accepted, corrected since, or rejected by a reviewer), never a
-/// reviewer's corrected version itself.
+/// reviewer's corrected version itself; with `after_feedback`, only those
+/// whose prompts carried review feedback.
 pub fn population(
     store: &LineageStore,
     plan: &PlanId,
     ledger: &Ledger,
+    after_feedback: bool,
 ) -> Result<Vec<Node>, ReviewError> {
     let mut out = Vec::new();
     for status in [
@@ -217,13 +223,26 @@ pub fn population(
                 continue;
             }
             let node = store.require(&id)?;
-            if node.step != REVIEW_EDIT_STEP {
-                out.push(node);
+            if node.step == REVIEW_EDIT_STEP
+                || (after_feedback && !made_after_feedback(store, &node.id)?)
+            {
+                continue;
             }
+            out.push(node);
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+/// Whether a record's prompts carried review feedback.
+fn made_after_feedback(store: &LineageStore, record: &NodeId) -> Result<bool, ReviewError> {
+    for (kind, parent) in store.parents(record)? {
+        if kind == EdgeKind::GroundedOn && store.require(&parent)?.kind == NodeKind::Feedback {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

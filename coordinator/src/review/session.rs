@@ -403,10 +403,11 @@ fn choose_sample(
     seed: u64,
     settings: &SampleSettings,
 ) -> Result<SamplePlan, ReviewError> {
-    let candidates: Vec<(NodeId, String)> = population(store, plan, ledger)?
-        .iter()
-        .map(|node| (node.id.clone(), settings.stratum_of(node)))
-        .collect();
+    let candidates: Vec<(NodeId, String)> =
+        population(store, plan, ledger, settings.after_feedback)?
+            .iter()
+            .map(|node| (node.id.clone(), settings.stratum_of(node)))
+            .collect();
     Ok(plan_sample(&candidates, seed, settings))
 }
 

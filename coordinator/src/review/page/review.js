@@ -8,15 +8,22 @@ let current = null; // the item shown
 let reasons = [];
 let pending = null; // a decision sent but not yet answered: resent as is
 
-function token() {
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromHash) {
-    sessionStorage.setItem("seedling-token", fromHash);
-    history.replaceState(null, "", location.pathname);
+// The URL's fragment may carry the token (`#token=...`, as `review serve`
+// prints it) and a reviewer's name (`#reviewer=ana`); neither reaches a
+// server log, and both leave the address bar at once.
+function fromFragment() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const given = fragment.get("token");
+  if (given) sessionStorage.setItem("seedling-token", given);
+  const name = fragment.get("reviewer");
+  if (name && /^[A-Za-z0-9._-]{1,64}$/.test(name)) {
+    reviewer = name;
+    localStorage.setItem("seedling-reviewer", name);
   }
+  if (location.hash) history.replaceState(null, "", location.pathname);
   return sessionStorage.getItem("seedling-token") || "";
 }
-const accessToken = token();
+const accessToken = fromFragment();
 
 function decisionId() {
   const bytes = new Uint8Array(12);
