@@ -800,7 +800,8 @@ fn feedback_puts_review_into_the_next_rounds_prompts_and_lineage_and_pauses_what
                 "{text}"
             );
             assert!(text.contains("the fee is 25 euros, not 40"), "{text}");
-            assert!(text.contains(&wrong_answer[..40]), "{text}");
+            // The wrong answer itself is not shown: small models copy it.
+            assert!(!text.contains(&wrong_answer[..40]), "{text}");
             assert!(text.contains("Yes: open Cards, choose Limits"), "{text}");
         }
         run.record_result(worker.answer(&unit)).unwrap();

@@ -90,6 +90,15 @@ fn describe(node: &Node) -> String {
         NodeKind::GlossaryTerm => format!("{}: {}", s("term"), s("definition")),
         NodeKind::Scenario => s("description").to_string(),
         NodeKind::ExpertExample => format!("Q: {}\nA: {}", s("question"), s("answer")),
+        NodeKind::BusinessRule => s("statement").to_string(),
+        NodeKind::Plan => {
+            let domain = &body["plan"]["domain"];
+            format!(
+                "the domain: {}: {}",
+                domain["name"].as_str().unwrap_or_default(),
+                domain["description"].as_str().unwrap_or_default()
+            )
+        }
         _ if !s("text").is_empty() => s("text").to_string(),
         _ => body.to_string(),
     }
