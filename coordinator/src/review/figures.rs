@@ -45,7 +45,12 @@ pub struct ReviewFigures {
     pub acceptance: Proportion,
     pub strata: Vec<StratumFigures>,
     pub reasons: BTreeMap<String, usize>,
+    /// Sampled records whose standing decision is an edit.
     pub edits: usize,
+    /// Every record, sampled in this review or an earlier one, that a
+    /// correction replaces, and every one rejected: what the dataset differs by.
+    pub corrected_overall: usize,
+    pub rejected_overall: usize,
     /// Standing decisions per reviewer.
     pub reviewers: BTreeMap<String, usize>,
     pub agreement: Vec<Agreement>,
@@ -145,6 +150,11 @@ pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
         strata,
         reasons,
         edits,
+        corrected_overall: effective
+            .values()
+            .filter(|d| matches!(d.verdict, Verdict::Edit { .. }))
+            .count(),
+        rejected_overall: effective.values().filter(|d| !d.verdict.keeps()).count(),
         reviewers,
         agreement,
     }
@@ -164,8 +174,8 @@ impl ReviewFigures {
             out,
             "A stratified sample of {} of the {} records the automatic checks accepted{}, sized for \
              +-{:.0} points at {pct}% per stratum. {} reviewed by {} reviewer(s); acceptance {} at {pct}% \
-             (Wilson interval). Rejected records are left out of this dataset; {} edited record(s) \
-             replace their originals.\n",
+             (Wilson interval). Over every review of this plan, {} rejected record(s) are left out \
+             of this dataset and {} corrected record(s) replace their originals.\n",
             self.sample,
             self.population,
             if self.after_feedback {
@@ -177,7 +187,8 @@ impl ReviewFigures {
             self.reviewed,
             self.reviewers.len(),
             self.acceptance,
-            self.edits
+            self.rejected_overall,
+            self.corrected_overall
         );
         out.push_str("| stratum | records | sample | reviewed | acceptance [CI] |\n| --- | ---: | ---: | ---: | --- |\n");
         for s in &self.strata {
