@@ -23,3 +23,4 @@ mod pipeline;
 mod plans;
 mod review;
 mod support_check;
+mod tracking;

@@ -1,0 +1,129 @@
+//! MLflow tracking of a plan's run, against a real MLflow server: the run,
+//! its parameters and figures, the dataset as its input, the card and
+//! manifest as artifacts; and a server that is gone costs nothing but a
+//! summary that says so. The records come from the scripted test double.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use seedling_coordinator::dataset::export_dataset;
+use seedling_coordinator::lineage::LineageStore;
+use seedling_coordinator::pipeline::{PlanRun, RunOptions};
+use seedling_coordinator::plan::load_plan;
+use seedling_coordinator::tracking::{PlanTracking, RunContext, TrackingTarget};
+use seedling_tests::mlflow::MlflowServer;
+use seedling_tests::repo_root;
+use seedling_tests::scripted::scripted_run;
+
+/// The value of `key` in one of MLflow's `[{key, value}]` lists.
+fn entry<'a>(list: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    list.as_array()?
+        .iter()
+        .find(|e| e["key"] == key)
+        .map(|e| &e["value"])
+}
+
+#[test]
+fn a_plan_run_is_an_mlflow_run_with_its_figures_dataset_and_card() {
+    let plan_file = repo_root().join("examples/retail-banking.toml");
+    let plan = load_plan(&plan_file).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, plan_id) = scripted_run(dir.path(), &plan, 16);
+    let out = tempfile::tempdir().unwrap();
+    let export = export_dataset(&store, &plan_id, out.path()).unwrap();
+    drop(store);
+    // The finished run's figures, as the run reports them.
+    let options = RunOptions {
+        target: Some(16),
+        generator_version: "seedling test (scripted worker)".into(),
+        base_dir: repo_root().join("examples"),
+        attempts_per_record: 6.0,
+    };
+    let store = Arc::new(LineageStore::open(dir.path()).unwrap());
+    let progress = PlanRun::open(store, plan.clone(), options)
+        .unwrap()
+        .progress();
+    assert_eq!(progress.accepted, 16);
+
+    let mut server = MlflowServer::start();
+    let target = TrackingTarget::new(&server.uri(), "seedling-test").unwrap();
+    let plan_text = std::fs::read_to_string(&plan_file).unwrap();
+    let model = dir.path().join("model.gguf");
+    std::fs::write(&model, b"GGUF").unwrap();
+    let context = RunContext {
+        plan_id: plan_id.as_str(),
+        plan_file: &plan_file,
+        plan_text: &plan_text,
+        model: &model,
+        model_sha256: &"ab".repeat(32),
+        settings: vec![("slots".into(), "8".into())],
+        nodes: vec!["local".into()],
+    };
+    let mut tracking = PlanTracking::start(&target, &plan, &context);
+    tracking.progress(&progress);
+    let summary = tracking.finished(&progress, &export, Path::new(&plan_file));
+    assert!(
+        summary.not_logged.is_empty() && summary.first_error.is_none(),
+        "{summary:?}"
+    );
+    let run_id = summary.run_id.clone().expect("a run was created");
+    assert!(
+        summary
+            .run_url
+            .as_deref()
+            .is_some_and(|u| u.contains(&run_id)),
+        "{summary:?}"
+    );
+
+    let run = server.run(&run_id);
+    assert_eq!(run["info"]["status"], "FINISHED", "{run}");
+    let params = &run["data"]["params"];
+    assert_eq!(entry(params, "plan_id").unwrap(), plan_id.as_str());
+    assert_eq!(entry(params, "seed").unwrap(), &plan.seed.to_string());
+    assert_eq!(entry(params, "slots").unwrap(), "8");
+    assert_eq!(entry(params, "model_sha256").unwrap(), &"ab".repeat(32));
+    let metrics = &run["data"]["metrics"];
+    assert_eq!(entry(metrics, "accepted").unwrap(), 16.0);
+    assert_eq!(
+        entry(metrics, "attempts").unwrap().as_f64(),
+        Some(progress.attempts as f64)
+    );
+    let tags = &run["data"]["tags"];
+    assert_eq!(
+        entry(tags, "seedling.dataset_version").unwrap(),
+        export.version.as_str()
+    );
+    let inputs = &run["inputs"]["dataset_inputs"];
+    assert_eq!(
+        inputs[0]["dataset"]["digest"],
+        export.version.chars().take(36).collect::<String>(),
+        "{inputs}"
+    );
+    let artifacts = server.artifacts(&run_id, "dataset");
+    for name in ["dataset/README.md", "dataset/manifest.json"] {
+        assert!(artifacts.iter().any(|a| a == name), "{artifacts:?}");
+    }
+    assert!(
+        server
+            .artifacts(&run_id, "plan")
+            .contains(&"plan/retail-banking.toml".to_string())
+    );
+
+    // The server goes away: nothing is logged, the summary says why once,
+    // and nothing waits on it.
+    server.stop();
+    let started = std::time::Instant::now();
+    let tracking = PlanTracking::start(&target, &plan, &context);
+    let summary = tracking.finished(&progress, &export, Path::new(&plan_file));
+    assert!(summary.run_id.is_none(), "{summary:?}");
+    let why = summary.first_error.expect("the failure is named");
+    assert!(
+        why.contains(&server.address.to_string()) || why.contains("onnect"),
+        "{why}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "a dead server held the run up for {:?}",
+        started.elapsed()
+    );
+}
