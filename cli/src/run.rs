@@ -245,7 +245,7 @@ fn run_settings(config: &EngineConfig, args: &RunArgs) -> Vec<(String, String)> 
     .collect()
 }
 
-fn print_tracking(tracked: &TrackingSummary) {
+pub fn print_tracking(tracked: &TrackingSummary) {
     let why = tracked.first_error.as_deref().unwrap_or("unknown error");
     match &tracked.run_url {
         Some(url) => println!("  tracked in MLflow: {url}"),

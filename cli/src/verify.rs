@@ -27,6 +27,8 @@ use seedling_coordinator::verify::{
 };
 use seedling_worker::engine::{Engine, GenerationRequest, OutputConstraint, SamplingParams};
 
+use seedling_coordinator::tracking::{TrackingTarget, track_verification};
+
 use crate::EngineArgs;
 
 #[derive(Debug, Args)]
@@ -57,6 +59,13 @@ pub struct VerifyArgs {
     /// Recompute every condition instead of reusing results for the same inputs
     #[arg(long)]
     pub fresh: bool,
+    /// An MLflow tracking server (http://host:port): the verification is
+    /// logged there as a run (conditions' figures, report, plots)
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// The MLflow experiment the run goes into (created when missing)
+    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = "seedling")]
+    pub experiment: String,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -199,6 +208,13 @@ fn progress(event: SidecarEvent, tty: bool) {
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // A tracking URI that cannot work is refused before hours of training.
+    let tracking = args
+        .tracking_uri
+        .as_deref()
+        .map(|uri| TrackingTarget::new(uri, &args.experiment))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}; or unset MLFLOW_TRACKING_URI to verify untracked"))?;
     let config = args.engine.config();
     seedling_worker::model_file::check_gguf_header(&config.model_path)?;
     let store = open_store(&args)?;
@@ -400,5 +416,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         out.display(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(target) = &tracking {
+        crate::run::print_tracking(&track_verification(target, &report, &out));
+    }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! A plan's run as an MLflow run (design 6.1): what it was asked for and
 //! run with (parameters), how it went (metrics over its attempts), and
 //! what it produced (the dataset as the run's input, with its card,
-//! manifest and plan as artifacts). The embedded `seedling run` and the
-//! cluster coordinator log the same things.
+//! manifest and plan as artifacts). `seedling verify` logs a run of its
+//! own beside it: the conditions' figures, the report and the plots.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use seedling_telemetry::mlflow::{DatasetInput, Tracker, TrackingSummary};
 use crate::dataset::ExportSummary;
 use crate::pipeline::Progress;
 use crate::plan::Plan;
+use crate::verify::VerificationReport;
 
 /// Metrics are logged at most this often (and once more at the end).
 const METRICS_EVERY: Duration = Duration::from_secs(2);
@@ -183,4 +184,66 @@ impl PlanTracking {
         self.log(progress);
         self.tracker.finish(status)
     }
+}
+
+/// A `seedling verify` run as an MLflow run of its own: the training
+/// settings as parameters; every condition's metrics (mean and 95%
+/// interval), losses and time as metrics named `CONDITION.METRIC`; the
+/// report and plots in `dir` as artifacts; tags that tie it to the dataset
+/// version and plan, so it sits beside the generation run that made them.
+pub fn track_verification(
+    target: &TrackingTarget,
+    report: &VerificationReport,
+    dir: &Path,
+) -> TrackingSummary {
+    let tags = vec![
+        ("seedling.plan_id".into(), report.plan.clone()),
+        (
+            "seedling.dataset_version".into(),
+            report.dataset_version.clone(),
+        ),
+        ("seedling.kind".into(), "verification".into()),
+        ("mlflow.source.name".into(), "seedling verify".into()),
+    ];
+    let name = format!("verify {} ({})", report.dataset_version, report.tier);
+    let tracker = Tracker::start(&target.uri, &target.experiment, &name, tags);
+    let t = &report.training;
+    tracker.params(vec![
+        ("dataset_version".into(), report.dataset_version.clone()),
+        ("plan_id".into(), report.plan.clone()),
+        ("tier".into(), report.tier.clone()),
+        ("model".into(), report.model.clone()),
+        ("device".into(), report.device.clone()),
+        ("steps".into(), t.steps.to_string()),
+        ("learning_rate".into(), t.learning_rate.to_string()),
+        ("lora_r".into(), t.lora_r.to_string()),
+        ("lora_alpha".into(), t.lora_alpha.to_string()),
+        ("max_tokens".into(), t.max_tokens.to_string()),
+        ("bf16".into(), t.bf16.to_string()),
+        ("probes".into(), report.probes.to_string()),
+        ("test_rows".into(), report.test_rows.to_string()),
+        ("naive_examples".into(), report.naive.1.to_string()),
+        (
+            "perturbed_records".into(),
+            report.perturbed_records.to_string(),
+        ),
+    ]);
+    let mut values = vec![("seconds".to_string(), report.seconds)];
+    for condition in &report.conditions {
+        let c = &condition.name;
+        for (metric, estimate) in &condition.metrics {
+            values.push((format!("{c}.{metric}"), estimate.mean));
+            values.push((format!("{c}.{metric}.low"), estimate.lo));
+            values.push((format!("{c}.{metric}.high"), estimate.hi));
+        }
+        values.extend(condition.loss_first.map(|l| (format!("{c}.loss_first"), l)));
+        values.extend(condition.loss_last.map(|l| (format!("{c}.loss_last"), l)));
+        values.push((format!("{c}.seconds"), condition.seconds));
+    }
+    tracker.metrics(values, 0);
+    tracker.artifact(&dir.join("report.json"), "verify/report.json");
+    for plot in &report.plots {
+        tracker.artifact(&dir.join(plot), &format!("verify/{plot}"));
+    }
+    tracker.finish("FINISHED")
 }

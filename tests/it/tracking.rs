@@ -1,7 +1,7 @@
 //! MLflow tracking of a plan's run, against a real MLflow server: the run,
 //! its parameters and figures, the dataset as its input, the card and
-//! manifest as artifacts; and a server that is gone costs nothing but a
-//! summary that says so. The records come from the scripted test double.
+//! manifest as artifacts; a verification of the dataset as a run beside
+//! it; and a server that is gone costs nothing but a summary that says so. The records come from the scripted test double.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +10,10 @@ use seedling_coordinator::dataset::export_dataset;
 use seedling_coordinator::lineage::LineageStore;
 use seedling_coordinator::pipeline::{PlanRun, RunOptions};
 use seedling_coordinator::plan::load_plan;
-use seedling_coordinator::tracking::{PlanTracking, RunContext, TrackingTarget};
+use seedling_coordinator::tracking::{
+    PlanTracking, RunContext, TrackingTarget, track_verification,
+};
+use seedling_coordinator::verify::VerificationReport;
 use seedling_tests::mlflow::MlflowServer;
 use seedling_tests::repo_root;
 use seedling_tests::scripted::scripted_run;
@@ -24,7 +27,7 @@ fn entry<'a>(list: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::V
 }
 
 #[test]
-fn a_plan_run_is_an_mlflow_run_with_its_figures_dataset_and_card() {
+fn a_plan_run_and_its_verification_are_mlflow_runs_with_their_figures_and_files() {
     let plan_file = repo_root().join("examples/retail-banking.toml");
     let plan = load_plan(&plan_file).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -108,6 +111,56 @@ fn a_plan_run_is_an_mlflow_run_with_its_figures_dataset_and_card() {
             .artifacts(&run_id, "plan")
             .contains(&"plan/retail-banking.toml".to_string())
     );
+
+    // A verification of that dataset is a run of its own beside it.
+    let verify_dir = tempfile::tempdir().unwrap();
+    let report: VerificationReport = serde_json::from_value(serde_json::json!({
+        "dataset_version": export.version,
+        "plan": plan_id.as_str(),
+        "tier": "smoke",
+        "created_at": "2026-12-06T00:00:00Z",
+        "seconds": 12.5,
+        "model": "qwen2.5 (test)",
+        "device": "cpu",
+        "training": {"steps": 8, "learning_rate": 0.0002, "lora_r": 16, "lora_alpha": 32, "max_tokens": 256, "bf16": true},
+        "probes": 20,
+        "probes_by_source": {"glossary": 20},
+        "test_rows": 3,
+        "leakage": {"shared_ids": 0, "max_input_rouge_l": 0.2, "near_duplicates": 0},
+        "naive": [16, 15],
+        "perturbed_records": 10,
+        "conditions": [
+            {"name": "base", "trained": false, "train_examples": 0, "steps": 0, "loss_first": null, "loss_last": null, "seconds": 1.0,
+             "metrics": {"forced_choice": {"mean": 0.4, "lo": 0.2, "hi": 0.6, "n": 20}}, "strata": {}},
+            {"name": "seedling", "trained": true, "train_examples": 12, "steps": 8, "loss_first": 2.5, "loss_last": 1.25, "seconds": 9.0,
+             "metrics": {"forced_choice": {"mean": 0.7, "lo": 0.5, "hi": 0.85, "n": 20}}, "strata": {}}
+        ],
+        "comparisons": [],
+        "plots": ["loss.png"],
+    }))
+    .unwrap();
+    std::fs::write(
+        verify_dir.path().join("report.json"),
+        serde_json::to_vec(&report).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(verify_dir.path().join("loss.png"), b"\x89PNG\r\n").unwrap();
+    let summary = track_verification(&target, &report, verify_dir.path());
+    assert!(summary.first_error.is_none(), "{summary:?}");
+    let run = server.run(summary.run_id.as_deref().unwrap());
+    let metrics = &run["data"]["metrics"];
+    assert_eq!(entry(metrics, "seedling.forced_choice").unwrap(), 0.7);
+    assert_eq!(entry(metrics, "base.forced_choice.high").unwrap(), 0.6);
+    assert_eq!(entry(metrics, "seedling.loss_last").unwrap(), 1.25);
+    assert_eq!(entry(&run["data"]["params"], "tier").unwrap(), "smoke");
+    assert_eq!(
+        entry(&run["data"]["tags"], "seedling.dataset_version").unwrap(),
+        export.version.as_str()
+    );
+    let artifacts = server.artifacts(summary.run_id.as_deref().unwrap(), "verify");
+    for name in ["verify/report.json", "verify/loss.png"] {
+        assert!(artifacts.iter().any(|a| a == name), "{artifacts:?}");
+    }
 
     // The server goes away: nothing is logged, the summary says why once,
     // and nothing waits on it.
