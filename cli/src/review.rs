@@ -58,9 +58,11 @@ pub enum ReviewCommand {
 /// Which run, plan and sample.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// `seedling run` output directory, or a lineage store directory
-    #[arg(default_value = "seedling-out")]
-    dir: PathBuf,
+    /// `seedling run` output directory, or a lineage store directory [default: seedling-out]
+    dir: Option<PathBuf>,
+    /// The same as DIR, as the other commands take it (DIR wins when both are given)
+    #[arg(long, env = "SEEDLING_STORE")]
+    store: Option<PathBuf>,
     /// Plan id [default: the store's only plan]
     #[arg(long)]
     plan: Option<String>,
@@ -82,8 +84,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// The directory named, as DIR or --store.
+    fn dir(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .or_else(|| self.store.clone())
+            .unwrap_or_else(|| PathBuf::from("seedling-out"))
+    }
+
     fn open(&self) -> anyhow::Result<ReviewSession> {
-        let path = store_path(&self.dir);
+        let path = store_path(&self.dir());
         if !path.exists() {
             anyhow::bail!(
                 "no lineage store at {} (give the output directory of `seedling run`, or a store directory)",
@@ -220,7 +230,7 @@ fn serve(target: &Target, listen: SocketAddr, token: Option<String>) -> anyhow::
         println!("review page for plan {plan} ({total} sampled records): http://{host}/{fragment}");
         println!(
             "every decision is stored as it is made; Ctrl-C stops the page. Then: seedling export --store {dir} --out {dir}",
-            dir = target.dir.display()
+            dir = target.dir().display()
         );
         bound
             .serve(async {

@@ -858,3 +858,34 @@ fn feedback_puts_review_into_the_next_rounds_prompts_and_lineage_and_pauses_what
     .unwrap();
     assert_eq!(second.sample().population(), accepted_after);
 }
+
+#[test]
+fn a_feedback_round_without_a_review_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(seedling_bin())
+            .arg("run")
+            .arg(repo_root().join("examples/retail-banking.toml"))
+            .arg("--out")
+            .arg(dir.path())
+            .args(["--target", "4", "--feedback"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run(&["--pause-below", "2"]);
+    assert!(
+        !ok && err.contains("--pause-below 2 must be between 0 and 1"),
+        "{err}"
+    );
+    let (ok, err) = run(&[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("has no review decisions") && err.contains("seedling review serve"),
+        "{err}"
+    );
+}
