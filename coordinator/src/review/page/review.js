@@ -67,6 +67,8 @@ function show(state) {
   current = state.item;
   $("reject-form").hidden = true;
   $("edit-form").hidden = true;
+  const focused = document.activeElement;
+  if (focused && focused.closest && focused.closest("form")) focused.blur();
   $("lineage").textContent = "";
   $("lineage-panel").open = false;
   $("done").hidden = current !== null;
@@ -183,7 +185,11 @@ async function showLineage() {
   }
 }
 
+// Whether a key goes into a text field. A field in a form just hidden
+// (after a decision) may keep the focus for a moment: it takes no keys.
 function typing(event) {
+  const form = event.target.closest && event.target.closest("form");
+  if (form && form.hidden) return false;
   const tag = event.target.tagName;
   return tag === "TEXTAREA" || (tag === "INPUT" && event.target.type !== "radio");
 }
