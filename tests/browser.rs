@@ -57,7 +57,7 @@ impl Driver {
             address,
             _profiles: tempfile::tempdir().unwrap(),
         });
-        crate::wait_for("chromedriver to answer", Duration::from_secs(60), || {
+        crate::wait_for("chromedriver to answer", Duration::from_secs(120), || {
             request(address, "GET", "/status", &[], None)
                 .is_some_and(|(_, body)| body.contains("\"ready\":true"))
         });
@@ -220,7 +220,7 @@ impl Browser {
                 return text;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(30),
+                started.elapsed() < Duration::from_secs(90),
                 "timed out waiting for {what}: {css} reads {text:?}; status: {:?}",
                 self.text("#status")
             );

@@ -97,7 +97,7 @@ impl Page {
         assert!(first_line.contains("review page"), "{first_line:?}");
         let port = listen.rsplit(':').next().unwrap();
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_for("the review page", Duration::from_secs(30), || {
+        wait_for("the review page", Duration::from_secs(90), || {
             request(address, "GET", "/", &[], None).is_some_and(|(s, _)| s == 200)
         });
         Self {
