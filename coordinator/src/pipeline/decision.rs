@@ -15,10 +15,13 @@ use crate::plan::Plan;
 use crate::quality::consistency::disagreement;
 use crate::quality::diversity::InputNgrams;
 use crate::quality::duplicates::{CandidateKeys, Duplicate, DuplicateTiers};
-use crate::quality::funnel::GENERATION_FAILED;
+use crate::quality::funnel::{GENERATION_FAILED, REPEATS_REJECTED};
 
 /// Self-Instruct's novelty gate: ROUGE-L above this to an accepted input drops a new one.
 pub const NOVELTY_THRESHOLD: f64 = 0.7;
+/// ROUGE-L of an answer to one reviewers rejected at or above which it
+/// repeats that answer (a small model copies the counter-examples it is shown).
+pub const REPEATS_REJECTED_ROUGE_L: f64 = 0.6;
 /// Least chrF between a translated input's back-translation and its source.
 pub const MIN_BACK_TRANSLATION_CHRF: f64 = 0.3;
 
@@ -35,6 +38,9 @@ pub struct RunView<'a> {
     pub novelty: &'a NoveltyPool,
     /// Accepted record of each novelty-pool entry.
     pub novelty_ids: &'a [NodeId],
+    /// Answers reviewers rejected (their record and tokens): a new answer
+    /// that repeats one is rejected too.
+    pub rejected_answers: &'a [(NodeId, Vec<String>)],
 }
 
 /// A coordinator decision about one attempt; `reason` is `None` when accepted.
@@ -161,6 +167,22 @@ pub fn decide(
     let response = result
         .text_of(&planned.task.response.step)
         .unwrap_or_default();
+    if !run.rejected_answers.is_empty() {
+        let tokens = seedling_common::similarity::tokens(response);
+        let closest = run
+            .rejected_answers
+            .iter()
+            .map(|(id, rejected)| (id, seedling_common::similarity::rouge_l(&tokens, rejected)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((record, rouge_l)) = closest
+            && rouge_l >= REPEATS_REJECTED_ROUGE_L
+        {
+            return reject(
+                REPEATS_REJECTED,
+                serde_json::json!({ "rouge_l": rouge_l, "threshold": REPEATS_REJECTED_ROUGE_L, "rejected_record": record }),
+            );
+        }
+    }
     // Duplicates first: an exact copy is reported as one, not as "too
     // similar". Augmentations are meant to stay close to their source in
     // meaning; the text tiers still stop them repeating it word for word.
@@ -351,8 +373,11 @@ mod tests {
         accepted: AcceptedPool,
         novelty: NoveltyPool,
         novelty_ids: Vec<NodeId>,
+        rejected_answers: Vec<(NodeId, Vec<String>)>,
     }
 
+    const REVIEWED_OUT_RESPONSE: &str =
+        "A transfer has not arrived yet because an authorization has been held.";
     const ACCEPTED_INPUT: &str = "Why was my card declined at the gas station yesterday?";
     const ACCEPTED_RESPONSE: &str =
         "A pending hold from the pump can lower your available balance.";
@@ -369,6 +394,10 @@ mod tests {
                 accepted: AcceptedPool::default(),
                 novelty: NoveltyPool::new(NOVELTY_THRESHOLD),
                 novelty_ids: vec![],
+                rejected_answers: vec![(
+                    NodeId::new("reviewed-out-1"),
+                    seedling_common::similarity::tokens(REVIEWED_OUT_RESPONSE),
+                )],
             };
             let prepared =
                 Prepared::of_texts(&run.duplicates, ACCEPTED_INPUT, ACCEPTED_RESPONSE, None);
@@ -389,6 +418,7 @@ mod tests {
                 accepted: &self.accepted,
                 novelty: &self.novelty,
                 novelty_ids: &self.novelty_ids,
+                rejected_answers: &self.rejected_answers,
             }
         }
     }
@@ -498,6 +528,17 @@ mod tests {
                 3,
                 Method::Augmentation(crate::plan::AugmentationKind::Paraphrase),
                 None,
+            ),
+            (
+                "an answer that repeats one reviewers rejected",
+                result(
+                    "Why is my transfer to my landlord still missing?",
+                    "The transfer has not arrived yet because an authorization has been held.",
+                    passed(0.9),
+                ),
+                3,
+                Method::Template,
+                Some("repeats_rejected"),
             ),
             (
                 "a new record",

@@ -684,6 +684,7 @@ impl PlanRun {
             accepted: &self.accepted,
             novelty: &self.novelty,
             novelty_ids: &self.novelty_ids,
+            rejected_answers: &self.grounding.feedback.rejected_answers,
         };
         let mut decision = decide(&view, planned, result, prepared);
         let prepared = decision.prepared.take();

@@ -16,13 +16,16 @@ pub const STAGES: [&str; 5] = [
 
 /// The reason of an attempt whose model calls failed on the worker.
 pub const GENERATION_FAILED: &str = "generation_failed";
+/// The rejection of an answer that repeats one reviewers rejected.
+pub const REPEATS_REJECTED: &str = "repeats_rejected";
 
 /// The stage a rejection reason stops an attempt at (index into `STAGES`).
 pub fn stage_of(reason: &str) -> usize {
     match reason {
         GENERATION_FAILED => 0,
         "low_quality_score" | "judge_rejected" => 2,
-        "exact_duplicate" | "near_duplicate" | "semantic_duplicate" | "too_similar" => 3,
+        "exact_duplicate" | "near_duplicate" | "semantic_duplicate" | "too_similar"
+        | REPEATS_REJECTED => 3,
         "quota_filled" => 4,
         _ => 1, // every model-free check, Evol-Instruct's elimination included
     }

@@ -92,6 +92,9 @@ pub struct ChecksAgainstReview {
 pub struct Feedback {
     pub groups: Vec<GroupFeedback>,
     pub checks: Option<ChecksAgainstReview>,
+    /// Every answer reviewers rejected for what it says (its record and
+    /// tokens): an answer of the next round that repeats one is rejected.
+    pub rejected_answers: Vec<(NodeId, Vec<String>)>,
 }
 
 /// A reviewed record with its standing verdict, the note and the decision node.
@@ -210,6 +213,7 @@ impl Feedback {
         let mut pairs_score = Vec::new();
         let mut pairs_judge = Vec::new();
         let mut missed: BTreeMap<String, usize> = BTreeMap::new();
+        let mut rejected_answers = Vec::new();
         let mut effective: Vec<_> = ledger.effective_all().into_values().collect();
         effective.sort_by(|a, b| (a.at_ms, &a.node).cmp(&(b.at_ms, &b.node)));
         for decision in effective {
@@ -229,6 +233,13 @@ impl Feedback {
             }
             if let Verdict::Reject { reason } = &decision.verdict {
                 *missed.entry(reason.as_str().to_string()).or_default() += 1;
+                if !about_input(*reason) {
+                    let response = record.body["response"].as_str().unwrap_or_default();
+                    rejected_answers.push((
+                        record.id.clone(),
+                        seedling_common::similarity::tokens(response),
+                    ));
+                }
             }
             groups
                 .entry((field("subdomain"), field("task_type")))
@@ -300,6 +311,7 @@ impl Feedback {
         Ok(Self {
             groups: out,
             checks,
+            rejected_answers,
         })
     }
 
