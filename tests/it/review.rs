@@ -769,9 +769,16 @@ fn feedback_puts_review_into_the_next_rounds_prompts_and_lineage_and_pauses_what
     let checks = feedback.checks.clone().unwrap();
     assert_eq!(checks.reviewed, 8);
     assert_eq!(checks.missed["factually_wrong"], 5);
-    // Answers rejected for what they say (not the off-domain request) are
-    // kept for the check that stops the next round repeating them.
-    assert_eq!(feedback.rejected_answers.len(), 6);
+    // Answers rejected for what they say, the notes the prompts carry and
+    // the off-domain request are kept for the check that stops the next
+    // round repeating them.
+    let notes: usize = feedback
+        .groups
+        .iter()
+        .map(|g| usize::from(g.input_note().is_some()) + usize::from(g.response_note().is_some()))
+        .sum();
+    assert_eq!(feedback.rejected_answers.len(), 6 + notes);
+    assert_eq!(feedback.rejected_inputs.len(), 1);
 
     // The next round: the records reviewers took out are replaced, except
     // in the paused group, and the steered group's prompts carry the review.

@@ -38,9 +38,11 @@ pub struct RunView<'a> {
     pub novelty: &'a NoveltyPool,
     /// Accepted record of each novelty-pool entry.
     pub novelty_ids: &'a [NodeId],
-    /// Answers reviewers rejected (their record and tokens): a new answer
-    /// that repeats one is rejected too.
+    /// Answers reviewers rejected and the feedback notes (their node and
+    /// tokens): a new answer that repeats one is rejected too.
     pub rejected_answers: &'a [(NodeId, Vec<String>)],
+    /// Requests reviewers rejected: a new request that repeats one is rejected.
+    pub rejected_inputs: &'a [(NodeId, Vec<String>)],
 }
 
 /// A coordinator decision about one attempt; `reason` is `None` when accepted.
@@ -101,6 +103,21 @@ impl Prepared {
             input_tokens,
         }
     }
+}
+
+/// The rejected text `text` is closest to, by ROUGE-L.
+fn closest_rejected<'a>(
+    text: &str,
+    rejected: &'a [(NodeId, Vec<String>)],
+) -> Option<(&'a NodeId, f64)> {
+    if rejected.is_empty() {
+        return None;
+    }
+    let tokens = seedling_common::similarity::tokens(text);
+    rejected
+        .iter()
+        .map(|(id, other)| (id, seedling_common::similarity::rouge_l(&tokens, other)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 pub fn decide(
@@ -167,19 +184,16 @@ pub fn decide(
     let response = result
         .text_of(&planned.task.response.step)
         .unwrap_or_default();
-    if !run.rejected_answers.is_empty() {
-        let tokens = seedling_common::similarity::tokens(response);
-        let closest = run
-            .rejected_answers
-            .iter()
-            .map(|(id, rejected)| (id, seedling_common::similarity::rouge_l(&tokens, rejected)))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((record, rouge_l)) = closest
+    for (what, text, rejected) in [
+        ("request", input, run.rejected_inputs),
+        ("answer", response, run.rejected_answers),
+    ] {
+        if let Some((node, rouge_l)) = closest_rejected(text, rejected)
             && rouge_l >= REPEATS_REJECTED_ROUGE_L
         {
             return reject(
                 REPEATS_REJECTED,
-                serde_json::json!({ "rouge_l": rouge_l, "threshold": REPEATS_REJECTED_ROUGE_L, "rejected_record": record }),
+                serde_json::json!({ "repeats": what, "rouge_l": rouge_l, "threshold": REPEATS_REJECTED_ROUGE_L, "rejected": node }),
             );
         }
     }
@@ -374,8 +388,10 @@ mod tests {
         novelty: NoveltyPool,
         novelty_ids: Vec<NodeId>,
         rejected_answers: Vec<(NodeId, Vec<String>)>,
+        rejected_inputs: Vec<(NodeId, Vec<String>)>,
     }
 
+    const REVIEWED_OUT_INPUT: &str = "Hello! How do you plan to make your domestic transfer today?";
     const REVIEWED_OUT_RESPONSE: &str =
         "A transfer has not arrived yet because an authorization has been held.";
     const ACCEPTED_INPUT: &str = "Why was my card declined at the gas station yesterday?";
@@ -398,6 +414,10 @@ mod tests {
                     NodeId::new("reviewed-out-1"),
                     seedling_common::similarity::tokens(REVIEWED_OUT_RESPONSE),
                 )],
+                rejected_inputs: vec![(
+                    NodeId::new("reviewed-out-2"),
+                    seedling_common::similarity::tokens(REVIEWED_OUT_INPUT),
+                )],
             };
             let prepared =
                 Prepared::of_texts(&run.duplicates, ACCEPTED_INPUT, ACCEPTED_RESPONSE, None);
@@ -419,6 +439,7 @@ mod tests {
                 novelty: &self.novelty,
                 novelty_ids: &self.novelty_ids,
                 rejected_answers: &self.rejected_answers,
+                rejected_inputs: &self.rejected_inputs,
             }
         }
     }
@@ -534,6 +555,17 @@ mod tests {
                 result(
                     "Why is my transfer to my landlord still missing?",
                     "The transfer has not arrived yet because an authorization has been held.",
+                    passed(0.9),
+                ),
+                3,
+                Method::Template,
+                Some("repeats_rejected"),
+            ),
+            (
+                "a request that repeats one reviewers rejected",
+                result(
+                    "How do you plan to make your domestic transfer today?",
+                    fresh_response,
                     passed(0.9),
                 ),
                 3,

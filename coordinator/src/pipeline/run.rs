@@ -685,6 +685,7 @@ impl PlanRun {
             novelty: &self.novelty,
             novelty_ids: &self.novelty_ids,
             rejected_answers: &self.grounding.feedback.rejected_answers,
+            rejected_inputs: &self.grounding.feedback.rejected_inputs,
         };
         let mut decision = decide(&view, planned, result, prepared);
         let prepared = decision.prepared.take();

@@ -93,8 +93,12 @@ pub struct Feedback {
     pub groups: Vec<GroupFeedback>,
     pub checks: Option<ChecksAgainstReview>,
     /// Every answer reviewers rejected for what it says (its record and
-    /// tokens): an answer of the next round that repeats one is rejected.
+    /// tokens), and the notes the prompts carry (their feedback node): an
+    /// answer of the next round that repeats one is rejected.
     pub rejected_answers: Vec<(NodeId, Vec<String>)>,
+    /// Every request reviewers rejected as a request (off-domain, poor,
+    /// duplicate): a request of the next round that repeats one is rejected.
+    pub rejected_inputs: Vec<(NodeId, Vec<String>)>,
 }
 
 /// A reviewed record with its standing verdict, the note and the decision node.
@@ -214,6 +218,7 @@ impl Feedback {
         let mut pairs_judge = Vec::new();
         let mut missed: BTreeMap<String, usize> = BTreeMap::new();
         let mut rejected_answers = Vec::new();
+        let mut rejected_inputs = Vec::new();
         let mut effective: Vec<_> = ledger.effective_all().into_values().collect();
         effective.sort_by(|a, b| (a.at_ms, &a.node).cmp(&(b.at_ms, &b.node)));
         for decision in effective {
@@ -233,13 +238,13 @@ impl Feedback {
             }
             if let Verdict::Reject { reason } = &decision.verdict {
                 *missed.entry(reason.as_str().to_string()).or_default() += 1;
-                if !about_input(*reason) {
-                    let response = record.body["response"].as_str().unwrap_or_default();
-                    rejected_answers.push((
-                        record.id.clone(),
-                        seedling_common::similarity::tokens(response),
-                    ));
-                }
+                let (field, list) = if about_input(*reason) {
+                    ("input", &mut rejected_inputs)
+                } else {
+                    ("response", &mut rejected_answers)
+                };
+                let text = record.body[field].as_str().unwrap_or_default();
+                list.push((record.id.clone(), seedling_common::similarity::tokens(text)));
             }
             groups
                 .entry((field("subdomain"), field("task_type")))
@@ -308,10 +313,23 @@ impl Feedback {
             quality_score: calibrate(&pairs_score, min_score),
             judge: (!pairs_judge.is_empty()).then(|| calibrate(&pairs_judge, min_score)),
         });
+        // A small model sometimes answers with the note itself.
+        for group in &out {
+            for note in [group.input_note(), group.response_note()]
+                .into_iter()
+                .flatten()
+            {
+                rejected_answers.push((
+                    group.node.clone(),
+                    seedling_common::similarity::tokens(&note),
+                ));
+            }
+        }
         Ok(Self {
             groups: out,
             checks,
             rejected_answers,
+            rejected_inputs,
         })
     }
 
