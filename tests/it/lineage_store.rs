@@ -427,3 +427,60 @@ fn the_index_files_plans_and_records_and_an_attempts_steps_are_reached_below_the
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_damaged_store_file_is_named_with_the_dump_that_restores_it() {
+    let (dir, store) = open_with_records(200);
+    drop(store);
+    let seedling = |args: &[&str]| {
+        let out = std::process::Command::new(seedling_tests::seedling_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let store_dir = dir.path().join("store").to_str().unwrap().to_string();
+    let backup = tempfile::tempdir().unwrap();
+    let dump = backup.path().join("lineage.dump");
+    let (ok, text) = seedling(&[
+        "store",
+        "export",
+        "--store",
+        &store_dir,
+        "--out",
+        dump.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    // Flip a byte in every 4 KiB page of sled's file after the first.
+    let db = dir.path().join("store/db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for at in (4096..bytes.len()).step_by(4096) {
+        bytes[at] ^= 0x5a;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let (ok, text) = seedling(&["store", "check", "--store", &store_dir]);
+    assert!(!ok, "a damaged store passed its check: {text}");
+    assert!(
+        text.contains("files are damaged") && text.contains("seedling store import"),
+        "{text}"
+    );
+    // What the message says restores it.
+    let restored = backup.path().join("restored");
+    let (ok, text) = seedling(&[
+        "store",
+        "import",
+        "--store",
+        restored.to_str().unwrap(),
+        dump.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = seedling(&["store", "check", "--store", restored.to_str().unwrap()]);
+    assert!(ok && text.contains("store ok"), "{text}");
+}

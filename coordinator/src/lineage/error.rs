@@ -11,6 +11,10 @@ pub enum LineageError {
     Open { dir: PathBuf, reason: String },
     #[error("lineage store io: {0}")]
     Io(String),
+    #[error(
+        "the lineage store's files are damaged (sled read corrupted data at {at}); nothing more can be read from it safely. Restore it from a dump into a new directory (`seedling store import --store NEW_DIR DUMP`; `seedling store export` writes dumps), or run the plan again into a new directory"
+    )]
+    Damaged { at: String },
     #[error("corrupt value at key {key}: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("edge {parent} -[{kind}]-> {child} would close a cycle")]

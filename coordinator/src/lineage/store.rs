@@ -99,8 +99,20 @@ pub struct LineageStore {
     writer: Mutex<()>,
 }
 
-fn io(e: impl std::fmt::Display) -> LineageError {
+/// A failure outside sled (the owner file, an fsync, encoding).
+fn other_io(e: impl std::fmt::Display) -> LineageError {
     LineageError::Io(e.to_string())
+}
+
+/// A sled failure as the store reports it: damaged files are named as
+/// such, with what restores them.
+fn io(e: sled::Error) -> LineageError {
+    match e {
+        sled::Error::Corruption { at, .. } => LineageError::Damaged {
+            at: at.map_or("an unknown offset".into(), |at| format!("{at:?}")),
+        },
+        other => LineageError::Io(other.to_string()),
+    }
 }
 
 impl LineageStore {
@@ -113,7 +125,7 @@ impl LineageStore {
             reason: e.to_string(),
         })?;
         let db = Self::open_sled(&dir)?;
-        std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string()).map_err(io)?;
+        std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string()).map_err(other_io)?;
         let tree = db.open_tree("lineage").map_err(io)?;
         let db_file = File::open(dir.join("db")).map_err(|e| LineageError::Open {
             dir: dir.clone(),
@@ -143,6 +155,7 @@ impl LineageStore {
                 .open();
             let reason = match opened {
                 Ok(db) => return Ok(db),
+                Err(e @ sled::Error::Corruption { .. }) => return Err(io(e)),
                 Err(e) => e.to_string(),
             };
             if !reason.contains("could not acquire lock") {
@@ -645,7 +658,7 @@ impl LineageStore {
             .par_iter()
             .map(|(_, stored)| {
                 let key = keys::node(&stored.node.id);
-                let payload = serde_json::to_vec(stored).map_err(io)?;
+                let payload = serde_json::to_vec(stored).map_err(other_io)?;
                 let value = codec::seal(&key, &payload);
                 Ok((key, value))
             })
@@ -691,7 +704,7 @@ impl LineageStore {
     /// Makes everything applied so far durable.
     pub fn sync(&self) -> Result<(), LineageError> {
         self.db.flush().map_err(io)?;
-        self.db_file.sync_all().map_err(io)
+        self.db_file.sync_all().map_err(other_io)
     }
 
     /// Every key and stored value, for dumps.
