@@ -90,6 +90,25 @@ pub fn seedling_bin() -> PathBuf {
     path
 }
 
+/// Runs the release `seedling` with `args`: whether it succeeded, and
+/// what it printed (stdout, then stderr).
+pub fn seedling<I, S>(args: I) -> (bool, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(seedling_bin())
+        .args(args)
+        .output()
+        .expect("seedling runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 /// A TCP port free on loopback right now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -289,6 +289,17 @@ impl ScriptedWorker {
     }
 }
 
+/// How the tests run a plan on the scripted worker: `target` records, the
+/// example plans' directory, six attempts per record.
+pub fn scripted_options(target: u64) -> seedling_coordinator::pipeline::RunOptions {
+    seedling_coordinator::pipeline::RunOptions {
+        target: Some(target),
+        generator_version: "seedling test (scripted worker)".into(),
+        base_dir: crate::repo_root().join("examples"),
+        attempts_per_record: 6.0,
+    }
+}
+
 /// Runs `plan` to `target` accepted records on the scripted worker into a
 /// store at `dir`, `slots` units at a time: a store with a finished run, for
 /// tests of what comes after generation (review, export).
@@ -300,18 +311,16 @@ pub fn scripted_run(
     std::sync::Arc<seedling_coordinator::lineage::LineageStore>,
     seedling_common::ids::PlanId,
 ) {
-    use seedling_coordinator::pipeline::{PlanRun, RunOptions};
+    use seedling_coordinator::pipeline::PlanRun;
     let store = std::sync::Arc::new(
         seedling_coordinator::lineage::LineageStore::open(dir).expect("a store opens"),
     );
-    let options = RunOptions {
-        target: Some(target),
-        generator_version: "seedling test (scripted worker)".into(),
-        base_dir: crate::repo_root().join("examples"),
-        attempts_per_record: 6.0,
-    };
-    let mut run = PlanRun::open(std::sync::Arc::clone(&store), plan.clone(), options)
-        .expect("the plan opens");
+    let mut run = PlanRun::open(
+        std::sync::Arc::clone(&store),
+        plan.clone(),
+        scripted_options(target),
+    )
+    .expect("the plan opens");
     let worker = ScriptedWorker::default();
     let mut pending = std::collections::VecDeque::new();
     loop {

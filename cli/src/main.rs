@@ -12,6 +12,7 @@ mod review;
 mod run;
 mod start;
 mod store;
+mod tracking;
 mod verify;
 
 use std::path::PathBuf;

@@ -15,7 +15,7 @@ use seedling_coordinator::review::{
     new_token,
 };
 
-use crate::store::{plan_in, store_path};
+use crate::store::{StoreArg, plan_in};
 
 #[derive(Debug, Subcommand)]
 pub enum ReviewCommand {
@@ -93,17 +93,7 @@ impl Target {
     }
 
     fn open(&self) -> anyhow::Result<ReviewSession> {
-        let path = store_path(&self.dir());
-        if !path.exists() {
-            anyhow::bail!(
-                "no lineage store at {} (give the output directory of `seedling run`, or a store directory)",
-                path.display()
-            );
-        }
-        let store = Arc::new(
-            LineageStore::open(&path)
-                .with_context(|| format!("opening the lineage store {}", path.display()))?,
-        );
+        let store = Arc::new(StoreArg { store: self.dir() }.open()?);
         let plan = plan_in(&store, self.plan.clone())?;
         let settings = SampleSettings {
             confidence: self.confidence,
@@ -112,7 +102,6 @@ impl Target {
             by: self.by.clone(),
             after_feedback: self.after_feedback,
         };
-        settings.check().map_err(anyhow::Error::msg)?;
         Ok(ReviewSession::open(store, plan, settings)?)
     }
 }

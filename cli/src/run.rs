@@ -19,15 +19,15 @@ use seedling_coordinator::pipeline::{
     CoordinatorActor, CoordinatorArgs, PlanRun, Progress, RunOptions,
 };
 use seedling_coordinator::plan::load_plan;
-use seedling_coordinator::tracking::{PlanTracking, RunContext, TrackingTarget};
+use seedling_coordinator::tracking::{PlanTracking, RunContext};
 use seedling_proto::worker::WorkerCapacity;
-use seedling_telemetry::mlflow::TrackingSummary;
 use seedling_worker::actor::{WorkerActor, WorkerArgs};
 use seedling_worker::engine::{Engine, EngineConfig, EngineStats};
 use seedling_worker::model_file::sha256_file;
 use tokio::sync::{oneshot, watch};
 
 use crate::EngineArgs;
+use crate::tracking::{TrackingArgs, print_tracking};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -45,13 +45,8 @@ pub struct RunArgs {
     /// Print no progress, only the summary
     #[arg(long)]
     pub quiet: bool,
-    /// An MLflow tracking server (http://host:port): the run is logged
-    /// there as an MLflow run (parameters, metrics, the dataset, its card)
-    #[arg(long, env = "MLFLOW_TRACKING_URI")]
-    pub tracking_uri: Option<String>,
-    /// The MLflow experiment the run goes into (created when missing)
-    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = "seedling")]
-    pub experiment: String,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
     /// Take the plan's human review into this round: counter-examples and
     /// examples in its prompts, poorly reviewed groups paused
     #[arg(long)]
@@ -112,12 +107,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if !(args.attempts_per_record.is_finite() && args.attempts_per_record >= 1.0) {
         anyhow::bail!("--attempts-per-record must be >= 1");
     }
-    let tracking_target = args
-        .tracking_uri
-        .as_deref()
-        .map(|uri| TrackingTarget::new(uri, &args.experiment))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}; or unset MLFLOW_TRACKING_URI to run untracked"))?;
+    let tracking_target = args.tracking.target("run untracked")?;
     let plan = load_plan(&args.plan)?;
     let base_dir = args
         .plan
@@ -146,7 +136,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         attempts_per_record: args.attempts_per_record,
     };
     let earlier_plans = store.plans()?;
-    let plan_run = PlanRun::open(Arc::clone(&store), plan.clone(), options)?;
+    let mut plan_run = PlanRun::open(Arc::clone(&store), plan.clone(), options)?;
     if !earlier_plans.is_empty() && !earlier_plans.contains(plan_run.plan_id()) {
         // An edited plan is a new plan: say so rather than silently start over.
         let names: Vec<&str> = earlier_plans.iter().map(|p| p.as_str()).collect();
@@ -157,7 +147,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             plan_run.plan_id()
         );
     }
-    let mut plan_run = plan_run;
     if args.feedback {
         crate::review::take_feedback(&store, &mut plan_run, &plan, args.pause_below, &args.out)?;
     }
@@ -243,25 +232,6 @@ fn run_settings(config: &EngineConfig, args: &RunArgs) -> Vec<(String, String)> 
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
-}
-
-pub fn print_tracking(tracked: &TrackingSummary) {
-    let why = tracked.first_error.as_deref().unwrap_or("unknown error");
-    match &tracked.run_url {
-        Some(url) => println!("  tracked in MLflow: {url}"),
-        None => {
-            println!("  not logged to MLflow at all ({why}); the dataset is complete on disk");
-            return;
-        }
-    }
-    if !tracked.not_logged.is_empty() {
-        let missing: Vec<String> = tracked
-            .not_logged
-            .iter()
-            .map(|(kind, n)| format!("{n} {kind}"))
-            .collect();
-        println!("  not logged to MLflow: {} ({why})", missing.join(", "));
-    }
 }
 
 /// Runs the coordinator and the local worker until the plan ends.

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use seedling_common::time::{now_unix_ms, rfc3339_from_unix_ms};
 use seedling_coordinator::lineage::LineageStore;
+use seedling_coordinator::tracking::track_verification;
 use seedling_coordinator::verify::naive::{naive_prompt, naive_row, naive_schema};
 use seedling_coordinator::verify::perturb::perturb_facts;
 use seedling_coordinator::verify::probes::build_probes;
@@ -27,9 +28,8 @@ use seedling_coordinator::verify::{
 };
 use seedling_worker::engine::{Engine, GenerationRequest, OutputConstraint, SamplingParams};
 
-use seedling_coordinator::tracking::{TrackingTarget, track_verification};
-
 use crate::EngineArgs;
+use crate::tracking::{TrackingArgs, print_tracking};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -59,13 +59,8 @@ pub struct VerifyArgs {
     /// Recompute every condition instead of reusing results for the same inputs
     #[arg(long)]
     pub fresh: bool,
-    /// An MLflow tracking server (http://host:port): the verification is
-    /// logged there as a run (conditions' figures, report, plots)
-    #[arg(long, env = "MLFLOW_TRACKING_URI")]
-    pub tracking_uri: Option<String>,
-    /// The MLflow experiment the run goes into (created when missing)
-    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = "seedling")]
-    pub experiment: String,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -209,12 +204,7 @@ fn progress(event: SidecarEvent, tty: bool) {
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // A tracking URI that cannot work is refused before hours of training.
-    let tracking = args
-        .tracking_uri
-        .as_deref()
-        .map(|uri| TrackingTarget::new(uri, &args.experiment))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}; or unset MLFLOW_TRACKING_URI to verify untracked"))?;
+    let tracking = args.tracking.target("verify untracked")?;
     let config = args.engine.config();
     seedling_worker::model_file::check_gguf_header(&config.model_path)?;
     let store = open_store(&args)?;
@@ -417,7 +407,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     if let Some(target) = &tracking {
-        crate::run::print_tracking(&track_verification(target, &report, &out));
+        print_tracking(&track_verification(target, &report, &out));
     }
     Ok(())
 }

@@ -47,6 +47,13 @@ impl RequireToken {
     }
 }
 
+/// A fresh secret (a token, a lease's secret): 128 bits from the OS, as hex.
+pub fn fresh_secret() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS's random source");
+    hex::encode(bytes)
+}
+
 /// Compares secrets without stopping at the first difference, so response
 /// timing does not reveal how much of a guess was right.
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {

@@ -432,20 +432,7 @@ fn the_index_files_plans_and_records_and_an_attempts_steps_are_reached_below_the
 fn a_damaged_store_file_is_named_with_the_dump_that_restores_it() {
     let (dir, store) = open_with_records(200);
     drop(store);
-    let seedling = |args: &[&str]| {
-        let out = std::process::Command::new(seedling_tests::seedling_bin())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
+    let seedling = |args: &[&str]| seedling_tests::seedling(args);
     let store_dir = dir.path().join("store").to_str().unwrap().to_string();
     let backup = tempfile::tempdir().unwrap();
     let dump = backup.path().join("lineage.dump");

@@ -14,15 +14,15 @@ use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use seedling_coordinator::dataset::export_dataset;
 use seedling_coordinator::lineage::LineageStore;
-use seedling_coordinator::pipeline::{PlanRun, RunOptions};
+use seedling_coordinator::pipeline::PlanRun;
 use seedling_coordinator::plan::load_plan;
 use seedling_coordinator::review::{
     Decision, Ledger, RejectReason, ReviewSession, SampleSettings, Verdict,
 };
 use seedling_tests::browser::{Browser, Driver};
 use seedling_tests::http::request;
-use seedling_tests::scripted::{ScriptedWorker, scripted_run};
-use seedling_tests::{free_port, repo_root, seedling_bin, wait_for};
+use seedling_tests::scripted::{ScriptedWorker, scripted_options, scripted_run};
+use seedling_tests::{free_port, repo_root, seedling, seedling_bin, wait_for};
 
 const HOSTILE_INPUT: &str = "<script>window.pwned = 1</script> What does <b>bold</b> cost?";
 const HOSTILE_RESPONSE: &str = "<img src=x onerror=\"window.pwned = 2\"> Nothing &amp; nobody.";
@@ -324,17 +324,8 @@ fn two_reviewers_at_once_lose_nothing_and_their_agreement_is_reported() {
     assert_eq!(by["ana"].len(), rounds);
     assert_eq!(by["ben"].len(), rounds);
     drop(store);
-    let out = Command::new(seedling_bin())
-        .args(["review", "sample"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = seedling(["review".as_ref(), "sample".as_ref(), dir.path().as_os_str()]);
+    assert!(ok, "{text}");
     // Six shared records, two of them decided differently.
     assert!(
         text.contains("agreement ana & ben: 4 of 6 alike, kappa 0.00"),
@@ -440,12 +431,7 @@ fn the_latest_standing_decision_rules_and_a_resumed_run_replaces_the_rejected() 
     // The next round: a resumed run replaces the rejected record (and only
     // it), and keeps the edited one in its place.
     let store = Arc::new(LineageStore::open(dir.path()).unwrap());
-    let options = RunOptions {
-        target: Some(20),
-        generator_version: "seedling test (scripted worker)".into(),
-        base_dir: repo_root().join("examples"),
-        attempts_per_record: 6.0,
-    };
+    let options = scripted_options(20);
     let mut run = PlanRun::open(Arc::clone(&store), banking(), options).unwrap();
     assert_eq!(
         run.progress().accepted,
@@ -469,20 +455,10 @@ fn decisions_files_are_refused_by_line_and_imported_all_at_once() {
     drop(store);
     let sample_file = dir.path().join("sample.jsonl");
     let run = |args: &[&str]| {
-        let out = Command::new(seedling_bin())
-            .arg("review")
-            .args(args)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let mut all: Vec<&std::ffi::OsStr> = vec!["review".as_ref()];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        all.push(dir.path().as_os_str());
+        seedling(all)
     };
     let (ok, text) = run(&["export", "--out", sample_file.to_str().unwrap()]);
     assert!(ok, "{text}");
@@ -782,12 +758,7 @@ fn feedback_puts_review_into_the_next_rounds_prompts_and_lineage_and_pauses_what
 
     // The next round: the records reviewers took out are replaced, except
     // in the paused group, and the steered group's prompts carry the review.
-    let options = RunOptions {
-        target: Some(48),
-        generator_version: "seedling test (scripted worker)".into(),
-        base_dir: repo_root().join("examples"),
-        attempts_per_record: 6.0,
-    };
+    let options = scripted_options(48);
     let mut run = PlanRun::open(Arc::clone(&store), banking(), options).unwrap();
     run.apply_feedback(feedback).unwrap();
     let worker = ScriptedWorker::default();
@@ -872,20 +843,17 @@ fn feedback_puts_review_into_the_next_rounds_prompts_and_lineage_and_pauses_what
 #[test]
 fn a_feedback_round_without_a_review_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
+    let plan = repo_root().join("examples/retail-banking.toml");
     let run = |extra: &[&str]| {
-        let out = Command::new(seedling_bin())
-            .arg("run")
-            .arg(repo_root().join("examples/retail-banking.toml"))
-            .arg("--out")
-            .arg(dir.path())
-            .args(["--target", "4", "--feedback"])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "run".as_ref(),
+            plan.as_os_str(),
+            "--out".as_ref(),
+            dir.path().as_os_str(),
+        ];
+        args.extend(["--target", "4", "--feedback"].map(std::ffi::OsStr::new));
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        seedling(args)
     };
     let (ok, err) = run(&["--pause-below", "2"]);
     assert!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use seedling_coordinator::dataset::export_dataset;
 use seedling_coordinator::lineage::LineageStore;
-use seedling_coordinator::pipeline::{PlanRun, RunOptions};
+use seedling_coordinator::pipeline::PlanRun;
 use seedling_coordinator::plan::load_plan;
 use seedling_coordinator::tracking::{
     PlanTracking, RunContext, TrackingTarget, track_verification,
@@ -16,7 +16,7 @@ use seedling_coordinator::tracking::{
 use seedling_coordinator::verify::VerificationReport;
 use seedling_tests::mlflow::MlflowServer;
 use seedling_tests::repo_root;
-use seedling_tests::scripted::scripted_run;
+use seedling_tests::scripted::{scripted_options, scripted_run};
 
 /// The value of `key` in one of MLflow's `[{key, value}]` lists.
 fn entry<'a>(list: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
@@ -36,12 +36,7 @@ fn a_plan_run_and_its_verification_are_mlflow_runs_with_their_figures_and_files(
     let export = export_dataset(&store, &plan_id, out.path()).unwrap();
     drop(store);
     // The finished run's figures, as the run reports them.
-    let options = RunOptions {
-        target: Some(16),
-        generator_version: "seedling test (scripted worker)".into(),
-        base_dir: repo_root().join("examples"),
-        attempts_per_record: 6.0,
-    };
+    let options = scripted_options(16);
     let store = Arc::new(LineageStore::open(dir.path()).unwrap());
     let progress = PlanRun::open(store, plan.clone(), options)
         .unwrap()

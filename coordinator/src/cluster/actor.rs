@@ -1017,11 +1017,9 @@ impl Actor for ClusterCoordinator {
     }
 }
 
-/// A fresh lease secret: 128 bits from the OS, as hex.
+/// A fresh lease secret.
 fn lease_secret() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS's random source");
-    hex::encode(bytes)
+    seedling_proto::auth::fresh_secret()
 }
 
 /// Tells `worker` to stop `units` of `plan`, and why.

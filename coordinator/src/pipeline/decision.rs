@@ -105,18 +105,14 @@ impl Prepared {
     }
 }
 
-/// The rejected text `text` is closest to, by ROUGE-L.
+/// The rejected text `tokens` are closest to, by ROUGE-L.
 fn closest_rejected<'a>(
-    text: &str,
+    tokens: &[String],
     rejected: &'a [(NodeId, Vec<String>)],
 ) -> Option<(&'a NodeId, f64)> {
-    if rejected.is_empty() {
-        return None;
-    }
-    let tokens = seedling_common::similarity::tokens(text);
     rejected
         .iter()
-        .map(|(id, other)| (id, seedling_common::similarity::rouge_l(&tokens, other)))
+        .map(|(id, other)| (id, seedling_common::similarity::rouge_l(tokens, other)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
@@ -184,26 +180,30 @@ pub fn decide(
     let response = result
         .text_of(&planned.task.response.step)
         .unwrap_or_default();
-    for (what, text, rejected) in [
-        ("request", input, run.rejected_inputs),
-        ("answer", response, run.rejected_answers),
-    ] {
-        if let Some((node, rouge_l)) = closest_rejected(text, rejected)
-            && rouge_l >= REPEATS_REJECTED_ROUGE_L
-        {
-            return reject(
-                REPEATS_REJECTED,
-                serde_json::json!({ "repeats": what, "rouge_l": rouge_l, "threshold": REPEATS_REJECTED_ROUGE_L, "rejected": node }),
-            );
+    let embedding = result.input_embedding.as_ref();
+    let prepared =
+        prepared.unwrap_or_else(|| Prepared::of_texts(run.duplicates, input, response, embedding));
+    // What reviewers rejected, repeated (only in a round with review feedback).
+    if !run.rejected_inputs.is_empty() || !run.rejected_answers.is_empty() {
+        let response_tokens = tokens(response);
+        for (what, tokens, rejected) in [
+            ("request", &prepared.input_tokens, run.rejected_inputs),
+            ("answer", &response_tokens, run.rejected_answers),
+        ] {
+            if let Some((node, rouge_l)) = closest_rejected(tokens, rejected)
+                && rouge_l >= REPEATS_REJECTED_ROUGE_L
+            {
+                return reject(
+                    REPEATS_REJECTED,
+                    serde_json::json!({ "repeats": what, "rouge_l": rouge_l, "threshold": REPEATS_REJECTED_ROUGE_L, "rejected": node }),
+                );
+            }
         }
     }
     // Duplicates first: an exact copy is reported as one, not as "too
     // similar". Augmentations are meant to stay close to their source in
     // meaning; the text tiers still stop them repeating it word for word.
     let augmented = matches!(planned.method, Method::Augmentation(_));
-    let embedding = result.input_embedding.as_ref();
-    let prepared =
-        prepared.unwrap_or_else(|| Prepared::of_texts(run.duplicates, input, response, embedding));
     if let Some(duplicate) = run.duplicates.check_keyed(
         &prepared.keys,
         run.language,

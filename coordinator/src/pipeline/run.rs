@@ -406,7 +406,7 @@ impl PlanRun {
     /// strata of a paused group get no new attempts. Call before the first
     /// `next_units`.
     pub fn apply_feedback(&mut self, feedback: Feedback) -> Result<(), PipelineError> {
-        let batch = feedback.lineage(&self.store, &self.plan_id)?;
+        let batch = feedback.lineage(&self.plan_id);
         if !batch.is_empty() {
             self.store.append_owned(batch)?;
         }

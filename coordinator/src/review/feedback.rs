@@ -72,6 +72,9 @@ pub struct GroupFeedback {
     pub paused: bool,
     /// The `feedback` node that records this change.
     pub node: NodeId,
+    /// The decisions it was drawn from (their nodes), sorted.
+    #[serde(skip)]
+    pub decisions: Vec<NodeId>,
 }
 
 /// What the automatic checks let through that reviewers rejected, and how
@@ -258,6 +261,7 @@ impl Feedback {
         }
         let mut out = Vec::new();
         for ((subdomain, task_type), decided) in groups {
+            let reviewed = decided.len();
             let kept = decided.iter().filter(|(_, v, _, _)| v.keeps()).count();
             let acceptance = wilson(kept, decided.len(), settings.confidence);
             let text = |n: &Node, k: &str| n.body[k].as_str().unwrap_or_default().to_string();
@@ -291,15 +295,16 @@ impl Feedback {
                 .collect();
             let paused = decided.len() >= settings.minimum_reviewed
                 && acceptance.high < settings.pause_below;
-            let mut ids: Vec<&str> = decided.iter().map(|(_, _, _, id)| id.as_str()).collect();
-            ids.sort_unstable();
+            let mut decisions: Vec<NodeId> = decided.into_iter().map(|(_, _, _, id)| id).collect();
+            decisions.sort_unstable();
             let mut parts = vec!["feedback", subdomain.as_str(), task_type.as_str()];
-            parts.extend(ids);
+            parts.extend(decisions.iter().map(NodeId::as_str));
             out.push(GroupFeedback {
                 node: NodeId::derive(plan, &parts),
+                decisions,
                 subdomain,
                 task_type,
-                reviewed: decided.len(),
+                reviewed,
                 kept,
                 acceptance: (acceptance.rate, acceptance.low, acceptance.high),
                 counter_examples,
@@ -341,13 +346,7 @@ impl Feedback {
     }
 
     /// The `feedback` nodes, each derived from the decisions it read.
-    pub fn lineage(
-        &self,
-        store: &LineageStore,
-        plan: &PlanId,
-    ) -> Result<LineageBatch, ReviewError> {
-        let ledger = Ledger::load(store, plan)?;
-        let effective = ledger.effective_all();
+    pub fn lineage(&self, plan: &PlanId) -> LineageBatch {
         let now = now_unix_ms();
         let mut batch = LineageBatch::default();
         for group in &self.groups {
@@ -364,21 +363,13 @@ impl Feedback {
                 params: serde_json::Map::new(),
                 body,
             });
-            for decision in effective.values() {
-                let record = store.require(&decision.record)?;
-                let fields = &record.body["stratum_fields"];
-                if fields["subdomain"] == group.subdomain.as_str()
-                    && fields["task_type"] == group.task_type.as_str()
-                {
-                    batch.edges.push(Edge::new(
-                        &decision.node,
-                        &group.node,
-                        EdgeKind::DerivedFrom,
-                    ));
-                }
+            for decision in &group.decisions {
+                batch
+                    .edges
+                    .push(Edge::new(decision, &group.node, EdgeKind::DerivedFrom));
             }
         }
-        Ok(batch)
+        batch
     }
 }
 

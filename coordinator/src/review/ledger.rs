@@ -6,7 +6,7 @@
 //! is overwritten: only the records' statuses follow the latest decision
 //! that stands, so that the export, a resumed run and the index agree.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
@@ -33,6 +33,9 @@ pub enum ReviewError {
     Decision(#[from] DecisionError),
     #[error("plan {0} is not in this lineage store")]
     UnknownPlan(String),
+    /// Sample settings no sample can meet.
+    #[error("{0}")]
+    Settings(String),
     #[error(transparent)]
     Import(#[from] super::session::ImportError),
 }
@@ -52,6 +55,8 @@ pub struct StoredDecision {
     pub edited: Option<NodeId>,
     /// Taken back by its reviewer.
     pub undone: bool,
+    /// The sample the decision was made on.
+    pub sample: Option<SampleSettings>,
 }
 
 impl StoredDecision {
@@ -78,6 +83,10 @@ impl StoredDecision {
             at_ms: node.created_at_ms,
             edited: node.body["edited_record"].as_str().map(NodeId::new),
             undone: false,
+            sample: node
+                .params
+                .get("sample")
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
         })
     }
 }
@@ -86,6 +95,32 @@ impl StoredDecision {
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     decisions: Vec<StoredDecision>,
+    /// Every record decided about, for [`Self::knows`].
+    records: HashSet<NodeId>,
+}
+
+/// The statuses `record` and its corrected versions take from `decisions`,
+/// the record's own, oldest first: the latest standing one rules.
+fn statuses(record: &NodeId, decisions: &[StoredDecision]) -> Vec<(NodeId, NodeStatus)> {
+    let effective = decisions.iter().rfind(|d| !d.undone);
+    let mut out = vec![(
+        record.clone(),
+        match effective.map(|d| &d.verdict) {
+            None | Some(Verdict::Accept) => NodeStatus::Accepted,
+            Some(Verdict::Reject { .. }) => NodeStatus::Rejected,
+            Some(Verdict::Edit { .. }) => NodeStatus::Superseded,
+        },
+    )];
+    let chosen = effective.and_then(|d| d.edited.as_ref());
+    for edit in decisions.iter().filter_map(|d| d.edited.as_ref()) {
+        let status = if Some(edit) == chosen {
+            NodeStatus::Accepted
+        } else {
+            NodeStatus::Rejected
+        };
+        out.push((edit.clone(), status));
+    }
+    out
 }
 
 /// The node id of a decision: the client's id under its reviewer, so a
@@ -131,7 +166,8 @@ impl Ledger {
             }
         }
         decisions.sort_by(|a, b| (a.at_ms, &a.node).cmp(&(b.at_ms, &b.node)));
-        Ok(Self { decisions })
+        let records = decisions.iter().map(|d| d.record.clone()).collect();
+        Ok(Self { decisions, records })
     }
 
     pub fn decisions(&self) -> &[StoredDecision] {
@@ -170,27 +206,21 @@ impl Ledger {
 
     /// Whether `record` has ever been decided about.
     pub fn knows(&self, record: &NodeId) -> bool {
-        self.decisions.iter().any(|d| &d.record == record)
-    }
-
-    /// The corrected record that stands in for `record`, if an edit decides it.
-    pub fn edited_version(&self, record: &NodeId) -> Option<&NodeId> {
-        self.effective(record).and_then(|d| d.edited.as_ref())
+        self.records.contains(record)
     }
 
     /// The sample settings of the latest decision: what the review asked for.
-    pub fn settings_in_use(
-        &self,
-        store: &LineageStore,
-    ) -> Result<Option<SampleSettings>, ReviewError> {
-        let Some(last) = self.decisions.last() else {
-            return Ok(None);
-        };
-        let node = store.require(&last.node)?;
-        Ok(node
-            .params
-            .get("sample")
-            .and_then(|v| serde_json::from_value(v.clone()).ok()))
+    pub fn settings_in_use(&self) -> Option<&SampleSettings> {
+        self.decisions.last().and_then(|d| d.sample.as_ref())
+    }
+
+    /// `record`'s own decisions, oldest first.
+    fn of_record(&self, record: &NodeId) -> Vec<StoredDecision> {
+        self.decisions
+            .iter()
+            .filter(|d| &d.record == record)
+            .cloned()
+            .collect()
     }
 
     /// The decision a reviewer made with client id `id`.
@@ -198,35 +228,6 @@ impl Ledger {
         self.decisions
             .iter()
             .find(|d| d.reviewer == reviewer && d.id == id)
-    }
-
-    /// The statuses `record` and its corrected versions must have once the
-    /// ledger stands as it does now: the latest standing decision rules.
-    fn statuses(&self, record: &NodeId) -> Vec<(NodeId, NodeStatus)> {
-        let effective = self.effective(record);
-        let mut out = vec![(
-            record.clone(),
-            match effective.map(|d| &d.verdict) {
-                None | Some(Verdict::Accept) => NodeStatus::Accepted,
-                Some(Verdict::Reject { .. }) => NodeStatus::Rejected,
-                Some(Verdict::Edit { .. }) => NodeStatus::Superseded,
-            },
-        )];
-        let chosen = effective.and_then(|d| d.edited.as_ref());
-        for edit in self
-            .decisions
-            .iter()
-            .filter(|d| &d.record == record)
-            .filter_map(|d| d.edited.as_ref())
-        {
-            let status = if Some(edit) == chosen {
-                NodeStatus::Accepted
-            } else {
-                NodeStatus::Rejected
-            };
-            out.push((edit.clone(), status));
-        }
-        out
     }
 
     /// The lineage batch that records `decision` about `original` (its
@@ -340,19 +341,21 @@ impl Ledger {
             at_ms: now,
             edited,
             undone: false,
+            sample: Some(sample.clone()),
         };
-        let mut after = self.clone();
-        after.decisions.push(stored.clone());
-        batch.status_changes = after.statuses(&original.id);
+        let mut own = self.of_record(&original.id);
+        own.push(stored.clone());
+        batch.status_changes = statuses(&original.id, &own);
         Ok(Some((batch, stored)))
     }
 
-    /// The batch that takes back `reviewer`'s latest standing decision.
+    /// The batch that takes back `reviewer`'s latest standing decision,
+    /// the decision's node and its record.
     pub fn undo_last(
         &self,
         plan: &PlanId,
         reviewer: &str,
-    ) -> Result<(LineageBatch, NodeId), ReviewError> {
+    ) -> Result<(LineageBatch, NodeId, NodeId), ReviewError> {
         let last = self
             .standing()
             .filter(|d| d.reviewer == reviewer)
@@ -373,10 +376,10 @@ impl Ledger {
             params,
             body: serde_json::json!({ "record": last.record, "undoes": last.node }),
         };
-        let mut after = self.clone();
         let record = last.record.clone();
         let target = last.node.clone();
-        if let Some(d) = after.decisions.iter_mut().find(|d| d.node == target) {
+        let mut own = self.of_record(&record);
+        for d in own.iter_mut().filter(|d| d.node == target) {
             d.undone = true;
         }
         let batch = LineageBatch {
@@ -385,24 +388,20 @@ impl Ledger {
                 Edge::new(&target, &id, EdgeKind::ReviewedBy),
                 Edge::new(&record, &id, EdgeKind::ReviewedBy),
             ],
-            status_changes: after.statuses(&record),
+            status_changes: statuses(&record, &own),
         };
-        Ok((batch, record))
+        Ok((batch, target, record))
     }
 
     /// Takes in a decision whose batch is now stored.
     pub fn committed(&mut self, decision: StoredDecision) {
+        self.records.insert(decision.record.clone());
         self.decisions.push(decision);
     }
 
-    /// Takes in an undo whose batch is now stored.
-    pub fn committed_undo(&mut self, reviewer: &str) {
-        if let Some(d) = self
-            .decisions
-            .iter_mut()
-            .filter(|d| !d.undone && d.reviewer == reviewer)
-            .last()
-        {
+    /// Takes in the undo of decision `node`, whose batch is now stored.
+    pub fn committed_undo(&mut self, node: &NodeId) {
+        for d in self.decisions.iter_mut().filter(|d| &d.node == node) {
             d.undone = true;
         }
     }

@@ -5,7 +5,7 @@
 //! reviewer, and every restart of the page, sees the same sample in the
 //! same order, strata taking turns so early figures cover all of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -123,6 +123,9 @@ pub struct SamplePlan {
     /// Every candidate's stratum, sampled or not.
     #[serde(skip)]
     pub candidates: BTreeMap<NodeId, String>,
+    /// Each sampled record's place in `items`.
+    #[serde(skip)]
+    positions: HashMap<NodeId, usize>,
 }
 
 impl SamplePlan {
@@ -134,8 +137,9 @@ impl SamplePlan {
         self.strata.iter().map(|s| s.population).sum()
     }
 
-    pub fn contains(&self, record: &NodeId) -> bool {
-        self.items.iter().any(|(id, _)| id == record)
+    /// A sampled record's place in review order, from 0.
+    pub fn position(&self, record: &NodeId) -> Option<usize> {
+        self.positions.get(record).copied()
     }
 
     /// The stratum of any candidate, sampled or not.
@@ -196,6 +200,11 @@ pub fn plan_sample(
     SamplePlan {
         settings: settings.clone(),
         strata,
+        positions: items
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.clone(), i))
+            .collect(),
         items,
         candidates: candidates.iter().cloned().collect(),
     }
@@ -211,6 +220,14 @@ pub fn population(
     ledger: &Ledger,
     after_feedback: bool,
 ) -> Result<Vec<Node>, ReviewError> {
+    // Feedback nodes are few: a record's grounding is checked against their ids.
+    let feedback: HashSet<NodeId> = if after_feedback {
+        store
+            .nodes_of_plan(plan, Some(NodeKind::Feedback), None)
+            .collect::<Result<_, _>>()?
+    } else {
+        HashSet::new()
+    };
     let mut out = Vec::new();
     for status in [
         NodeStatus::Accepted,
@@ -224,7 +241,7 @@ pub fn population(
             }
             let node = store.require(&id)?;
             if node.step == REVIEW_EDIT_STEP
-                || (after_feedback && !made_after_feedback(store, &node.id)?)
+                || (after_feedback && !grounded_on_any(store, &node.id, &feedback)?)
             {
                 continue;
             }
@@ -235,14 +252,16 @@ pub fn population(
     Ok(out)
 }
 
-/// Whether a record's prompts carried review feedback.
-fn made_after_feedback(store: &LineageStore, record: &NodeId) -> Result<bool, ReviewError> {
-    for (kind, parent) in store.parents(record)? {
-        if kind == EdgeKind::GroundedOn && store.require(&parent)?.kind == NodeKind::Feedback {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// Whether `record` was grounded on one of `nodes` (its prompts carried it).
+fn grounded_on_any(
+    store: &LineageStore,
+    record: &NodeId,
+    nodes: &HashSet<NodeId>,
+) -> Result<bool, ReviewError> {
+    Ok(store
+        .parents(record)?
+        .into_iter()
+        .any(|(kind, parent)| kind == EdgeKind::GroundedOn && nodes.contains(&parent)))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use seedling_common::ids::NodeId;
 
 use super::ledger::ReviewError;
-use super::session::{ReviewSession, Taken};
+use super::session::ReviewSession;
 use super::verdict::{Decision, DecisionError, RejectReason, check_reviewer};
 use crate::lineage::lineage_report;
 
@@ -217,7 +217,9 @@ fn failed(err: ReviewError) -> Response {
     let status = match &err {
         ReviewError::Decision(DecisionError::UnknownRecord(_)) => StatusCode::NOT_FOUND,
         ReviewError::Decision(DecisionError::Duplicate(_)) => StatusCode::CONFLICT,
-        ReviewError::Decision(_) | ReviewError::Import(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ReviewError::Decision(_) | ReviewError::Import(_) | ReviewError::Settings(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ReviewError::Lineage(_) | ReviewError::UnknownPlan(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     refuse(status, err.to_string())
@@ -241,6 +243,17 @@ async fn with_session<T: Send + 'static>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(failed(err)),
         Err(err) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
+    }
+}
+
+/// [`with_session`] for the API's JSON answers.
+async fn answer_json(
+    app: &AppState,
+    work: impl FnOnce(&mut ReviewSession) -> Result<serde_json::Value, ReviewError> + Send + 'static,
+) -> Response {
+    match with_session(app, work).await {
+        Ok(body) => Json(body).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -279,10 +292,7 @@ async fn state(State(app): State<AppState>, Query(who): Query<Who>) -> Response 
     if let Err(err) = check_reviewer(&who.reviewer) {
         return failed(err.into());
     }
-    match with_session(&app, move |s| view(s, &who.reviewer, None)).await {
-        Ok(body) => Json(body).into_response(),
-        Err(response) => response,
-    }
+    answer_json(&app, move |s| view(s, &who.reviewer, None)).await
 }
 
 async fn decide(State(app): State<AppState>, Json(value): Json<serde_json::Value>) -> Response {
@@ -290,34 +300,23 @@ async fn decide(State(app): State<AppState>, Json(value): Json<serde_json::Value
         Ok(d) => d,
         Err(err) => return failed(err.into()),
     };
-    let answer = with_session(&app, move |s| {
+    answer_json(&app, move |s| {
         let taken = s.decide(&decision)?;
         let mut body = view(s, &decision.reviewer, None)?;
-        body["taken"] = serde_json::json!(match taken {
-            Taken::Stored => "stored",
-            Taken::AlreadyStored => "already_stored",
-        });
+        body["taken"] = serde_json::json!(taken);
         Ok(body)
     })
-    .await;
-    match answer {
-        Ok(body) => Json(body).into_response(),
-        Err(response) => response,
-    }
+    .await
 }
 
 async fn undo(State(app): State<AppState>, Json(who): Json<Who>) -> Response {
-    let answer = with_session(&app, move |s| {
+    answer_json(&app, move |s| {
         let record = s.undo(&who.reviewer)?;
         let mut body = view(s, &who.reviewer, Some(record.clone()))?;
         body["undone"] = serde_json::json!(record);
         Ok(body)
     })
-    .await;
-    match answer {
-        Ok(body) => Json(body).into_response(),
-        Err(response) => response,
-    }
+    .await
 }
 
 async fn lineage(State(app): State<AppState>, Path(id): Path<String>) -> Response {
@@ -337,7 +336,5 @@ async fn lineage(State(app): State<AppState>, Path(id): Path<String>) -> Respons
 
 /// A fresh random token for a page served beyond loopback.
 pub fn new_token() -> String {
-    let mut bytes = [0u8; 18];
-    getrandom::fill(&mut bytes).expect("the OS's random source");
-    hex::encode(bytes)
+    seedling_proto::auth::fresh_secret()
 }

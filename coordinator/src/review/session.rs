@@ -14,7 +14,7 @@ use seedling_common::lineage::{EdgeKind, LineageBatch, Node, NodeKind, RECORD_VE
 use super::figures::{ReviewFigures, review_figures};
 use super::ledger::{Ledger, ReviewError, StoredDecision};
 use super::sample::{SamplePlan, SampleSettings, plan_sample, population};
-use super::verdict::{Decision, DecisionError, Verdict, check_reviewer};
+use super::verdict::{Decision, DecisionError, check_reviewer};
 use crate::dataset::stored_plan;
 use crate::lineage::LineageStore;
 
@@ -62,6 +62,7 @@ pub struct Reference {
 
 /// What taking a decision did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Taken {
     Stored,
     /// The same decision was already stored (a resend).
@@ -110,9 +111,7 @@ impl ReviewSession {
         plan: PlanId,
         settings: SampleSettings,
     ) -> Result<Self, ReviewError> {
-        settings
-            .check()
-            .map_err(|e| ReviewError::Decision(DecisionError::Malformed(e)))?;
+        settings.check().map_err(ReviewError::Settings)?;
         let (stored, _) =
             stored_plan(&store, &plan).map_err(|_| ReviewError::UnknownPlan(plan.to_string()))?;
         let ledger = Ledger::load(&store, &plan)?;
@@ -165,7 +164,9 @@ impl ReviewSession {
     /// How many sampled records `reviewer` has decided.
     pub fn done_by(&self, reviewer: &str) -> usize {
         self.ledger.by_reviewer().get(reviewer).map_or(0, |m| {
-            m.keys().filter(|id| self.sample.contains(id)).count()
+            m.keys()
+                .filter(|id| self.sample.position(id).is_some())
+                .count()
         })
     }
 
@@ -268,12 +269,7 @@ impl ReviewSession {
             references,
             citations,
             decision,
-            position: self
-                .sample
-                .items
-                .iter()
-                .position(|(id, _)| id == record)
-                .map_or(0, |i| i + 1),
+            position: self.sample.position(record).map_or(0, |i| i + 1),
             sample: self.sample.total(),
         })
     }
@@ -297,9 +293,9 @@ impl ReviewSession {
     /// Takes back `reviewer`'s latest standing decision; returns its record.
     pub fn undo(&mut self, reviewer: &str) -> Result<NodeId, ReviewError> {
         check_reviewer(reviewer)?;
-        let (batch, record) = self.ledger.undo_last(&self.plan, reviewer)?;
+        let (batch, undone, record) = self.ledger.undo_last(&self.plan, reviewer)?;
         self.store.append_owned(batch)?;
-        self.ledger.committed_undo(reviewer);
+        self.ledger.committed_undo(&undone);
         Ok(record)
     }
 
@@ -339,9 +335,10 @@ impl ReviewSession {
                 reason,
             })
         };
+        // Decided against a copy, so a refused file leaves the ledger as it was.
         let mut working = self.ledger.clone();
         let mut batch = LineageBatch::default();
-        let mut taken = Vec::new();
+        let mut stored = 0;
         let mut seen_ids = std::collections::HashMap::new();
         let mut seen_pairs = std::collections::HashMap::new();
         let mut already = 0;
@@ -383,20 +380,17 @@ impl ReviewSession {
                 .map_err(|e| refuse(number, e.to_string()))?
             {
                 None => already += 1,
-                Some((one, stored)) => {
+                Some((one, decision)) => {
                     batch.extend(one);
-                    working.committed(stored.clone());
-                    taken.push(stored);
+                    working.committed(decision);
+                    stored += 1;
                 }
             }
         }
         if !batch.is_empty() {
             self.store.append_owned(batch)?;
         }
-        let stored = taken.len();
-        for decision in taken {
-            self.ledger.committed(decision);
-        }
+        self.ledger = working;
         Ok(ImportSummary {
             stored,
             already_stored: already,
@@ -428,32 +422,28 @@ pub fn stored_review(
     seed: u64,
 ) -> Result<Option<(Ledger, ReviewFigures)>, ReviewError> {
     let ledger = Ledger::load(store, plan)?;
-    let Some(settings) = ledger.settings_in_use(store)? else {
+    let Some(settings) = ledger.settings_in_use() else {
         return Ok(None);
     };
-    let sample = choose_sample(store, plan, &ledger, seed, &settings)?;
+    let sample = choose_sample(store, plan, &ledger, seed, settings)?;
     let figures = review_figures(&sample, &ledger);
     Ok(Some((ledger, figures)))
 }
 
-/// A stored decision as the page and exports show it.
+/// A stored decision as the page shows it: the decision as it was sent,
+/// with its node and the corrected record an edit added.
 pub fn decision_json(d: &StoredDecision) -> serde_json::Value {
-    let mut out = serde_json::json!({
-        "id": d.id,
-        "record": d.record,
-        "reviewer": d.reviewer,
-        "decision": d.verdict.name(),
-        "note": d.note,
-        "node": d.node,
-    });
-    match &d.verdict {
-        Verdict::Reject { reason } => out["reason"] = reason.as_str().into(),
-        Verdict::Edit { input, response } => {
-            out["input"] = input.clone().into();
-            out["response"] = response.clone().into();
-            out["edited_record"] = serde_json::json!(d.edited);
-        }
-        Verdict::Accept => {}
+    let sent = Decision {
+        id: d.id.clone(),
+        record: d.record.clone(),
+        reviewer: d.reviewer.clone(),
+        verdict: d.verdict.clone(),
+        note: d.note.clone(),
+    };
+    let mut out = serde_json::to_value(sent).expect("a decision serialises");
+    out["node"] = serde_json::json!(d.node);
+    if let Some(edited) = &d.edited {
+        out["edited_record"] = serde_json::json!(edited);
     }
     out
 }
