@@ -125,7 +125,7 @@ fn statuses(record: &NodeId, decisions: &[StoredDecision]) -> Vec<(NodeId, NodeS
 
 /// The node id of a decision: the client's id under its reviewer, so a
 /// decision sent twice is stored once.
-pub fn decision_node(plan: &PlanId, reviewer: &str, id: &str) -> NodeId {
+fn decision_node(plan: &PlanId, reviewer: &str, id: &str) -> NodeId {
     NodeId::derive(plan, &["review", reviewer, id])
 }
 

@@ -137,10 +137,6 @@ impl ReviewSession {
         &self.sample
     }
 
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
-    }
-
     pub fn store(&self) -> &LineageStore {
         &self.store
     }
