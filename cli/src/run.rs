@@ -1,5 +1,6 @@
-//! `seedling run PLAN --out DIR`: the embedded mode. A coordinator actor and
-//! one local worker actor (the real engine) in this process, the lineage
+//! `seedling run PLAN --out DIR`: the embedded mode, a cluster of one. The
+//! cluster's coordinator actor and one worker (the real engine) in this
+//! process, talking as they do across machines but without a network; the lineage
 //! store under `DIR/.seedling/lineage`, the dataset written to `DIR` when
 //! every quota is met. Running it again with the same plan and directory
 //! continues from what the store holds.
@@ -11,20 +12,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ractor::Actor;
 use seedling_common::cost::TimeSplit;
+use seedling_coordinator::cluster::{LocalCoordinator, PlanState};
 use seedling_coordinator::dataset::{ExportSummary, export_dataset};
 use seedling_coordinator::lineage::LineageStore;
-use seedling_coordinator::pipeline::{
-    CoordinatorActor, CoordinatorArgs, PlanRun, Progress, RunOptions,
-};
+use seedling_coordinator::pipeline::{PlanRun, Progress, RunOptions};
 use seedling_coordinator::plan::load_plan;
 use seedling_coordinator::tracking::{PlanTracking, RunContext};
 use seedling_proto::worker::WorkerCapacity;
-use seedling_worker::actor::{WorkerActor, WorkerArgs};
 use seedling_worker::engine::{Engine, EngineConfig, EngineStats};
 use seedling_worker::model_file::sha256_file;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::EngineArgs;
 use crate::tracking::{TrackingArgs, print_tracking};
@@ -190,6 +188,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .build()?;
         let driving = Instant::now();
         let progress = runtime.block_on(drive(
+            Arc::clone(&store),
             plan_run,
             Arc::clone(&engine),
             args.quiet,
@@ -234,27 +233,24 @@ fn run_settings(config: &EngineConfig, args: &RunArgs) -> Vec<(String, String)> 
     .collect()
 }
 
+/// How often the local worker renews its lease.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A lease the local worker loses only if its process stalls this long.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs the coordinator and the local worker until the plan ends.
 async fn drive(
+    store: Arc<LineageStore>,
     run: PlanRun,
     engine: Arc<Engine>,
     quiet: bool,
     out: &Path,
     tracking: &mut Option<PlanTracking>,
 ) -> anyhow::Result<Progress> {
-    let (progress_tx, mut progress_rx) = watch::channel(run.progress());
-    let (finished_tx, mut finished_rx) = oneshot::channel();
-    let (coordinator, coordinator_handle) = Actor::spawn(
-        None,
-        CoordinatorActor,
-        CoordinatorArgs {
-            run,
-            progress: progress_tx,
-            finished: finished_tx,
-        },
-    )
-    .await
-    .context("starting the coordinator actor")?;
+    let coordinator = LocalCoordinator::start(store, LEASE_TIMEOUT)
+        .await
+        .context("starting the coordinator")?;
+    let mut views = coordinator.host(run).await?;
     let config = engine.config().clone();
     let capacity = WorkerCapacity {
         worker_id: "local".into(),
@@ -265,61 +261,62 @@ async fn drive(
         gpu: config.n_gpu_layers > 0,
         gpu_layers: config.n_gpu_layers,
     };
-    let (worker, worker_handle) = Actor::spawn(
-        None,
-        WorkerActor,
-        WorkerArgs {
-            engine: Arc::clone(&engine),
-            capacity,
-            coordinator: coordinator.clone(),
+    let (stop_worker, worker_stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(seedling_worker::remote::serve_local(
+        Arc::clone(&engine),
+        capacity,
+        coordinator.reports(),
+        HEARTBEAT,
+        async {
+            let _ = worker_stopped.await;
         },
-    )
-    .await
-    .context("starting the worker actor")?;
+    ));
 
-    let mut reporter = Reporter::new(quiet, &progress_rx.borrow());
-    write_progress(out, &progress_rx.borrow(), None);
+    let first = views.borrow().progress.clone();
+    let mut reporter = Reporter::new(quiet, &first);
+    write_progress(out, &first, None);
     let mut last_snapshot = Instant::now();
-    let outcome = loop {
+    let ended = loop {
+        let view = views.borrow_and_update().clone();
+        if view.state.has_ended() {
+            break view;
+        }
+        reporter.show(&view.progress);
+        if let Some(tracking) = tracking.as_mut() {
+            tracking.progress(&view.progress);
+        }
+        if last_snapshot.elapsed() >= Duration::from_secs(1) {
+            write_progress(out, &view.progress, None);
+            last_snapshot = Instant::now();
+        }
         tokio::select! {
-            finished = &mut finished_rx => break finished.context("the coordinator stopped without a result")?,
-            changed = progress_rx.changed() => {
-                if changed.is_ok() {
-                    let progress = progress_rx.borrow_and_update().clone();
-                    reporter.show(&progress);
-                    if let Some(tracking) = tracking.as_mut() {
-                        tracking.progress(&progress);
-                    }
-                    if last_snapshot.elapsed() >= Duration::from_secs(1) {
-                        write_progress(out, &progress, None);
-                        last_snapshot = Instant::now();
-                    }
-                }
+            changed = views.changed() => {
+                anyhow::ensure!(changed.is_ok(), "the coordinator stopped without a result");
             }
             _ = tokio::signal::ctrl_c() => {
                 reporter.clear();
-                let progress = progress_rx.borrow().clone();
                 eprintln!(
                     "seedling: interrupted; {} accepted records are stored. Run the same command again to continue.",
-                    progress.accepted
+                    view.progress.accepted
                 );
                 if let Some(tracking) = tracking.take() {
-                    tracking.stopped(&progress, "KILLED");
+                    tracking.stopped(&view.progress, "KILLED");
                 }
                 std::process::exit(130);
             }
         }
     };
     reporter.clear();
-    worker.stop(None);
-    let _ = worker_handle.await;
-    let _ = coordinator_handle.await;
-    if outcome.is_err()
-        && let Some(tracking) = tracking.take()
-    {
-        tracking.stopped(&progress_rx.borrow(), "FAILED");
+    let _ = stop_worker.send(());
+    let _ = worker.await;
+    coordinator.stop().await;
+    if ended.state == PlanState::Failed {
+        if let Some(tracking) = tracking.take() {
+            tracking.stopped(&ended.progress, "FAILED");
+        }
+        anyhow::bail!("{}", ended.error);
     }
-    Ok(outcome?)
+    Ok(ended.progress)
 }
 
 /// Progress on stderr: one rewritten line on a terminal, a line per tenth

@@ -1,9 +1,9 @@
 //! Seedling's wire contract. Generated prost types live here, and this is the
 //! only crate that knows both the wire types and the domain types.
 
-pub mod actors;
 pub mod auth;
 pub mod cluster;
+pub mod local;
 pub mod node_tls;
 pub mod pki;
 

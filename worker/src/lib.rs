@@ -5,7 +5,6 @@
 //! the engine thread batches it with every other request in flight and answers
 //! with a [`engine::Generation`].
 
-pub mod actor;
 pub mod engine;
 pub mod metrics;
 pub mod model_file;

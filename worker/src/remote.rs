@@ -1,4 +1,5 @@
-//! A worker node in a cluster. Control plane: a ractor_cluster node connected
+//! A worker node in a cluster, or beside its coordinator in one process
+//! (`serve_local`, the embedded `seedling run`). Control plane: a ractor_cluster node connected
 //! to the coordinator's; a gate actor in this worker's process group takes
 //! unit assignments; a heartbeat (join, lease renewal, load) goes to the
 //! coordinator's gate every interval. Data plane: results go up one gRPC
@@ -23,6 +24,7 @@ use seedling_proto::cluster::{
     COORDINATOR_GROUP, CoordinatorWire, WorkerWire, decode, worker_group,
 };
 use seedling_proto::control::{Heartbeat, UnitAssignment, UnitWithdrawal};
+use seedling_proto::local::LocalReports;
 use seedling_proto::node_tls::NodeTls;
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
@@ -31,9 +33,9 @@ use seedling_telemetry::MetricsEndpoint;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::actor::run_caught;
 use crate::engine::Engine;
 use crate::metrics::WorkerView;
+use crate::unit::run_caught;
 
 /// Finished results waiting for the uplink; a full outbox holds the units back.
 const OUTBOX: usize = 64;
@@ -249,6 +251,169 @@ fn engine_stats(engine: &Engine) -> EngineStats {
     }
 }
 
+/// What a worker is wherever its coordinator runs: the gate that takes its
+/// assignments and withdrawals, the units it runs, and its heartbeat.
+struct WorkerCore {
+    gate: ActorRef<WorkerWire>,
+    gate_handle: tokio::task::JoinHandle<()>,
+    beat: Beat,
+}
+
+impl WorkerCore {
+    /// Starts the gate in this worker's process group; finished units go
+    /// to the returned queue, for the uplink.
+    async fn start(
+        engine: &Arc<Engine>,
+        capacity: &WorkerCapacity,
+    ) -> Result<(Self, mpsc::Receiver<Finished>), RemoteError> {
+        let worker_id = capacity.worker_id.clone();
+        let (outbox, results) = mpsc::channel(OUTBOX);
+        let running: Running = Arc::default();
+        let (gate, gate_handle) = Actor::spawn(
+            None,
+            WorkerGate,
+            GateState {
+                engine: Arc::clone(engine),
+                worker_id: worker_id.clone(),
+                outbox,
+                running: Arc::clone(&running),
+                tasks: HashMap::new(),
+            },
+        )
+        .await
+        .map_err(|e| RemoteError::Node(e.to_string()))?;
+        let group = worker_group(&worker_id);
+        ractor::pg::join(group.clone(), vec![gate.get_cell()]);
+        let beat = Beat {
+            capacity: capacity.clone(),
+            group,
+            running,
+            engine: Arc::clone(engine),
+            unacknowledged: Arc::default(),
+        };
+        Ok((
+            Self {
+                gate,
+                gate_handle,
+                beat,
+            },
+            results,
+        ))
+    }
+
+    async fn stop(self) {
+        self.gate.stop(None);
+        let _ = self.gate_handle.await;
+    }
+}
+
+/// A worker's heartbeat: its join, its lease renewal and its load report.
+struct Beat {
+    capacity: WorkerCapacity,
+    group: String,
+    running: Running,
+    engine: Arc<Engine>,
+    /// Results sent and not acknowledged yet.
+    unacknowledged: Arc<AtomicU32>,
+}
+
+impl Beat {
+    /// Sends the heartbeat to the coordinator's gate; `false` when no
+    /// coordinator is visible.
+    fn send(&self) -> bool {
+        let members = ractor::pg::get_members(&COORDINATOR_GROUP.to_string());
+        let Some(coordinator) = members.into_iter().next() else {
+            return false;
+        };
+        let beat = Heartbeat {
+            capacity: Some(self.capacity.clone()),
+            group: self.group.clone(),
+            running: self
+                .running
+                .lock()
+                .expect("running set")
+                .iter()
+                .cloned()
+                .collect(),
+            stats: Some(engine_stats(&self.engine)),
+            unacknowledged: self.unacknowledged.load(Ordering::Relaxed),
+        };
+        let coordinator: ActorRef<CoordinatorWire> = coordinator.into();
+        if let Err(err) = coordinator.cast(CoordinatorWire::Heartbeat(beat.encode_to_vec())) {
+            tracing::warn!(%err, "heartbeat not sent");
+        }
+        true
+    }
+}
+
+/// Runs a worker beside its coordinator in this process (`seedling run`)
+/// until `shutdown` resolves: the cluster worker's gate and heartbeat, with
+/// its reports handed to the coordinator's ingest instead of a gRPC stream.
+pub async fn serve_local(
+    engine: Arc<Engine>,
+    capacity: WorkerCapacity,
+    reports: LocalReports,
+    heartbeat: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RemoteError> {
+    let (core, results) = WorkerCore::start(&engine, &capacity).await?;
+    let uplink = tokio::spawn(local_uplink(
+        reports,
+        capacity.worker_id.clone(),
+        results,
+        Arc::clone(&core.beat.unacknowledged),
+    ));
+    let heartbeats = async {
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !core.beat.send() {
+                tracing::warn!(worker = %capacity.worker_id, "no coordinator in this process");
+            }
+        }
+    };
+    tokio::select! {
+        () = heartbeats => {}
+        () = shutdown => {}
+    }
+    uplink.abort();
+    core.stop().await;
+    Ok(())
+}
+
+/// Hands finished units to the coordinator in this process, holding at
+/// most `MAX_UNACKNOWLEDGED` unanswered, as the gRPC stream does.
+async fn local_uplink(
+    reports: LocalReports,
+    worker_id: String,
+    mut results: mpsc::Receiver<Finished>,
+    unacknowledged: Arc<AtomicU32>,
+) {
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_UNACKNOWLEDGED));
+    let mut next_seq = 1u64;
+    while let Some(finished) = results.recv().await {
+        let Ok(permit) = Arc::clone(&room).acquire_owned().await else {
+            return;
+        };
+        let report = finished.report(&worker_id, next_seq);
+        next_seq += 1;
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        if reports.send((report, reply)).await.is_err() {
+            return; // the coordinator stopped
+        }
+        unacknowledged.fetch_add(1, Ordering::Relaxed);
+        let unacknowledged = Arc::clone(&unacknowledged);
+        tokio::spawn(async move {
+            if let Ok(Some(outcome)) = outcome.await {
+                tracing::debug!(%outcome, "result acknowledged");
+            }
+            unacknowledged.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
 /// Dials the coordinator node until its gate is visible; `give_up` bounds
 /// the wait (a first join), `None` retries forever (a rejoin).
 async fn join(
@@ -355,23 +520,7 @@ pub async fn serve_worker(
         .await
         .map_err(|e| RemoteError::Node(e.to_string()))?;
 
-    let (outbox, results) = mpsc::channel(OUTBOX);
-    let running: Running = Arc::default();
-    let (gate, gate_handle) = Actor::spawn(
-        None,
-        WorkerGate,
-        GateState {
-            engine: Arc::clone(&engine),
-            worker_id: worker_id.clone(),
-            outbox,
-            running: Arc::clone(&running),
-            tasks: HashMap::new(),
-        },
-    )
-    .await
-    .map_err(|e| RemoteError::Node(e.to_string()))?;
-    let group = worker_group(&worker_id);
-    ractor::pg::join(group.clone(), vec![gate.get_cell()]);
+    let (core, results) = WorkerCore::start(&engine, &capacity).await?;
 
     let joined = join(
         &node,
@@ -381,9 +530,8 @@ pub async fn serve_worker(
     )
     .await;
     if let Err(err) = joined {
-        gate.stop(None);
+        core.stop().await;
         node.stop(None);
-        let _ = gate_handle.await;
         let _ = node_handle.await;
         return Err(err);
     }
@@ -393,12 +541,12 @@ pub async fn serve_worker(
     );
     tracing::info!(worker = %worker_id, coordinator = %settings.coordinator_node, "joined the cluster");
 
-    let unacknowledged = Arc::new(AtomicU32::new(0));
+    let unacknowledged = Arc::clone(&core.beat.unacknowledged);
     let rejoins = Arc::new(AtomicU64::new(0));
     let _metrics = metrics.map(|bound| {
         let view = Watched {
             engine: Arc::clone(&engine),
-            running: Arc::clone(&running),
+            running: Arc::clone(&core.beat.running),
             unacknowledged: Arc::clone(&unacknowledged),
             rejoins: Arc::clone(&rejoins),
             view: WorkerView {
@@ -434,8 +582,7 @@ pub async fn serve_worker(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let members = ractor::pg::get_members(&COORDINATOR_GROUP.to_string());
-            let Some(coordinator) = members.into_iter().next() else {
+            if !core.beat.send() {
                 eprintln!("seedling worker {worker_id}: lost the coordinator; reconnecting");
                 tracing::warn!(worker = %worker_id, "coordinator gone; reconnecting");
                 let _ = join(
@@ -447,23 +594,6 @@ pub async fn serve_worker(
                 .await;
                 eprintln!("seedling worker {worker_id}: rejoined the coordinator");
                 rejoins.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let beat = Heartbeat {
-                capacity: Some(capacity.clone()),
-                group: group.clone(),
-                running: running
-                    .lock()
-                    .expect("running set")
-                    .iter()
-                    .cloned()
-                    .collect(),
-                stats: Some(engine_stats(&engine)),
-                unacknowledged: unacknowledged.load(Ordering::Relaxed),
-            };
-            let coordinator: ActorRef<CoordinatorWire> = coordinator.into();
-            if let Err(err) = coordinator.cast(CoordinatorWire::Heartbeat(beat.encode_to_vec())) {
-                tracing::warn!(%err, "heartbeat not sent");
             }
         }
     };
@@ -472,9 +602,8 @@ pub async fn serve_worker(
         () = shutdown => {}
     }
     uplink.abort();
-    gate.stop(None);
+    core.stop().await;
     node.stop(None);
-    let _ = gate_handle.await;
     let _ = node_handle.await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! decide and to write lineage comes back in the [`UnitResult`], including
 //! the calls that ran before a failure.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use seedling_common::cost::CallCost;
@@ -304,6 +305,37 @@ pub async fn run_unit(engine: &Engine, worker: &str, task: &UnitTask) -> UnitRes
     if let Err(err) = outcome {
         result.error = Some(err.to_string());
     }
+    result
+}
+
+/// Aborts a task when dropped: its caller no longer waits for it.
+struct StopOnDrop(tokio::task::AbortHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs a unit on its own task and always returns a result: a unit that
+/// panics is reported as failed, or the plan would wait for it forever.
+pub(crate) async fn run_caught(
+    engine: Arc<Engine>,
+    worker: String,
+    task: Box<UnitTask>,
+) -> UnitResult {
+    let (plan, unit) = (task.plan.clone(), task.unit.clone());
+    let running = {
+        let worker = worker.clone();
+        tokio::spawn(async move { run_unit(&engine, &worker, &task).await })
+    };
+    // Stopping this future (a withdrawn unit) stops the unit too.
+    let _stop = StopOnDrop(running.abort_handle());
+    let result = running.await.unwrap_or_else(|err| UnitResult {
+        error: Some(format!("the worker failed while running the unit: {err}")),
+        ..UnitResult::new(plan, unit, worker.clone())
+    });
+    tracing::debug!(plan = %result.plan, unit = %result.unit, %worker, "unit finished");
     result
 }
 

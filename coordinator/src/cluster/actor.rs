@@ -1,5 +1,5 @@
-//! The cluster coordinator actor: the one owner of every plan's run and of
-//! the worker table. Workers join and renew their lease by heartbeat (over
+//! The coordinator actor: the one owner of every plan's run and of the
+//! worker table, in the cluster and, as a cluster of one, in `seedling run`. Workers join and renew their lease by heartbeat (over
 //! ractor_cluster, through the gate); results arrive from the gRPC ingest and
 //! are answered only once their lineage is durable; the API asks it questions.
 //! A worker whose heartbeats stop, or whose node leaves, loses its units to
@@ -14,31 +14,28 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use ractor_cluster::RactorMessage;
 use rayon::prelude::*;
 use seedling_common::config::Limits;
 use seedling_common::time::thread_cpu;
 use seedling_common::work::UnitResult;
 use seedling_proto::api::{
-    ClusterStatus, CoordinatorLoad, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest,
-    WorkerStatus,
+    ClusterStatus, CoordinatorLoad, PlanSummary, SubmitPlanRequest, WorkerStatus,
 };
 use seedling_proto::auth::same_secret;
 use seedling_proto::cluster::WorkerWire;
 use seedling_proto::control::{Heartbeat, UnitAssignment, UnitWithdrawal};
 use seedling_proto::worker::{EngineStats, WorkerCapacity};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::assign::{WorkerRoom, assign};
-use super::ingest::Arrived;
+use super::messages::{Arrived, ClusterMsg, PlanState, PlanView, Write, Written};
 use super::metrics::{MetricsSnapshot, UnitCounts};
 use super::submissions::{self, Submission, is_safe_relative};
-use super::writer::{Write, Writer, Written};
+use super::writer::Writer;
 use super::{ApiError, ClusterError};
 use crate::lineage::LineageStore;
-use crate::pipeline::{PlanRun, Progress, RunOptions, UnitOutcome, plan_id};
+use crate::pipeline::{PipelineError, PlanRun, RunOptions, UnitOutcome, plan_id};
 use crate::plan::parse_plan;
-use crate::quality::diversity::DiversityNow;
 
 /// Units kept per engine slot: one running, one queued.
 const UNITS_PER_SLOT: usize = 2;
@@ -52,80 +49,64 @@ pub struct ClusterCoordinator;
 #[derive(Debug)]
 pub struct ClusterArgs {
     pub store: Arc<LineageStore>,
-    pub data_dir: PathBuf,
     pub lease_timeout: Duration,
     pub attempts_per_record: f64,
     /// The address clients reach this coordinator at (shown in status).
     pub address: String,
     pub limits: Limits,
-}
-
-/// What the coordinator is told or asked.
-#[derive(RactorMessage, Debug)]
-pub enum ClusterMsg {
-    /// A worker's heartbeat (decoded by the gate).
-    Heartbeat(Box<Heartbeat>),
-    /// Results from the ingest streams (each read already, or why not):
-    /// decided in order, stored in one durable write by the writer, and
-    /// answered with their outcomes once it is done.
-    Reports(Vec<Arrived>, RpcReplyPort<Vec<String>>),
-    /// The writer made these decided groups durable, or failed to.
-    Written(Written),
-    /// Time to look at the leases.
-    Tick,
-    Submit(
-        Box<SubmitPlanRequest>,
-        RpcReplyPort<Result<PlanSummary, ApiError>>,
-    ),
-    Cancel(String, RpcReplyPort<Result<PlanSummary, ApiError>>),
-    GetPlan(String, RpcReplyPort<Result<PlanSummary, ApiError>>),
-    ListPlans(RpcReplyPort<Vec<PlanSummary>>),
-    Watch(
-        String,
-        RpcReplyPort<Result<watch::Receiver<PlanSummary>, ApiError>>,
-    ),
-    Status(RpcReplyPort<ClusterStatus>),
-    /// Everything a metrics scrape shows (the store's size aside).
-    Metrics(RpcReplyPort<MetricsSnapshot>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PlanState {
-    Running,
-    Finished,
-    /// Every stratum ended, some short of their quota (budget spent).
-    Short,
-    Cancelled,
-    Failed,
-}
-
-impl PlanState {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Finished => "finished",
-            Self::Short => "short",
-            Self::Cancelled => "cancelled",
-            Self::Failed => "failed",
-        }
-    }
+    /// Where submitted plans are kept across restarts; `None` for a
+    /// coordinator that only hosts the plans handed to it (`seedling run`).
+    pub data_dir: Option<PathBuf>,
+    /// Told once the coordinator has stopped and the last decided result it
+    /// handed the lineage writer is durable (or failed).
+    pub writes_done: Option<oneshot::Sender<()>>,
 }
 
 #[derive(Debug)]
 struct PlanSlot {
     run: PlanRun,
-    dir: PathBuf,
+    /// Where a submitted plan is kept; hosted plans have none.
+    dir: Option<PathBuf>,
     domain: String,
     state: PlanState,
     error: String,
-    watchers: watch::Sender<PlanSummary>,
+    watchers: watch::Sender<PlanView>,
     /// Whether its units were withdrawn from the workers after it ended.
     withdrawn: bool,
 }
 
 impl PlanSlot {
+    fn new(run: PlanRun, dir: Option<PathBuf>, domain: String, state: PlanState) -> Self {
+        let initial = PlanView {
+            progress: run.progress(),
+            domain: domain.clone(),
+            state,
+            error: String::new(),
+        };
+        let mut slot = Self {
+            run,
+            dir,
+            domain,
+            state,
+            error: String::new(),
+            watchers: watch::channel(initial).0,
+            withdrawn: false,
+        };
+        slot.settle();
+        slot
+    }
+
+    fn view(&self) -> PlanView {
+        PlanView {
+            progress: self.run.progress(),
+            domain: self.domain.clone(),
+            state: self.state,
+            error: self.error.clone(),
+        }
+    }
+
     fn summary(&self) -> PlanSummary {
-        summary(&self.run.progress(), &self.domain, self.state, &self.error)
+        self.view().summary()
     }
 
     /// Settles the state after a change of the run.
@@ -138,55 +119,14 @@ impl PlanSlot {
             };
             tracing::info!(plan = %self.run.plan_id(), state = self.state.name(), "plan ended");
         }
-        self.watchers.send_replace(self.summary());
+        self.watchers.send_replace(self.view());
     }
 
     fn fail(&mut self, error: impl std::fmt::Display) {
         tracing::error!(plan = %self.run.plan_id(), %error, "plan failed");
         self.state = PlanState::Failed;
         self.error = error.to_string();
-        self.watchers.send_replace(self.summary());
-    }
-}
-
-fn summary(progress: &Progress, domain: &str, state: PlanState, error: &str) -> PlanSummary {
-    PlanSummary {
-        plan_id: progress.plan.clone(),
-        domain: domain.to_string(),
-        state: state.name().into(),
-        phase: progress.phase.into(),
-        target: progress.target,
-        accepted: progress.accepted,
-        attempts: progress.attempts,
-        in_flight: progress.in_flight,
-        generated_tokens: progress.generated_tokens,
-        elapsed_s: progress.elapsed_s,
-        eta_s: progress.eta_s,
-        strata: progress
-            .strata
-            .iter()
-            .map(|s| StratumProgress {
-                stratum: s.stratum.clone(),
-                quota: s.quota,
-                accepted: s.accepted,
-                attempts: s.attempts,
-                exhausted: s.exhausted,
-                diversity: Some(diversity(&s.diversity)),
-            })
-            .collect(),
-        rejected: progress.rejected.clone().into_iter().collect(),
-        error: error.to_string(),
-        diversity: Some(diversity(&progress.diversity)),
-        cost: Some((&progress.cost).into()),
-        session_cost: Some((&progress.session_cost).into()),
-    }
-}
-
-fn diversity(d: &DiversityNow) -> Diversity {
-    Diversity {
-        distinct_1: d.distinct_1,
-        distinct_2: d.distinct_2,
-        dispersion: d.dispersion,
+        self.watchers.send_replace(self.view());
     }
 }
 
@@ -216,7 +156,7 @@ impl WorkerEntry {
 #[derive(Debug)]
 pub struct ClusterState {
     store: Arc<LineageStore>,
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     lease_timeout: Duration,
     attempts_per_record: f64,
     address: String,
@@ -299,22 +239,27 @@ impl ClusterState {
         } else {
             PlanState::Running
         };
-        let initial = summary(&run.progress(), &domain, state, "");
-        let mut slot = PlanSlot {
-            run,
-            dir: stored.dir,
-            domain,
-            state,
-            error: String::new(),
-            watchers: watch::channel(initial).0,
-            withdrawn: false,
-        };
-        slot.settle();
-        self.plans.push(slot);
+        self.plans
+            .push(PlanSlot::new(run, Some(stored.dir), domain, state));
         Ok(self.plans.len() - 1)
     }
 
-    fn submit(&mut self, request: SubmitPlanRequest) -> Result<PlanSummary, ApiError> {
+    /// Adds a plan its caller opened; a plan already here is watched as it is.
+    fn host(&mut self, run: PlanRun) -> watch::Receiver<PlanView> {
+        let index = match self.plan_index(run.plan_id().as_str()) {
+            Some(index) => index,
+            None => {
+                let domain = run.plan().domain.name.clone();
+                tracing::info!(plan = %run.plan_id(), %domain, "plan hosted");
+                self.plans
+                    .push(PlanSlot::new(run, None, domain, PlanState::Running));
+                self.plans.len() - 1
+            }
+        };
+        self.plans[index].watchers.subscribe()
+    }
+
+    fn submit(&mut self, request: SubmitPlanRequest) -> Result<PlanView, ApiError> {
         let file = if request.file_name.is_empty() {
             "plan.toml".to_string()
         } else {
@@ -348,7 +293,7 @@ impl ClusterState {
         let id = plan_id(&plan);
         if let Some(existing) = self.plan_index(id.as_str()) {
             // Submitting the same plan again is asking about it.
-            return Ok(self.plans[existing].summary());
+            return Ok(self.plans[existing].view());
         }
         let submission = Submission {
             plan_id: id.to_string(),
@@ -356,8 +301,13 @@ impl ClusterState {
             target: request.target,
             submitted_at_ms: seedling_common::time::now_unix_ms(),
         };
+        let Some(data_dir) = &self.data_dir else {
+            return Err(ApiError::FailedPrecondition(
+                "this coordinator runs only the plan it was started with".into(),
+            ));
+        };
         let files: BTreeMap<String, Vec<u8>> = request.files.into_iter().collect();
-        let dir = submissions::save(&self.data_dir, &submission, &request.plan_toml, &files)
+        let dir = submissions::save(data_dir, &submission, &request.plan_toml, &files)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let index = self
             .open_plan(submissions::Stored {
@@ -372,15 +322,16 @@ impl ClusterState {
                 other => ApiError::Internal(other.to_string()),
             })?;
         tracing::info!(plan = %id, domain = %self.plans[index].domain, "plan submitted");
-        Ok(self.plans[index].summary())
+        Ok(self.plans[index].view())
     }
 
-    fn cancel(&mut self, id: &str) -> Result<PlanSummary, ApiError> {
+    fn cancel(&mut self, id: &str) -> Result<PlanView, ApiError> {
         let index = self.index_of(id)?;
         let slot = &mut self.plans[index];
         if slot.state == PlanState::Running {
-            submissions::mark_cancelled(&slot.dir)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            if let Some(dir) = &slot.dir {
+                submissions::mark_cancelled(dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+            }
             slot.state = PlanState::Cancelled;
             tracing::info!(plan = %id, "plan cancelled");
             slot.settle();
@@ -388,7 +339,7 @@ impl ClusterState {
             // stale and stores nothing.
             self.withdraw_ended();
         }
-        Ok(self.plans[index].summary())
+        Ok(self.plans[index].view())
     }
 
     fn on_heartbeat(&mut self, beat: Heartbeat) {
@@ -743,6 +694,7 @@ impl ClusterState {
         for (index, admitted) in by_plan {
             let slot = &mut self.plans[index];
             let (positions, results): (Vec<usize>, Vec<UnitResult>) = admitted.into_iter().unzip();
+            let last_error = results.iter().rev().find_map(|r| r.error.clone());
             match slot.run.decide_results(results) {
                 Ok(decided) => {
                     for (position, outcome) in positions.into_iter().zip(decided.outcomes) {
@@ -765,9 +717,9 @@ impl ClusterState {
                 }
             }
             if slot.run.is_failing() {
-                slot.fail(
-                    "the workers' engines fail every unit; records accepted so far are stored",
-                );
+                slot.fail(PipelineError::EngineFailing {
+                    last_error: last_error.unwrap_or_default(),
+                });
             }
         }
         self.withdraw_surplus();
@@ -886,7 +838,7 @@ impl Actor for ClusterCoordinator {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let writer = Writer::start(Arc::clone(&args.store), myself)?;
+        let writer = Writer::start(Arc::clone(&args.store), myself, args.writes_done)?;
         let mut state = ClusterState {
             store: args.store,
             data_dir: args.data_dir,
@@ -910,7 +862,11 @@ impl Actor for ClusterCoordinator {
             deciding_cpu: Duration::ZERO,
         };
         // A restarted coordinator picks every plan up where the store left it.
-        for stored in submissions::load_all(&state.data_dir)? {
+        let stored = match &state.data_dir {
+            Some(dir) => submissions::load_all(dir)?,
+            None => Vec::new(),
+        };
+        for stored in stored {
             let id = stored.submission.plan_id.clone();
             match state.open_plan(stored) {
                 Ok(index) => {
@@ -976,13 +932,17 @@ impl Actor for ClusterCoordinator {
                 let _ = reply.send(state.cancel(&id));
             }
             ClusterMsg::GetPlan(id, reply) => {
-                let _ = reply.send(state.plan(&id).map(PlanSlot::summary));
+                let _ = reply.send(state.plan(&id).map(PlanSlot::view));
             }
             ClusterMsg::ListPlans(reply) => {
-                let _ = reply.send(state.plans.iter().map(PlanSlot::summary).collect());
+                let _ = reply.send(state.plans.iter().map(PlanSlot::view).collect());
             }
             ClusterMsg::Watch(id, reply) => {
                 let _ = reply.send(state.plan(&id).map(|p| p.watchers.subscribe()));
+            }
+            ClusterMsg::Host(run, reply) => {
+                let _ = reply.send(state.host(*run));
+                state.dispatch();
             }
             ClusterMsg::Status(reply) => {
                 let _ = reply.send(state.status());
@@ -1045,28 +1005,5 @@ fn withdraw(worker: &WorkerEntry, plan: &str, units: Vec<String>, reason: &str) 
         Err(_) => {
             tracing::debug!(%plan, worker = %worker_id, "cannot withdraw units from an unreachable worker")
         }
-    }
-}
-
-/// A terminal plan state: watchers stop here.
-pub fn is_terminal(state: &str) -> bool {
-    state != PlanState::Running.name()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_running_is_not_terminal() {
-        for state in [
-            PlanState::Finished,
-            PlanState::Short,
-            PlanState::Cancelled,
-            PlanState::Failed,
-        ] {
-            assert!(is_terminal(state.name()));
-        }
-        assert!(!is_terminal(PlanState::Running.name()));
     }
 }

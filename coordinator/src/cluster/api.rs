@@ -21,7 +21,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::ApiError;
-use super::actor::{ClusterMsg, is_terminal};
+use super::messages::{ClusterMsg, PlanView, is_terminal};
 use crate::dataset::export_dataset;
 use crate::lineage::{LineageError, LineageStore, lineage_report};
 
@@ -119,10 +119,10 @@ impl Seedling for Api {
         require_operate(&request, "submit a plan")?;
         check_submission(request.get_ref(), &self.limits)?;
         let request = Box::new(request.into_inner());
-        let summary = self
+        let view = self
             .ask(|reply| ClusterMsg::Submit(request, reply))
             .await??;
-        Ok(Response::new(summary))
+        Ok(Response::new(view.summary()))
     }
 
     type WatchPlanStream = Stream_<PlanSummary>;
@@ -136,7 +136,7 @@ impl Seedling for Api {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             loop {
-                let summary = updates.borrow_and_update().clone();
+                let summary = updates.borrow_and_update().summary();
                 let done = is_terminal(&summary.state);
                 if tx.send(Ok(summary)).await.is_err() || done {
                     return;
@@ -156,7 +156,9 @@ impl Seedling for Api {
     async fn get_plan(&self, request: Request<PlanRef>) -> Result<Response<PlanSummary>, Status> {
         let id = plan_id(request.get_ref())?;
         Ok(Response::new(
-            self.ask(|reply| ClusterMsg::GetPlan(id, reply)).await??,
+            self.ask(|reply| ClusterMsg::GetPlan(id, reply))
+                .await??
+                .summary(),
         ))
     }
 
@@ -164,7 +166,8 @@ impl Seedling for Api {
         &self,
         _request: Request<ListPlansRequest>,
     ) -> Result<Response<ListPlansResponse>, Status> {
-        let plans = self.ask(ClusterMsg::ListPlans).await?;
+        let views = self.ask(ClusterMsg::ListPlans).await?;
+        let plans = views.iter().map(PlanView::summary).collect();
         Ok(Response::new(ListPlansResponse { plans }))
     }
 
@@ -175,7 +178,9 @@ impl Seedling for Api {
         require_operate(&request, "cancel a plan")?;
         let id = plan_id(request.get_ref())?;
         Ok(Response::new(
-            self.ask(|reply| ClusterMsg::Cancel(id, reply)).await??,
+            self.ask(|reply| ClusterMsg::Cancel(id, reply))
+                .await??
+                .summary(),
         ))
     }
 

@@ -7,7 +7,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use seedling_proto::cluster::{CoordinatorWire, decode};
 use seedling_proto::control::Heartbeat;
 
-use super::actor::ClusterMsg;
+use super::messages::ClusterMsg;
 
 #[derive(Debug)]
 pub struct CoordinatorGate;

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
-use seedling_common::work::UnitResult;
+use seedling_proto::local::{LocalReport, LocalReports};
 use seedling_proto::results::result_ingest_server::ResultIngest;
 use seedling_proto::results::{ReportAck, UnitReport};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::actor::ClusterMsg;
+use super::messages::{Arrived, ClusterMsg};
 
 /// Reports one stream may have read but not yet acknowledged.
 const PIPELINE: usize = 16;
@@ -30,24 +30,6 @@ const MAX_GROUP: usize = 512;
 const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Groups the coordinator may hold between deciding and answering.
 const GROUPS_IN_FLIGHT: usize = 16;
-
-/// A report as the coordinator gets it: its result read already, on the
-/// stream's task (many streams read in parallel; the actor does not), or
-/// why it could not be.
-#[derive(Debug)]
-pub struct Arrived {
-    /// The report's envelope (its `result_json` taken out).
-    pub report: UnitReport,
-    pub result: Result<UnitResult, String>,
-}
-
-impl Arrived {
-    fn read(mut report: UnitReport) -> Self {
-        let json = std::mem::take(&mut report.result_json);
-        let result = serde_json::from_slice(&json).map_err(|e| e.to_string());
-        Self { report, result }
-    }
-}
 
 /// A report on its way to the store, and where its outcome goes (`None`:
 /// not stored; the worker resends after reconnecting).
@@ -64,6 +46,21 @@ impl Ingest {
         let (commits, queue) = mpsc::channel(MAX_GROUP);
         tokio::spawn(commit_groups(coordinator, queue));
         Self { commits }
+    }
+
+    /// A result stream for a worker in this process: its reports join the
+    /// same groups as the gRPC streams', with no network between.
+    pub fn local(&self) -> LocalReports {
+        let (reports, mut arriving) = mpsc::channel::<LocalReport>(PIPELINE);
+        let commits = self.commits.clone();
+        tokio::spawn(async move {
+            while let Some((report, reply)) = arriving.recv().await {
+                if commits.send((Arrived::read(report), reply)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        reports
     }
 }
 

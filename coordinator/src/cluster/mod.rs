@@ -3,6 +3,8 @@
 //! lineage store.
 //!
 //! - `actor`: the coordinator actor (plans, workers, leases, dispatch)
+//! - `messages`: what it is told and answers, in domain types
+//! - `wire`: its views as the API's wire types
 //! - `assign`: the pure placement rule
 //! - `gate`: decodes worker nodes' frames for the actor
 //! - `ingest`: result streams, acknowledged once durable
@@ -10,21 +12,27 @@
 //! - `api`: the researcher's and operator's API
 //! - `submissions`: submitted plans on disk, for restarts
 //! - `node`: starts all of it and stops it cleanly
+//! - `local`: the same coordinator in one process, for `seedling run`
 
 mod actor;
 mod api;
 mod assign;
 mod gate;
 mod ingest;
+mod local;
+mod messages;
 mod metrics;
 mod node;
 mod submissions;
+mod wire;
 mod writer;
 
 use std::path::PathBuf;
 
-pub use actor::{ClusterArgs, ClusterCoordinator, ClusterMsg, is_terminal};
+pub use actor::{ClusterArgs, ClusterCoordinator};
 pub use assign::{Grant, WorkerRoom, assign};
+pub use local::LocalCoordinator;
+pub use messages::{ClusterMsg, PlanState, PlanView, is_terminal};
 pub use node::{CoordinatorSettings, serve};
 
 use crate::lineage::LineageError;

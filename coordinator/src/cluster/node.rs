@@ -22,10 +22,11 @@ use seedling_telemetry::{MetricsEndpoint, Render};
 use tonic::service::interceptor::InterceptedService;
 
 use super::ClusterError;
-use super::actor::{ClusterArgs, ClusterCoordinator, ClusterMsg};
+use super::actor::{ClusterArgs, ClusterCoordinator};
 use super::api::Api;
 use super::gate::CoordinatorGate;
 use super::ingest::Ingest;
+use super::messages::ClusterMsg;
 use super::metrics;
 use crate::lineage::LineageStore;
 
@@ -128,16 +129,18 @@ pub async fn serve(
         "http"
     };
     let address = format!("{scheme}://{}", settings.grpc_listen);
+    let (writes_done, written) = tokio::sync::oneshot::channel();
     let (coordinator, coordinator_handle) = Actor::spawn(
         None,
         ClusterCoordinator,
         ClusterArgs {
             store: Arc::clone(&store),
-            data_dir: settings.data_dir.clone(),
             lease_timeout: settings.lease_timeout,
             attempts_per_record: settings.attempts_per_record,
             limits: settings.limits,
             address: address.clone(),
+            data_dir: Some(settings.data_dir.clone()),
+            writes_done: Some(writes_done),
         },
     )
     .await
@@ -230,6 +233,8 @@ pub async fn serve(
     node.stop(None);
     let _ = gate_handle.await;
     let _ = coordinator_handle.await;
+    // What was decided before the stop is durable before serve returns.
+    let _ = written.await;
     let _ = node_handle.await;
     served.map_err(|e| ClusterError::Grpc {
         addr: address,

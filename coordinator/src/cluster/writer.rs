@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::ActorRef;
 use seedling_common::lineage::LineageBatch;
 use seedling_common::time::thread_cpu;
 use seedling_telemetry::{Histogram, exponential_buckets};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::actor::ClusterMsg;
+use super::messages::{ClusterMsg, Write, Written};
 use crate::lineage::LineageStore;
 use crate::pipeline::PendingLineage;
 
@@ -32,19 +32,6 @@ use crate::pipeline::PendingLineage;
 const QUEUE: usize = 8;
 /// Most groups merged into one durable write.
 const MAX_MERGED: usize = 16;
-
-/// One decided group: its lineage, and who waits for it.
-#[derive(Debug)]
-pub struct Write {
-    /// The group's lineage, being built on the rayon pool meanwhile (the
-    /// actor does not wait for it; the writer does, in order).
-    pub lineage: std::sync::mpsc::Receiver<LineageBatch>,
-    /// The decided groups in it, `(plan id, ticket)`, to confirm.
-    pub tickets: Vec<(String, u64)>,
-    /// Each result's outcome, sent once the batch is durable.
-    pub outcomes: Vec<String>,
-    pub reply: RpcReplyPort<Vec<String>>,
-}
 
 impl Write {
     /// Starts building the lineage of decided groups, in their order, on
@@ -69,14 +56,6 @@ impl Write {
             .send(vec![format!("error: {error}"); self.outcomes.len()]);
         self.tickets
     }
-}
-
-/// What the writer tells the coordinator after a write.
-#[derive(Debug)]
-pub struct Written {
-    pub tickets: Vec<(String, u64)>,
-    /// Why the write failed; `None` when it is durable.
-    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,11 +111,12 @@ impl WriterLoad {
 }
 
 impl Writer {
-    /// Starts the writing thread; it ends when every `Writer` is dropped
-    /// and the queue is drained.
+    /// Starts the writing threads; they end when every `Writer` is dropped
+    /// and the queue is drained, and then tell `done`.
     pub fn start(
         store: Arc<LineageStore>,
         coordinator: ActorRef<ClusterMsg>,
+        done: Option<oneshot::Sender<()>>,
     ) -> std::io::Result<Self> {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let (applied, to_sync) = std::sync::mpsc::sync_channel(QUEUE);
@@ -145,7 +125,12 @@ impl Writer {
         let sync_store = Arc::clone(&store);
         std::thread::Builder::new()
             .name("lineage-sync".into())
-            .spawn(move || sync_in_order(&sync_store, &coordinator, &to_sync, &sync_totals))?;
+            .spawn(move || {
+                sync_in_order(&sync_store, &coordinator, &to_sync, &sync_totals);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            })?;
         std::thread::Builder::new()
             .name("lineage-writer".into())
             .spawn(move || apply_in_order(&store, waiting, &applied, &totals))?;

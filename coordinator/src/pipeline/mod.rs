@@ -7,10 +7,9 @@
 //! planned by `attempt` with prompts from `prompts`); workers run the units;
 //! `decision` decides about every result (heuristics, novelty, dedup,
 //! quota) over a read-only view of the run, `run` applies it and appends the
-//! lineage `record_lineage` builds, atomically; `actor` is the coordinator
-//! actor that connects a run to its workers.
+//! lineage `record_lineage` builds, atomically. The coordinator actor
+//! (`cluster`) connects runs to their workers.
 
-mod actor;
 mod attempt;
 mod decision;
 mod eta;
@@ -22,7 +21,6 @@ mod schedule;
 
 use std::path::PathBuf;
 
-pub use actor::{CoordinatorActor, CoordinatorArgs};
 pub use attempt::{Method, stratum_key};
 pub use eta::{ETA_AFTER_ACCEPTED, eta_s};
 pub use knowledge::{chunk_text, plan_id, plan_node_id};
