@@ -9,9 +9,9 @@ use clap::Subcommand;
 use seedling_common::ids::NodeId;
 use seedling_common::lineage::NodeKind;
 use seedling_common::time::now_unix_ms;
-use seedling_coordinator::dataset::stored_plan;
 use seedling_coordinator::lineage::LineageStore;
-use seedling_coordinator::pipeline::{plan_id, plan_node_id};
+use seedling_coordinator::lineage::{plan_node_id, stored_plan};
+use seedling_coordinator::pipeline::plan_id;
 use seedling_coordinator::plan::load_plan;
 use seedling_coordinator::quality::calibration::{calibrate, parse_labels};
 use seedling_coordinator::quality::judge_probe::{

@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod lineage;
 pub mod pipeline;
 pub mod plan;
+pub mod prompts;
 pub mod quality;
 pub mod review;
 pub mod tracking;

@@ -608,8 +608,7 @@ fn model_cluster_refuses_strangers_and_bad_plans_and_keeps_serving() {
     // Lineage over the API, as text and as JSON, down to a chosen depth:
     // a submitted plan's root has its knowledge (glossary, scenarios) below it.
     let id = cluster.submit(4);
-    let root =
-        seedling_coordinator::pipeline::plan_node_id(&seedling_common::ids::PlanId::new(&id));
+    let root = seedling_coordinator::lineage::plan_node_id(&seedling_common::ids::PlanId::new(&id));
     let report = cluster.json(&["lineage", "show", root.as_str(), "--json", "--depth", "1"]);
     assert_eq!(report["node"]["id"], root.as_str(), "{report}");
     let below = report["descendants"].as_array().unwrap();

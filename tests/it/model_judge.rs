@@ -5,8 +5,8 @@
 //! 0.5B model grades everything 5/5, so plans leave the judge off unless
 //! they run a larger model (BENCHMARKS.md, judge reliability).
 
-use seedling_coordinator::pipeline::{judge_call, judge_score};
 use seedling_coordinator::plan::load_plan;
+use seedling_coordinator::prompts::{judge as judge_call, judge_score};
 use seedling_tests::{engine, repo_root, seedling_bin};
 use seedling_worker::unit::request_for;
 

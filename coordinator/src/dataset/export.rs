@@ -5,7 +5,7 @@
 //! written into the lineage store first, so every record's trace names the
 //! split it landed in and the dataset version that shipped it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -23,12 +23,12 @@ use super::parquet::write_parquet;
 use super::report::diversity_facts;
 use super::splits::{Group, Split, assign_splits};
 use crate::lineage::{LineageError, LineageStore, PlanGraph};
-use crate::pipeline::{plan_node_id, stored_cost};
+use crate::lineage::{stored_cost, stored_plan};
 use crate::plan::Plan;
 use crate::quality::consistency::CONSISTENCY_FLAG;
 use crate::quality::funnel::funnel;
 use crate::quality::judge_probe::{JudgeReliability, RELIABILITY_STEP};
-use crate::review::{Ledger, REVIEW_EDIT_STEP, ReviewError, stored_review};
+use crate::review::{Ledger, REVIEW_EDIT_STEP, ReviewError, ReviewFigures, stored_review};
 use crate::verify::VerificationReport;
 
 /// `review_status` of records that passed automatic checks only.
@@ -44,8 +44,6 @@ pub enum ExportError {
     Lineage(#[from] LineageError),
     #[error(transparent)]
     Review(#[from] ReviewError),
-    #[error("plan {0} is not in this lineage store")]
-    UnknownPlan(String),
     #[error("plan {plan} has no accepted records to export")]
     Empty { plan: String },
     #[error("cannot write {path}: {reason}")]
@@ -73,22 +71,6 @@ pub struct ManifestEntry {
     pub path: String,
     pub bytes: u64,
     pub sha256: String,
-}
-
-/// The plan and version a plan node carries.
-pub fn stored_plan(store: &LineageStore, plan: &PlanId) -> Result<(Plan, String), ExportError> {
-    let node = store
-        .node(&plan_node_id(plan))?
-        .ok_or_else(|| ExportError::UnknownPlan(plan.to_string()))?;
-    let stored: Plan = serde_json::from_value(node.body["plan"].clone())
-        .map_err(|e| ExportError::UnknownPlan(format!("{plan} (unreadable plan: {e})")))?;
-    let version = node
-        .params
-        .get("generator_version")
-        .and_then(|v| v.as_str())
-        .unwrap_or("unknown")
-        .to_string();
-    Ok((stored, version))
 }
 
 /// Checks a record against design section 3.1 beyond its types: every field
@@ -286,171 +268,249 @@ fn review_status(ledger: Option<&Ledger>, node: &Node) -> &'static str {
     }
 }
 
-/// The system prompt the chat formats carry (and verification trains with).
-pub fn system_prompt(plan: &Plan) -> String {
-    format!(
-        "You are an expert assistant for {}: {}",
-        plan.domain.name, plan.domain.description
-    )
+/// What the plan's attempts came to: the records accepted, the rest
+/// counted by reason, and what making them all cost.
+#[derive(Debug)]
+struct Attempts {
+    /// Oldest first.
+    accepted: Vec<Node>,
+    rejected: BTreeMap<String, u64>,
+    /// The first few the support check rejected, for the card.
+    support_rejected: Vec<Node>,
+    /// Generation attempts (a reviewer's correction is not one).
+    n_attempts: u64,
+    cost: RunCost,
 }
 
-/// Exports plan `plan` from `store` into `out`.
-pub fn export_dataset(
-    store: &LineageStore,
-    plan: &PlanId,
-    out: &Path,
-) -> Result<ExportSummary, ExportError> {
-    let _only_export = lock_export_dir(out)?;
-    let (stored, generator_version) = stored_plan(store, plan)?;
-    let mut accepted: Vec<Node> = Vec::new();
-    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
-    let mut support_rejected: Vec<Node> = Vec::new();
-    let mut attempts = 0u64;
-    let mut cost = RunCost::default();
-    let review = stored_review(store, plan, stored.seed)?;
-    let ledger = review.as_ref().map(|(ledger, _)| ledger);
-    for id in store.nodes_of_plan(plan, Some(NodeKind::Response), None) {
-        let node = store.require(&id?)?;
-        if node.step == REVIEW_EDIT_STEP {
-            // A reviewer's correction: in the dataset while its edit stands.
-            if node.status == NodeStatus::Accepted {
-                accepted.push(node);
-            }
-            continue;
-        }
-        attempts += 1;
-        cost.add(&stored_cost(&node.body));
-        match node.status {
-            NodeStatus::Accepted => accepted.push(node),
-            // Its corrected version stands in for it.
-            NodeStatus::Superseded => {}
-            // Passed the checks, rejected in review: the review section counts it.
-            NodeStatus::Rejected if ledger.is_some_and(|l| l.knows(&node.id)) => {}
-            _ => {
-                let reason = node
-                    .body
-                    .get("reason")
-                    .and_then(|r| r.as_str())
-                    .unwrap_or("unknown");
-                *rejected.entry(reason.to_string()).or_default() += 1;
-                if SUPPORT_REASONS.contains(&reason) && support_rejected.len() < SUPPORT_SAMPLES {
-                    support_rejected.push(node);
-                }
-            }
-        }
-    }
-    // Consistency flags on accepted records (a paraphrase answered differently).
-    // ...and the latest judge reliability probe of the plan, if one ran.
-    let mut consistency_flags: Vec<(String, String)> = Vec::new();
-    let mut judge_probe: Option<(u64, String, JudgeReliability)> = None;
-    for id in store.nodes_of_plan(plan, Some(NodeKind::Judgement), None) {
-        let node = store.require(&id?)?;
-        if node.step == RELIABILITY_STEP
-            && judge_probe
-                .as_ref()
-                .is_none_or(|(at, _, _)| node.created_at_ms > *at)
-            && let Ok(figures) = serde_json::from_value(node.body.clone())
-        {
-            let model = node
-                .params
-                .get("model")
-                .and_then(|m| m.as_str())
-                .unwrap_or("?");
-            judge_probe = Some((node.created_at_ms, model.to_string(), figures));
-        }
-        if node.body["flag"] == CONSISTENCY_FLAG {
-            consistency_flags.push((
-                node.body["record"].as_str().unwrap_or_default().to_string(),
-                node.body["reason"].as_str().unwrap_or_default().to_string(),
-            ));
-        }
-    }
-    consistency_flags.sort();
-    if accepted.is_empty() {
-        return Err(ExportError::Empty {
-            plan: plan.to_string(),
-        });
-    }
-    accepted.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
-
-    // Lineage groups: records that share a seed, instance or duplicate cluster.
-    let graph = PlanGraph::load(store, plan)?;
-    // A group is named after its smallest accepted record id, which later
-    // exports (adding split and export nodes to the group) do not change.
-    let accepted_ids: std::collections::HashSet<&NodeId> = accepted.iter().map(|n| &n.id).collect();
-    let mut group_of: HashMap<NodeId, String> = HashMap::new();
-    for group in graph.lineage_groups() {
-        let Some(name) = group
-            .iter()
-            .filter(|id| accepted_ids.contains(id))
-            .min()
-            .map(|id| id.to_string())
-        else {
-            continue;
+impl Attempts {
+    fn gather(
+        store: &LineageStore,
+        plan: &PlanId,
+        ledger: Option<&Ledger>,
+    ) -> Result<Self, ExportError> {
+        let mut attempts = Attempts {
+            accepted: Vec::new(),
+            rejected: BTreeMap::new(),
+            support_rejected: Vec::new(),
+            n_attempts: 0,
+            cost: RunCost::default(),
         };
-        for id in group {
-            group_of.insert(id, name.clone());
+        for id in store.nodes_of_plan(plan, Some(NodeKind::Response), None) {
+            let node = store.require(&id?)?;
+            if node.step == REVIEW_EDIT_STEP {
+                // A reviewer's correction: in the dataset while its edit stands.
+                if node.status == NodeStatus::Accepted {
+                    attempts.accepted.push(node);
+                }
+                continue;
+            }
+            attempts.n_attempts += 1;
+            attempts.cost.add(&stored_cost(&node.body));
+            match node.status {
+                NodeStatus::Accepted => attempts.accepted.push(node),
+                // Its corrected version stands in for it.
+                NodeStatus::Superseded => {}
+                // Passed the checks, rejected in review: the review section counts it.
+                NodeStatus::Rejected if ledger.is_some_and(|l| l.knows(&node.id)) => {}
+                _ => attempts.reject(node),
+            }
+        }
+        attempts
+            .accepted
+            .sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(attempts)
+    }
+
+    fn reject(&mut self, node: Node) {
+        let reason = node
+            .body
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("unknown");
+        *self.rejected.entry(reason.to_string()).or_default() += 1;
+        if SUPPORT_REASONS.contains(&reason) && self.support_rejected.len() < SUPPORT_SAMPLES {
+            self.support_rejected.push(node);
         }
     }
-    let subdomain = |node: &Node| {
-        node.body["stratum_fields"]["subdomain"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    for node in &accepted {
-        let name = group_of
-            .get(&node.id)
-            .cloned()
-            .unwrap_or_else(|| node.id.to_string());
-        groups
-            .entry(name.clone())
-            .or_insert_with(|| Group {
-                id: name,
-                subdomain: subdomain(node),
-                records: 0,
-            })
-            .records += 1;
-    }
-    let groups: Vec<Group> = groups.into_values().collect();
-    let ratios = [
-        stored.splits.train,
-        stored.splits.validation,
-        stored.splits.test,
-    ];
-    let split_of_group = assign_splits(&groups, ratios, stored.seed);
-    let split_of = |node: &Node| {
-        let group = group_of
-            .get(&node.id)
-            .cloned()
-            .unwrap_or_else(|| node.id.to_string());
-        split_of_group.get(&group).copied().unwrap_or(Split::Train)
-    };
+}
 
-    // The version: which records, in which split, made by what.
+/// What the plan's judgement nodes add to the card.
+#[derive(Debug)]
+struct Judgements {
+    /// (accepted record, why): a paraphrase of its question answered differently.
+    consistency_flags: Vec<(String, String)>,
+    /// The latest judge reliability probe of the plan, if one ran: (model, figures).
+    judge_probe: Option<(String, JudgeReliability)>,
+}
+
+impl Judgements {
+    fn gather(store: &LineageStore, plan: &PlanId) -> Result<Self, ExportError> {
+        let mut consistency_flags: Vec<(String, String)> = Vec::new();
+        let mut judge_probe: Option<(u64, String, JudgeReliability)> = None;
+        for id in store.nodes_of_plan(plan, Some(NodeKind::Judgement), None) {
+            let node = store.require(&id?)?;
+            if node.step == RELIABILITY_STEP
+                && judge_probe
+                    .as_ref()
+                    .is_none_or(|(at, _, _)| node.created_at_ms > *at)
+                && let Ok(figures) = serde_json::from_value(node.body.clone())
+            {
+                let model = node
+                    .params
+                    .get("model")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("?");
+                judge_probe = Some((node.created_at_ms, model.to_string(), figures));
+            }
+            if node.body["flag"] == CONSISTENCY_FLAG {
+                consistency_flags.push((
+                    node.body["record"].as_str().unwrap_or_default().to_string(),
+                    node.body["reason"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+        consistency_flags.sort();
+        Ok(Judgements {
+            consistency_flags,
+            judge_probe: judge_probe.map(|(_, model, figures)| (model, figures)),
+        })
+    }
+}
+
+/// Which split each accepted record lands in: records that share a seed,
+/// instance or duplicate cluster form a lineage group, and a group goes to
+/// one split, stratified by subdomain.
+#[derive(Debug)]
+struct SplitAssignment {
+    ratios: [f64; 3],
+    /// Each member of a lineage group that holds an accepted record, and
+    /// the group's name.
+    group_of: HashMap<NodeId, String>,
+    split_of_group: BTreeMap<String, Split>,
+}
+
+impl SplitAssignment {
+    fn by_lineage_group(
+        store: &LineageStore,
+        plan: &PlanId,
+        stored: &Plan,
+        accepted: &[Node],
+    ) -> Result<Self, ExportError> {
+        let graph = PlanGraph::load(store, plan)?;
+        // A group is named after its smallest accepted record id, which later
+        // exports (adding split and export nodes to the group) do not change.
+        let accepted_ids: HashSet<&NodeId> = accepted.iter().map(|n| &n.id).collect();
+        let mut group_of: HashMap<NodeId, String> = HashMap::new();
+        for group in graph.lineage_groups() {
+            let Some(name) = group
+                .iter()
+                .filter(|id| accepted_ids.contains(id))
+                .min()
+                .map(|id| id.to_string())
+            else {
+                continue;
+            };
+            for id in group {
+                group_of.insert(id, name.clone());
+            }
+        }
+        let mut assignment = SplitAssignment {
+            ratios: [
+                stored.splits.train,
+                stored.splits.validation,
+                stored.splits.test,
+            ],
+            group_of,
+            split_of_group: BTreeMap::new(),
+        };
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        for node in accepted {
+            let name = assignment.group(node);
+            groups
+                .entry(name.clone())
+                .or_insert_with(|| Group {
+                    id: name,
+                    subdomain: node.body["stratum_fields"]["subdomain"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    records: 0,
+                })
+                .records += 1;
+        }
+        let groups: Vec<Group> = groups.into_values().collect();
+        assignment.split_of_group = assign_splits(&groups, assignment.ratios, stored.seed);
+        Ok(assignment)
+    }
+
+    /// The name of `node`'s lineage group: a record in none is a group of one.
+    fn group(&self, node: &Node) -> String {
+        self.group_of
+            .get(&node.id)
+            .cloned()
+            .unwrap_or_else(|| node.id.to_string())
+    }
+
+    fn split(&self, node: &Node) -> Split {
+        self.split_of_group
+            .get(&self.group(node))
+            .copied()
+            .unwrap_or(Split::Train)
+    }
+}
+
+/// The version: which records, in which split, made by what.
+fn dataset_version(generator_version: &str, accepted: &[Node], splits: &SplitAssignment) -> String {
     let mut hasher = blake3::Hasher::new();
     hasher.update(generator_version.as_bytes());
-    for node in &accepted {
+    for node in accepted {
         hasher.update(node.id.as_str().as_bytes());
-        hasher.update(split_of(node).as_str().as_bytes());
+        hasher.update(splits.split(node).as_str().as_bytes());
     }
-    let version = format!("ds-{}", &hasher.finalize().to_hex()[..16]);
+    format!("ds-{}", &hasher.finalize().to_hex()[..16])
+}
 
-    // Lineage first: the split decisions and the export.
-    let now = now_unix_ms();
-    let export_node = NodeId::derive(plan, &["export", &version]);
-    let mut batch = LineageBatch::default();
+/// Accepted records per split, every split named (an empty one with 0).
+fn count_per_split(accepted: &[Node], splits: &SplitAssignment) -> BTreeMap<String, usize> {
     let mut per_split: BTreeMap<String, usize> = Split::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), 0))
         .collect();
-    for node in &accepted {
-        let split = split_of(node);
-        *per_split.entry(split.as_str().to_string()).or_default() += 1;
-        let id = NodeId::derive(plan, &["split", &version, node.id.as_str()]);
+    for node in accepted {
+        *per_split
+            .entry(splits.split(node).as_str().to_string())
+            .or_default() += 1;
+    }
+    per_split
+}
+
+/// The dataset an export ships: the plan and what made it, its version
+/// and how many records each split holds.
+#[derive(Debug)]
+struct Dataset<'a> {
+    plan: &'a PlanId,
+    stored: &'a Plan,
+    generator_version: &'a str,
+    version: String,
+    per_split: BTreeMap<String, usize>,
+}
+
+/// The lineage an export writes before any file: each record's split
+/// assignment, and the export node every record points to.
+fn export_batch(
+    dataset: &Dataset<'_>,
+    accepted: &[Node],
+    splits: &SplitAssignment,
+    now: u64,
+) -> LineageBatch {
+    let plan = dataset.plan;
+    let version = &dataset.version;
+    let export_node = NodeId::derive(plan, &["export", version]);
+    let mut batch = LineageBatch::default();
+    for node in accepted {
+        let id = NodeId::derive(plan, &["split", version, node.id.as_str()]);
         let mut params = serde_json::Map::new();
-        params.insert("ratios".into(), serde_json::json!(ratios));
+        params.insert("ratios".into(), serde_json::json!(splits.ratios));
         params.insert("by".into(), "lineage group, stratified by subdomain".into());
         batch.nodes.push(Node {
             id: id.clone(),
@@ -461,8 +521,8 @@ pub fn export_dataset(
             step: "split_assignment".into(),
             params,
             body: serde_json::json!({
-                "split": split.as_str(),
-                "group": group_of.get(&node.id),
+                "split": splits.split(node).as_str(),
+                "group": splits.group_of.get(&node.id),
                 "dataset_version": version,
             }),
         });
@@ -483,73 +543,126 @@ pub fn export_dataset(
         created_at_ms: now + 1,
         step: "export".into(),
         params,
-        body: serde_json::json!({ "records": accepted.len(), "per_split": per_split }),
+        body: serde_json::json!({ "records": accepted.len(), "per_split": dataset.per_split }),
     });
-    store.append(&batch)?;
+    batch
+}
 
-    // The records, their traces read back from the DAG.
-    let mut by_split: BTreeMap<Split, Vec<Record>> =
-        Split::ALL.iter().map(|s| (*s, Vec::new())).collect();
-    let mut methods: BTreeMap<String, usize> = BTreeMap::new();
-    let mut languages: BTreeMap<String, usize> = BTreeMap::new();
-    let mut strata: BTreeMap<String, usize> = BTreeMap::new();
-    let mut scores = Vec::new();
-    let mut cited = 0;
-    for node in &accepted {
-        let text = |key: &str| {
-            node.body
-                .get(key)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let record = Record {
-            id: node.id.to_string(),
-            created_at: rfc3339_from_unix_ms(node.created_at_ms),
-            domain: stored.domain.name.clone(),
-            input: text("input"),
-            response: text("response"),
-            metadata: RecordMetadata {
-                generation_method: text("method"),
-                generator_version: generator_version.clone(),
-                quality_score: node
-                    .body
-                    .get("quality_score")
-                    .and_then(|v| v.as_f64())
-                    .unwrap_or(0.0),
-                review_status: review_status(ledger, node).into(),
-            },
-            trace: store.record_trace(&node.id)?,
-            citations: node
+/// A string field of a response node's body, empty if missing.
+fn body_text(node: &Node, key: &str) -> String {
+    node.body
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The accepted record `node` in the dataset's schema, its trace read back
+/// from the DAG.
+fn to_record(
+    store: &LineageStore,
+    dataset: &Dataset<'_>,
+    ledger: Option<&Ledger>,
+    node: &Node,
+) -> Result<Record, ExportError> {
+    let record = Record {
+        id: node.id.to_string(),
+        created_at: rfc3339_from_unix_ms(node.created_at_ms),
+        domain: dataset.stored.domain.name.clone(),
+        input: body_text(node, "input"),
+        response: body_text(node, "response"),
+        metadata: RecordMetadata {
+            generation_method: body_text(node, "method"),
+            generator_version: dataset.generator_version.to_string(),
+            quality_score: node
                 .body
-                .get("citations")
-                .and_then(|c| serde_json::from_value(c.clone()).ok())
-                .unwrap_or_default(),
+                .get("quality_score")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0),
+            review_status: review_status(ledger, node).into(),
+        },
+        trace: store.record_trace(&node.id)?,
+        citations: node
+            .body
+            .get("citations")
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default(),
+    };
+    validate_record(&record).map_err(|reason| ExportError::Invalid {
+        id: record.id.clone(),
+        reason,
+    })?;
+    Ok(record)
+}
+
+/// The records by split, and the tallies the card reports.
+#[derive(Debug)]
+struct Records {
+    by_split: BTreeMap<Split, Vec<Record>>,
+    methods: BTreeMap<String, usize>,
+    languages: BTreeMap<String, usize>,
+    strata: BTreeMap<String, usize>,
+    scores: Vec<f64>,
+    /// Records that cite a source span.
+    cited: usize,
+}
+
+impl Records {
+    fn build(
+        store: &LineageStore,
+        dataset: &Dataset<'_>,
+        ledger: Option<&Ledger>,
+        accepted: &[Node],
+        splits: &SplitAssignment,
+    ) -> Result<Self, ExportError> {
+        let mut records = Records {
+            by_split: Split::ALL.iter().map(|s| (*s, Vec::new())).collect(),
+            methods: BTreeMap::new(),
+            languages: BTreeMap::new(),
+            strata: BTreeMap::new(),
+            scores: Vec::new(),
+            cited: 0,
         };
-        validate_record(&record).map_err(|reason| ExportError::Invalid {
-            id: record.id.clone(),
-            reason,
-        })?;
-        *methods
+        for node in accepted {
+            let record = to_record(store, dataset, ledger, node)?;
+            records.tally(node, &record);
+            records
+                .by_split
+                .entry(splits.split(node))
+                .or_default()
+                .push(record);
+        }
+        Ok(records)
+    }
+
+    fn tally(&mut self, node: &Node, record: &Record) {
+        *self
+            .methods
             .entry(record.metadata.generation_method.clone())
             .or_default() += 1;
         let language = node.body["stratum_fields"]["language"]
             .as_str()
             .unwrap_or_default();
-        *languages.entry(language.to_string()).or_default() += 1;
-        *strata.entry(text("stratum")).or_default() += 1;
-        scores.push(record.metadata.quality_score);
-        cited += usize::from(!record.citations.is_empty());
-        by_split.entry(split_of(node)).or_default().push(record);
+        *self.languages.entry(language.to_string()).or_default() += 1;
+        *self.strata.entry(body_text(node, "stratum")).or_default() += 1;
+        self.scores.push(record.metadata.quality_score);
+        self.cited += usize::from(!record.citations.is_empty());
     }
+}
 
-    let system = system_prompt(&stored);
+/// Writes each split's files: the JSONL formats and Parquet. Returns what
+/// it wrote, and the splits it left out for having no records.
+fn write_splits(
+    out: &Path,
+    by_split: &BTreeMap<Split, Vec<Record>>,
+    system: &str,
+) -> Result<(Vec<ManifestEntry>, Vec<&'static str>), ExportError> {
     let mut files = Vec::new();
     // A split with no records gets no files (loaders such as Hugging Face
     // `datasets` refuse an empty file); the manifest and the card say so,
     // and files an earlier export left for it go.
     let mut omitted = Vec::new();
-    for (split, records) in &by_split {
+    for (split, records) in by_split {
         let name = split.as_str();
         if records.is_empty() {
             let stale = JSONL_FORMATS.map(|format| jsonl_file(format, name));
@@ -561,64 +674,96 @@ pub fn export_dataset(
         }
         let outputs = [
             jsonl(records),
-            jsonl(records.iter().map(|r| to_chatml(r, Some(&system)))),
-            jsonl(records.iter().map(|r| to_sharegpt(r, Some(&system)))),
+            jsonl(records.iter().map(|r| to_chatml(r, Some(system)))),
+            jsonl(records.iter().map(|r| to_sharegpt(r, Some(system)))),
             jsonl(records.iter().map(to_alpaca)),
         ];
         for (format, bytes) in JSONL_FORMATS.into_iter().zip(outputs) {
             files.push(write_file(out, &jsonl_file(format, name), &bytes)?);
         }
-        let parquet_rel = parquet_file(name);
-        let parquet_path = out.join(&parquet_rel);
-        let fail = |reason: String| ExportError::Write {
-            path: parquet_path.clone(),
-            reason,
-        };
-        std::fs::create_dir_all(out.join("parquet")).map_err(|e| fail(e.to_string()))?;
-        let tmp = parquet_path.with_extension("partial");
-        write_parquet(&tmp, records).map_err(fail)?;
-        std::fs::rename(&tmp, &parquet_path).map_err(|e| fail(e.to_string()))?;
-        let bytes = std::fs::read(&parquet_path).map_err(|e| fail(e.to_string()))?;
-        files.push(ManifestEntry {
-            path: parquet_rel,
-            bytes: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
-        });
+        files.push(write_parquet_file(out, name, records)?);
     }
-    let plan_json = serde_json::to_vec_pretty(&stored).unwrap_or_default();
-    files.push(write_file(out, "plan.json", &plan_json)?);
-    let card = render_card(&CardFacts {
-        plan: &stored,
-        plan_id: plan.as_str(),
-        version: &version,
-        generator_version: &generator_version,
-        system_prompt: &system,
-        per_split: &per_split,
-        methods: &methods,
-        languages: &languages,
-        strata: &strata,
-        scores: &scores,
-        cited,
-        attempts,
-        cost: &cost,
-        funnel: &funnel(attempts, &rejected),
-        rejected: &rejected,
-        consistency_flags: &consistency_flags,
-        support_samples: &support_samples(store, &support_rejected)?,
-        judge_probe: judge_probe
+    Ok((files, omitted))
+}
+
+/// Writes `parquet/SPLIT.parquet` through a temporary file, as `write_file`
+/// does for the others.
+fn write_parquet_file(
+    out: &Path,
+    split: &str,
+    records: &[Record],
+) -> Result<ManifestEntry, ExportError> {
+    let rel = parquet_file(split);
+    let path = out.join(&rel);
+    let fail = |reason: String| ExportError::Write {
+        path: path.clone(),
+        reason,
+    };
+    std::fs::create_dir_all(out.join("parquet")).map_err(|e| fail(e.to_string()))?;
+    let tmp = path.with_extension("partial");
+    write_parquet(&tmp, records).map_err(fail)?;
+    std::fs::rename(&tmp, &path).map_err(|e| fail(e.to_string()))?;
+    let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
+    Ok(ManifestEntry {
+        path: rel,
+        bytes: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+    })
+}
+
+/// The dataset card, from what the export gathered, the rejected answers'
+/// support verdicts and the newest verification of this version.
+fn export_card(
+    store: &LineageStore,
+    dataset: &Dataset<'_>,
+    system: &str,
+    attempts: &Attempts,
+    judgements: &Judgements,
+    records: &Records,
+    review: Option<&ReviewFigures>,
+) -> Result<String, ExportError> {
+    Ok(render_card(&CardFacts {
+        plan: dataset.stored,
+        plan_id: dataset.plan.as_str(),
+        version: &dataset.version,
+        generator_version: dataset.generator_version,
+        system_prompt: system,
+        per_split: &dataset.per_split,
+        methods: &records.methods,
+        languages: &records.languages,
+        strata: &records.strata,
+        scores: &records.scores,
+        cited: records.cited,
+        attempts: attempts.n_attempts,
+        cost: &attempts.cost,
+        funnel: &funnel(attempts.n_attempts, &attempts.rejected),
+        rejected: &attempts.rejected,
+        consistency_flags: &judgements.consistency_flags,
+        support_samples: &support_samples(store, &attempts.support_rejected)?,
+        judge_probe: judgements
+            .judge_probe
             .as_ref()
-            .map(|(_, model, f)| (model.as_str(), f)),
-        diversity: &diversity_facts(&stored, &accepted),
-        verification: latest_verification(store, plan, &version)?.as_ref(),
-        review: review.as_ref().map(|(_, figures)| figures),
-    });
-    files.push(write_file(out, "README.md", card.as_bytes())?);
+            .map(|(model, f)| (model.as_str(), f)),
+        diversity: &diversity_facts(dataset.stored, &attempts.accepted),
+        verification: latest_verification(store, dataset.plan, &dataset.version)?.as_ref(),
+        review,
+    }))
+}
+
+/// Writes `manifest.json`: what the export holds, with every file's SHA-256.
+fn write_manifest(
+    out: &Path,
+    dataset: &Dataset<'_>,
+    n_records: usize,
+    omitted: &[&str],
+    files: &[ManifestEntry],
+) -> Result<(), ExportError> {
     let manifest = serde_json::json!({
-        "dataset_version": version,
-        "plan": plan.as_str(),
-        "generator_version": generator_version,
-        "records": accepted.len(),
-        "per_split": per_split,
+        "dataset_version": dataset.version,
+        "plan": dataset.plan.as_str(),
+        "generator_version": dataset.generator_version,
+        "records": n_records,
+        "per_split": dataset.per_split,
         "omitted_splits": omitted,
         "files": files,
     });
@@ -627,11 +772,61 @@ pub fn export_dataset(
         "manifest.json",
         &serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
     )?;
+    Ok(())
+}
+
+/// Exports plan `plan` from `store` into `out`.
+pub fn export_dataset(
+    store: &LineageStore,
+    plan: &PlanId,
+    out: &Path,
+) -> Result<ExportSummary, ExportError> {
+    let _only_export = lock_export_dir(out)?;
+    let (stored, generator_version) = stored_plan(store, plan)?;
+    let review = stored_review(store, plan, stored.seed)?;
+    let ledger = review.as_ref().map(|(ledger, _)| ledger);
+    let attempts = Attempts::gather(store, plan, ledger)?;
+    let judgements = Judgements::gather(store, plan)?;
+    if attempts.accepted.is_empty() {
+        return Err(ExportError::Empty {
+            plan: plan.to_string(),
+        });
+    }
+    let accepted = &attempts.accepted;
+
+    let splits = SplitAssignment::by_lineage_group(store, plan, &stored, accepted)?;
+    let dataset = Dataset {
+        plan,
+        stored: &stored,
+        generator_version: &generator_version,
+        version: dataset_version(&generator_version, accepted, &splits),
+        per_split: count_per_split(accepted, &splits),
+    };
+    // Lineage first: the split decisions and the export, so every record's
+    // trace names the split and the version that shipped it.
+    store.append(&export_batch(&dataset, accepted, &splits, now_unix_ms()))?;
+
+    let records = Records::build(store, &dataset, ledger, accepted, &splits)?;
+    let system = stored.system_prompt();
+    let (mut files, omitted) = write_splits(out, &records.by_split, &system)?;
+    let plan_json = serde_json::to_vec_pretty(&stored).unwrap_or_default();
+    files.push(write_file(out, "plan.json", &plan_json)?);
+    let card = export_card(
+        store,
+        &dataset,
+        &system,
+        &attempts,
+        &judgements,
+        &records,
+        review.as_ref().map(|(_, figures)| figures),
+    )?;
+    files.push(write_file(out, "README.md", card.as_bytes())?);
+    write_manifest(out, &dataset, accepted.len(), &omitted, &files)?;
     Ok(ExportSummary {
         dir: out.to_path_buf(),
-        version,
+        version: dataset.version,
         records: accepted.len(),
-        per_split,
+        per_split: dataset.per_split,
         files,
     })
 }

@@ -9,7 +9,4 @@ mod parquet;
 mod report;
 pub mod splits;
 
-pub use export::{
-    ExportError, ExportSummary, export_dataset, lock_export_dir, stored_plan, system_prompt,
-    validate_record,
-};
+pub use export::{ExportError, ExportSummary, export_dataset, lock_export_dir, validate_record};

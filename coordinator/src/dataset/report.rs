@@ -8,7 +8,7 @@ use seedling_common::embedding::Embedding;
 use seedling_common::lineage::Node;
 use serde::Serialize;
 
-use crate::pipeline::stored_input_embedding;
+use crate::lineage::stored_input_embedding;
 use crate::plan::Plan;
 use crate::quality::diversity::{LexicalDiversity, lexical_diversity, normalised_entropy};
 use crate::quality::semantic::dispersion;

@@ -23,6 +23,8 @@ pub enum LineageError {
         child: String,
         kind: String,
     },
+    #[error("plan {0} is not in this lineage store")]
+    UnknownPlan(String),
     #[error("node {0} not found")]
     NodeNotFound(String),
     #[error(

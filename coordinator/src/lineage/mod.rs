@@ -12,9 +12,14 @@ mod keys;
 mod report;
 mod store;
 pub mod synthetic;
+mod vocabulary;
 
 pub use dump::{DUMP_FORMAT_VERSION, DumpSummary};
 pub use error::LineageError;
 pub use graph::PlanGraph;
 pub use report::lineage_report;
 pub use store::{AppendOutcome, CheckReport, LineageStore, Reached, Walk};
+pub use vocabulary::{
+    COST, INPUT_EMBEDDING, plan_node_id, record_id, stored_cost, stored_input_embedding,
+    stored_plan,
+};

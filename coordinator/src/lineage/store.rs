@@ -936,4 +936,225 @@ mod tests {
         assert_eq!(report.index_entries, 2 + 5);
         assert_eq!(store.plan_nodes(&plan).unwrap().len(), 2 + 6);
     }
+
+    fn node(plan: &PlanId, name: &str, kind: NodeKind) -> Node {
+        Node {
+            id: NodeId::derive(plan, &[name]),
+            plan: plan.clone(),
+            kind,
+            status: NodeStatus::Recorded,
+            created_at_ms: 1,
+            step: "test".into(),
+            params: serde_json::Map::new(),
+            body: serde_json::json!({ "name": name }),
+        }
+    }
+
+    fn id(plan: &PlanId, name: &str) -> NodeId {
+        NodeId::derive(plan, &[name])
+    }
+
+    fn edge(plan: &PlanId, parent: &str, child: &str) -> Edge {
+        Edge::new(&id(plan, parent), &id(plan, child), EdgeKind::DerivedFrom)
+    }
+
+    /// A store holding `a -> b` (both responses, so filed in the index).
+    fn stored_pair() -> (tempfile::TempDir, LineageStore, PlanId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LineageStore::open(dir.path().join("store")).unwrap();
+        let plan = PlanId::new("p-apply");
+        store
+            .append(&LineageBatch {
+                nodes: vec![
+                    node(&plan, "a", NodeKind::Response),
+                    node(&plan, "b", NodeKind::Response),
+                ],
+                edges: vec![edge(&plan, "a", "b")],
+                status_changes: Vec::new(),
+            })
+            .unwrap();
+        (dir, store, plan)
+    }
+
+    /// Every way a batch applies to a store holding `a -> b`: what it
+    /// counts, or why it is refused whole.
+    #[test]
+    fn batch_application_table() {
+        type Expect = Result<AppendOutcome, &'static str>;
+        type Case = (&'static str, fn(&PlanId) -> LineageBatch, Expect);
+        let counts = |nodes_written, nodes_existing, edges_written, status_changes| {
+            Ok(AppendOutcome {
+                nodes_written,
+                nodes_existing,
+                edges_written,
+                status_changes,
+            })
+        };
+        let cases: Vec<Case> = vec![
+            (
+                "a new child of a stored node",
+                |p| LineageBatch {
+                    nodes: vec![node(p, "c", NodeKind::Response)],
+                    edges: vec![edge(p, "b", "c")],
+                    ..Default::default()
+                },
+                counts(1, 0, 1, 0),
+            ),
+            (
+                "a stored node resent: first write wins",
+                |p| LineageBatch {
+                    nodes: vec![node(p, "a", NodeKind::Response)],
+                    edges: vec![edge(p, "a", "b")],
+                    ..Default::default()
+                },
+                counts(0, 1, 0, 0),
+            ),
+            (
+                "one node twice in the batch, the same",
+                |p| LineageBatch {
+                    nodes: vec![
+                        node(p, "c", NodeKind::Response),
+                        node(p, "c", NodeKind::Response),
+                    ],
+                    edges: vec![edge(p, "a", "c"), edge(p, "a", "c")],
+                    ..Default::default()
+                },
+                counts(1, 0, 1, 0),
+            ),
+            (
+                "one node twice in the batch, different",
+                |p| {
+                    let mut other = node(p, "c", NodeKind::Response);
+                    other.body = serde_json::json!({ "name": "not c" });
+                    LineageBatch {
+                        nodes: vec![node(p, "c", NodeKind::Response), other],
+                        ..Default::default()
+                    }
+                },
+                Err("ConflictingNode"),
+            ),
+            (
+                "an edge from a node to itself",
+                |p| LineageBatch {
+                    edges: vec![edge(p, "a", "a")],
+                    ..Default::default()
+                },
+                Err("Cycle"),
+            ),
+            (
+                "an edge closing a cycle through stored nodes",
+                |p| LineageBatch {
+                    nodes: vec![node(p, "c", NodeKind::Response)],
+                    edges: vec![edge(p, "b", "c"), edge(p, "c", "a")],
+                    ..Default::default()
+                },
+                Err("Cycle"),
+            ),
+            (
+                "an edge from a node nobody stored",
+                |p| LineageBatch {
+                    edges: vec![edge(p, "ghost", "b")],
+                    ..Default::default()
+                },
+                Err("DanglingEdge"),
+            ),
+            (
+                "an edge to a node nobody stored",
+                |p| LineageBatch {
+                    edges: vec![edge(p, "a", "ghost")],
+                    ..Default::default()
+                },
+                Err("DanglingEdge"),
+            ),
+            (
+                "a stored node's new status, and one it has already",
+                |p| LineageBatch {
+                    status_changes: vec![
+                        (id(p, "b"), NodeStatus::Accepted),
+                        (id(p, "a"), NodeStatus::Recorded),
+                    ],
+                    ..Default::default()
+                },
+                counts(0, 0, 0, 1),
+            ),
+            (
+                "the status of a node written in the same batch",
+                |p| LineageBatch {
+                    nodes: vec![node(p, "c", NodeKind::Response)],
+                    edges: vec![edge(p, "a", "c")],
+                    status_changes: vec![(id(p, "c"), NodeStatus::Rejected)],
+                },
+                counts(1, 0, 1, 1),
+            ),
+            (
+                "the status of a node nobody stored",
+                |p| LineageBatch {
+                    status_changes: vec![(id(p, "ghost"), NodeStatus::Accepted)],
+                    ..Default::default()
+                },
+                Err("NodeNotFound"),
+            ),
+        ];
+        for (case, batch, expect) in cases {
+            let (_dir, store, plan) = stored_pair();
+            let before: Vec<_> = store.raw_entries().collect::<Result<_, _>>().unwrap();
+            let got = store.apply_owned(batch(&plan));
+            match (&got, expect) {
+                (Ok(outcome), Ok(expected)) => assert_eq!(*outcome, expected, "{case}"),
+                (Err(err), Err(variant)) => {
+                    assert!(format!("{err:?}").starts_with(variant), "{case}: {err:?}");
+                    // Refused whole: not one key changed.
+                    let after: Vec<_> = store.raw_entries().collect::<Result<_, _>>().unwrap();
+                    assert_eq!(after, before, "{case}");
+                }
+                (got, expected) => panic!("{case}: got {got:?}, expected {expected:?}"),
+            }
+            let report = store.check().unwrap();
+            assert!(report.is_ok(), "{case}: {:?}", report.problems);
+        }
+    }
+
+    /// What an applied batch leaves readable: late children beside the
+    /// embedded ones, and index entries that follow a status change.
+    #[test]
+    fn an_applied_batch_reads_back_through_edges_and_the_index() {
+        let (_dir, store, plan) = stored_pair();
+        store
+            .apply_owned(LineageBatch {
+                nodes: vec![node(&plan, "c", NodeKind::Response)],
+                edges: vec![edge(&plan, "a", "c")],
+                status_changes: vec![(id(&plan, "b"), NodeStatus::Accepted)],
+            })
+            .unwrap();
+        let mut children: Vec<NodeId> = store
+            .children(&id(&plan, "a"))
+            .unwrap()
+            .into_iter()
+            .map(|(_, child)| child)
+            .collect();
+        children.sort();
+        let mut expected = vec![id(&plan, "b"), id(&plan, "c")];
+        expected.sort();
+        assert_eq!(children, expected);
+        assert_eq!(
+            store.parents(&id(&plan, "c")).unwrap(),
+            [(EdgeKind::DerivedFrom, id(&plan, "a"))]
+        );
+        let filed = |status| {
+            store
+                .nodes_of_plan(&plan, Some(NodeKind::Response), Some(status))
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+        };
+        assert_eq!(filed(NodeStatus::Accepted), [id(&plan, "b")]);
+        let mut recorded = filed(NodeStatus::Recorded);
+        recorded.sort();
+        let mut expected = vec![id(&plan, "a"), id(&plan, "c")];
+        expected.sort();
+        assert_eq!(recorded, expected);
+        assert_eq!(
+            store.require(&id(&plan, "b")).unwrap().status,
+            NodeStatus::Accepted
+        );
+    }
 }

@@ -10,8 +10,8 @@ use seedling_common::work::{
 };
 
 use super::knowledge::{Knowledge, most_relevant_chunk};
-use super::prompts::{self, CallSettings};
 use crate::plan::{AugmentationKind, Plan, Stratum, render_instruction, sample_unit};
+use crate::prompts::{self, CallSettings};
 use crate::review::Feedback;
 
 /// How an attempt makes its input.
@@ -568,11 +568,7 @@ mod tests {
 
     #[test]
     fn draws_are_uniform_enough_and_deterministic() {
-        let plan = crate::plan::load_plan(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../examples/retail-banking.toml"),
-        )
-        .unwrap();
+        let plan = crate::plan::fixtures::retail();
         let xs: Vec<f64> = (0..2000)
             .map(|i| draw(&plan, &format!("u#{i}"), "method"))
             .collect();

@@ -10,8 +10,8 @@ use seedling_common::similarity::{NoveltyPool, tokens};
 use seedling_common::work::{HeuristicVerdict, UnitResult};
 
 use super::attempt::{AcceptedPool, Method, PlannedAttempt};
-use super::prompts;
 use crate::plan::Plan;
+use crate::prompts;
 use crate::quality::consistency::disagreement;
 use crate::quality::diversity::InputNgrams;
 use crate::quality::duplicates::{CandidateKeys, Duplicate, DuplicateTiers};
@@ -299,13 +299,7 @@ mod tests {
 
     use super::*;
 
-    fn plan() -> Plan {
-        crate::plan::load_plan(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../examples/retail-banking.toml"),
-        )
-        .unwrap()
-    }
+    use crate::plan::fixtures::retail as plan;
 
     fn call(step: &str) -> ModelCall {
         ModelCall {

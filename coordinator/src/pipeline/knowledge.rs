@@ -11,6 +11,7 @@ use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, Nod
 use seedling_common::similarity::tokens;
 
 use super::PipelineError;
+use crate::lineage::plan_node_id;
 use crate::plan::{Adversarial, Augmentation, Methods, Plan, Quality, Sampling, Splits};
 
 /// Reference chunks aim at this many characters (paragraphs are kept whole
@@ -50,11 +51,6 @@ pub struct Knowledge {
     pub examples: Vec<NodeId>,
     pub rules: Vec<NodeId>,
     pub chunks: Vec<Chunk>,
-}
-
-/// The id of a plan's root node, where its plan and generator version live.
-pub fn plan_node_id(plan: &PlanId) -> NodeId {
-    NodeId::derive(plan, &["plan"])
 }
 
 /// A plan's id: a digest of what it says except the target, so a run with
@@ -321,8 +317,7 @@ mod tests {
 
     #[test]
     fn plan_id_ignores_the_target_only() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/retail-banking.toml");
-        let plan = crate::plan::load_plan(&path).unwrap();
+        let plan = crate::plan::fixtures::retail();
         let mut other_target = plan.clone();
         other_target.target.accepted = 7;
         assert_eq!(plan_id(&plan), plan_id(&other_target));

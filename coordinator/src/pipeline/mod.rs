@@ -4,7 +4,7 @@
 //!
 //! Data flow: `knowledge` stores the plan's domain knowledge; `run` drives
 //! one plan (domain analysis, then attempts chosen by `schedule`, each
-//! planned by `attempt` with prompts from `prompts`); workers run the units;
+//! planned by `attempt` with prompts from `crate::prompts`); workers run the units;
 //! `decision` decides about every result (heuristics, novelty, dedup,
 //! quota) over a read-only view of the run, `run` applies it and appends the
 //! lineage `record_lineage` builds, atomically. The coordinator actor
@@ -14,7 +14,6 @@ mod attempt;
 mod decision;
 mod eta;
 mod knowledge;
-mod prompts;
 mod record_lineage;
 mod run;
 mod schedule;
@@ -23,9 +22,8 @@ use std::path::PathBuf;
 
 pub use attempt::{Method, stratum_key};
 pub use eta::{ETA_AFTER_ACCEPTED, eta_s};
-pub use knowledge::{chunk_text, plan_id, plan_node_id};
-pub use prompts::{JUDGE_VERSION, judge as judge_call, judge_score, pairwise_judge};
-pub use record_lineage::{PendingLineage, record_id, stored_cost, stored_input_embedding};
+pub use knowledge::{chunk_text, plan_id};
+pub use record_lineage::PendingLineage;
 pub use run::{Decided, PlanRun, Progress, RunOptions, StratumLine, UnitOutcome};
 pub use schedule::{StratumProgress, next_attempts};
 

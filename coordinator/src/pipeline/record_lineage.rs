@@ -9,58 +9,20 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use seedling_common::cost::RunCost;
-use seedling_common::embedding::Embedding;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{
     Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus, RECORD_VERDICT_STEP,
 };
 use seedling_common::record::RecordCitation;
 use seedling_common::time::now_unix_ms;
-use seedling_common::work::UnitResult;
+use seedling_common::work::{CallOutcome, UnitResult};
 
 use super::attempt::{Method, PlannedAttempt, stratum_key};
 use super::decision::{Decision, NOVELTY_THRESHOLD, combined_score, final_input, is_input_step};
-use super::prompts::{self, JUDGE_VERSION};
-use crate::plan::{Plan, Stratum};
+use crate::lineage::{COST, INPUT_EMBEDDING, record_id};
+use crate::plan::{AugmentationKind, Plan, Stratum};
+use crate::prompts::{self, JUDGE_VERSION};
 use crate::quality::consistency::CONSISTENCY_FLAG;
-
-/// Where an accepted response node keeps its input's embedding.
-pub(super) const INPUT_EMBEDDING: &str = "input_embedding";
-
-/// The input embedding an accepted response node keeps, if any.
-pub fn stored_input_embedding(node: &Node) -> Option<Embedding> {
-    node.body
-        .get(INPUT_EMBEDDING)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-}
-
-/// The attempt's tokens and engine time, kept on its response node.
-const COST: &str = "cost";
-
-/// What a stored attempt cost. Attempts stored before costs were kept
-/// count their generated tokens only, under stage "other".
-pub fn stored_cost(body: &serde_json::Value) -> RunCost {
-    if let Some(cost) = body
-        .get(COST)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-    {
-        return cost;
-    }
-    let mut cost = RunCost::default();
-    if let Some(tokens) = body.get("generated_tokens").and_then(|v| v.as_u64()) {
-        cost.stages
-            .entry("other".into())
-            .or_default()
-            .generated_tokens = tokens;
-    }
-    cost
-}
-
-/// The record id of a unit: deterministic in plan and unit, so a result
-/// that arrives twice is stored once.
-pub fn record_id(plan: &PlanId, unit: &str) -> NodeId {
-    NodeId::derive(plan, &[unit, "response"])
-}
 
 /// What the lineage of a decided attempt is built from besides the attempt
 /// itself: fixed for the life of a run, shared with whichever thread
@@ -82,84 +44,165 @@ impl LineageContext {
         result: &UnitResult,
         decision: &Decision,
     ) -> LineageBatch {
-        let plan_id = &self.plan_id;
-        let mut batch = LineageBatch::default();
-        let node_id = |role: &str| NodeId::derive(plan_id, &[&planned.unit, role]);
+        let mut lineage = AttemptLineage::new(self, planned, result, decision);
+        let origin = lineage.origin();
+        let input = lineage.inputs(origin);
+        let record = lineage.response(&input);
+        lineage.quality_decision(&record);
+        lineage.consistency_flag(&record);
+        lineage.batch
+    }
+}
+
+/// One decided attempt's lineage while it is built: what it is built from
+/// and the nodes and edges so far, in the order they are stored.
+struct AttemptLineage<'a> {
+    context: &'a LineageContext,
+    planned: &'a PlannedAttempt,
+    result: &'a UnitResult,
+    decision: &'a Decision,
+    stratum: &'a Stratum,
+    accepted: bool,
+    /// When the attempt's first engine call started (now, if it made none).
+    first_ms: u64,
+    /// When the attempt's last engine call finished (now, if it made none).
+    finished_ms: u64,
+    batch: LineageBatch,
+}
+
+impl<'a> AttemptLineage<'a> {
+    fn new(
+        context: &'a LineageContext,
+        planned: &'a PlannedAttempt,
+        result: &'a UnitResult,
+        decision: &'a Decision,
+    ) -> Self {
         let first_ms = result
             .calls
             .first()
             .map(|c| c.started_ms)
             .unwrap_or_else(now_unix_ms);
-        let mut node = |id: NodeId,
-                        kind: NodeKind,
-                        step: &str,
-                        at_ms: u64,
-                        params: serde_json::Map<String, serde_json::Value>,
-                        body: serde_json::Value| {
-            batch.nodes.push(Node {
-                id,
-                plan: plan_id.clone(),
-                kind,
-                status: NodeStatus::Recorded,
-                created_at_ms: at_ms,
-                step: step.to_string(),
-                params,
-                body,
-            });
-        };
-        let stratum = &self.strata[planned.stratum];
-        let mut edges = Vec::new();
+        let finished_ms = result
+            .calls
+            .last()
+            .map(|c| c.finished_ms)
+            .unwrap_or_else(now_unix_ms);
+        Self {
+            context,
+            planned,
+            result,
+            decision,
+            stratum: &context.strata[planned.stratum],
+            accepted: decision.reason.is_none(),
+            first_ms,
+            finished_ms,
+            batch: LineageBatch::default(),
+        }
+    }
 
-        // 1. The template instance, or the augmentation request.
-        let origin = match (planned.method, &planned.source) {
-            (Method::Augmentation(kind), Some(source)) => {
-                let id = node_id("augmentation");
-                let mut params = serde_json::Map::new();
-                params.insert("transform".into(), prompts::augmentation_name(kind).into());
-                params.insert("target_stratum".into(), stratum_key(stratum).into());
-                node(
-                    id.clone(),
-                    NodeKind::Augmentation,
-                    "augmentation",
-                    first_ms,
-                    params,
-                    serde_json::json!({ "request": planned.instruction, "sampled": planned.sampled }),
-                );
-                edges.push(Edge::new(source, &id, EdgeKind::DerivedFrom));
-                id
-            }
-            _ => {
-                let id = node_id("instance");
-                let mut params = serde_json::Map::new();
-                params.insert("task_type".into(), stratum.task_type.clone().into());
-                params.insert("language".into(), stratum.language.clone().into());
-                params.insert("method".into(), planned.method.name().into());
-                params.insert("attempt".into(), planned.attempt.into());
-                node(
-                    id.clone(),
-                    NodeKind::TemplateInstance,
-                    "template_instantiation",
-                    first_ms,
-                    params,
-                    serde_json::json!({ "text": planned.instruction, "stratum": stratum, "sampled": planned.sampled }),
-                );
-                edges.push(Edge::new(&self.plan_node, &id, EdgeKind::DerivedFrom));
-                for knowledge in &planned.instance_grounding {
-                    edges.push(Edge::new(knowledge, &id, EdgeKind::GroundedOn));
-                }
-                id
-            }
-        };
+    /// The id of the attempt's node in `role`.
+    fn node_id(&self, role: &str) -> NodeId {
+        NodeId::derive(&self.context.plan_id, &[&self.planned.unit, role])
+    }
 
-        // 2. The input, and its evolution.
+    /// Adds a node with status [`NodeStatus::Recorded`].
+    fn recorded(
+        &mut self,
+        id: NodeId,
+        kind: NodeKind,
+        step: &str,
+        at_ms: u64,
+        params: serde_json::Map<String, serde_json::Value>,
+        body: serde_json::Value,
+    ) {
+        self.batch.nodes.push(Node {
+            id,
+            plan: self.context.plan_id.clone(),
+            kind,
+            status: NodeStatus::Recorded,
+            created_at_ms: at_ms,
+            step: step.to_string(),
+            params,
+            body,
+        });
+    }
+
+    fn edge(&mut self, parent: &NodeId, child: &NodeId, kind: EdgeKind) {
+        self.batch.edges.push(Edge::new(parent, child, kind));
+    }
+
+    /// The template instance, or the augmentation request.
+    fn origin(&mut self) -> NodeId {
+        match (self.planned.method, &self.planned.source) {
+            (Method::Augmentation(kind), Some(source)) => self.augmentation(kind, source),
+            _ => self.template_instance(),
+        }
+    }
+
+    fn augmentation(&mut self, kind: AugmentationKind, source: &NodeId) -> NodeId {
+        let id = self.node_id("augmentation");
+        let mut params = serde_json::Map::new();
+        params.insert("transform".into(), prompts::augmentation_name(kind).into());
+        params.insert("target_stratum".into(), stratum_key(self.stratum).into());
+        let body = serde_json::json!({
+            "request": self.planned.instruction,
+            "sampled": self.planned.sampled,
+        });
+        let at_ms = self.first_ms;
+        self.recorded(
+            id.clone(),
+            NodeKind::Augmentation,
+            "augmentation",
+            at_ms,
+            params,
+            body,
+        );
+        self.edge(source, &id, EdgeKind::DerivedFrom);
+        id
+    }
+
+    fn template_instance(&mut self) -> NodeId {
+        let (context, planned, stratum) = (self.context, self.planned, self.stratum);
+        let id = self.node_id("instance");
+        let mut params = serde_json::Map::new();
+        params.insert("task_type".into(), stratum.task_type.clone().into());
+        params.insert("language".into(), stratum.language.clone().into());
+        params.insert("method".into(), planned.method.name().into());
+        params.insert("attempt".into(), planned.attempt.into());
+        let body = serde_json::json!({
+            "text": planned.instruction,
+            "stratum": stratum,
+            "sampled": planned.sampled,
+        });
+        let at_ms = self.first_ms;
+        self.recorded(
+            id.clone(),
+            NodeKind::TemplateInstance,
+            "template_instantiation",
+            at_ms,
+            params,
+            body,
+        );
+        self.edge(&context.plan_node, &id, EdgeKind::DerivedFrom);
+        for knowledge in &planned.instance_grounding {
+            self.edge(knowledge, &id, EdgeKind::GroundedOn);
+        }
+        id
+    }
+
+    /// The input, and its evolution: one node per input call, each
+    /// derived from the one before, starting at `origin`. The last of them
+    /// (or `origin`, without input calls).
+    fn inputs(&mut self, origin: NodeId) -> NodeId {
+        let planned = self.planned;
+        let result = self.result;
         let mut previous = origin;
-        let input_steps: Vec<&seedling_common::work::CallOutcome> = result
+        let input_steps = result
             .calls
             .iter()
-            .filter(|c| is_input_step(planned, &c.step))
-            .collect();
-        for (i, call) in input_steps.iter().enumerate() {
-            let id = node_id(&format!("input{i}"));
+            .filter(|c| is_input_step(planned, &c.step));
+        for (i, call) in input_steps.enumerate() {
+            let id = self.node_id(&format!("input{i}"));
             let model_call = if i == 0 {
                 Some(&planned.task.input)
             } else {
@@ -172,51 +215,80 @@ impl LineageContext {
             {
                 params.insert("operation".into(), op.into());
             }
-            node(
+            let body = serde_json::json!({
+                "text": call.text,
+                "tokens": call.generated_tokens,
+                "prompt_tokens": call.prompt_tokens,
+                "cost": call.cost,
+            });
+            self.recorded(
                 id.clone(),
                 NodeKind::GeneratedInput,
                 &call.step,
                 call.finished_ms,
                 params,
-                serde_json::json!({
-                    "text": call.text,
-                    "tokens": call.generated_tokens,
-                    "prompt_tokens": call.prompt_tokens,
-                    "cost": call.cost,
-                }),
+                body,
             );
-            edges.push(Edge::new(&previous, &id, EdgeKind::DerivedFrom));
+            self.edge(&previous, &id, EdgeKind::DerivedFrom);
             if i == 0 {
                 for seed in &planned.input_grounding {
-                    edges.push(Edge::new(seed, &id, EdgeKind::GroundedOn));
+                    self.edge(seed, &id, EdgeKind::GroundedOn);
                 }
             }
             previous = id;
         }
+        previous
+    }
 
-        // 3. The response: the record.
-        let record = record_id(plan_id, &planned.unit);
-        let response_call = result
-            .calls
-            .iter()
-            .find(|c| c.step == planned.task.response.step);
+    /// The response: the record, derived from `input`.
+    fn response(&mut self, input: &NodeId) -> NodeId {
+        let planned = self.planned;
+        let record = record_id(&self.context.plan_id, &planned.unit);
+        let response_call = self.response_call();
         let mut params = planned.task.response.params();
-        params.insert("worker".into(), result.worker.clone().into());
-        let accepted = decision.reason.is_none();
+        params.insert("worker".into(), self.result.worker.clone().into());
+        let body = self.response_body();
+        self.batch.nodes.push(Node {
+            id: record.clone(),
+            plan: self.context.plan_id.clone(),
+            kind: NodeKind::Response,
+            status: if self.accepted {
+                NodeStatus::Accepted
+            } else {
+                NodeStatus::Rejected
+            },
+            created_at_ms: response_call
+                .map(|c| c.finished_ms)
+                .unwrap_or(self.finished_ms),
+            step: planned.task.response.step.clone(),
+            params,
+            body,
+        });
+        self.edge(input, &record, EdgeKind::DerivedFrom);
+        self.response_grounding(input, &record);
+        record
+    }
+
+    fn response_call(&self) -> Option<&'a CallOutcome> {
+        let step = &self.planned.task.response.step;
+        self.result.calls.iter().find(|c| c.step == *step)
+    }
+
+    /// The record itself: its texts, score, decision, cost, engine calls,
+    /// citations, error and input embedding.
+    fn response_body(&self) -> serde_json::Value {
+        let (planned, result, decision) = (self.planned, self.result, self.decision);
+        let accepted = self.accepted;
+        let response_call = self.response_call();
         let score = result
             .verdict
             .as_ref()
-            .map(|v| combined_score(&self.plan, v))
+            .map(|v| combined_score(&self.context.plan, v))
             .unwrap_or(0.0);
-        let finished_ms = result
-            .calls
-            .last()
-            .map(|c| c.finished_ms)
-            .unwrap_or_else(now_unix_ms);
         let mut body = serde_json::json!({
             "unit": planned.unit,
-            "stratum": stratum_key(stratum),
-            "stratum_fields": stratum,
+            "stratum": stratum_key(self.stratum),
+            "stratum_fields": self.stratum,
             "attempt": planned.attempt,
             "method": planned.method.name(),
             "input": final_input(planned, result),
@@ -230,19 +302,7 @@ impl LineageContext {
             body["reason"] = reason.clone().into();
         }
         body[COST] = serde_json::to_value(RunCost::of_result(result)).expect("a cost serialises");
-        // Each engine request of the attempt, as the worker accounted it.
-        body["calls"] = result
-            .calls
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "step": c.step,
-                    "prompt_tokens": c.prompt_tokens,
-                    "generated_tokens": c.generated_tokens,
-                    "cost": c.cost,
-                })
-            })
-            .collect();
+        body["calls"] = engine_calls(result);
         let citations = citations(planned, result);
         if !citations.is_empty() {
             body["citations"] = serde_json::to_value(&citations).expect("citations serialise");
@@ -256,115 +316,114 @@ impl LineageContext {
             body[INPUT_EMBEDDING] =
                 serde_json::to_value(embedding).expect("an embedding serialises");
         }
-        batch.nodes.push(Node {
-            id: record.clone(),
-            plan: plan_id.clone(),
-            kind: NodeKind::Response,
-            status: if accepted {
-                NodeStatus::Accepted
-            } else {
-                NodeStatus::Rejected
-            },
-            created_at_ms: response_call.map(|c| c.finished_ms).unwrap_or(finished_ms),
-            step: planned.task.response.step.clone(),
-            params,
-            body,
-        });
-        edges.push(Edge::new(&previous, &record, EdgeKind::DerivedFrom));
+        body
+    }
+
+    /// What the record is grounded on besides `input`: the planned
+    /// grounding, then what the response cites.
+    fn response_grounding(&mut self, input: &NodeId, record: &NodeId) {
+        let planned = self.planned;
         for grounding in &planned.response_grounding {
-            if *grounding != previous {
-                edges.push(Edge::new(grounding, &record, EdgeKind::GroundedOn));
+            if grounding != input {
+                self.edge(grounding, record, EdgeKind::GroundedOn);
             }
         }
         // A cited term or expert answer was in the prompt without an edge.
-        let cited: BTreeSet<&NodeId> = result
+        let cited: BTreeSet<&NodeId> = self
+            .result
             .verdict
             .iter()
             .flat_map(|v| &v.citations)
             .filter_map(|c| planned.support_nodes.get(c.source))
             .collect();
         for node in cited {
-            if !planned.response_grounding.contains(node) && *node != previous {
-                edges.push(Edge::new(node, &record, EdgeKind::GroundedOn));
+            if !planned.response_grounding.contains(node) && node != input {
+                self.edge(node, record, EdgeKind::GroundedOn);
             }
         }
+    }
 
-        // 4. The quality decision about it.
-        let judgement = node_id("quality");
+    /// The quality decision about the record: a judgement, or the
+    /// deduplication that found it a duplicate.
+    fn quality_decision(&mut self, record: &NodeId) {
+        let decision = self.decision;
+        let judgement = self.node_id("quality");
+        let (kind, step) = if decision.duplicate_of.is_some() {
+            (NodeKind::DedupDecision, "deduplication")
+        } else {
+            (NodeKind::Judgement, RECORD_VERDICT_STEP)
+        };
+        let params = self.quality_params();
+        let body = serde_json::json!({
+            "decision": if self.accepted { "accepted" } else { "rejected" },
+            "reason": decision.reason,
+            "detail": decision.detail,
+            "heuristics": self.result.verdict,
+            "duplicate_of": decision.duplicate_of,
+        });
+        let at_ms = self.finished_ms + 1;
+        self.recorded(judgement.clone(), kind, step, at_ms, params, body);
+        self.edge(record, &judgement, EdgeKind::JudgedBy);
+        if let Some(survivor) = &decision.duplicate_of {
+            self.edge(survivor, record, EdgeKind::DuplicateOf);
+        }
+    }
+
+    /// The scorers and thresholds the quality decision was made with.
+    fn quality_params(&self) -> serde_json::Map<String, serde_json::Value> {
+        let quality = &self.context.plan.quality;
         let mut params = serde_json::Map::new();
         params.insert("scorer".into(), "heuristics v1".into());
-        if let Some(judge) = &planned.task.judge
-            && result.verdict.as_ref().is_some_and(|v| v.judge.is_some())
+        if let Some(judge) = &self.planned.task.judge
+            && self
+                .result
+                .verdict
+                .as_ref()
+                .is_some_and(|v| v.judge.is_some())
         {
             params.insert("judge".into(), JUDGE_VERSION.into());
-            params.insert("judge_weight".into(), self.plan.quality.judge_weight.into());
+            params.insert("judge_weight".into(), quality.judge_weight.into());
             params.insert("judge_sampling".into(), judge.params().into());
         }
-        params.insert("min_score".into(), self.plan.quality.min_score.into());
+        params.insert("min_score".into(), quality.min_score.into());
         params.insert("novelty_threshold".into(), NOVELTY_THRESHOLD.into());
         params.insert(
             "near_duplicate_jaccard".into(),
-            self.plan.quality.near_duplicate_jaccard.into(),
+            quality.near_duplicate_jaccard.into(),
         );
-        if self.plan.quality.semantic_dedup {
+        if quality.semantic_dedup {
             params.insert(
                 "semantic_duplicate_cosine".into(),
-                self.plan.quality.semantic_duplicate_cosine.into(),
+                quality.semantic_duplicate_cosine.into(),
             );
         }
-        let kind = if decision.duplicate_of.is_some() {
-            NodeKind::DedupDecision
-        } else {
-            NodeKind::Judgement
+        params
+    }
+
+    /// A consistency flag on the survivor: `lineage show SURVIVOR` lists it.
+    fn consistency_flag(&mut self, record: &NodeId) {
+        let decision = self.decision;
+        let (Some(survivor), Some(why)) = (&decision.duplicate_of, &decision.disagrees) else {
+            return;
         };
-        let step = if decision.duplicate_of.is_some() {
-            "deduplication"
-        } else {
-            RECORD_VERDICT_STEP
-        };
-        batch.nodes.push(Node {
-            id: judgement.clone(),
-            plan: plan_id.clone(),
-            kind,
-            status: NodeStatus::Recorded,
-            created_at_ms: finished_ms + 1,
-            step: step.into(),
-            params,
-            body: serde_json::json!({
-                "decision": if accepted { "accepted" } else { "rejected" },
-                "reason": decision.reason,
-                "detail": decision.detail,
-                "heuristics": result.verdict,
-                "duplicate_of": decision.duplicate_of,
-            }),
+        let flag = self.node_id("consistency");
+        let body = serde_json::json!({
+            "flag": CONSISTENCY_FLAG,
+            "reason": why,
+            "record": survivor,
+            "second_opinion": record,
         });
-        edges.push(Edge::new(&record, &judgement, EdgeKind::JudgedBy));
-        if let Some(survivor) = &decision.duplicate_of {
-            edges.push(Edge::new(survivor, &record, EdgeKind::DuplicateOf));
-        }
-        // 5. A consistency flag on the survivor: `lineage show SURVIVOR` lists it.
-        if let (Some(survivor), Some(why)) = (&decision.duplicate_of, &decision.disagrees) {
-            let flag = node_id("consistency");
-            batch.nodes.push(Node {
-                id: flag.clone(),
-                plan: plan_id.clone(),
-                kind: NodeKind::Judgement,
-                status: NodeStatus::Recorded,
-                created_at_ms: finished_ms + 2,
-                step: "consistency_check".into(),
-                params: serde_json::Map::new(),
-                body: serde_json::json!({
-                    "flag": CONSISTENCY_FLAG,
-                    "reason": why,
-                    "record": survivor,
-                    "second_opinion": record,
-                }),
-            });
-            edges.push(Edge::new(survivor, &flag, EdgeKind::JudgedBy));
-            edges.push(Edge::new(&record, &flag, EdgeKind::GroundedOn));
-        }
-        batch.edges = edges;
-        batch
+        let at_ms = self.finished_ms + 2;
+        self.recorded(
+            flag.clone(),
+            NodeKind::Judgement,
+            "consistency_check",
+            at_ms,
+            serde_json::Map::new(),
+            body,
+        );
+        self.edge(survivor, &flag, EdgeKind::JudgedBy);
+        self.edge(record, &flag, EdgeKind::GroundedOn);
     }
 }
 
@@ -397,6 +456,22 @@ impl PendingLineage {
     pub fn is_empty(&self) -> bool {
         self.attempts.is_empty()
     }
+}
+
+/// Each engine request of the attempt, as the worker accounted it.
+fn engine_calls(result: &UnitResult) -> serde_json::Value {
+    result
+        .calls
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "step": c.step,
+                "prompt_tokens": c.prompt_tokens,
+                "generated_tokens": c.generated_tokens,
+                "cost": c.cost,
+            })
+        })
+        .collect()
 }
 
 /// The worker's citations, each naming its source's node and quoting the span.

@@ -25,13 +25,11 @@ use super::decision::{
     Decision, NOVELTY_THRESHOLD, Prepared, RunView, decide, final_input, is_duplicate,
 };
 use super::knowledge::{Knowledge, knowledge_batch, plan_id};
-use super::prompts;
-use super::record_lineage::{
-    LineageContext, PendingLineage, record_id, stored_cost, stored_input_embedding,
-};
+use super::record_lineage::{LineageContext, PendingLineage};
 use super::schedule::{StratumProgress, next_attempts, steered_temperature};
-use crate::lineage::LineageStore;
+use crate::lineage::{LineageStore, record_id, stored_cost, stored_input_embedding};
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
+use crate::prompts;
 use crate::quality::diversity::{DiversityNow, RunningDiversity};
 use crate::quality::duplicates::DuplicateTiers;
 use crate::review::{Feedback, REJECTED_IN_REVIEW, REVIEW_EDIT_STEP};
@@ -62,6 +60,32 @@ pub enum UnitOutcome {
     Analysed,
     /// Not a unit this run has in flight (a late or repeated result).
     Ignored,
+}
+
+/// What a unit id names: one reference chunk's domain analysis, or an
+/// attempt (`stratum#attempt`, named by `attempt.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnitKind {
+    Analysis { chunk: usize },
+    Attempt,
+}
+
+impl UnitKind {
+    const ANALYSIS: &'static str = "analysis#";
+
+    fn analysis_unit(chunk: usize) -> String {
+        format!("{}{chunk}", Self::ANALYSIS)
+    }
+
+    fn of(unit: &str) -> Self {
+        match unit
+            .strip_prefix(Self::ANALYSIS)
+            .and_then(|c| c.parse().ok())
+        {
+            Some(chunk) => Self::Analysis { chunk },
+            None => Self::Attempt,
+        }
+    }
 }
 
 /// A stratum's line in progress reports.
@@ -452,7 +476,7 @@ impl PlanRun {
             let seed = (self.plan.seed as u32).wrapping_add(chunk as u32);
             units.push(UnitTask {
                 plan: self.plan_id.to_string(),
-                unit: format!("analysis#{chunk}"),
+                unit: UnitKind::analysis_unit(chunk),
                 kind: TaskKind::Analyze(AnalyzeTask {
                     call: prompts::analysis(&self.plan, text, seed),
                 }),
@@ -535,7 +559,7 @@ impl PlanRun {
         if let Some(planned) = self.in_flight.remove(unit) {
             self.progress[planned.stratum].in_flight -= 1;
             self.leased[planned.stratum].remove(&planned.attempt);
-        } else if let Some(chunk) = unit.strip_prefix("analysis#").and_then(|c| c.parse().ok()) {
+        } else if let UnitKind::Analysis { chunk } = UnitKind::of(unit) {
             self.analysis_in_flight.remove(&chunk);
             self.analysis_pending.insert(chunk);
         }
@@ -598,11 +622,7 @@ impl PlanRun {
         let mut outcomes = vec![UnitOutcome::Ignored; results.len()];
         let mut attempts = Vec::with_capacity(results.len());
         for (position, result) in results.into_iter().enumerate() {
-            if let Some(chunk) = result
-                .unit
-                .strip_prefix("analysis#")
-                .and_then(|c| c.parse::<usize>().ok())
-            {
+            if let UnitKind::Analysis { chunk } = UnitKind::of(&result.unit) {
                 if self.analysis_in_flight.remove(&chunk) {
                     self.count_cost(&result, false);
                     self.record_analysis(chunk, &result)?;
@@ -848,6 +868,22 @@ impl PlanRun {
                     diversity: d.now(),
                 })
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_ids_name_their_kind_and_round_trip() {
+        assert_eq!(
+            UnitKind::of(&UnitKind::analysis_unit(7)),
+            UnitKind::Analysis { chunk: 7 }
+        );
+        for attempt in ["qa|en|retail#3", "analysis#x", "analysis", ""] {
+            assert_eq!(UnitKind::of(attempt), UnitKind::Attempt, "{attempt}");
         }
     }
 }

@@ -119,13 +119,8 @@ pub fn render_instruction(plan: &Plan, params: &UnitParams<'_>) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{allocate, load_plan};
-
-    fn retail() -> Plan {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples/retail-banking.toml");
-        load_plan(&path).unwrap()
-    }
+    use crate::plan::allocate;
+    use crate::plan::fixtures::retail;
 
     #[test]
     fn units_are_deterministic_and_varied() {

@@ -21,3 +21,22 @@ pub use schema::{
     Splits, Subdomain, Target, TaskType,
 };
 pub use validate::{KNOWN_LANGUAGES, MAX_TARGET, TEMPLATE_VARIABLES, check_target};
+
+/// The example plans, loaded for unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Plan, load_plan};
+
+    /// `examples/NAME.toml`, which must load.
+    pub fn example(name: &str) -> Plan {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(format!("{name}.toml"));
+        load_plan(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The retail-banking example most unit tests use.
+    pub fn retail() -> Plan {
+        example("retail-banking")
+    }
+}

@@ -53,6 +53,17 @@ pub struct Plan {
     pub model: Option<PathBuf>,
 }
 
+impl Plan {
+    /// The system prompt the dataset's chat formats carry (and verification
+    /// trains with).
+    pub fn system_prompt(&self) -> String {
+        format!(
+            "You are an expert assistant for {}: {}",
+            self.domain.name, self.domain.description
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Domain {

@@ -168,27 +168,58 @@ impl Checker {
 
 /// Every semantic problem of a plan (empty when it is valid).
 pub fn validate(plan: &Plan) -> Vec<Problem> {
-    let root = FieldPath::default();
     let mut c = Checker {
         problems: Vec::new(),
     };
+    check_version(&mut c, plan);
+    check_domain(&mut c, plan);
+    check_subdomains(&mut c, plan);
+    check_subdomain_references(&mut c, plan);
+    check_personas(&mut c, plan);
+    check_languages(&mut c, plan);
+    check_task_types(&mut c, plan);
+    check_rules(&mut c, plan);
+    check_adversarial_and_augmentation(&mut c, plan);
+    check_methods(&mut c, plan);
+    check_sampling(&mut c, plan);
+    check_target_accepted(&mut c, plan);
+    check_quality(&mut c, plan);
+    check_splits(&mut c, plan);
+    c.problems
+}
+
+/// The path of a top-level field of the plan.
+fn field(key: &'static str) -> FieldPath {
+    FieldPath::default().key(key)
+}
+
+fn check_version(c: &mut Checker, plan: &Plan) {
     if plan.version != 1 {
         c.fail(
-            root.key("version"),
+            field("version"),
             format!("is {}; this build reads plan version 1", plan.version),
         );
     }
-    if plan.domain.name.trim().is_empty() {
-        c.fail(root.key("domain").key("name"), "must not be empty");
-    }
+}
 
-    let subdomains = root.key("subdomains");
+fn check_domain(c: &mut Checker, plan: &Plan) {
+    if plan.domain.name.trim().is_empty() {
+        c.fail(field("domain").key("name"), "must not be empty");
+    }
+}
+
+fn check_subdomains(c: &mut Checker, plan: &Plan) {
+    let subdomains = field("subdomains");
     if c.non_empty(subdomains.clone(), "subdomain", plan.subdomains.len()) {
         c.unique_names(&subdomains, plan.subdomains.iter().map(|s| s.name.as_str()));
         for (idx, subdomain) in plan.subdomains.iter().enumerate() {
             c.positive(subdomains.index(idx).key("weight"), subdomain.weight);
         }
     }
+}
+
+/// Scenarios and expert examples name only subdomains of the plan.
+fn check_subdomain_references(c: &mut Checker, plan: &Plan) {
     let subdomain_names: HashSet<&str> = plan.subdomains.iter().map(|s| s.name.as_str()).collect();
     let scenario_refs = plan.scenarios.iter().map(|s| s.subdomain.as_deref());
     let example_refs = plan.expert_examples.iter().map(|e| e.subdomain.as_deref());
@@ -200,22 +231,26 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
         for (idx, name) in names.into_iter().enumerate() {
             if let Some(name) = name.filter(|n| !subdomain_names.contains(n)) {
                 c.fail(
-                    root.key(key).index(idx).key("subdomain"),
+                    field(key).index(idx).key("subdomain"),
                     format!("names unknown subdomain {name:?}"),
                 );
             }
         }
     }
+}
 
-    let personas = root.key("personas");
+fn check_personas(c: &mut Checker, plan: &Plan) {
+    let personas = field("personas");
     if c.non_empty(personas.clone(), "persona", plan.personas.len()) {
         c.unique_names(&personas, plan.personas.iter().map(|p| p.name.as_str()));
         for (idx, persona) in plan.personas.iter().enumerate() {
             c.positive(personas.index(idx).key("weight"), persona.weight);
         }
     }
+}
 
-    let languages = root.key("languages");
+fn check_languages(c: &mut Checker, plan: &Plan) {
+    let languages = field("languages");
     if c.non_empty(languages.clone(), "language", plan.languages.len()) {
         let mut seen = HashSet::new();
         for (idx, language) in plan.languages.iter().enumerate() {
@@ -235,8 +270,10 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
         let shares: Vec<f64> = plan.languages.iter().map(|l| l.share).collect();
         c.shares_sum_to_one(languages.clone(), &shares);
     }
+}
 
-    let task_types = root.key("task_types");
+fn check_task_types(c: &mut Checker, plan: &Plan) {
+    let task_types = field("task_types");
     if c.non_empty(task_types.clone(), "task type", plan.task_types.len()) {
         c.unique_names(&task_types, plan.task_types.iter().map(|t| t.name.as_str()));
         let env = minijinja::Environment::new();
@@ -252,34 +289,45 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
                 }
             }
             for (code, source) in &task.templates {
-                let at = path.key("templates").name(code);
-                match env.template_from_str(source) {
-                    Err(err) => c.fail(at, format!("template syntax error: {err}")),
-                    Ok(template) => {
-                        let mut unknown: Vec<String> = template
-                            .undeclared_variables(false)
-                            .into_iter()
-                            .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
-                            .collect();
-                        unknown.sort();
-                        if !unknown.is_empty() {
-                            c.fail(
-                                at,
-                                format!(
-                                    "template uses unknown variable(s) {}; known: {}",
-                                    unknown.join(", "),
-                                    TEMPLATE_VARIABLES.join(", ")
-                                ),
-                            );
-                        }
-                    }
-                }
+                check_template(c, &env, path.key("templates").name(code), source);
             }
         }
         let shares: Vec<f64> = plan.task_types.iter().map(|t| t.share).collect();
         c.shares_sum_to_one(task_types.clone(), &shares);
     }
+}
 
+/// A task template parses and uses only [`TEMPLATE_VARIABLES`].
+fn check_template<'source>(
+    c: &mut Checker,
+    env: &minijinja::Environment<'source>,
+    at: FieldPath,
+    source: &'source str,
+) {
+    match env.template_from_str(source) {
+        Err(err) => c.fail(at, format!("template syntax error: {err}")),
+        Ok(template) => {
+            let mut unknown: Vec<String> = template
+                .undeclared_variables(false)
+                .into_iter()
+                .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
+                .collect();
+            unknown.sort();
+            if !unknown.is_empty() {
+                c.fail(
+                    at,
+                    format!(
+                        "template uses unknown variable(s) {}; known: {}",
+                        unknown.join(", "),
+                        TEMPLATE_VARIABLES.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_rules(c: &mut Checker, plan: &Plan) {
     for (idx, rule) in plan.rules.iter().enumerate() {
         if let Some(pattern) = &rule.forbidden_regex
             && let Err(err) = regex::Regex::new(pattern)
@@ -292,12 +340,14 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
                 .trim()
                 .to_string();
             c.fail(
-                root.key("rules").index(idx).key("forbidden_regex"),
+                field("rules").index(idx).key("forbidden_regex"),
                 format!("invalid regex: {first_line}"),
             );
         }
     }
+}
 
+fn check_adversarial_and_augmentation(c: &mut Checker, plan: &Plan) {
     for (key, share, kinds) in [
         (
             "adversarial",
@@ -310,11 +360,13 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
             plan.augmentation.kinds.len(),
         ),
     ] {
-        c.share_with_kinds(root.key(key), share, kinds);
+        c.share_with_kinds(field(key), share, kinds);
     }
+}
 
+fn check_methods(c: &mut Checker, plan: &Plan) {
     let m = &plan.methods;
-    let methods = root.key("methods");
+    let methods = field("methods");
     for (key, share) in [
         ("template", m.template),
         ("self_instruct", m.self_instruct),
@@ -329,12 +381,14 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
     );
     if m.self_instruct > 0.0 && plan.expert_examples.is_empty() {
         c.fail(
-            root.key("expert_examples"),
+            field("expert_examples"),
             "Self-Instruct (methods.self_instruct > 0) needs at least one expert example",
         );
     }
+}
 
-    let sampling = root.key("sampling");
+fn check_sampling(c: &mut Checker, plan: &Plan) {
+    let sampling = field("sampling");
     if !(plan.sampling.temperature >= 0.0 && plan.sampling.temperature.is_finite()) {
         c.fail(sampling.key("temperature"), "must be >= 0");
     }
@@ -344,15 +398,18 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
     if plan.sampling.max_new_tokens == 0 {
         c.fail(sampling.key("max_new_tokens"), "must be > 0");
     }
+}
 
+fn check_target_accepted(c: &mut Checker, plan: &Plan) {
     if let Err(message) = check_target(plan.target.accepted) {
-        c.fail(root.key("target").key("accepted"), message);
+        c.fail(field("target").key("accepted"), message);
     }
-    c.unit_interval(root.key("quality").key("min_score"), plan.quality.min_score);
-    c.unit_interval(
-        root.key("quality").key("judge_weight"),
-        plan.quality.judge_weight,
-    );
+}
+
+fn check_quality(c: &mut Checker, plan: &Plan) {
+    let quality = field("quality");
+    c.unit_interval(quality.key("min_score"), plan.quality.min_score);
+    c.unit_interval(quality.key("judge_weight"), plan.quality.judge_weight);
     for (key, threshold) in [
         (
             "near_duplicate_jaccard",
@@ -365,13 +422,15 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
     ] {
         if !(threshold > 0.0 && threshold <= 1.0) {
             c.fail(
-                root.key("quality").key(key),
+                quality.key(key),
                 format!("must be in (0, 1] (got {threshold}); 1 counts only identical texts"),
             );
         }
     }
+}
 
-    let splits = root.key("splits");
+fn check_splits(c: &mut Checker, plan: &Plan) {
+    let splits = field("splits");
     let s = &plan.splits;
     for (key, share) in [
         ("train", s.train),
@@ -384,5 +443,4 @@ pub fn validate(plan: &Plan) -> Vec<Problem> {
         c.fail(splits.key("train"), "must be > 0");
     }
     c.shares_sum_to_one(splits, &[s.train, s.validation, s.test]);
-    c.problems
 }

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use seedling_common::work::ModelCall;
 
-use crate::pipeline::{judge_call, judge_score, pairwise_judge, plan_node_id};
+use crate::lineage::plan_node_id;
 use crate::plan::Plan;
+use crate::prompts::{judge as judge_call, judge_score, pairwise_judge};
 
 /// The step of the lineage node that keeps a probe's figures for a plan.
 pub const RELIABILITY_STEP: &str = "judge_reliability";
@@ -275,13 +276,7 @@ pub fn reliability_batch(
 mod tests {
     use super::*;
 
-    fn plan() -> Plan {
-        crate::plan::load_plan(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../examples/retail-banking.toml"),
-        )
-        .unwrap()
-    }
+    use crate::plan::fixtures::retail as plan;
 
     #[test]
     fn items_come_from_the_glossary_and_contradict_with_another_definition() {

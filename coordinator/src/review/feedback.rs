@@ -381,7 +381,7 @@ fn judge_score(store: &LineageStore, record: &Node) -> Result<Option<f64>, Revie
         }
         let judgement = store.require(&child)?;
         if let Some(judge) = judgement.body["heuristics"].get("judge")
-            && let Some(score) = crate::pipeline::judge_score(judge)
+            && let Some(score) = crate::prompts::judge_score(judge)
         {
             return Ok(Some(score));
         }

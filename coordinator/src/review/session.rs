@@ -15,8 +15,8 @@ use super::figures::{ReviewFigures, review_figures};
 use super::ledger::{Ledger, ReviewError, StoredDecision};
 use super::sample::{SamplePlan, SampleSettings, plan_sample, population};
 use super::verdict::{Decision, DecisionError, check_reviewer};
-use crate::dataset::stored_plan;
 use crate::lineage::LineageStore;
+use crate::lineage::stored_plan;
 
 #[derive(Debug)]
 pub struct ReviewSession {

@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use super::probes::Knowledge;
 use super::{TrainRow, VerifyError};
-use crate::dataset::system_prompt;
 use crate::lineage::LineageStore;
 use crate::plan::Plan;
 
@@ -122,7 +121,7 @@ impl VerifyDataset {
             dir: dir.to_path_buf(),
             version,
             plan_id,
-            system_prompt: system_prompt(&plan),
+            system_prompt: plan.system_prompt(),
             plan,
             train,
             test,

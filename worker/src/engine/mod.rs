@@ -4,6 +4,7 @@
 //!
 //! This module is the only place in Seedling that touches `llama_cpp_2`.
 
+mod admission;
 mod config;
 mod error;
 mod prefix_cache;

@@ -22,7 +22,8 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::mpsc;
 
-use super::prefix_cache::{PrefixCache, common_prefix_len};
+use super::admission::{Admission, Cells, admission, waits_for_prefix};
+use super::prefix_cache::PrefixCache;
 use super::stop::StopMatcher;
 use super::{
     Command, EngineConfig, EngineCounters, EngineError, FinishReason, Generation,
@@ -495,52 +496,51 @@ impl<'m> Scheduler<'m> {
             let Some(slot_idx) = self.slots.iter().position(Option::is_none) else {
                 return;
             };
-            let tokens = &self.waiting[idx].tokens;
             let reuse = self.waiting[idx].request.reuse_prefix;
             // A request whose prefix another slot is computing right now
             // waits for it to be cached instead of computing it again.
-            if reuse && self.prefix_in_flight(tokens) {
+            if reuse && self.prefix_in_flight(&self.waiting[idx].tokens) {
                 idx += 1;
                 continue;
             }
             let max_new = self.waiting[idx].request.max_new_tokens as usize;
-            let n_ctx = self.config.n_ctx as usize;
-            let per_sequence = self.config.cells_per_sequence() as usize;
-            // Evicting cached prefixes frees cells but may take this
-            // request's match with it, so the match is looked up again.
-            let (hit, need) = loop {
+            let (hit, reused, need) = loop {
                 let tokens = &self.waiting[idx].tokens;
                 let hit = if reuse {
                     self.cache.lookup(tokens)
                 } else {
                     None
                 };
-                // Keep at least one prompt token to compute: it yields the logits.
-                let hit = hit.map(|m| (m.seq_id, m.n_tokens.min(tokens.len() - 1)));
-                let n_reused = hit.map_or(0, |(_, n)| n);
-                let need = (tokens.len() - n_reused + max_new).min(per_sequence);
-                if self.reserved_cells() + self.cache.cells() + need <= n_ctx {
-                    break (hit, need);
-                }
-                match self.cache.evict_lru() {
-                    Some(seq_id) => self.clear_seq(seq_id),
-                    None => return, // wait for a slot to finish and free cells
+                let cells = Cells {
+                    n_ctx: self.config.n_ctx as usize,
+                    per_sequence: self.config.cells_per_sequence() as usize,
+                    reserved: self.reserved_cells(),
+                    cached: self.cache.cells(),
+                };
+                match admission(tokens.len(), max_new, hit.map(|m| m.n_tokens), cells) {
+                    Admission::Admit { reused, need } => break (hit, reused, need),
+                    // Frees cells but may take this request's match with it,
+                    // so the match is looked up again.
+                    Admission::Evict => match self.cache.evict_lru() {
+                        Some(seq_id) => self.clear_seq(seq_id),
+                        None => return,
+                    },
+                    Admission::Wait => return, // until a slot finishes and frees cells
                 }
             };
             let seq_id = slot_idx as i32;
-            let n_reused = hit.map_or(0, |(_, n)| n);
-            if let Some((cache_seq, n)) = hit.filter(|(_, n)| *n > 0) {
-                let _ = self
-                    .ctx
-                    .copy_kv_cache_seq(cache_seq, seq_id, Some(0), Some(n as u32));
+            if let Some(hit) = hit.filter(|_| reused > 0) {
+                let _ =
+                    self.ctx
+                        .copy_kv_cache_seq(hit.seq_id, seq_id, Some(0), Some(reused as u32));
             }
             let Some(pending) = self.waiting.remove(idx) else {
                 return;
             };
             self.slots[slot_idx] = Some(Slot {
                 seq_id,
-                n_past: n_reused,
-                n_reused,
+                n_past: reused,
+                n_reused: reused,
                 phase: Phase::Prefill,
                 logits_at: None,
                 stop: StopMatcher::new(&pending.request.stop),
@@ -562,13 +562,14 @@ impl<'m> Scheduler<'m> {
     }
 
     fn prefix_in_flight(&self, tokens: &[i32]) -> bool {
+        let prefilling = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|slot| slot.phase == Phase::Prefill && slot.request.reuse_prefix)
+            .map(|slot| slot.tokens.as_slice());
         let already_cached = self.cache.peek_best(tokens).unwrap_or(0);
-        self.slots.iter().flatten().any(|slot| {
-            slot.phase == Phase::Prefill && slot.request.reuse_prefix && {
-                let shared = common_prefix_len(&slot.tokens, tokens);
-                shared >= self.cache.min_tokens() && shared > already_cached
-            }
-        })
+        waits_for_prefix(tokens, prefilling, already_cached, self.cache.min_tokens())
     }
 
     fn clear_seq(&mut self, seq_id: i32) {

@@ -726,15 +726,8 @@ pub fn analysis(plan: &Plan, chunk: &str, seed: u32) -> ModelCall {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{allocate, load_plan, sample_unit};
-
-    fn retail() -> Plan {
-        load_plan(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../examples/retail-banking.toml"),
-        )
-        .unwrap()
-    }
+    use crate::plan::fixtures::{example, retail};
+    use crate::plan::{allocate, sample_unit};
 
     #[test]
     fn response_grounding_carries_rules_terms_and_the_chunk() {
@@ -780,9 +773,7 @@ mod tests {
 
     #[test]
     fn demonstrations_are_in_the_language_of_the_stratum() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples/bilingual-en-es.toml");
-        let plan = load_plan(&path).unwrap();
+        let plan = example("bilingual-en-es");
         for quota in allocate(&plan) {
             let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
             let demo = input_demo(&plan, &params);
