@@ -4,33 +4,33 @@
 //! are answered only once their lineage is durable; the API asks it questions.
 //! A worker whose heartbeats stop, or whose node leaves, loses its units to
 //! the others. A result counts only from the worker holding the unit's
-//! lease, so a late or resent result never lands twice.
+//! lease, so a late or resent result never lands twice. It speaks domain
+//! types: [`super::wire`] encodes what it sends the workers and turns its
+//! answers into the API's replies.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rayon::prelude::*;
 use seedling_common::config::Limits;
 use seedling_common::time::thread_cpu;
 use seedling_common::work::UnitResult;
-use seedling_proto::api::{
-    ClusterStatus, CoordinatorLoad, PlanSummary, SubmitPlanRequest, WorkerStatus,
-};
 use seedling_proto::auth::same_secret;
 use seedling_proto::cluster::WorkerWire;
-use seedling_proto::control::{Heartbeat, UnitAssignment, UnitWithdrawal};
-use seedling_proto::worker::{EngineStats, WorkerCapacity};
 use tokio::sync::{oneshot, watch};
 
 use super::assign::{WorkerRoom, assign};
-use super::messages::{Arrived, ClusterMsg, PlanState, PlanView, Write, Written};
+use super::messages::{
+    Arrived, ClusterMsg, ClusterView, CoordinatorLoad, EngineTotals, PlanState, PlanSubmission,
+    PlanView, WorkerBeat, WorkerCapacity, WorkerView, Write, Written,
+};
 use super::metrics::{MetricsSnapshot, UnitCounts};
 use super::submissions::{self, Submission, is_safe_relative};
+use super::wire::{self, Assignment};
 use super::writer::Writer;
 use super::{ApiError, ClusterError};
 use crate::lineage::LineageStore;
@@ -105,10 +105,6 @@ impl PlanSlot {
         }
     }
 
-    fn summary(&self) -> PlanSummary {
-        self.view().summary()
-    }
-
     /// Settles the state after a change of the run.
     fn settle(&mut self) {
         if self.state == PlanState::Running && self.run.is_finished() {
@@ -141,7 +137,7 @@ struct WorkerEntry {
     /// lease expiry or a coordinator restart): they still take its slots.
     stale_running: usize,
     last_heartbeat: Instant,
-    stats: Option<EngineStats>,
+    stats: Option<EngineTotals>,
     unacknowledged: u32,
     tokens_per_s: f64,
 }
@@ -259,7 +255,7 @@ impl ClusterState {
         self.plans[index].watchers.subscribe()
     }
 
-    fn submit(&mut self, request: SubmitPlanRequest) -> Result<PlanView, ApiError> {
+    fn submit(&mut self, request: PlanSubmission) -> Result<PlanView, ApiError> {
         let file = if request.file_name.is_empty() {
             "plan.toml".to_string()
         } else {
@@ -268,7 +264,7 @@ impl ClusterState {
         if request.target == Some(0) {
             return Err(ApiError::InvalidArgument("target: must be > 0".into()));
         }
-        let plan = parse_plan(&file, &request.plan_toml, None)
+        let plan = parse_plan(&file, &request.plan_text, None)
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         for name in request.files.keys() {
             if !is_safe_relative(name) {
@@ -306,14 +302,13 @@ impl ClusterState {
                 "this coordinator runs only the plan it was started with".into(),
             ));
         };
-        let files: BTreeMap<String, Vec<u8>> = request.files.into_iter().collect();
-        let dir = submissions::save(data_dir, &submission, &request.plan_toml, &files)
+        let dir = submissions::save(data_dir, &submission, &request.plan_text, &request.files)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let index = self
             .open_plan(submissions::Stored {
                 submission,
                 dir,
-                plan_text: request.plan_toml,
+                plan_text: request.plan_text,
                 cancelled: false,
             })
             .map_err(|e| match e {
@@ -342,11 +337,8 @@ impl ClusterState {
         Ok(self.plans[index].view())
     }
 
-    fn on_heartbeat(&mut self, beat: Heartbeat) {
-        let Some(capacity) = beat.capacity.clone() else {
-            tracing::warn!("heartbeat without capacity ignored");
-            return;
-        };
+    fn on_heartbeat(&mut self, beat: WorkerBeat) {
+        let capacity = beat.capacity.clone();
         let id = capacity.worker_id.clone();
         let now = Instant::now();
         if !self.workers.contains_key(&id) {
@@ -561,20 +553,14 @@ impl ClusterState {
                 }
             }
             let lease_ms = self.lease_timeout.as_millis() as u64;
+            let max_result_bytes = self.limits.max_result_bytes as u64;
             // A task's prompts are most of its bytes.
-            let encoded: Vec<(usize, String, String, String, Vec<u8>)> = planned
+            let encoded: Vec<(usize, String, String, String, Assignment)> = planned
                 .into_par_iter()
                 .map(|(n, task)| {
                     let lease = lease_secret();
-                    let assignment = UnitAssignment {
-                        plan_id: task.plan.clone(),
-                        unit_id: task.unit.clone(),
-                        task_json: serde_json::to_vec(&task).expect("a unit task serialises"),
-                        lease_ms,
-                        lease: lease.clone(),
-                        max_result_bytes: self.limits.max_result_bytes as u64,
-                    };
-                    (n, task.plan, task.unit, lease, assignment.encode_to_vec())
+                    let assignment = Assignment::encode(&task, lease_ms, &lease, max_result_bytes);
+                    (n, task.plan, task.unit, lease, assignment)
                 })
                 .collect();
             let mut by_plan: Vec<std::collections::VecDeque<_>> =
@@ -594,7 +580,7 @@ impl ClusterState {
                     else {
                         break;
                     };
-                    if worker.actor.cast(WorkerWire::Assign(assignment)).is_err() {
+                    if wire::assign(&worker.actor, assignment).is_err() {
                         tracing::warn!(%plan, %unit, worker = %worker.capacity.worker_id, "worker unreachable; unit returned");
                         slot.run.return_unit(&unit);
                         self.units.requeued += 1;
@@ -629,13 +615,19 @@ impl ClusterState {
     }
 
     fn check_report(&mut self, arrived: Arrived) -> Result<(usize, UnitResult), String> {
-        let Arrived { report, result } = arrived;
-        let key = (report.plan_id.clone(), report.unit_id.clone());
-        let leased = match self.workers.get_mut(&report.worker_id) {
+        let Arrived {
+            worker_id,
+            plan_id,
+            unit_id,
+            lease,
+            result,
+        } = arrived;
+        let key = (plan_id.clone(), unit_id.clone());
+        let leased = match self.workers.get_mut(&worker_id) {
             Some(worker) => match worker.units.get(&key) {
-                Some(secret) if !same_secret(secret.as_bytes(), report.lease.as_bytes()) => {
+                Some(secret) if !same_secret(secret.as_bytes(), lease.as_bytes()) => {
                     // Not from the worker the unit went to: it keeps its lease.
-                    tracing::warn!(plan = %report.plan_id, unit = %report.unit_id, claimed = %report.worker_id, "forged result refused: wrong lease secret");
+                    tracing::warn!(plan = %plan_id, unit = %unit_id, claimed = %worker_id, "forged result refused: wrong lease secret");
                     return Err("forged".into());
                 }
                 Some(_) => worker.units.remove(&key).is_some(),
@@ -643,9 +635,9 @@ impl ClusterState {
             },
             None => false,
         };
-        let index = self.plan_index(&report.plan_id);
+        let index = self.plan_index(&plan_id);
         let (true, Some(index)) = (leased, index) else {
-            tracing::info!(plan = %report.plan_id, unit = %report.unit_id, worker = %report.worker_id, "stale result ignored: the unit is not leased to this worker");
+            tracing::info!(plan = %plan_id, unit = %unit_id, worker = %worker_id, "stale result ignored: the unit is not leased to this worker");
             return Err("stale".into());
         };
         let slot = &mut self.plans[index];
@@ -653,16 +645,14 @@ impl ClusterState {
             return Err("stale".into());
         }
         match result {
-            Ok(result) if result.plan == report.plan_id && result.unit == report.unit_id => {
-                Ok((index, result))
-            }
+            Ok(result) if result.plan == plan_id && result.unit == unit_id => Ok((index, result)),
             Ok(_) => {
-                slot.run.return_unit(&report.unit_id);
+                slot.run.return_unit(&unit_id);
                 self.units.requeued += 1;
                 Err("invalid: the result names another unit".into())
             }
             Err(err) => {
-                slot.run.return_unit(&report.unit_id);
+                slot.run.return_unit(&unit_id);
                 self.units.requeued += 1;
                 Err(format!("invalid: {err}"))
             }
@@ -761,19 +751,19 @@ impl ClusterState {
         }
     }
 
-    fn status(&self) -> ClusterStatus {
+    fn status(&self) -> ClusterView {
         let now = Instant::now();
         let running = self.plans.iter().filter(|p| p.state == PlanState::Running);
-        ClusterStatus {
+        ClusterView {
             coordinator: self.address.clone(),
             workers: self
                 .workers
                 .values()
-                .map(|w| WorkerStatus {
-                    capacity: Some(w.capacity.clone()),
+                .map(|w| WorkerView {
+                    capacity: w.capacity.clone(),
                     busy: (w.units.len() + w.stale_running) as u32,
                     free: w.free(self.limits.max_units_per_worker) as u32,
-                    last_heartbeat_s_ago: now.duration_since(w.last_heartbeat).as_secs_f64(),
+                    last_heartbeat_ago: now.duration_since(w.last_heartbeat),
                     tokens_per_s: w.tokens_per_s,
                     leased_units: w.units.keys().map(|(p, u)| format!("{p}/{u}")).collect(),
                     stats: w.stats,
@@ -792,13 +782,9 @@ impl ClusterState {
             plans_running: running.count() as u32,
             leases_expired: self.leases_expired,
             workers_left: self.workers_left,
-            lease_timeout_s: self.lease_timeout.as_secs_f64(),
-            load: Some(self.load()),
-            results_refused: self
-                .results_refused
-                .iter()
-                .map(|(why, n)| (why.clone(), *n))
-                .collect(),
+            lease_timeout: self.lease_timeout,
+            load: self.load(),
+            results_refused: self.results_refused.clone(),
         }
     }
 
@@ -896,10 +882,7 @@ impl Actor for ClusterCoordinator {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ClusterMsg::Heartbeat(beat) => {
-                let known = beat
-                    .capacity
-                    .as_ref()
-                    .is_some_and(|c| state.workers.contains_key(&c.worker_id));
+                let known = state.workers.contains_key(&beat.capacity.worker_id);
                 let group = beat.group.clone();
                 state.on_heartbeat(*beat);
                 if !known && state.workers.values().any(|w| w.group == group) {
@@ -951,7 +934,7 @@ impl Actor for ClusterCoordinator {
                 let load = state.writer.load();
                 let _ = reply.send(MetricsSnapshot {
                     status: state.status(),
-                    plans: state.plans.iter().map(PlanSlot::summary).collect(),
+                    plans: state.plans.iter().map(PlanSlot::view).collect(),
                     units: state.units,
                     heartbeats: state.heartbeats.clone(),
                     write_batch_seconds: load.batch_seconds.clone(),
@@ -988,16 +971,8 @@ fn withdraw(worker: &WorkerEntry, plan: &str, units: Vec<String>, reason: &str) 
         return;
     }
     let count = units.len();
-    let withdrawal = UnitWithdrawal {
-        plan_id: plan.to_string(),
-        unit_ids: units,
-        reason: reason.to_string(),
-    };
     let worker_id = &worker.capacity.worker_id;
-    match worker
-        .actor
-        .cast(WorkerWire::Withdraw(withdrawal.encode_to_vec()))
-    {
+    match wire::withdraw(&worker.actor, plan, units, reason) {
         Ok(()) => {
             tracing::info!(%plan, worker = %worker_id, units = count, reason, "units withdrawn")
         }

@@ -21,7 +21,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::ApiError;
-use super::messages::{ClusterMsg, PlanView, is_terminal};
+use super::messages::{ClusterMsg, PlanSubmission, PlanView, is_terminal};
 use crate::dataset::export_dataset;
 use crate::lineage::{LineageError, LineageStore, lineage_report};
 
@@ -118,9 +118,9 @@ impl Seedling for Api {
     ) -> Result<Response<PlanSummary>, Status> {
         require_operate(&request, "submit a plan")?;
         check_submission(request.get_ref(), &self.limits)?;
-        let request = Box::new(request.into_inner());
+        let submission = Box::new(PlanSubmission::from(request.into_inner()));
         let view = self
-            .ask(|reply| ClusterMsg::Submit(request, reply))
+            .ask(|reply| ClusterMsg::Submit(submission, reply))
             .await??;
         Ok(Response::new(view.summary()))
     }
@@ -188,7 +188,7 @@ impl Seedling for Api {
         &self,
         _request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
-        Ok(Response::new(self.ask(ClusterMsg::Status).await?))
+        Ok(Response::new(self.ask(ClusterMsg::Status).await?.status()))
     }
 
     type ExportDatasetStream = Stream_<ExportChunk>;

@@ -1,13 +1,14 @@
 //! The coordinator's face on the cluster: a remote-addressable actor in the
 //! coordinator process group. It decodes what worker nodes send and hands
-//! the coordinator typed messages; a frame that does not decode is logged
-//! and dropped here, never inside the coordinator.
+//! the coordinator typed messages (domain types, through [`super::wire`]);
+//! a frame that does not decode, or says nothing the coordinator can use,
+//! is logged and dropped here, never inside the coordinator.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use seedling_proto::cluster::{CoordinatorWire, decode};
 use seedling_proto::control::Heartbeat;
 
-use super::messages::ClusterMsg;
+use super::messages::{ClusterMsg, WorkerBeat};
 
 #[derive(Debug)]
 pub struct CoordinatorGate;
@@ -33,7 +34,10 @@ impl Actor for CoordinatorGate {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CoordinatorWire::Heartbeat(bytes) => match decode::<Heartbeat>("heartbeat", &bytes) {
-                Ok(beat) => coordinator.cast(ClusterMsg::Heartbeat(Box::new(beat)))?,
+                Ok(beat) => match WorkerBeat::from_wire(beat) {
+                    Some(beat) => coordinator.cast(ClusterMsg::Heartbeat(Box::new(beat)))?,
+                    None => tracing::warn!("heartbeat without capacity ignored"),
+                },
                 Err(err) => tracing::warn!(%err, "dropped a frame from a worker node"),
             },
         }

@@ -1,16 +1,16 @@
 //! What the coordinator actor is told and answers, in domain types: the
 //! gate, the ingest, the writer, the API and the in-process coordinator all
 //! speak to it through these, so none of them imports the actor (and the
-//! actor imports none of them back). Wire types stay at the edges: a
-//! heartbeat arrives decoded, and [`super::wire`] turns views into replies.
+//! actor imports none of them back). Wire types stay at the edges:
+//! [`super::wire`] is the one place they become these and these become them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorMessage;
 use seedling_common::lineage::LineageBatch;
 use seedling_common::work::UnitResult;
-use seedling_proto::api::{ClusterStatus, SubmitPlanRequest};
-use seedling_proto::control::Heartbeat;
-use seedling_proto::results::UnitReport;
 use tokio::sync::watch;
 
 use super::ApiError;
@@ -21,7 +21,7 @@ use crate::pipeline::{PlanRun, Progress};
 #[derive(RactorMessage, Debug)]
 pub enum ClusterMsg {
     /// A worker's heartbeat (decoded by the gate).
-    Heartbeat(Box<Heartbeat>),
+    Heartbeat(Box<WorkerBeat>),
     /// Results from the ingest (each read already, or why not): decided in
     /// order, stored in one durable write by the writer, and answered with
     /// their outcomes once it is done.
@@ -31,7 +31,7 @@ pub enum ClusterMsg {
     /// Time to look at the leases.
     Tick,
     Submit(
-        Box<SubmitPlanRequest>,
+        Box<PlanSubmission>,
         RpcReplyPort<Result<PlanView, ApiError>>,
     ),
     Cancel(String, RpcReplyPort<Result<PlanView, ApiError>>),
@@ -44,7 +44,7 @@ pub enum ClusterMsg {
     /// Run a plan its caller opened (the in-process coordinator's one plan);
     /// answered with its view, which changes with every decided result.
     Host(Box<PlanRun>, RpcReplyPort<watch::Receiver<PlanView>>),
-    Status(RpcReplyPort<ClusterStatus>),
+    Status(RpcReplyPort<ClusterView>),
     /// Everything a metrics scrape shows (the store's size aside).
     Metrics(RpcReplyPort<MetricsSnapshot>),
 }
@@ -96,17 +96,127 @@ pub struct PlanView {
 /// why it could not be.
 #[derive(Debug)]
 pub struct Arrived {
-    /// The report's envelope (its `result_json` taken out).
-    pub report: UnitReport,
+    /// Who sent it, for which unit, with which lease secret.
+    pub worker_id: String,
+    pub plan_id: String,
+    pub unit_id: String,
+    pub lease: String,
     pub result: Result<UnitResult, String>,
 }
 
-impl Arrived {
-    pub fn read(mut report: UnitReport) -> Self {
-        let json = std::mem::take(&mut report.result_json);
-        let result = serde_json::from_slice(&json).map_err(|e| e.to_string());
-        Self { report, result }
-    }
+/// A plan submitted through the API.
+#[derive(Debug, Clone, Default)]
+pub struct PlanSubmission {
+    /// The plan file's name, for error messages; empty when not given.
+    pub file_name: String,
+    pub plan_text: String,
+    /// Overrides the plan's accepted-record target when set.
+    pub target: Option<u64>,
+    /// Reference files the plan names, by the relative path the plan uses.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// A worker's heartbeat: who it is and what its engine can run, where its
+/// actor is, and what it is doing.
+#[derive(Debug, Clone)]
+pub struct WorkerBeat {
+    pub capacity: WorkerCapacity,
+    /// The process group the worker's actor joined; units are sent there.
+    pub group: String,
+    /// Units the worker is running ("plan/unit").
+    pub running: Vec<String>,
+    pub stats: Option<EngineTotals>,
+    /// Results waiting for the coordinator's acknowledgement.
+    pub unacknowledged: u32,
+}
+
+/// A worker and what its engine can run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerCapacity {
+    pub worker_id: String,
+    /// Parallel sequences the engine decodes together.
+    pub slots: u32,
+    /// KV cells shared by those sequences.
+    pub context_tokens: u32,
+    /// SHA-256 of the GGUF file, hex.
+    pub model_digest: String,
+    pub model_name: String,
+    pub gpu: bool,
+    pub gpu_layers: u32,
+}
+
+/// Running totals of one worker's engine, as its last heartbeat said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineTotals {
+    pub requests_completed: u64,
+    pub requests_failed: u64,
+    pub prompt_tokens_computed: u64,
+    pub prompt_tokens_reused: u64,
+    pub generated_tokens: u64,
+    pub active_slots: u32,
+    pub queued_requests: u32,
+    pub prefill_ms: u64,
+    pub decode_ms: u64,
+    pub embedding_ms: u64,
+    pub idle_ms: u64,
+}
+
+/// The cluster as `cluster status` shows it.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// The address clients reach the coordinator at.
+    pub coordinator: String,
+    pub workers: Vec<WorkerView>,
+    /// Records running plans still need beyond what is in flight.
+    pub queue_depth: u64,
+    pub plans_running: u32,
+    /// Leases expired and worker departures since the coordinator started.
+    pub leases_expired: u64,
+    pub workers_left: u64,
+    pub lease_timeout: Duration,
+    pub load: CoordinatorLoad,
+    /// Results refused since the coordinator started, by why.
+    pub results_refused: BTreeMap<String, u64>,
+}
+
+/// One worker in [`ClusterView`].
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub capacity: WorkerCapacity,
+    /// Units it holds or runs.
+    pub busy: u32,
+    /// Units it has room for.
+    pub free: u32,
+    pub last_heartbeat_ago: Duration,
+    /// Its generation rate between its last two heartbeats.
+    pub tokens_per_s: f64,
+    /// Units leased to it ("plan/unit").
+    pub leased_units: Vec<String>,
+    pub stats: Option<EngineTotals>,
+    pub unacknowledged: u32,
+}
+
+/// Where the coordinator's own time went since it started, per stage: the
+/// actor deciding results (and handing out the units they freed), and the
+/// lineage writer making them durable.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoordinatorLoad {
+    pub results_decided: u64,
+    pub deciding_s: f64,
+    /// Actor turns that decided results.
+    pub groups_decided: u64,
+    /// The part of `deciding_s` spent handing out the units the results freed.
+    pub dispatching_s: f64,
+    pub results_written: u64,
+    /// Syncs that made them durable.
+    pub writes: u64,
+    pub writing_s: f64,
+    pub uptime_s: f64,
+    /// CPU time of the actor's own thread while it decides.
+    pub deciding_cpu_s: f64,
+    pub writing_cpu_s: f64,
+    /// The writer's second thread, waiting for the disk.
+    pub syncing_s: f64,
 }
 
 /// One decided group on its way to the writer: its lineage, and who waits.

@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use seedling_proto::api::{ClusterStatus, PlanSummary, WorkerStatus};
+use seedling_proto::api::PlanSummary;
 use seedling_telemetry::{Histogram, Scrape, labels};
+
+use super::messages::{ClusterView, PlanView, WorkerView};
 
 use crate::quality::funnel::{GENERATION_FAILED, stage_of};
 
@@ -36,8 +38,8 @@ pub struct UnitCounts {
 /// The coordinator's state at one scrape.
 #[derive(Debug)]
 pub struct MetricsSnapshot {
-    pub status: ClusterStatus,
-    pub plans: Vec<PlanSummary>,
+    pub status: ClusterView,
+    pub plans: Vec<PlanView>,
     pub units: UnitCounts,
     /// Heartbeats received per worker id since the coordinator started.
     pub heartbeats: BTreeMap<String, u64>,
@@ -50,8 +52,10 @@ pub struct MetricsSnapshot {
 
 /// The OpenMetrics exposition of `snapshot`.
 pub fn render(snapshot: &MetricsSnapshot) -> String {
+    // Read as `plan status` shows them.
+    let summaries: Vec<PlanSummary> = snapshot.plans.iter().map(PlanView::summary).collect();
     let mut scrape = Scrape::new();
-    plans(&mut scrape, &snapshot.plans);
+    plans(&mut scrape, &summaries);
     units(&mut scrape, snapshot);
     workers(&mut scrape, snapshot);
     lineage(&mut scrape, snapshot);
@@ -189,7 +193,7 @@ fn units(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
     let failed: u64 = snapshot
         .plans
         .iter()
-        .filter_map(|p| p.rejected.get(GENERATION_FAILED))
+        .filter_map(|p| p.progress.rejected.get(GENERATION_FAILED))
         .sum();
     scrape.counter(
         "seedling_units_failed",
@@ -201,16 +205,16 @@ fn units(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
         "Units given back to their plan to be leased again (worker gone or unreachable, unreadable result)",
         u.requeued as f64,
     );
-    let status = &snapshot.status;
     scrape.gauge(
         "seedling_queue_depth_records",
         "Records running plans still need beyond what is in flight",
-        status.queue_depth as f64,
+        snapshot.status.queue_depth as f64,
     );
     scrape.counters(
         "seedling_results_refused",
         "Results refused, by why: stale (not leased to the sender), forged (wrong lease secret), invalid",
-        status
+        snapshot
+            .status
             .results_refused
             .iter()
             .map(|(why, &n)| (labels([("why", why)]), n as f64)),
@@ -218,7 +222,7 @@ fn units(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
 }
 
 /// One figure of a worker's status line.
-type WorkerFigure = fn(&WorkerStatus) -> f64;
+type WorkerFigure = fn(&WorkerView) -> f64;
 
 fn workers(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
     let status = &snapshot.status;
@@ -247,17 +251,17 @@ fn workers(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
             .map(|(w, &n)| (labels([("worker", w)]), n as f64)),
     );
     let each = || {
-        status.workers.iter().filter_map(|w| {
-            let id = &w.capacity.as_ref()?.worker_id;
-            Some((labels([("worker", id)]), w))
-        })
+        status
+            .workers
+            .iter()
+            .map(|w| (labels([("worker", &w.capacity.worker_id)]), w))
     };
     let stats = || each().filter_map(|(l, w)| Some((l, w.stats?)));
     let gauges: [(&str, &str, WorkerFigure); 6] = [
         (
             "seedling_worker_slots",
             "Sequences a worker's engine decodes together",
-            |w| w.capacity.as_ref().map_or(0.0, |c| c.slots as f64),
+            |w| w.capacity.slots as f64,
         ),
         (
             "seedling_worker_leased_units",
@@ -272,7 +276,7 @@ fn workers(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
         (
             "seedling_worker_heartbeat_age_seconds",
             "Seconds since a worker's last heartbeat",
-            |w| w.last_heartbeat_s_ago,
+            |w| w.last_heartbeat_ago.as_secs_f64(),
         ),
         (
             "seedling_worker_unacknowledged_results",
@@ -316,7 +320,7 @@ fn workers(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
 }
 
 fn lineage(scrape: &mut Scrape, snapshot: &MetricsSnapshot) {
-    let load = snapshot.status.load.unwrap_or_default();
+    let load = snapshot.status.load;
     scrape.counter(
         "seedling_coordinator_results_decided",
         "Results the coordinator decided",

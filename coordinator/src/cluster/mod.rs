@@ -4,7 +4,7 @@
 //!
 //! - `actor`: the coordinator actor (plans, workers, leases, dispatch)
 //! - `messages`: what it is told and answers, in domain types
-//! - `wire`: its views as the API's wire types
+//! - `wire`: where its domain types and the wire types meet, both ways
 //! - `assign`: the pure placement rule
 //! - `gate`: decodes worker nodes' frames for the actor
 //! - `ingest`: result streams, acknowledged once durable

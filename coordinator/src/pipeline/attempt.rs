@@ -9,8 +9,8 @@ use seedling_common::work::{
     BackTranslation, CheckSpec, GenerateTask, ModelCall, RuleSpec, SupportSpec,
 };
 
-use super::knowledge::{Knowledge, most_relevant_chunk};
-use crate::plan::{AugmentationKind, Plan, Stratum, render_instruction, sample_unit};
+use super::knowledge::{Chunk, Knowledge, most_relevant_chunk};
+use crate::plan::{AugmentationKind, Plan, Stratum, UnitParams, render_instruction, sample_unit};
 use crate::prompts::{self, CallSettings};
 use crate::review::Feedback;
 
@@ -257,7 +257,7 @@ fn seed_of(plan: &Plan, unit: &str) -> u32 {
 fn support_sources(
     plan: &Plan,
     grounding: &Grounding,
-    chunk: Option<&super::knowledge::Chunk>,
+    chunk: Option<&Chunk>,
 ) -> Vec<(NodeId, String)> {
     let knowledge = &grounding.knowledge;
     let mut sources = vec![(
@@ -325,217 +325,432 @@ pub fn plan_attempt(
     accepted: &AcceptedPool,
     temperature: f32,
 ) -> Result<PlannedAttempt, String> {
-    let stratum = &strata[index];
-    let unit = format!("{}#{attempt}", stratum_key(stratum));
-    let effective = &grounding.effective;
-    let knowledge = &grounding.knowledge;
-    let settings = CallSettings {
-        temperature,
-        ..CallSettings::of(plan, seed_of(plan, &unit))
-    };
-    let params = sample_unit(effective, stratum, attempt)
-        .ok_or_else(|| format!("stratum {unit} names a persona the plan does not have"))?;
-    let instruction = render_instruction(effective, &params)?;
-
-    let mut instance_grounding = Vec::new();
-    if let Some(term) = params.term
-        && let Some(i) = effective
-            .glossary
-            .iter()
-            .position(|g| std::ptr::eq(g, term))
-    {
-        instance_grounding.push(grounding.glossary_ids[i].clone());
-    }
-    if let Some(scenario) = params.scenario
-        && let Some(i) = effective
-            .scenarios
-            .iter()
-            .position(|s| std::ptr::eq(s, scenario))
-    {
-        instance_grounding.push(grounding.scenario_ids[i].clone());
-    }
-    if let Some(example) = params.example
-        && let Some(i) = plan.expert_examples.iter().position(|e| e == example)
-    {
-        instance_grounding.push(knowledge.examples[i].clone());
-    }
-    let sampled = serde_json::json!({
-        "persona": params.persona.name,
-        "scenario": params.scenario.map(|s| s.description.clone()),
-        "term": params.term.map(|t| t.term.clone()),
-        "example_question": params.example.map(|e| e.question.clone()),
-        "adversarial_kind": params.adversarial_kind,
-    });
-
-    // Augmentation needs an accepted source it may transform.
-    let kinds: Vec<AugmentationKind> = plan
-        .augmentation
-        .kinds
-        .iter()
-        .copied()
-        .filter(|kind| accepted.has_source(strata, *kind, stratum))
-        .collect();
-    let mut method = choose_method(plan, &unit, &kinds);
-
-    let chunk = most_relevant_chunk(
-        &knowledge.chunks,
-        &format!("{instruction} {}", stratum.subdomain),
-    );
-    let mut response_grounding: Vec<NodeId> = knowledge.rules.clone();
-    response_grounding.extend(chunk.map(|c| c.id.clone()));
-    let mut response_call = prompts::response(
+    let unit = Unit::sample(
         plan,
-        &stratum.language,
-        chunk.map(|c| c.text.as_str()),
-        settings,
-    );
-
-    let grounded = plan
-        .task_types
-        .iter()
-        .find(|t| t.name == stratum.task_type)
-        .is_none_or(|t| t.grounded);
-    let mut support: Vec<(NodeId, String)> = if grounded {
-        support_sources(plan, grounding, chunk)
-    } else {
-        Vec::new()
-    };
-    let mut cross_language = false;
-
-    let mut input_grounding = Vec::new();
-    let mut source = None;
-    let mut evol_operation = None;
-    let mut evolve: Option<ModelCall> = None;
-    let mut back_translation = None;
-    let mut translation_judge = None;
-    let mut instruction = instruction;
-    let mut input = match method {
-        Method::Template => prompts::template_input(plan, &params, &instruction, settings),
-        Method::Magpie => prompts::magpie_input(plan, &params, settings),
-        Method::EvolInstruct => {
-            let op = (draw(plan, &unit, "evol_operation") * prompts::EVOL_OPERATIONS.len() as f64)
-                as usize;
-            let op = op.min(prompts::EVOL_OPERATIONS.len() - 1);
-            evol_operation = Some(prompts::EVOL_OPERATIONS[op].0);
-            evolve = Some(prompts::evolve_input(plan, &stratum.language, op, settings));
-            prompts::template_input(plan, &params, &instruction, settings)
-        }
-        Method::SelfInstruct => {
-            let mut seeds = Vec::new();
-            for (i, example) in plan.expert_examples.iter().enumerate() {
-                let in_subdomain = example
-                    .subdomain
-                    .as_ref()
-                    .is_none_or(|s| *s == stratum.subdomain);
-                if in_subdomain
-                    && prompts::example_fits(plan, example, &stratum.language)
-                    && seeds.len() < 3
-                {
-                    seeds.push(example.question.clone());
-                    input_grounding.push(knowledge.examples[i].clone());
-                }
-            }
-            // Bootstrapping: up to two accepted inputs of the same language.
-            let pool = accepted.of_language(&stratum.language);
-            for role in ["seed_a", "seed_b"] {
-                if let Some(record) = pick(pool, draw(plan, &unit, role)).map(|p| accepted.get(p))
-                    && !input_grounding.contains(&record.id)
-                {
-                    seeds.push(record.input.clone());
-                    input_grounding.push(record.id.clone());
-                }
-            }
-            if seeds.is_empty() {
-                // Nothing in this language to bootstrap from yet.
-                method = Method::Template;
-                prompts::template_input(plan, &params, &instruction, settings)
-            } else {
-                prompts::self_instruct_input(plan, &params, &seeds, settings)
-            }
-        }
-        Method::Augmentation(kind) => {
-            let sources = accepted.sources(strata, kind, stratum);
-            let record = pick(&sources, draw(plan, &unit, "source")).ok_or_else(|| {
-                format!(
-                    "no source for {} in {unit}",
-                    prompts::augmentation_name(kind)
-                )
-            })?;
-            source = Some(record.id.clone());
-            instruction = format!("{} of: {}", prompts::augmentation_name(kind), record.input);
-            if kind == AugmentationKind::Translation {
-                response_call = prompts::translate_response(
-                    plan,
-                    &record.response,
-                    &stratum.language,
-                    settings,
-                );
-                response_grounding = vec![record.id.clone()];
-                // A translation states its original's figures, nothing else.
-                support = vec![(record.id.clone(), record.response.clone())];
-                cross_language = true;
-                translation_judge = Some(prompts::translation_judge(
-                    plan,
-                    &record.response,
-                    &stratum.language,
-                    settings.seed,
-                ));
-                back_translation = Some(BackTranslation {
-                    call: prompts::back_translate(plan, &strata[record.stratum].language, settings),
-                    source: record.input.clone(),
-                });
-            }
-            prompts::augment_input(plan, kind, &record.input, &params, settings)
-        }
-    };
-    // Reviewers' counter-examples and examples for this stratum's group;
-    // the attempt is grounded on the feedback node that carries them.
-    if let Some(group) = grounding
-        .feedback
-        .for_stratum(&stratum.subdomain, &stratum.task_type)
-    {
-        if let Some(note) = group.input_note() {
-            prompts::add_note(&mut input, &note);
-        }
-        if !cross_language && let Some(note) = group.response_note() {
-            prompts::add_note(&mut response_call, &note);
-        }
-        response_grounding.push(group.node.clone());
-    }
-    let mut checks = checks(plan, stratum, evolve.is_some());
-    let (support_nodes, sources): (Vec<NodeId>, Vec<String>) = support.into_iter().unzip();
-    if !sources.is_empty() {
-        checks.support = Some(SupportSpec {
-            sources,
-            cross_language,
-        });
-    }
-    Ok(PlannedAttempt {
-        unit,
-        stratum: index,
+        grounding,
+        strata,
+        index,
         attempt,
-        method,
-        instruction,
-        sampled,
-        instance_grounding,
-        input_grounding,
-        response_grounding,
-        support_nodes,
-        source,
-        evol_operation,
-        task: GenerateTask {
-            judge: plan
-                .quality
-                .judge
-                .then(|| translation_judge.unwrap_or_else(|| prompts::judge(plan, settings.seed))),
-            back_translation,
-            input,
-            checks,
-            evolve,
-            embed_input: plan.quality.semantic_dedup,
-            response: response_call,
-        },
-    })
+        accepted,
+        temperature,
+    )?;
+    let instruction = render_instruction(&grounding.effective, &unit.params)?;
+    let instance_grounding = unit.instance_grounding();
+    let sampled = unit.sampled();
+    let method = choose_method(plan, &unit.name, &unit.augmentation_kinds());
+    let chunk = unit.reference_chunk(&instruction);
+    let mut response = unit.response(chunk);
+    let mut input = match method {
+        Method::Template => unit.template_input(instruction),
+        Method::Magpie => unit.magpie_input(instruction),
+        Method::EvolInstruct => unit.evol_input(instruction),
+        Method::SelfInstruct => unit.self_instruct_input(instruction),
+        Method::Augmentation(kind) => {
+            let record = unit.augmentation_source(kind)?;
+            let mut back_translation = None;
+            if kind == AugmentationKind::Translation {
+                response = unit.translation_response(record);
+                back_translation = Some(unit.back_translation(record));
+            }
+            Input {
+                back_translation,
+                ..unit.augmentation_input(kind, record)
+            }
+        }
+    };
+    unit.add_feedback_notes(&mut input.call, &mut response);
+    Ok(unit.assemble(sampled, instance_grounding, input, response))
+}
+
+/// One attempt being planned: what every planning step reads.
+#[derive(Debug)]
+struct Unit<'a> {
+    plan: &'a Plan,
+    grounding: &'a Grounding,
+    strata: &'a [Stratum],
+    stratum: &'a Stratum,
+    index: usize,
+    attempt: u64,
+    accepted: &'a AcceptedPool,
+    /// `stratum_key#attempt`: the unit's name, which keys its draws.
+    name: String,
+    settings: CallSettings,
+    params: UnitParams<'a>,
+}
+
+/// The input call and what its method made along with it.
+#[derive(Debug)]
+struct Input {
+    call: ModelCall,
+    /// The method that made it: Self-Instruct falls back to the template
+    /// when it has no seeds.
+    method: Method,
+    /// The rendered template instruction (or the augmentation request).
+    instruction: String,
+    grounding: Vec<NodeId>,
+    source: Option<NodeId>,
+    evol_operation: Option<&'static str>,
+    evolve: Option<ModelCall>,
+    back_translation: Option<BackTranslation>,
+}
+
+impl Input {
+    fn new(method: Method, instruction: String, call: ModelCall) -> Self {
+        Input {
+            call,
+            method,
+            instruction,
+            grounding: Vec::new(),
+            source: None,
+            evol_operation: None,
+            evolve: None,
+            back_translation: None,
+        }
+    }
+}
+
+/// The response call and what the checks hold it to.
+#[derive(Debug)]
+struct Response {
+    call: ModelCall,
+    grounding: Vec<NodeId>,
+    /// What the response's figures may come from, with their nodes.
+    support: Vec<(NodeId, String)>,
+    /// Whether the support is in another language than the response.
+    cross_language: bool,
+    /// The judge in place of the plan's generic one.
+    judge: Option<ModelCall>,
+}
+
+impl<'a> Unit<'a> {
+    /// The unit's seed and sampled template parameters.
+    fn sample(
+        plan: &'a Plan,
+        grounding: &'a Grounding,
+        strata: &'a [Stratum],
+        index: usize,
+        attempt: u64,
+        accepted: &'a AcceptedPool,
+        temperature: f32,
+    ) -> Result<Self, String> {
+        let stratum = &strata[index];
+        let name = format!("{}#{attempt}", stratum_key(stratum));
+        let settings = CallSettings {
+            temperature,
+            ..CallSettings::of(plan, seed_of(plan, &name))
+        };
+        let params = sample_unit(&grounding.effective, stratum, attempt)
+            .ok_or_else(|| format!("stratum {name} names a persona the plan does not have"))?;
+        Ok(Unit {
+            plan,
+            grounding,
+            strata,
+            stratum,
+            index,
+            attempt,
+            accepted,
+            name,
+            settings,
+            params,
+        })
+    }
+
+    /// The knowledge the sampled instance drew on: its term, scenario and
+    /// expert example.
+    fn instance_grounding(&self) -> Vec<NodeId> {
+        let effective = &self.grounding.effective;
+        let mut instance_grounding = Vec::new();
+        if let Some(term) = self.params.term
+            && let Some(i) = effective
+                .glossary
+                .iter()
+                .position(|g| std::ptr::eq(g, term))
+        {
+            instance_grounding.push(self.grounding.glossary_ids[i].clone());
+        }
+        if let Some(scenario) = self.params.scenario
+            && let Some(i) = effective
+                .scenarios
+                .iter()
+                .position(|s| std::ptr::eq(s, scenario))
+        {
+            instance_grounding.push(self.grounding.scenario_ids[i].clone());
+        }
+        if let Some(example) = self.params.example
+            && let Some(i) = self.plan.expert_examples.iter().position(|e| e == example)
+        {
+            instance_grounding.push(self.grounding.knowledge.examples[i].clone());
+        }
+        instance_grounding
+    }
+
+    /// What was sampled, for the template instance node.
+    fn sampled(&self) -> serde_json::Value {
+        let params = &self.params;
+        serde_json::json!({
+            "persona": params.persona.name,
+            "scenario": params.scenario.map(|s| s.description.clone()),
+            "term": params.term.map(|t| t.term.clone()),
+            "example_question": params.example.map(|e| e.question.clone()),
+            "adversarial_kind": params.adversarial_kind,
+        })
+    }
+
+    /// The plan's augmentation kinds this unit may use.
+    fn augmentation_kinds(&self) -> Vec<AugmentationKind> {
+        // Augmentation needs an accepted source it may transform.
+        self.plan
+            .augmentation
+            .kinds
+            .iter()
+            .copied()
+            .filter(|kind| self.accepted.has_source(self.strata, *kind, self.stratum))
+            .collect()
+    }
+
+    /// The reference chunk closest to the instruction and subdomain.
+    fn reference_chunk(&self, instruction: &str) -> Option<&'a Chunk> {
+        most_relevant_chunk(
+            &self.grounding.knowledge.chunks,
+            &format!("{instruction} {}", self.stratum.subdomain),
+        )
+    }
+
+    /// The response call carrying the rules and `chunk`; a grounded task
+    /// type's figures may come only from what the prompt showed.
+    fn response(&self, chunk: Option<&Chunk>) -> Response {
+        let plan = self.plan;
+        let mut grounding: Vec<NodeId> = self.grounding.knowledge.rules.clone();
+        grounding.extend(chunk.map(|c| c.id.clone()));
+        let call = prompts::response(
+            plan,
+            &self.stratum.language,
+            chunk.map(|c| c.text.as_str()),
+            self.settings,
+        );
+        let grounded = plan
+            .task_types
+            .iter()
+            .find(|t| t.name == self.stratum.task_type)
+            .is_none_or(|t| t.grounded);
+        let support = if grounded {
+            support_sources(plan, self.grounding, chunk)
+        } else {
+            Vec::new()
+        };
+        Response {
+            call,
+            grounding,
+            support,
+            cross_language: false,
+            judge: None,
+        }
+    }
+
+    fn template_input(&self, instruction: String) -> Input {
+        let call = prompts::template_input(self.plan, &self.params, &instruction, self.settings);
+        Input::new(Method::Template, instruction, call)
+    }
+
+    fn magpie_input(&self, instruction: String) -> Input {
+        let call = prompts::magpie_input(self.plan, &self.params, self.settings);
+        Input::new(Method::Magpie, instruction, call)
+    }
+
+    /// The template input, and the call that evolves it by a drawn
+    /// operation.
+    fn evol_input(&self, instruction: String) -> Input {
+        let op = (draw(self.plan, &self.name, "evol_operation")
+            * prompts::EVOL_OPERATIONS.len() as f64) as usize;
+        let op = op.min(prompts::EVOL_OPERATIONS.len() - 1);
+        let evolve = prompts::evolve_input(self.plan, &self.stratum.language, op, self.settings);
+        let call = prompts::template_input(self.plan, &self.params, &instruction, self.settings);
+        Input {
+            evol_operation: Some(prompts::EVOL_OPERATIONS[op].0),
+            evolve: Some(evolve),
+            ..Input::new(Method::EvolInstruct, instruction, call)
+        }
+    }
+
+    /// A question bootstrapped from seeds; the template input when there
+    /// are none.
+    fn self_instruct_input(&self, instruction: String) -> Input {
+        let (seeds, grounding) = self.self_instruct_seeds();
+        if seeds.is_empty() {
+            // Nothing in this language to bootstrap from yet.
+            return self.template_input(instruction);
+        }
+        let call = prompts::self_instruct_input(self.plan, &self.params, &seeds, self.settings);
+        Input {
+            grounding,
+            ..Input::new(Method::SelfInstruct, instruction, call)
+        }
+    }
+
+    /// Up to three expert questions that fit the stratum and up to two
+    /// drawn accepted inputs, with the node of each.
+    fn self_instruct_seeds(&self) -> (Vec<String>, Vec<NodeId>) {
+        let plan = self.plan;
+        let stratum = self.stratum;
+        let mut seeds = Vec::new();
+        let mut grounding = Vec::new();
+        for (i, example) in plan.expert_examples.iter().enumerate() {
+            let in_subdomain = example
+                .subdomain
+                .as_ref()
+                .is_none_or(|s| *s == stratum.subdomain);
+            if in_subdomain
+                && prompts::example_fits(plan, example, &stratum.language)
+                && seeds.len() < 3
+            {
+                seeds.push(example.question.clone());
+                grounding.push(self.grounding.knowledge.examples[i].clone());
+            }
+        }
+        // Bootstrapping: up to two accepted inputs of the same language.
+        let accepted = self.accepted;
+        let pool = accepted.of_language(&stratum.language);
+        for role in ["seed_a", "seed_b"] {
+            if let Some(record) = pick(pool, draw(plan, &self.name, role)).map(|p| accepted.get(p))
+                && !grounding.contains(&record.id)
+            {
+                seeds.push(record.input.clone());
+                grounding.push(record.id.clone());
+            }
+        }
+        (seeds, grounding)
+    }
+
+    /// The drawn accepted record `kind` transforms.
+    fn augmentation_source(&self, kind: AugmentationKind) -> Result<&'a AcceptedRecord, String> {
+        let sources = self.accepted.sources(self.strata, kind, self.stratum);
+        pick(&sources, draw(self.plan, &self.name, "source")).ok_or_else(|| {
+            format!(
+                "no source for {} in {}",
+                prompts::augmentation_name(kind),
+                self.name
+            )
+        })
+    }
+
+    /// A translation's response: the source's response translated, held
+    /// to it and judged against it.
+    fn translation_response(&self, record: &AcceptedRecord) -> Response {
+        let plan = self.plan;
+        let language = &self.stratum.language;
+        Response {
+            call: prompts::translate_response(plan, &record.response, language, self.settings),
+            grounding: vec![record.id.clone()],
+            // A translation states its original's figures, nothing else.
+            support: vec![(record.id.clone(), record.response.clone())],
+            cross_language: true,
+            judge: Some(prompts::translation_judge(
+                plan,
+                &record.response,
+                language,
+                self.settings.seed,
+            )),
+        }
+    }
+
+    /// The round trip of a translated input back into its source's
+    /// language.
+    fn back_translation(&self, record: &AcceptedRecord) -> BackTranslation {
+        BackTranslation {
+            call: prompts::back_translate(
+                self.plan,
+                &self.strata[record.stratum].language,
+                self.settings,
+            ),
+            source: record.input.clone(),
+        }
+    }
+
+    fn augmentation_input(&self, kind: AugmentationKind, record: &AcceptedRecord) -> Input {
+        let instruction = format!("{} of: {}", prompts::augmentation_name(kind), record.input);
+        let call =
+            prompts::augment_input(self.plan, kind, &record.input, &self.params, self.settings);
+        Input {
+            source: Some(record.id.clone()),
+            ..Input::new(Method::Augmentation(kind), instruction, call)
+        }
+    }
+
+    fn add_feedback_notes(&self, input: &mut ModelCall, response: &mut Response) {
+        // Reviewers' counter-examples and examples for this stratum's group;
+        // the attempt is grounded on the feedback node that carries them.
+        if let Some(group) = self
+            .grounding
+            .feedback
+            .for_stratum(&self.stratum.subdomain, &self.stratum.task_type)
+        {
+            if let Some(note) = group.input_note() {
+                prompts::add_note(input, &note);
+            }
+            if !response.cross_language
+                && let Some(note) = group.response_note()
+            {
+                prompts::add_note(&mut response.call, &note);
+            }
+            response.grounding.push(group.node.clone());
+        }
+    }
+
+    fn assemble(
+        self,
+        sampled: serde_json::Value,
+        instance_grounding: Vec<NodeId>,
+        input: Input,
+        response: Response,
+    ) -> PlannedAttempt {
+        let plan = self.plan;
+        let (support_nodes, support) = support_spec(response.support, response.cross_language);
+        let checks = CheckSpec {
+            support,
+            ..checks(plan, self.stratum, input.evolve.is_some())
+        };
+        let seed = self.settings.seed;
+        PlannedAttempt {
+            unit: self.name,
+            stratum: self.index,
+            attempt: self.attempt,
+            method: input.method,
+            instruction: input.instruction,
+            sampled,
+            instance_grounding,
+            input_grounding: input.grounding,
+            response_grounding: response.grounding,
+            support_nodes,
+            source: input.source,
+            evol_operation: input.evol_operation,
+            task: GenerateTask {
+                judge: plan
+                    .quality
+                    .judge
+                    .then(|| response.judge.unwrap_or_else(|| prompts::judge(plan, seed))),
+                back_translation: input.back_translation,
+                input: input.call,
+                checks,
+                evolve: input.evolve,
+                embed_input: plan.quality.semantic_dedup,
+                response: response.call,
+            },
+        }
+    }
+}
+
+/// The support nodes, and the check that holds the response to their
+/// texts when there are any.
+fn support_spec(
+    support: Vec<(NodeId, String)>,
+    cross_language: bool,
+) -> (Vec<NodeId>, Option<SupportSpec>) {
+    let (support_nodes, sources): (Vec<NodeId>, Vec<String>) = support.into_iter().unzip();
+    let spec = (!sources.is_empty()).then_some(SupportSpec {
+        sources,
+        cross_language,
+    });
+    (support_nodes, spec)
 }
 
 #[cfg(test)]
