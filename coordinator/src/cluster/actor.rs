@@ -34,7 +34,7 @@ use super::wire::{self, Assignment};
 use super::writer::Writer;
 use super::{ApiError, ClusterError};
 use crate::lineage::LineageStore;
-use crate::pipeline::{PipelineError, PlanRun, RunOptions, UnitOutcome, plan_id};
+use crate::pipeline::{PlanRun, RunOptions, UnitOutcome, plan_id};
 use crate::plan::parse_plan;
 
 /// Units kept per engine slot: one running, one queued.
@@ -59,7 +59,7 @@ pub struct ClusterArgs {
     pub data_dir: Option<PathBuf>,
     /// Told once the coordinator has stopped and the last decided result it
     /// handed the lineage writer is durable (or failed).
-    pub writes_done: Option<oneshot::Sender<()>>,
+    pub writes_done: oneshot::Sender<()>,
 }
 
 #[derive(Debug)]
@@ -684,7 +684,6 @@ impl ClusterState {
         for (index, admitted) in by_plan {
             let slot = &mut self.plans[index];
             let (positions, results): (Vec<usize>, Vec<UnitResult>) = admitted.into_iter().unzip();
-            let last_error = results.iter().rev().find_map(|r| r.error.clone());
             match slot.run.decide_results(results) {
                 Ok(decided) => {
                     for (position, outcome) in positions.into_iter().zip(decided.outcomes) {
@@ -706,10 +705,8 @@ impl ClusterState {
                     continue;
                 }
             }
-            if slot.run.is_failing() {
-                slot.fail(PipelineError::EngineFailing {
-                    last_error: last_error.unwrap_or_default(),
-                });
+            if let Some(error) = slot.run.failing() {
+                slot.fail(error);
             }
         }
         self.withdraw_surplus();

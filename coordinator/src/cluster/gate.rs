@@ -5,13 +5,29 @@
 //! is logged and dropped here, never inside the coordinator.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use seedling_proto::cluster::{CoordinatorWire, decode};
+use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, decode};
 use seedling_proto::control::Heartbeat;
+use tokio::task::JoinHandle;
 
+use super::ClusterError;
 use super::messages::{ClusterMsg, WorkerBeat};
 
 #[derive(Debug)]
 pub struct CoordinatorGate;
+
+impl CoordinatorGate {
+    /// Starts the gate for `coordinator` and joins it to the coordinator
+    /// process group, where workers (remote or in this process) find it.
+    pub async fn start(
+        coordinator: ActorRef<ClusterMsg>,
+    ) -> Result<(ActorRef<CoordinatorWire>, JoinHandle<()>), ClusterError> {
+        let (gate, handle) = Actor::spawn(None, CoordinatorGate, coordinator)
+            .await
+            .map_err(|e| ClusterError::Node(format!("gate: {e}")))?;
+        ractor::pg::join(COORDINATOR_GROUP.into(), vec![gate.get_cell()]);
+        Ok((gate, handle))
+    }
+}
 
 impl Actor for CoordinatorGate {
     type Msg = CoordinatorWire;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use seedling_common::config::Limits;
-use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire};
+use seedling_proto::cluster::CoordinatorWire;
 use seedling_proto::local::LocalReports;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -57,15 +57,12 @@ impl LocalCoordinator {
                 address: "in-process".into(),
                 limits: Limits::default(),
                 data_dir: None,
-                writes_done: Some(writes_done),
+                writes_done,
             },
         )
         .await
         .map_err(|e| ClusterError::Node(format!("coordinator: {e}")))?;
-        let (gate, gate_handle) = Actor::spawn(None, CoordinatorGate, coordinator.clone())
-            .await
-            .map_err(|e| ClusterError::Node(format!("gate: {e}")))?;
-        ractor::pg::join(COORDINATOR_GROUP.into(), vec![gate.get_cell()]);
+        let (gate, gate_handle) = CoordinatorGate::start(coordinator.clone()).await?;
         let ingest = Ingest::start(coordinator.clone());
         Ok(Self {
             coordinator,

@@ -15,7 +15,6 @@ use ractor_cluster::{IncomingEncryptionMode, NodeServer};
 use seedling_common::config::Limits;
 use seedling_proto::api::seedling_server::SeedlingServer;
 use seedling_proto::auth::RequireToken;
-use seedling_proto::cluster::COORDINATOR_GROUP;
 use seedling_proto::node_tls::{NodeTls, log_refused_sessions, serve_nodes};
 use seedling_proto::results::result_ingest_server::ResultIngestServer;
 use seedling_telemetry::{MetricsEndpoint, Render};
@@ -140,15 +139,12 @@ pub async fn serve(
             limits: settings.limits,
             address: address.clone(),
             data_dir: Some(settings.data_dir.clone()),
-            writes_done: Some(writes_done),
+            writes_done,
         },
     )
     .await
     .map_err(|e| ClusterError::Node(format!("coordinator: {e}")))?;
-    let (gate, gate_handle) = Actor::spawn(None, CoordinatorGate, coordinator.clone())
-        .await
-        .map_err(|e| ClusterError::Node(format!("gate: {e}")))?;
-    ractor::pg::join(COORDINATOR_GROUP.into(), vec![gate.get_cell()]);
+    let (gate, gate_handle) = CoordinatorGate::start(coordinator.clone()).await?;
     let metrics = metrics.map(|bound| bound.serve(scrape(coordinator.clone(), Arc::clone(&store))));
     tracing::info!(grpc = %address, cluster_port = settings.cluster_port, data_dir = %settings.data_dir.display(), "coordinator ready");
     eprintln!(

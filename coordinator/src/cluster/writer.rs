@@ -116,7 +116,7 @@ impl Writer {
     pub fn start(
         store: Arc<LineageStore>,
         coordinator: ActorRef<ClusterMsg>,
-        done: Option<oneshot::Sender<()>>,
+        done: oneshot::Sender<()>,
     ) -> std::io::Result<Self> {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let (applied, to_sync) = std::sync::mpsc::sync_channel(QUEUE);
@@ -127,9 +127,7 @@ impl Writer {
             .name("lineage-sync".into())
             .spawn(move || {
                 sync_in_order(&sync_store, &coordinator, &to_sync, &sync_totals);
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
+                let _ = done.send(());
             })?;
         std::thread::Builder::new()
             .name("lineage-writer".into())

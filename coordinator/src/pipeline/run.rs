@@ -176,6 +176,8 @@ pub struct PlanRun {
     /// Attempts this run took back because their stratum filled first.
     withdrawn_surplus: u64,
     consecutive_failures: u32,
+    /// The error of the last attempt that failed, for when they all do.
+    last_failure: Option<String>,
     started: Instant,
     /// Accepted records when this run opened (a resumed plan's earlier
     /// work): the rate behind the ETA counts only this run's.
@@ -275,6 +277,7 @@ impl PlanRun {
             session_cost: RunCost::default(),
             withdrawn_surplus: 0,
             consecutive_failures: 0,
+            last_failure: None,
             started: Instant::now(),
             accepted_at_open: 0,
             unconfirmed: BTreeMap::new(),
@@ -459,6 +462,14 @@ impl PlanRun {
     /// Whether the engine behind the units looks gone.
     pub fn is_failing(&self) -> bool {
         self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES
+    }
+
+    /// Why the run cannot go on, when the engine behind its units looks
+    /// gone (every recent attempt failed).
+    pub fn failing(&self) -> Option<PipelineError> {
+        self.is_failing().then(|| PipelineError::EngineFailing {
+            last_error: self.last_failure.clone().unwrap_or_default(),
+        })
     }
 
     pub fn in_flight(&self) -> usize {
@@ -690,8 +701,9 @@ impl PlanRun {
     ) -> (Decision, UnitOutcome) {
         self.progress[planned.stratum].in_flight -= 1;
         self.leased[planned.stratum].remove(&planned.attempt);
-        if result.error.is_some() {
+        if let Some(error) = &result.error {
             self.consecutive_failures += 1;
+            self.last_failure = Some(error.clone());
         } else {
             self.consecutive_failures = 0;
         }
