@@ -125,6 +125,29 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The retail-banking example plan without its reference documents: no
+/// domain analysis to wait for, generation units from the start.
+pub fn retail_banking_without_references() -> String {
+    let text = std::fs::read_to_string(repo_root().join("examples/retail-banking.toml"))
+        .expect("the example plan");
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.starts_with("[[references]]") {
+            skipping = true;
+            continue;
+        }
+        if skipping && (line.starts_with("path") || line.trim().is_empty()) {
+            continue;
+        }
+        skipping = false;
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(!out.contains("[[references]]") && out.contains("[[personas]]"));
+    out
+}
+
 /// The Python environment `scripts/setup` makes for the tests' tools
 /// (Hugging Face `datasets`, `mlflow`).
 pub fn pyenv() -> PathBuf {

@@ -207,19 +207,12 @@ pub fn track_verification(
     ];
     let name = format!("verify {} ({})", report.dataset_version, report.tier);
     let tracker = Tracker::start(&target.uri, &target.experiment, &name, tags);
-    let t = &report.training;
-    tracker.params(vec![
+    let mut params = vec![
         ("dataset_version".into(), report.dataset_version.clone()),
         ("plan_id".into(), report.plan.clone()),
         ("tier".into(), report.tier.clone()),
         ("model".into(), report.model.clone()),
         ("device".into(), report.device.clone()),
-        ("steps".into(), t.steps.to_string()),
-        ("learning_rate".into(), t.learning_rate.to_string()),
-        ("lora_r".into(), t.lora_r.to_string()),
-        ("lora_alpha".into(), t.lora_alpha.to_string()),
-        ("max_tokens".into(), t.max_tokens.to_string()),
-        ("bf16".into(), t.bf16.to_string()),
         ("probes".into(), report.probes.to_string()),
         ("test_rows".into(), report.test_rows.to_string()),
         ("naive_examples".into(), report.naive.1.to_string()),
@@ -227,7 +220,21 @@ pub fn track_verification(
             "perturbed_records".into(),
             report.perturbed_records.to_string(),
         ),
-    ]);
+    ];
+    if let Some(t) = &report.training {
+        params.extend([
+            ("steps".into(), t.steps.to_string()),
+            ("learning_rate".into(), t.learning_rate.to_string()),
+            ("lora_r".into(), t.lora_r.to_string()),
+            ("lora_alpha".into(), t.lora_alpha.to_string()),
+            ("max_tokens".into(), t.max_tokens.to_string()),
+            ("bf16".into(), t.bf16.to_string()),
+        ]);
+    }
+    if let Some(shots) = report.shots {
+        params.push(("shots".into(), shots.to_string()));
+    }
+    tracker.params(params);
     let mut values = vec![("seconds".to_string(), report.seconds)];
     for condition in &report.conditions {
         let c = &condition.name;
@@ -241,7 +248,8 @@ pub fn track_verification(
         values.push((format!("{c}.seconds"), condition.seconds));
     }
     tracker.metrics(values, 0);
-    tracker.artifact(&dir.join("report.json"), "verify/report.json");
+    let file = report.file_name();
+    tracker.artifact(&dir.join(file), &format!("verify/{file}"));
     for plot in &report.plots {
         tracker.artifact(&dir.join(plot), &format!("verify/{plot}"));
     }

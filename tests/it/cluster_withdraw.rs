@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use seedling_proto::api::{ClusterStatusRequest, PlanRef, SubmitPlanRequest};
 use seedling_proto::cluster::{WorkerWire, decode};
 use seedling_proto::control::{UnitAssignment, UnitWithdrawal};
-use seedling_tests::repo_root;
+use seedling_tests::retail_banking_without_references;
 use seedling_tests::simulated::{LocalCoordinator, join_worker};
 
 type Units = Arc<Mutex<BTreeSet<(String, String)>>>;
@@ -105,11 +105,7 @@ async fn a_cancelled_plans_units_are_withdrawn_from_the_workers_running_them() {
 
     // Without its reference document: no domain analysis to wait for,
     // generation units from the start.
-    let reference = "[[references]]\npath = \"docs/card-declines.md\"\n";
-    let plan_toml = std::fs::read_to_string(repo_root().join("examples/retail-banking.toml"))
-        .unwrap()
-        .replace(reference, "");
-    assert!(!plan_toml.contains("[[references]]"));
+    let plan_toml = retail_banking_without_references();
     let plan = coordinator
         .api
         .submit_plan(SubmitPlanRequest {

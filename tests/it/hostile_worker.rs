@@ -17,9 +17,9 @@ use seedling_proto::cluster::{WorkerWire, decode};
 use seedling_proto::control::UnitAssignment;
 use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
-use seedling_tests::repo_root;
 use seedling_tests::scripted::ScriptedWorker;
 use seedling_tests::simulated::{LocalCoordinator, join_worker};
+use seedling_tests::{repo_root, retail_banking_without_references};
 use tokio::sync::mpsc;
 
 /// Assignments as they reached the honest worker, by unit.
@@ -120,9 +120,7 @@ async fn forged_repeated_malformed_and_misaddressed_results_are_refused_and_coun
     coordinator.wait_for_workers(1).await.unwrap();
 
     // Generation units from the start: the plan without its reference file.
-    let plan_toml = std::fs::read_to_string(repo_root().join("examples/retail-banking.toml"))
-        .unwrap()
-        .replace("[[references]]\npath = \"docs/card-declines.md\"\n", "");
+    let plan_toml = retail_banking_without_references();
     let plan_id = coordinator
         .api
         .submit_plan(SubmitPlanRequest {

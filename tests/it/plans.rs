@@ -50,11 +50,9 @@ fn bilingual_example_allocates_both_languages_equally() {
 fn write_plan(dir: &Path, name: &str, text: &str) -> PathBuf {
     let docs = dir.join("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    std::fs::copy(
-        examples().join("docs/card-declines.md"),
-        docs.join("card-declines.md"),
-    )
-    .unwrap();
+    for doc in ["card-declines.md", "transfers-and-accounts.md"] {
+        std::fs::copy(examples().join("docs").join(doc), docs.join(doc)).unwrap();
+    }
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path

@@ -53,7 +53,8 @@ pub struct CardFacts<'a> {
     pub judge_probe: Option<(&'a str, &'a JudgeReliability)>,
     pub diversity: &'a DiversityFacts,
     /// The latest `seedling verify` of this dataset version, if one ran.
-    pub verification: Option<&'a VerificationReport>,
+    /// The newest fine-tuned verification and the newest proxy, in that order.
+    pub verifications: &'a [VerificationReport],
     pub review: Option<&'a ReviewFigures>,
 }
 
@@ -286,7 +287,8 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
         adversarial_share => format!("{:.3}", f.diversity.adversarial_share),
         plan => plan_facts(plan),
         review => f.review.map(ReviewFigures::card_section),
-        verification => f.verification.map(card_section),
+        verification => (!f.verifications.is_empty())
+            .then(|| f.verifications.iter().map(card_section).collect::<String>()),
     };
     environment()
         .get_template(TEMPLATE_NAME)
@@ -398,7 +400,7 @@ mod tests {
             }],
             judge_probe: Some(("judge-model", &probe)),
             diversity: &diversity,
-            verification: None,
+            verifications: &[],
             review: None,
         });
         for line in [

@@ -30,6 +30,7 @@ use crate::quality::funnel::funnel;
 use crate::quality::judge_probe::{JudgeReliability, RELIABILITY_STEP};
 use crate::review::{Ledger, REVIEW_EDIT_STEP, ReviewError, ReviewFigures, stored_review};
 use crate::verify::VerificationReport;
+use crate::verify::report::PROXY_TIER;
 
 /// `review_status` of records that passed automatic checks only.
 pub const AUTO_APPROVED: &str = "auto_approved";
@@ -233,27 +234,32 @@ fn support_samples(
     Ok(out)
 }
 
-/// The newest verification of dataset `version`, for its card.
-fn latest_verification(
+/// The newest fine-tuned verification of dataset `version` and its newest
+/// proxy, for its card.
+fn latest_verifications(
     store: &LineageStore,
     plan: &PlanId,
     version: &str,
-) -> Result<Option<VerificationReport>, ExportError> {
-    let mut latest: Option<(u64, VerificationReport)> = None;
+) -> Result<Vec<VerificationReport>, ExportError> {
+    // Index 0: a fine-tune (smoke or full tier); 1: the proxy.
+    let mut latest: [Option<(u64, VerificationReport)>; 2] = [None, None];
     for id in store.nodes_of_plan(plan, Some(NodeKind::Verification), None) {
         let node = store.require(&id?)?;
-        if node.params.get("dataset_version").and_then(|v| v.as_str()) != Some(version)
-            || latest
-                .as_ref()
-                .is_some_and(|(at, _)| *at > node.created_at_ms)
-        {
+        if node.params.get("dataset_version").and_then(|v| v.as_str()) != Some(version) {
             continue;
         }
-        if let Ok(report) = serde_json::from_value(node.body) {
-            latest = Some((node.created_at_ms, report));
+        let Ok(report) = serde_json::from_value::<VerificationReport>(node.body) else {
+            continue;
+        };
+        let slot = &mut latest[usize::from(report.tier == PROXY_TIER)];
+        if slot
+            .as_ref()
+            .is_none_or(|(at, _)| *at <= node.created_at_ms)
+        {
+            *slot = Some((node.created_at_ms, report));
         }
     }
-    Ok(latest.map(|(_, report)| report))
+    Ok(latest.into_iter().flatten().map(|(_, r)| r).collect())
 }
 
 /// A record's `review_status`: corrected or accepted by a reviewer, or
@@ -745,7 +751,7 @@ fn export_card(
             .as_ref()
             .map(|(model, f)| (model.as_str(), f)),
         diversity: &diversity_facts(dataset.stored, &attempts.accepted),
-        verification: latest_verification(store, dataset.plan, &dataset.version)?.as_ref(),
+        verifications: &latest_verifications(store, dataset.plan, &dataset.version)?,
         review,
     }))
 }

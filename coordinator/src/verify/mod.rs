@@ -8,13 +8,16 @@
 //! This module prepares what the training sidecar reads (`dataset.rs`,
 //! `probes.rs`, `perturb.rs`, `naive.rs`), runs it (`sidecar.rs`) and turns
 //! its figures into the report, the card section and a lineage node
-//! (`report.rs`). **Invariant:** never loads a model itself: the sidecar
-//! trains and scores, and the CLI runs the engine for the naive baseline.
+//! (`report.rs`). The no-training proxy (`proxy.rs`) scores the same probes
+//! with a condition's records in context instead. **Invariant:** never
+//! loads a model itself: the sidecar trains and scores, and the CLI runs
+//! the engine for the naive baseline and the proxy.
 
 pub mod dataset;
 pub mod naive;
 pub mod perturb;
 pub mod probes;
+pub mod proxy;
 pub mod report;
 pub mod sidecar;
 

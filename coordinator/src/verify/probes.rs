@@ -45,8 +45,23 @@ pub struct Probe {
     pub alternatives: Vec<String>,
 }
 
-/// Sentences of a document: headings and list markers dropped, lines of a
-/// paragraph joined, split after `.`, `!` or `?` before a capital or digit.
+/// A line without its list marker (`-`, `*`, `1.`, `2)`) and bold markup:
+/// an item's number is layout, not a fact a probe may ask for.
+fn without_markup(line: &str) -> String {
+    let line = line.trim_start_matches(['-', '*', ' ']);
+    let digits = line.len() - line.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let rest = &line[digits..];
+    let line = if digits > 0 && (rest.starts_with(". ") || rest.starts_with(") ")) {
+        rest[2..].trim_start()
+    } else {
+        line
+    };
+    line.replace("**", "")
+}
+
+/// Sentences of a document: headings, list markers and bold markup
+/// dropped, lines of a paragraph joined, split after `.`, `!` or `?` before
+/// a capital or digit.
 pub fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for paragraph in text.split("\n\n") {
@@ -54,7 +69,7 @@ pub fn sentences(text: &str) -> Vec<String> {
             .lines()
             .map(str::trim)
             .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| l.trim_start_matches(['-', '*', ' ']))
+            .map(without_markup)
             .collect::<Vec<_>>()
             .join(" ");
         let chars: Vec<char> = joined.chars().collect();
@@ -210,14 +225,19 @@ mod tests {
 
     #[test]
     fn sentences_drop_headings_and_join_lines() {
-        let found =
-            sentences("# Title\n\nOne line\ncontinues here. Two is 3 words.\n\n- A list item.");
+        let found = sentences(
+            "# Title\n\nOne line\ncontinues here. Two is 3 words.\n\n- A list item.\n\n1. **Holds.** They last up to 7 days.\n2) Limits reset at 00:00.\n3.5 percent is not a marker.",
+        );
         assert_eq!(
             found,
             vec![
                 "One line continues here.",
                 "Two is 3 words.",
-                "A list item."
+                "A list item.",
+                "Holds.",
+                "They last up to 7 days.",
+                "Limits reset at 00:00.",
+                "3.5 percent is not a marker."
             ]
         );
     }

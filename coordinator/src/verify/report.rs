@@ -70,7 +70,11 @@ pub struct VerificationReport {
     pub seconds: f64,
     pub model: String,
     pub device: String,
-    pub training: TrainingSettings,
+    /// How each condition was fine-tuned; none for the no-training proxy.
+    pub training: Option<TrainingSettings>,
+    /// The proxy's records in context per probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shots: Option<usize>,
     pub probes: usize,
     pub probes_by_source: BTreeMap<String, usize>,
     pub test_rows: usize,
@@ -146,6 +150,16 @@ pub fn compare(conditions: &[ConditionSummary]) -> Vec<Comparison> {
 }
 
 impl VerificationReport {
+    /// Where in `DIR/verify/` the report is written: the proxy beside a
+    /// fine-tune's, not over it.
+    pub fn file_name(&self) -> &'static str {
+        if self.tier == PROXY_TIER {
+            "proxy.json"
+        } else {
+            "report.json"
+        }
+    }
+
     pub fn condition(&self, name: &str) -> Option<&ConditionSummary> {
         self.conditions.iter().find(|c| c.name == name)
     }
@@ -228,27 +242,45 @@ fn cell(e: &Estimate) -> String {
     format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi)
 }
 
-/// The dataset card's "Verification" section.
+/// The tier name of the no-training proxy.
+pub const PROXY_TIER: &str = "proxy";
+
+/// The dataset card's "Verification" section (a fine-tune, or the proxy).
 pub fn card_section(report: &VerificationReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "## Verification\n");
-    let _ = writeln!(
-        out,
-        "`seedling verify` ({} tier, {}) fine-tuned a LoRA (r={}, {} steps of one example, learning rate {}) of `{}` on each condition with the same steps and seed, then scored every condition on the same held-out sets: {} fact probes built from the plan's own glossary, rules and reference documents (a forced choice between the true fact and facts of the same kind swapped in), and the {} records of the test split. Conditions: `base` (no training), `seedling` (this dataset's train split), {}`perturbed` (this train split with its facts swapped between records: the same form, wrong content).\n",
-        report.tier,
-        report.created_at,
-        report.training.lora_r,
-        report.training.steps,
-        report.training.learning_rate,
-        report.model,
-        report.probes,
-        report.test_rows,
-        if report.conditions.iter().any(|c| c.name == NAIVE) {
-            "`naive` (as many examples from one plain prompt naming the domain, no grounding, no checks), "
-        } else {
-            ""
-        },
-    );
+    let naive = if report.conditions.iter().any(|c| c.name == NAIVE) {
+        "`naive` (as many examples from one plain prompt naming the domain, no grounding, no checks), "
+    } else {
+        ""
+    };
+    match (&report.training, report.shots) {
+        (Some(training), _) => {
+            let _ = writeln!(out, "## Verification\n");
+            let _ = writeln!(
+                out,
+                "`seedling verify` ({} tier, {}) fine-tuned a LoRA (r={}, {} steps of one example, learning rate {}) of `{}` on each condition with the same steps and seed, then scored every condition on the same held-out sets: {} fact probes built from the plan's own glossary, rules and reference documents (a forced choice between the true fact and facts of the same kind swapped in), and the {} records of the test split. Conditions: `base` (no training), `seedling` (this dataset's train split), {naive}`perturbed` (this train split with its facts swapped between records: the same form, wrong content).\n",
+                report.tier,
+                report.created_at,
+                training.lora_r,
+                training.steps,
+                training.learning_rate,
+                report.model,
+                report.probes,
+                report.test_rows,
+            );
+        }
+        (None, shots) => {
+            let _ = writeln!(out, "## Verification without training (proxy)\n");
+            let _ = writeln!(
+                out,
+                "`seedling verify --proxy` ({}) scored {} fact probes built from the plan's own glossary, rules and reference documents (a forced choice between the true fact and facts of the same kind swapped in) on `{}` as it is, with the {} records of each condition that share the most words with the probe's question shown before it as earlier chat turns. Conditions: `base` (no records), `seedling` (this dataset's train split), {naive}`perturbed` (this train split with its facts swapped between records). Nothing is trained: this ranks what each set of records puts in front of the model, a quick stand-in for the fine-tuned verification.\n",
+                report.created_at,
+                report.probes,
+                report.model,
+                shots.unwrap_or_default(),
+            );
+        }
+    }
     let metrics: Vec<_> = METRICS
         .iter()
         .filter(|(m, _, _)| report.conditions.iter().any(|c| c.metrics.contains_key(*m)))
@@ -288,21 +320,25 @@ pub fn card_section(report: &VerificationReport) -> String {
     for line in report.verdicts() {
         let _ = writeln!(out, "- {line}");
     }
-    let _ = writeln!(
-        out,
-        "- test split against train: {} shared records, highest input ROUGE-L {:.2}, {} near-duplicate inputs (>= 0.7)",
-        report.leakage.shared_ids, report.leakage.max_input_rouge_l, report.leakage.near_duplicates
-    );
-    let _ = writeln!(
-        out,
-        "\nFigures: `verify/report.json`; plots: {}.\n",
-        report
+    if report.training.is_some() {
+        let _ = writeln!(
+            out,
+            "- test split against train: {} shared records, highest input ROUGE-L {:.2}, {} near-duplicate inputs (>= 0.7)",
+            report.leakage.shared_ids,
+            report.leakage.max_input_rouge_l,
+            report.leakage.near_duplicates
+        );
+    }
+    let _ = write!(out, "\nFigures: `verify/{}`", report.file_name());
+    if !report.plots.is_empty() {
+        let plots: Vec<_> = report
             .plots
             .iter()
             .map(|p| format!("`verify/{p}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+            .collect();
+        let _ = write!(out, "; plots: {}", plots.join(", "));
+    }
+    out.push_str(".\n\n");
     out
 }
 

@@ -10,6 +10,7 @@ mod error;
 mod prefix_cache;
 mod request;
 mod scheduler;
+mod score;
 mod stop;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub use config::EngineConfig;
 pub use error::EngineError;
 pub use request::{
     ChatMessage, FinishReason, Generation, GenerationRequest, OutputConstraint, Prompt,
-    RequestAccounting, SamplingParams,
+    RequestAccounting, SamplingParams, ScoreRequest, Scored, ScoredToken,
 };
 
 /// What the loaded model is, as llama.cpp reports it.
@@ -114,6 +115,10 @@ enum Command {
     Embed {
         texts: Vec<String>,
         reply: Reply<Embedded>,
+    },
+    Score {
+        request: ScoreRequest,
+        reply: Reply<Scored>,
     },
 }
 
@@ -304,6 +309,16 @@ impl Engine {
             .blocking_recv()
             .map_err(|_| EngineError::EngineStopped)??
             .vectors)
+    }
+
+    /// Teacher-forced log-probabilities of each continuation after the
+    /// context (see [`ScoreRequest`]). For synchronous callers.
+    pub fn score_blocking(&self, request: ScoreRequest) -> Result<Scored, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .blocking_send(Command::Score { request, reply })
+            .map_err(|_| EngineError::EngineStopped)?;
+        rx.blocking_recv().map_err(|_| EngineError::EngineStopped)?
     }
 }
 

@@ -190,3 +190,47 @@ pub struct Generation {
     /// `(token id, logit)` of the highest first-step logits, when asked for.
     pub first_logits: Vec<(i32, f32)>,
 }
+
+/// Teacher forcing: how likely the model finds each continuation right
+/// after one context. Verification's no-training proxy scores a fact
+/// probe's true answer and its swapped ones this way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRequest {
+    /// Rendered as a generation prompt is (a chat ends with the opening of
+    /// the assistant turn).
+    pub context: Prompt,
+    pub continuations: Vec<String>,
+    /// Also score the model's end-of-turn token after each continuation, as
+    /// fine-tuning on a chat turn trains it.
+    pub end_of_turn: bool,
+}
+
+/// One token of a continuation and its log-probability given everything
+/// before it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoredToken {
+    /// Byte range of the token in the continuation's text; the end-of-turn
+    /// token is the empty range at the end.
+    pub start: usize,
+    pub end: usize,
+    pub logprob: f32,
+}
+
+/// What a [`ScoreRequest`] found, continuations in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub context_tokens: usize,
+    pub continuations: Vec<Vec<ScoredToken>>,
+    /// Engine time the scoring took.
+    pub compute: Duration,
+}
+
+impl Scored {
+    /// Summed log-probability of each continuation.
+    pub fn totals(&self) -> Vec<f64> {
+        self.continuations
+            .iter()
+            .map(|tokens| tokens.iter().map(|t| f64::from(t.logprob)).sum())
+            .collect()
+    }
+}

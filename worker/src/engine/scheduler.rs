@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::admission::{Admission, Cells, admission, waits_for_prefix};
 use super::prefix_cache::PrefixCache;
+use super::score;
 use super::stop::StopMatcher;
 use super::{
     Command, EngineConfig, EngineCounters, EngineError, FinishReason, Generation,
@@ -251,6 +252,7 @@ struct Scheduler<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     embed_ctx: Option<LlamaContext<'m>>,
+    score_ctx: Option<LlamaContext<'m>>,
     config: EngineConfig,
     slots: Vec<Option<Slot>>,
     waiting: VecDeque<Pending>,
@@ -275,6 +277,7 @@ impl<'m> Scheduler<'m> {
             model,
             ctx,
             embed_ctx: None,
+            score_ctx: None,
             config: config.clone(),
             slots: (0..n_slots).map(|_| None).collect(),
             waiting: VecDeque::new(),
@@ -384,16 +387,50 @@ impl<'m> Scheduler<'m> {
                     .fetch_add(compute.as_micros() as u64, Ordering::Relaxed);
                 let _ = reply.send(vectors.map(|vectors| super::Embedded { vectors, compute }));
             }
+            Command::Score { request, reply } => {
+                let started = Instant::now();
+                let scored = self.score(&request);
+                let compute = started.elapsed();
+                // Teacher forcing is prompt evaluation: it counts as prefill.
+                self.counters
+                    .prefill_us
+                    .fetch_add(compute.as_micros() as u64, Ordering::Relaxed);
+                let _ = reply.send(scored.map(|(context_tokens, continuations)| super::Scored {
+                    context_tokens,
+                    continuations,
+                    compute,
+                }));
+            }
+        }
+    }
+
+    fn score(
+        &mut self,
+        request: &super::ScoreRequest,
+    ) -> Result<(usize, Vec<Vec<super::ScoredToken>>), EngineError> {
+        let context = self.render(&request.context)?;
+        if self.score_ctx.is_none() {
+            self.score_ctx = Some(score::new_scoring_context(
+                self.backend,
+                self.model,
+                &self.config,
+            )?);
+        }
+        let ctx = self.score_ctx.as_mut().ok_or(EngineError::EngineStopped)?;
+        score::score(ctx, self.model, &context, request)
+    }
+
+    fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
+        match prompt {
+            Prompt::Raw(text) => Ok(text.clone()),
+            Prompt::Chat(messages) => self.render_chat(messages),
         }
     }
 
     /// Tokenises the prompt and builds the sampler chain; errors here belong
     /// to this request alone.
     fn prepare(&self, request: &GenerationRequest) -> Result<(Vec<i32>, Sampling), EngineError> {
-        let text = match &request.prompt {
-            Prompt::Raw(text) => text.clone(),
-            Prompt::Chat(messages) => self.render_chat(messages)?,
-        };
+        let text = self.render(&request.prompt)?;
         let tokens: Vec<i32> = self
             .model
             .vocab()
