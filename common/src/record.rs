@@ -14,9 +14,21 @@ pub struct Record {
     pub response: String,
     pub metadata: RecordMetadata,
     pub trace: Trace,
-    /// Where the response's figures come from (the support check); absent
-    /// when it states none or its task type is not grounded.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Where the response's figures come from (the support check); empty
+    /// when it states none or its task type is not grounded. Not part of
+    /// the record as written: an export keeps citations beside it, in
+    /// `citations/SPLIT.jsonl`. A column some splits have and others lack
+    /// (or hold only empty lists in) makes loaders that read the splits
+    /// together, such as Hugging Face `datasets`, refuse the files.
+    #[serde(skip)]
+    pub citations: Vec<RecordCitation>,
+}
+
+/// A line of `citations/SPLIT.jsonl`: a record's id and its citations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordCitations {
+    pub id: String,
     pub citations: Vec<RecordCitation>,
 }
 

@@ -1,10 +1,11 @@
 //! The engine against the real Qwen 2.5 GGUF: determinism, batching
-//! numerics, grammars, stops, context overflow, embeddings, prefix reuse.
+//! numerics, grammars, stops, context overflow, embeddings, prefix reuse,
+//! teacher-forced scoring.
 
 use seedling_tests::engine;
 use seedling_worker::engine::{
     ChatMessage, EngineError, FinishReason, Generation, GenerationRequest, OutputConstraint,
-    SamplingParams, cosine,
+    Prompt, SamplingParams, ScoreRequest, cosine,
 };
 
 fn ask(question: &str) -> GenerationRequest {
@@ -423,4 +424,70 @@ fn model_a_dropped_ticket_is_abandoned_not_decoded() {
         stats.requests_completed, 1,
         "the abandoned request must not be decoded to its end: {stats:?}"
     );
+}
+
+#[test]
+fn model_teacher_forcing_ranks_the_greedy_answer_first_and_tiles_its_bytes() {
+    let engine = engine(1, 1024);
+    let question = "Name the largest planet of the solar system in one sentence.";
+    let answer = engine.generate_blocking(greedy(question, 48)).unwrap().text;
+    assert!(!answer.is_empty());
+    // The same answer with one word swapped, and an unrelated one.
+    let swapped = match answer.split_once("Jupiter") {
+        Some((before, after)) => format!("{before}Saturn{after}"),
+        None => format!("Saturn. {answer}"),
+    };
+    let unrelated = "Bananas are yellow and grow in bunches.".to_string();
+    let score = |continuations: Vec<String>| {
+        engine
+            .score_blocking(ScoreRequest {
+                context: Prompt::Chat(vec![ChatMessage::user(question)]),
+                continuations,
+                end_of_turn: true,
+            })
+            .unwrap()
+    };
+    let scored = score(vec![answer.clone(), swapped.clone(), unrelated.clone()]);
+    let totals = scored.totals();
+    assert!(scored.context_tokens > 5);
+    assert!(
+        totals[0] > totals[1] && totals[0] > totals[2],
+        "greedy {answer:?} scored {totals:?}"
+    );
+    for (text, tokens) in [&answer, &swapped, &unrelated]
+        .into_iter()
+        .zip(&scored.continuations)
+    {
+        // Every byte of the text belongs to exactly one token, in order;
+        // the end-of-turn token is the empty range at the end.
+        let (last, body) = tokens.split_last().unwrap();
+        assert_eq!((last.start, last.end), (text.len(), text.len()));
+        assert_eq!(body.first().unwrap().start, 0);
+        for pair in body.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "{text:?}: {tokens:?}");
+        }
+        assert_eq!(body.last().unwrap().end, text.len());
+        assert!(
+            tokens
+                .iter()
+                .all(|t| t.logprob <= 0.0 && t.logprob.is_finite())
+        );
+    }
+    // Greedy decoding picked each token as the most likely one: under
+    // teacher forcing every one of them is likely (an argmax keeps well
+    // above 1 in 1000). The end-of-turn token is left out: the answer may
+    // have stopped at the token limit.
+    let (_, greedy_tokens) = scored.continuations[0].split_last().unwrap();
+    for t in greedy_tokens {
+        assert!(
+            t.logprob > -7.0,
+            "{answer:?}: {:?}",
+            scored.continuations[0]
+        );
+    }
+    // Continuations do not see each other: reversed order, same scores.
+    let reversed = score(vec![unrelated, swapped, answer]).totals();
+    for (a, b) in totals.iter().zip(reversed.iter().rev()) {
+        assert!((a - b).abs() < 1e-3, "{totals:?} vs {reversed:?}");
+    }
 }

@@ -139,16 +139,18 @@ fn model_judge_probe_measures_bias_on_the_plans_glossary() {
     let dir = tempfile::tempdir().unwrap();
     let plan = std::fs::read_to_string(repo_root().join("examples/clinical-lab.toml")).unwrap();
     let one_term = dir.path().join("one-term.toml");
-    // Keep the first glossary term, drop the others (up to the next table).
+    // Keep the first glossary term, drop the others (up to the next table),
+    // and the reference documents, which do not sit beside the copy.
     let mut seen = 0;
     let mut dropping = false;
     let mut trimmed = String::new();
     for line in plan.lines() {
         if line.starts_with("[[") || line.starts_with('[') {
-            dropping = line == "[[glossary]]" && {
-                seen += 1;
-                seen > 1
-            };
+            dropping = line == "[[references]]"
+                || line == "[[glossary]]" && {
+                    seen += 1;
+                    seen > 1
+                };
         }
         if !dropping {
             trimmed.push_str(line);

@@ -7,6 +7,11 @@
 //! every result; and bad inputs must fail with one line that says what to
 //! do.
 //!
+//! The no-training proxy (`--proxy`) runs on the same dataset: its records
+//! in context must lower the facts' loss as training does, the wrong facts
+//! of the perturbed control must not, and its untrained `base` must agree
+//! with the sidecar's (the same probes scored by llama.cpp and by torch).
+//!
 //! The smoke tier is too small to separate forced-choice accuracies (15
 //! probes; BENCHMARKS.md has its figures): the test asserts the losses,
 //! which move clearly even there (fact-token NLL 3.1 to 1.1 on this
@@ -153,12 +158,22 @@ fn model_verify_smoke_trains_reports_and_reuses() {
     }
     assert!(!log.contains("training seedling: step"), "{log}");
 
+    proxy_scores_the_same_probes_in_context(&dir, &report);
+
     // Bad inputs: one line each, saying what is wrong and where.
     let missing_env = verify(&dir, &["--env", "/nonexistent/verify-env"]);
     let log = text(&missing_env);
     assert!(!missing_env.status.success());
     assert!(
         log.contains("/nonexistent/verify-env") && log.contains("scripts/setup"),
+        "{log}"
+    );
+
+    let both = verify(&dir, &["--proxy"]);
+    let log = text(&both);
+    assert!(!both.status.success());
+    assert!(
+        log.contains("--proxy") && log.contains("cannot be used with"),
         "{log}"
     );
 
@@ -177,4 +192,76 @@ fn model_verify_smoke_trains_reports_and_reuses() {
     let log = text(&no_train);
     assert!(!no_train.status.success());
     assert!(log.contains("train"), "{log}");
+}
+
+/// `seedling verify --proxy` on the dataset the fine-tune just verified.
+fn proxy_scores_the_same_probes_in_context(dir: &Path, finetuned: &serde_json::Value) {
+    let proxy = seedling(&["verify", dir.to_str().unwrap(), "--proxy", "--naive", "0"]);
+    let log = text(&proxy);
+    assert!(proxy.status.success(), "{log}");
+    eprintln!("{log}");
+    assert!(
+        !log.contains("training"),
+        "the proxy trains nothing:\n{log}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("verify/proxy.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["tier"], "proxy");
+    assert_eq!(report["shots"], 3);
+    assert!(report["training"].is_null(), "{}", report["training"]);
+    assert_eq!(report["probes"], finetuned["probes"]);
+
+    // The records state the invented facts: in context they lower the
+    // facts' loss, and the swapped facts of the control do not.
+    let (base, seedling, perturbed) = (
+        metric(&report, "base", "fact_nll"),
+        metric(&report, "seedling", "fact_nll"),
+        metric(&report, "perturbed", "fact_nll"),
+    );
+    assert!(
+        seedling < base,
+        "in context: seedling {seedling} vs base {base}"
+    );
+    assert!(
+        seedling < perturbed,
+        "in context: seedling {seedling} vs perturbed {perturbed}"
+    );
+    // No records in context is the untrained model the sidecar scored:
+    // llama.cpp on the GGUF and torch on its dequantized weights must
+    // agree on the same probes (an off-by-one in teacher forcing would
+    // not).
+    let sidecar_base = metric(finetuned, "base", "fact_nll");
+    assert!(
+        (base - sidecar_base).abs() < 0.3,
+        "base fact NLL: llama.cpp {base} vs torch {sidecar_base}"
+    );
+
+    // Every probe under every condition, with the records it was shown.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.join("verify/proxy-probes.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let probes = report["probes"].as_u64().unwrap() as usize;
+    assert_eq!(lines.len(), probes * 3, "base, seedling, perturbed");
+    for line in &lines {
+        let shots = line["shots"].as_array().unwrap().len();
+        if line["condition"] == "base" {
+            assert_eq!(shots, 0, "{line}");
+        } else {
+            assert!((1..=3).contains(&shots), "{line}");
+        }
+    }
+
+    // The card keeps the fine-tune's section and gains the proxy's.
+    let card = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(card.contains("## Verification\n"), "{card}");
+    let section = card
+        .split("## Verification without training (proxy)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no proxy section in the card:\n{card}"));
+    assert!(section.contains("| perturbed |"), "{section}");
+    assert!(section.contains("`verify/proxy.json`"), "{section}");
 }

@@ -20,6 +20,14 @@ fn example(name: &str) -> Plan {
     load_plan(&repo_root().join("examples").join(name)).unwrap()
 }
 
+/// An example plan without its reference documents: generation units from
+/// the first call, no domain analysis first.
+fn example_without_references(name: &str) -> Plan {
+    let mut plan = example(name);
+    plan.references.clear();
+    plan
+}
+
 fn options(target: u64) -> RunOptions {
     RunOptions {
         target: Some(target),
@@ -188,7 +196,7 @@ fn the_time_left_shows_once_this_run_has_accepted_a_few_records() {
 #[test]
 fn late_and_repeated_results_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = example("clinical-lab.toml");
+    let plan = example_without_references("clinical-lab.toml");
     let (store, mut run) = open(dir.path(), &plan, 6);
     let worker = ScriptedWorker::default();
     let units = run.next_units(4).unwrap();
@@ -594,7 +602,7 @@ fn a_judge_probe_kept_in_the_lineage_shows_in_the_card() {
     use seedling_coordinator::quality::judge_probe::{JudgeReliability, reliability_batch};
     let dir = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let plan = example("clinical-lab.toml");
+    let plan = example_without_references("clinical-lab.toml");
     let (store, mut run) = open(dir.path(), &plan, 6);
     let plan_id = run.plan_id().clone();
     drive(&mut run, &ScriptedWorker::default(), 4, None);
@@ -634,6 +642,89 @@ fn a_judge_probe_kept_in_the_lineage_shows_in_the_card() {
         "{card}"
     );
     assert!(card.contains("| first answer chosen | 100.0% |"), "{card}");
+    assert!(store.check().unwrap().is_ok());
+}
+
+/// A fine-tuned verification and a proxy each keep their own section in the
+/// card: the newest of each kind for the exported version, and neither
+/// replaces the other.
+#[test]
+fn the_card_shows_the_newest_fine_tune_and_the_newest_proxy() {
+    use seedling_coordinator::verify::VerificationReport;
+    use seedling_coordinator::verify::report::verification_batch;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plan = example_without_references("clinical-lab.toml");
+    let (store, mut run) = open(dir.path(), &plan, 6);
+    let plan_id = run.plan_id().clone();
+    drive(&mut run, &ScriptedWorker::default(), 4, None);
+    let version = export_dataset(&store, &plan_id, out.path())
+        .unwrap()
+        .version;
+    let report = |tier: &str, accuracy: f64, proxy: bool| -> VerificationReport {
+        let mut json = serde_json::json!({
+            "dataset_version": version,
+            "plan": plan_id.as_str(),
+            "tier": tier,
+            "created_at": format!("2026-12-06T00:00:0{}Z", (accuracy * 10.0) as u32),
+            "seconds": 1.0,
+            "model": "qwen2.5 (test)",
+            "device": "cpu",
+            "training": {"steps": 8, "learning_rate": 0.0002, "lora_r": 16, "lora_alpha": 32, "max_tokens": 256, "bf16": true},
+            "probes": 20,
+            "probes_by_source": {"glossary": 20},
+            "test_rows": 3,
+            "leakage": {"shared_ids": 0, "max_input_rouge_l": 0.2, "near_duplicates": 0},
+            "naive": [0, 0],
+            "perturbed_records": 10,
+            "conditions": [
+                {"name": "seedling", "trained": !proxy, "train_examples": 12, "steps": 0, "loss_first": null, "loss_last": null, "seconds": 1.0,
+                 "metrics": {"forced_choice": {"mean": accuracy, "lo": accuracy - 0.1, "hi": accuracy + 0.1, "n": 20}}, "strata": {},
+                 "by_source": {"reference:docs/specimen-handling.md": {"mean": accuracy, "lo": 0.0, "hi": 1.0, "n": 20}}}
+            ],
+            "comparisons": [],
+            "plots": [],
+        });
+        if proxy {
+            json["training"] = serde_json::Value::Null;
+            json["shots"] = 3.into();
+        }
+        serde_json::from_value(json).unwrap()
+    };
+    for (at, tier, accuracy, proxy) in [
+        (1_000, "smoke", 0.5, false),
+        (2_000, "proxy", 0.6, true),
+        (3_000, "proxy", 0.7, true),
+    ] {
+        let (_, batch) = verification_batch(&plan_id, &report(tier, accuracy, proxy), at);
+        store.append(&batch).unwrap();
+    }
+    export_dataset(&store, &plan_id, out.path()).unwrap();
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    let (_, tuned) = card
+        .split_once("## Verification\n")
+        .unwrap_or_else(|| panic!("no fine-tune section:\n{card}"));
+    assert!(tuned.contains("(smoke tier"), "{tuned}");
+    assert!(
+        tuned.contains("| seedling | 0.500 [0.400, 0.600]"),
+        "{tuned}"
+    );
+    let (_, proxy) = card
+        .split_once("## Verification without training (proxy)")
+        .unwrap_or_else(|| panic!("no proxy section:\n{card}"));
+    assert!(
+        proxy.contains("| seedling | 0.700 [0.600, 0.800]"),
+        "{proxy}"
+    );
+    assert!(
+        !card.contains("0.600 [0.500, 0.700]"),
+        "the older proxy is replaced:\n{card}"
+    );
+    assert!(
+        proxy.contains("| condition | specimen-handling.md (20) |"),
+        "{proxy}"
+    );
+    assert!(proxy.contains("`verify/proxy.json`"), "{proxy}");
     assert!(store.check().unwrap().is_ok());
 }
 
@@ -788,7 +879,7 @@ fn every_calls_cost_is_counted_kept_through_a_crash_and_shown_in_the_card() {
 #[test]
 fn attempts_for_a_stratum_that_filled_are_withdrawn_not_wasted() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = example("clinical-lab.toml");
+    let plan = example_without_references("clinical-lab.toml");
     let (_store, mut run) = open(dir.path(), &plan, 6);
     let worker = ScriptedWorker::default();
     let mut pending: VecDeque<_> = run.next_units(32).unwrap().into();

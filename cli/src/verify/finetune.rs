@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use seedling_coordinator::verify::report::{
-    BASE, NAIVE, PERTURBED, SEEDLING, VerificationReport, compare, summarize,
+    BASE, NAIVE, PERTURBED, SEEDLING, VerificationReport, by_source, compare, summarize,
 };
 use seedling_coordinator::verify::sidecar::{ConditionInput, condition_key, default_env};
 use seedling_coordinator::verify::{
@@ -107,7 +107,26 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let figures = sidecar.run(&sidecar_config, |event| progress(event, tty))?;
 
-    let summaries: Vec<_> = figures.conditions.iter().map(summarize).collect();
+    // Which sources' facts each condition got right: the sidecar reports
+    // every probe's outcome in probe order.
+    let chance = figures
+        .conditions
+        .iter()
+        .find_map(|c| c.metrics.get("forced_choice")?.chance)
+        .unwrap_or(0.25);
+    let summaries: Vec<_> = figures
+        .conditions
+        .iter()
+        .map(|result| {
+            let mut summary = summarize(result);
+            if result.per_probe.len() == prepared.probes.len() {
+                let correct: Vec<bool> = result.per_probe.iter().map(|&c| c == 1).collect();
+                summary.by_source =
+                    by_source(&prepared.probes, &correct, chance, dataset.plan.seed);
+            }
+            summary
+        })
+        .collect();
     let plots = [
         "loss.png",
         "forced_choice.png",

@@ -26,6 +26,8 @@ use super::{Prepared, VerifyArgs, threads};
 struct ProbeLine<'a> {
     condition: &'a str,
     probe: &'a str,
+    source: &'a str,
+    fact: &'a str,
     shots: Vec<&'a str>,
     correct: bool,
     fact_nll: Option<f64>,
@@ -76,6 +78,8 @@ pub fn run(
             lines.push(ProbeLine {
                 condition: name,
                 probe: &probe.id,
+                source: &probe.source,
+                fact: &probe.fact,
                 shots: shots[..used].iter().map(|r| r.id.as_str()).collect(),
                 correct: outcome.correct,
                 fact_nll: outcome.fact_nll,
@@ -101,6 +105,7 @@ pub fn run(
         summaries.push(summarize(
             name,
             rows.len(),
+            &prepared.probes,
             &outcomes,
             chance,
             dataset.plan.seed,

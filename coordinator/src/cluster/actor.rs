@@ -466,7 +466,13 @@ impl ClusterState {
         let Some(worker) = self.workers.remove(id) else {
             return;
         };
-        tracing::warn!(worker = %id, units = worker.units.len(), why, "worker out; its units go to the others");
+        // A worker leaving empty-handed (the end of an embedded run, a
+        // drained node) costs nothing: not worth an operator's attention.
+        if worker.units.is_empty() {
+            tracing::info!(worker = %id, why, "worker out; it held no units");
+        } else {
+            tracing::warn!(worker = %id, units = worker.units.len(), why, "worker out; its units go to the others");
+        }
         self.units.requeued += worker.units.len() as u64;
         for (plan, unit) in worker.units.keys() {
             if let Some(index) = self.plan_index(plan) {

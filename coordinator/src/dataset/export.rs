@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use seedling_common::cost::RunCost;
 use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
-use seedling_common::record::{Record, RecordMetadata};
+use seedling_common::record::{Record, RecordCitations, RecordMetadata};
 use seedling_common::time::{now_unix_ms, rfc3339_from_unix_ms};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -114,7 +114,9 @@ pub fn validate_record(record: &Record) -> Result<(), String> {
         return Err("trace.parent_id is missing".into());
     }
     let json = serde_json::to_value(record).map_err(|e| e.to_string())?;
-    let back: Record = serde_json::from_value(json).map_err(|e| e.to_string())?;
+    let mut back: Record = serde_json::from_value(json).map_err(|e| e.to_string())?;
+    // Citations travel in a file of their own, not in the record's JSON.
+    back.citations.clone_from(&record.citations);
     if &back != record {
         return Err("does not round-trip through the schema".into());
     }
@@ -172,6 +174,10 @@ fn write_file(dir: &Path, rel: &str, bytes: &[u8]) -> Result<ManifestEntry, Expo
 /// The JSONL formats an export writes for each split, in `FORMAT/SPLIT.jsonl`:
 /// the record schema, then the chat formats, in the order the export makes them.
 const JSONL_FORMATS: [&str; 4] = ["data", "chatml", "sharegpt", "alpaca"];
+
+/// Each split's citations, beside its records: `citations/SPLIT.jsonl`, a
+/// line per record that cites (written only when one does).
+const CITATIONS: &str = "citations";
 
 fn jsonl_file(format: &str, split: &str) -> String {
     format!("{format}/{split}.jsonl")
@@ -672,7 +678,10 @@ fn write_splits(
         let name = split.as_str();
         if records.is_empty() {
             let stale = JSONL_FORMATS.map(|format| jsonl_file(format, name));
-            for rel in stale.iter().chain([&parquet_file(name)]) {
+            for rel in stale
+                .iter()
+                .chain([&parquet_file(name), &jsonl_file(CITATIONS, name)])
+            {
                 let _ = std::fs::remove_file(out.join(rel));
             }
             omitted.push(name);
@@ -688,6 +697,20 @@ fn write_splits(
             files.push(write_file(out, &jsonl_file(format, name), &bytes)?);
         }
         files.push(write_parquet_file(out, name, records)?);
+        let cited: Vec<RecordCitations> = records
+            .iter()
+            .filter(|r| !r.citations.is_empty())
+            .map(|r| RecordCitations {
+                id: r.id.clone(),
+                citations: r.citations.clone(),
+            })
+            .collect();
+        let rel = jsonl_file(CITATIONS, name);
+        if cited.is_empty() {
+            let _ = std::fs::remove_file(out.join(rel));
+        } else {
+            files.push(write_file(out, &rel, &jsonl(&cited))?);
+        }
     }
     Ok((files, omitted))
 }

@@ -14,6 +14,7 @@
 //! the engine for the naive baseline and the proxy.
 
 pub mod dataset;
+pub mod interval;
 pub mod naive;
 pub mod perturb;
 pub mod probes;

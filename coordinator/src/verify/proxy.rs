@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use seedling_common::work::Message;
 
 use super::TrainRow;
+use super::interval::bootstrap;
 use super::probes::Probe;
-use super::report::ConditionSummary;
-use super::sidecar::Estimate;
+use super::report::{ConditionSummary, by_source};
 
 /// Records shown before each probe, by default.
 pub const DEFAULT_SHOTS: usize = 3;
@@ -143,55 +143,11 @@ pub fn judge(probe: &Probe, totals: &[f64], true_tokens: &[TokenScore]) -> Probe
     ProbeOutcome { correct, fact_nll }
 }
 
-/// SplitMix64: a few lines of seeded randomness, so the intervals are the
-/// same on every machine for the same outcomes.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// The mean of `values` with a 95% percentile-bootstrap interval.
-pub fn bootstrap(
-    values: &[f64],
-    rounds: usize,
-    seed: u64,
-    chance: Option<f64>,
-) -> Option<Estimate> {
-    if values.is_empty() {
-        return None;
-    }
-    let n = values.len();
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let mut rng = SplitMix(seed);
-    let mut means: Vec<f64> = (0..rounds.max(1))
-        .map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64)
-        .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((means.len() - 1) as f64 * q).round() as usize];
-    Some(Estimate {
-        mean,
-        lo: at(0.025),
-        hi: at(0.975),
-        n,
-        chance,
-    })
-}
-
 /// A condition's row of the report from its probes' outcomes.
 pub fn summarize(
     name: &str,
     records: usize,
+    probes: &[Probe],
     outcomes: &[ProbeOutcome],
     chance: f64,
     seed: u64,
@@ -219,6 +175,12 @@ pub fn summarize(
         seconds,
         metrics,
         strata: BTreeMap::new(),
+        by_source: by_source(
+            probes,
+            &outcomes.iter().map(|o| o.correct).collect::<Vec<_>>(),
+            chance,
+            seed,
+        ),
     }
 }
 
@@ -324,20 +286,5 @@ mod tests {
         assert_eq!(p.fact_start, 10);
         let tokens = [(0, 13, -0.5), (13, 16, -1.0), (16, 23, -3.0)];
         assert_eq!(judge(&p, &[0.0, -1.0], &tokens).fact_nll, Some(2.0));
-    }
-
-    #[test]
-    fn bootstrap_intervals_hold_the_mean_and_repeat_for_a_seed() {
-        let values: Vec<f64> = (0..40)
-            .map(|i| if i % 4 == 0 { 0.0 } else { 1.0 })
-            .collect();
-        let e = bootstrap(&values, 2000, 7, Some(0.25)).unwrap();
-        assert_eq!(e.mean, 0.75);
-        assert!(e.lo < 0.75 && e.hi > 0.75, "{e:?}");
-        assert!(e.lo > 0.5 && e.hi <= 0.9, "{e:?}");
-        assert_eq!(Some(e.clone()), bootstrap(&values, 2000, 7, Some(0.25)));
-        let constant = bootstrap(&[2.0; 5], 100, 1, None).unwrap();
-        assert_eq!((constant.lo, constant.hi), (2.0, 2.0));
-        assert_eq!(bootstrap(&[], 100, 1, None), None);
     }
 }

@@ -4,7 +4,7 @@
 //! dataset card's "Verification" section, and the lineage node that keeps
 //! the figures beside the export they verify.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use seedling_common::ids::{NodeId, PlanId};
@@ -12,6 +12,9 @@ use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, Nod
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Leakage;
+use super::interval::bootstrap;
+use super::probes::Probe;
+use super::proxy::BOOTSTRAP_ROUNDS;
 use super::sidecar::{ConditionResult, Estimate, TrainingSettings};
 
 /// The condition names the report compares; a user's baseline is `user_baseline`.
@@ -58,6 +61,88 @@ pub struct ConditionSummary {
     pub seconds: f64,
     pub metrics: BTreeMap<String, Estimate>,
     pub strata: BTreeMap<String, Option<Estimate>>,
+    /// Forced-choice accuracy per probe source (`glossary`, `rule`,
+    /// `reference:<file>`): whose facts the condition got right.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_source: BTreeMap<String, Estimate>,
+}
+
+/// Forced-choice accuracy per probe source, from each probe's outcome (in
+/// probe order).
+pub fn by_source(
+    probes: &[Probe],
+    correct: &[bool],
+    chance: f64,
+    seed: u64,
+) -> BTreeMap<String, Estimate> {
+    let mut grouped: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (probe, &won) in probes.iter().zip(correct) {
+        grouped
+            .entry(probe.source.as_str())
+            .or_default()
+            .push(if won { 1.0 } else { 0.0 });
+    }
+    grouped
+        .into_iter()
+        .filter_map(|(source, values)| {
+            bootstrap(&values, BOOTSTRAP_ROUNDS, seed, Some(chance))
+                .map(|e| (source.to_string(), e))
+        })
+        .collect()
+}
+
+/// A probe source as a column head: the file name of a reference.
+fn short_source(source: &str) -> &str {
+    source.rsplit(['/', ':']).next().unwrap_or(source)
+}
+
+/// Forced choice per probe source, conditions as rows (markdown when
+/// `markdown`, aligned text otherwise); empty when no condition has it.
+fn source_table(conditions: &[ConditionSummary], markdown: bool) -> String {
+    let sources: BTreeSet<&str> = conditions
+        .iter()
+        .flat_map(|c| c.by_source.keys().map(String::as_str))
+        .collect();
+    if sources.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let heads: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            let n = conditions
+                .iter()
+                .find_map(|c| c.by_source.get(*s))
+                .map_or(0, |e| e.n);
+            format!("{} ({n})", short_source(s))
+        })
+        .collect();
+    if markdown {
+        let _ = writeln!(out, "| condition | {} |", heads.join(" | "));
+        let _ = writeln!(out, "| --- |{}", " ---: |".repeat(heads.len()));
+    } else {
+        let _ = write!(out, "{:<14}", "by source");
+        for head in &heads {
+            let _ = write!(out, " {head:>30}");
+        }
+        out.push('\n');
+    }
+    for c in conditions {
+        let cells: Vec<String> = sources
+            .iter()
+            .map(|s| c.by_source.get(*s).map(cell).unwrap_or_else(|| "-".into()))
+            .collect();
+        if markdown {
+            let _ = writeln!(out, "| {} | {} |", c.name, cells.join(" | "));
+        } else {
+            let _ = write!(out, "{:<14}", c.name);
+            for cell in &cells {
+                let _ = write!(out, " {cell:>30}");
+            }
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// `verify/report.json`, and the body of the verification lineage node.
@@ -112,6 +197,7 @@ pub fn summarize(result: &ConditionResult) -> ConditionSummary {
         seconds: result.seconds,
         metrics: result.metrics.clone(),
         strata: result.strata.clone(),
+        by_source: BTreeMap::new(),
     }
 }
 
@@ -204,6 +290,10 @@ impl VerificationReport {
                 "forced choice: share of {} probes whose true fact scored above every swapped one (chance {chance:.2}); NLL: nats per token, lower is better; [95% bootstrap interval]",
                 self.probes
             );
+        }
+        let sources = source_table(&self.conditions, false);
+        if !sources.is_empty() {
+            let _ = write!(out, "\nforced choice by probe source (probes):\n{sources}");
         }
         out
     }
@@ -317,6 +407,13 @@ pub fn card_section(report: &VerificationReport) -> String {
         out.push('\n');
     }
     out.push('\n');
+    let sources = source_table(&report.conditions, true);
+    if !sources.is_empty() {
+        let _ = writeln!(
+            out,
+            "Forced choice by where the probe's fact comes from (probes in brackets):\n\n{sources}"
+        );
+    }
     for line in report.verdicts() {
         let _ = writeln!(out, "- {line}");
     }
@@ -411,6 +508,7 @@ mod tests {
                 ("fact_nll".to_string(), nll),
             ]),
             strata: BTreeMap::new(),
+            by_source: BTreeMap::new(),
         }
     }
 
