@@ -41,8 +41,13 @@ pub struct VerifyArgs {
     /// context on the local engine (minutes, no Python environment needed)
     #[arg(long, conflicts_with_all = ["smoke", "steps", "env", "eval"])]
     pub proxy: bool,
-    /// Records shown before each probe by --proxy
-    #[arg(long, default_value_t = seedling_coordinator::verify::proxy::DEFAULT_SHOTS, requires = "proxy")]
+    /// Records shown before each probe by --proxy (1 to 16)
+    #[arg(
+        long,
+        default_value_t = seedling_coordinator::verify::proxy::DEFAULT_SHOTS,
+        requires = "proxy",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16)
+    )]
     pub shots: usize,
     /// A fifth condition: your own instruction set (JSONL with input and response)
     #[arg(long)]

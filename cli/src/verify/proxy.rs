@@ -114,7 +114,10 @@ pub fn run(
     }
     write_jsonl(&prepared.out.join("proxy-probes.jsonl"), &lines)?;
 
-    let device = format!("cpu (llama.cpp, {} threads)", threads(&args.engine));
+    let device = match args.engine.gpu_layers {
+        0 => format!("cpu (llama.cpp, {} threads)", threads(&args.engine)),
+        layers => format!("llama.cpp, {layers} layers on the GPU"),
+    };
     let mut report = prepared.report(PROXY_TIER, device, summaries);
     report.shots = Some(args.shots);
     report.comparisons = compare(&report.conditions);
