@@ -468,6 +468,10 @@ fn print_summary(p: &Progress, export: &ExportSummary, elapsed: Duration, store:
         "  lineage: seedling lineage show RECORD_ID --store {}",
         store.display()
     );
+    println!(
+        "  does it teach the domain? seedling verify {dir} --proxy (no training, minutes), or seedling verify {dir} (fine-tunes)",
+        dir = export.dir.display()
+    );
 }
 
 /// Where this run's time went, what an accepted record cost per stage, and
