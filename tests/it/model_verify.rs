@@ -208,6 +208,7 @@ fn proxy_scores_the_same_probes_in_context(dir: &Path, finetuned: &serde_json::V
     assert_eq!(report["shots"], 3);
     assert!(report["training"].is_null(), "{}", report["training"]);
     assert_eq!(report["probes"], finetuned["probes"]);
+    assert_eq!(report["coverage"]["probes"], report["probes"]);
 
     // The records state the invented facts: in context they lower the
     // facts' loss, and the swapped facts of the control do not.

@@ -22,7 +22,7 @@ use seedling_coordinator::lineage::LineageStore;
 use seedling_coordinator::tracking::track_verification;
 use seedling_coordinator::verify::perturb::perturb_facts;
 use seedling_coordinator::verify::probes::{Probe, build_probes};
-use seedling_coordinator::verify::report::{ConditionSummary, verification_batch};
+use seedling_coordinator::verify::report::{ConditionSummary, FactCoverage, verification_batch};
 use seedling_coordinator::verify::{
     TrainRow, VerificationReport, VerifyDataset, knowledge_of, read_pairs,
 };
@@ -145,6 +145,7 @@ impl Prepared {
             probes_by_source: self.probes_by_source.clone(),
             test_rows: 0,
             leakage: self.dataset.leakage(),
+            coverage: FactCoverage::of(&self.probes, &self.dataset.train),
             naive: (self.naive_count, self.naive.len()),
             perturbed_records: self.perturbed_records,
             comparisons: Vec::new(),
@@ -243,6 +244,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     for line in report.verdicts() {
         println!("{line}");
     }
+    println!("{}", report.coverage.sentence());
     if report.training.is_some() {
         println!(
             "test split against train: {} shared records, highest input ROUGE-L {:.2}, {} near duplicates",

@@ -11,6 +11,7 @@ use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use serde::{Deserialize, Serialize};
 
+use super::TrainRow;
 use super::dataset::Leakage;
 use super::interval::bootstrap;
 use super::probes::Probe;
@@ -65,6 +66,50 @@ pub struct ConditionSummary {
     /// `reference:<file>`): whose facts the condition got right.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_source: BTreeMap<String, Estimate>,
+}
+
+/// How many of the probed facts the train split states: a fact no record
+/// states cannot be learned from the dataset, and one stated once hardly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactCoverage {
+    pub probes: usize,
+    /// Facts found in at least one train record, and in exactly one.
+    pub stated: usize,
+    pub stated_once: usize,
+}
+
+impl FactCoverage {
+    /// Counts, for each probe, the train records whose text holds its fact
+    /// (case-insensitive, as written in the source).
+    pub fn of(probes: &[Probe], train: &[TrainRow]) -> Self {
+        let texts: Vec<String> = train
+            .iter()
+            .map(|r| format!("{}\n{}", r.input, r.response).to_lowercase())
+            .collect();
+        let mut coverage = Self {
+            probes: probes.len(),
+            ..Self::default()
+        };
+        for probe in probes {
+            let fact = probe.fact.to_lowercase();
+            match texts.iter().filter(|t| t.contains(&fact)).count() {
+                0 => {}
+                1 => {
+                    coverage.stated += 1;
+                    coverage.stated_once += 1;
+                }
+                _ => coverage.stated += 1,
+            }
+        }
+        coverage
+    }
+
+    pub fn sentence(&self) -> String {
+        format!(
+            "the train split states {} of the {} probed facts ({} of them in one record only); a fact no record states cannot be learned from the dataset",
+            self.stated, self.probes, self.stated_once
+        )
+    }
 }
 
 /// Forced-choice accuracy per probe source, from each probe's outcome (in
@@ -164,6 +209,9 @@ pub struct VerificationReport {
     pub probes_by_source: BTreeMap<String, usize>,
     pub test_rows: usize,
     pub leakage: Leakage,
+    /// How many of the probed facts the train split states at all.
+    #[serde(default)]
+    pub coverage: FactCoverage,
     /// Naive examples asked for and usable.
     pub naive: (usize, usize),
     /// Seedling train records with at least one fact to swap.
@@ -417,6 +465,9 @@ pub fn card_section(report: &VerificationReport) -> String {
     for line in report.verdicts() {
         let _ = writeln!(out, "- {line}");
     }
+    if report.coverage.probes > 0 {
+        let _ = writeln!(out, "- {}", report.coverage.sentence());
+    }
     if report.training.is_some() {
         let _ = writeln!(
             out,
@@ -536,6 +587,46 @@ mod tests {
         let perturbed = get("forced_choice", PERTURBED);
         assert!(!perturbed.better && !perturbed.better_separated);
         assert!(get("fact_nll", PERTURBED).better_separated);
+    }
+
+    #[test]
+    fn coverage_counts_the_probed_facts_the_train_split_states() {
+        let probe = |fact: &str| Probe {
+            id: fact.into(),
+            source: "glossary".into(),
+            prompt: "?".into(),
+            answer: fact.into(),
+            fact: fact.into(),
+            fact_kind: "money".into(),
+            fact_start: 0,
+            alternatives: vec![],
+        };
+        let row = |response: &str| TrainRow {
+            id: response.into(),
+            input: "How much?".into(),
+            response: response.into(),
+            stratum: String::new(),
+        };
+        let coverage = FactCoverage::of(
+            &[probe("25 Dollars"), probe("3:00 pm"), probe("45 dollars")],
+            &[
+                row("A wire costs 25 dollars."),
+                row("Also 25 dollars, before 3:00 PM."),
+            ],
+        );
+        assert_eq!(
+            coverage,
+            FactCoverage {
+                probes: 3,
+                stated: 2,
+                stated_once: 1
+            }
+        );
+        assert!(
+            coverage
+                .sentence()
+                .contains("2 of the 3 probed facts (1 of them")
+        );
     }
 
     #[test]
