@@ -19,8 +19,9 @@ pub struct Record {
     /// the record as written: an export keeps citations beside it, in
     /// `citations/SPLIT.jsonl`. A column some splits have and others lack
     /// (or hold only empty lists in) makes loaders that read the splits
-    /// together, such as Hugging Face `datasets`, refuse the files.
-    #[serde(skip)]
+    /// together, such as Hugging Face `datasets`, refuse the files. Still
+    /// read, so exports written before it moved load as they are.
+    #[serde(default, skip_serializing)]
     pub citations: Vec<RecordCitation>,
 }
 
@@ -130,6 +131,19 @@ mod tests {
         ];
         let positions: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn citations_are_read_from_older_exports_but_never_written() {
+        let old = DESIGN_EXAMPLE.replacen(
+            "\"trace\"",
+            "\"citations\": [{\"node\": \"n-1\", \"start\": 0, \"end\": 4, \"quote\": \"text\", \"facts\": []}], \"trace\"",
+            1,
+        );
+        let record: Record = serde_json::from_str(&old).unwrap();
+        assert_eq!(record.citations.len(), 1);
+        let written = serde_json::to_string(&record).unwrap();
+        assert!(!written.contains("citations"), "{written}");
     }
 
     #[test]
