@@ -148,6 +148,35 @@ pub fn retail_banking_without_references() -> String {
     out
 }
 
+/// A smoke-tier verification report of dataset `version` as JSON (two
+/// conditions, base and seedling), for tests to adjust and deserialize.
+pub fn verification_report_json(version: &str, plan: &str) -> serde_json::Value {
+    serde_json::json!({
+        "dataset_version": version,
+        "plan": plan,
+        "tier": "smoke",
+        "created_at": "2026-12-06T00:00:00Z",
+        "seconds": 12.5,
+        "model": "qwen2.5 (test)",
+        "device": "cpu",
+        "training": {"steps": 8, "learning_rate": 0.0002, "lora_r": 16, "lora_alpha": 32, "max_tokens": 256, "bf16": true},
+        "probes": 20,
+        "probes_by_source": {"glossary": 20},
+        "test_rows": 3,
+        "leakage": {"shared_ids": 0, "max_input_rouge_l": 0.2, "near_duplicates": 0},
+        "naive": [16, 15],
+        "perturbed_records": 10,
+        "conditions": [
+            {"name": "base", "trained": false, "train_examples": 0, "steps": 0, "loss_first": null, "loss_last": null, "seconds": 1.0,
+             "metrics": {"forced_choice": {"mean": 0.4, "lo": 0.2, "hi": 0.6, "n": 20}}, "strata": {}},
+            {"name": "seedling", "trained": true, "train_examples": 12, "steps": 8, "loss_first": 2.5, "loss_last": 1.25, "seconds": 9.0,
+             "metrics": {"forced_choice": {"mean": 0.7, "lo": 0.5, "hi": 0.85, "n": 20}}, "strata": {}}
+        ],
+        "comparisons": [],
+        "plots": ["loss.png"],
+    })
+}
+
 /// The Python environment `scripts/setup` makes for the tests' tools
 /// (Hugging Face `datasets`, `mlflow`).
 pub fn pyenv() -> PathBuf {

@@ -662,29 +662,15 @@ fn the_card_shows_the_newest_fine_tune_and_the_newest_proxy() {
         .unwrap()
         .version;
     let report = |tier: &str, accuracy: f64, proxy: bool| -> VerificationReport {
-        let mut json = serde_json::json!({
-            "dataset_version": version,
-            "plan": plan_id.as_str(),
-            "tier": tier,
-            "created_at": format!("2026-12-06T00:00:0{}Z", (accuracy * 10.0) as u32),
-            "seconds": 1.0,
-            "model": "qwen2.5 (test)",
-            "device": "cpu",
-            "training": {"steps": 8, "learning_rate": 0.0002, "lora_r": 16, "lora_alpha": 32, "max_tokens": 256, "bf16": true},
-            "probes": 20,
-            "probes_by_source": {"glossary": 20},
-            "test_rows": 3,
-            "leakage": {"shared_ids": 0, "max_input_rouge_l": 0.2, "near_duplicates": 0},
-            "naive": [0, 0],
-            "perturbed_records": 10,
-            "conditions": [
-                {"name": "seedling", "trained": !proxy, "train_examples": 12, "steps": 0, "loss_first": null, "loss_last": null, "seconds": 1.0,
-                 "metrics": {"forced_choice": {"mean": accuracy, "lo": accuracy - 0.1, "hi": accuracy + 0.1, "n": 20}}, "strata": {},
-                 "by_source": {"reference:docs/specimen-handling.md": {"mean": accuracy, "lo": 0.0, "hi": 1.0, "n": 20}}}
-            ],
-            "comparisons": [],
-            "plots": [],
-        });
+        let mut json = seedling_tests::verification_report_json(&version, plan_id.as_str());
+        json["tier"] = tier.into();
+        json["created_at"] = format!("2026-12-06T00:00:0{}Z", (accuracy * 10.0) as u32).into();
+        json["plots"] = serde_json::json!([]);
+        json["conditions"] = serde_json::json!([
+            {"name": "seedling", "trained": !proxy, "train_examples": 12, "steps": 0, "loss_first": null, "loss_last": null, "seconds": 1.0,
+             "metrics": {"forced_choice": {"mean": accuracy, "lo": accuracy - 0.1, "hi": accuracy + 0.1, "n": 20}}, "strata": {},
+             "by_source": {"reference:docs/specimen-handling.md": {"mean": accuracy, "lo": 0.0, "hi": 1.0, "n": 20}}}
+        ]);
         if proxy {
             json["training"] = serde_json::Value::Null;
             json["shots"] = 3.into();

@@ -109,30 +109,9 @@ fn a_plan_run_and_its_verification_are_mlflow_runs_with_their_figures_and_files(
 
     // A verification of that dataset is a run of its own beside it.
     let verify_dir = tempfile::tempdir().unwrap();
-    let report: VerificationReport = serde_json::from_value(serde_json::json!({
-        "dataset_version": export.version,
-        "plan": plan_id.as_str(),
-        "tier": "smoke",
-        "created_at": "2026-12-06T00:00:00Z",
-        "seconds": 12.5,
-        "model": "qwen2.5 (test)",
-        "device": "cpu",
-        "training": {"steps": 8, "learning_rate": 0.0002, "lora_r": 16, "lora_alpha": 32, "max_tokens": 256, "bf16": true},
-        "probes": 20,
-        "probes_by_source": {"glossary": 20},
-        "test_rows": 3,
-        "leakage": {"shared_ids": 0, "max_input_rouge_l": 0.2, "near_duplicates": 0},
-        "naive": [16, 15],
-        "perturbed_records": 10,
-        "conditions": [
-            {"name": "base", "trained": false, "train_examples": 0, "steps": 0, "loss_first": null, "loss_last": null, "seconds": 1.0,
-             "metrics": {"forced_choice": {"mean": 0.4, "lo": 0.2, "hi": 0.6, "n": 20}}, "strata": {}},
-            {"name": "seedling", "trained": true, "train_examples": 12, "steps": 8, "loss_first": 2.5, "loss_last": 1.25, "seconds": 9.0,
-             "metrics": {"forced_choice": {"mean": 0.7, "lo": 0.5, "hi": 0.85, "n": 20}}, "strata": {}}
-        ],
-        "comparisons": [],
-        "plots": ["loss.png"],
-    }))
+    let report: VerificationReport = serde_json::from_value(
+        seedling_tests::verification_report_json(&export.version, plan_id.as_str()),
+    )
     .unwrap();
     std::fs::write(
         verify_dir.path().join("report.json"),

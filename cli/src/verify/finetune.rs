@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use seedling_coordinator::verify::probes::chance;
 use seedling_coordinator::verify::report::{
     BASE, NAIVE, PERTURBED, SEEDLING, VerificationReport, by_source, compare, summarize,
 };
@@ -31,12 +32,8 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
         let _ = std::fs::remove_dir_all(prepared.out.join("conditions"));
     }
 
-    let write = |name: &str, rows: &[TrainRow]| -> anyhow::Result<PathBuf> {
-        let path = prepared.inputs.join(name);
-        write_jsonl(&path, rows)?;
-        Ok(path)
-    };
-    let probes_path = write_probes(prepared)?;
+    let write = |name: &str, rows: &[TrainRow]| write_input(prepared, name, rows);
+    let probes_path = write_input(prepared, "probes.jsonl", &prepared.probes)?;
     let seedling_path = write("seedling.jsonl", &dataset.train)?;
     let perturbed_path = write("perturbed.jsonl", &prepared.perturbed)?;
     let test_path = (!dataset.test.is_empty())
@@ -109,11 +106,7 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
 
     // Which sources' facts each condition got right: the sidecar reports
     // every probe's outcome in probe order.
-    let chance = figures
-        .conditions
-        .iter()
-        .find_map(|c| c.metrics.get("forced_choice")?.chance)
-        .unwrap_or(0.25);
+    let chance = chance(&prepared.probes);
     let summaries: Vec<_> = figures
         .conditions
         .iter()
@@ -146,9 +139,14 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
     Ok(report)
 }
 
-fn write_probes(prepared: &Prepared) -> anyhow::Result<PathBuf> {
-    let path = prepared.inputs.join("probes.jsonl");
-    write_jsonl(&path, &prepared.probes)?;
+/// `rows` as `DIR/verify/inputs/NAME`, for the sidecar.
+fn write_input<T: serde::Serialize>(
+    prepared: &Prepared,
+    name: &str,
+    rows: &[T],
+) -> anyhow::Result<PathBuf> {
+    let path = prepared.inputs.join(name);
+    write_jsonl(&path, rows)?;
     Ok(path)
 }
 

@@ -233,6 +233,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let report = if args.proxy {
         proxy::run(&args, &prepared, engine.get()?)?
     } else {
+        // The sidecar loads the model into torch: free llama.cpp's copy
+        // (the naive baseline may have started it) first.
         drop(engine);
         finetune::run(&args, &prepared)?
     };

@@ -24,13 +24,16 @@ impl<'a> LocalEngine<'a> {
     }
 
     pub fn get(&mut self) -> anyhow::Result<&Engine> {
-        if self.engine.is_none() {
-            let mut config = self.args.config();
-            config.n_threads = threads(self.args);
-            config.n_slots = config.n_slots.clamp(1, 8);
-            self.engine = Some(Engine::start(config)?);
-        }
-        Ok(self.engine.as_ref().expect("started above"))
+        let engine = match self.engine.take() {
+            Some(engine) => engine,
+            None => {
+                let mut config = self.args.config();
+                config.n_threads = threads(self.args);
+                config.n_slots = config.n_slots.clamp(1, 8);
+                Engine::start(config)?
+            }
+        };
+        Ok(self.engine.insert(engine))
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use seedling_coordinator::verify::TrainRow;
-use seedling_coordinator::verify::probes::Probe;
+use seedling_coordinator::verify::probes::{Probe, chance};
 use seedling_coordinator::verify::proxy::{
     ProbeOutcome, ShotIndex, TokenScore, context, judge, summarize,
 };
@@ -57,12 +57,7 @@ pub fn run(
         prepared.naive.len(),
         args.shots,
     );
-    let chance = prepared
-        .probes
-        .iter()
-        .map(|p| 1.0 / (1 + p.alternatives.len()) as f64)
-        .sum::<f64>()
-        / prepared.probes.len() as f64;
+    let chance = chance(&prepared.probes);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut lines = Vec::new();
     let mut summaries = Vec::new();

@@ -1,25 +1,8 @@
 //! Percentile-bootstrap intervals, computed in Rust where the sidecar is
 //! not involved (the proxy, attribution by probe source).
 
+use super::seeded::SplitMix;
 use super::sidecar::Estimate;
-
-/// SplitMix64: a few lines of seeded randomness, so the intervals are the
-/// same on every machine for the same outcomes.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// The mean of `values` with a 95% percentile-bootstrap interval.
 pub fn bootstrap(

@@ -20,6 +20,7 @@ pub mod perturb;
 pub mod probes;
 pub mod proxy;
 pub mod report;
+mod seeded;
 pub mod sidecar;
 
 use std::path::PathBuf;

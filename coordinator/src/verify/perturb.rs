@@ -6,25 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::TrainRow;
+use super::seeded::SplitMix;
 use seedling_common::facts::{facts, variants};
-
-/// A small deterministic generator (SplitMix64): the same seed gives the
-/// same control on every machine.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// The rows with every fact in each response replaced by a different fact
 /// of the same kind, taken from the other rows when they have one, else a
@@ -37,7 +20,7 @@ pub fn perturb_facts(rows: &[TrainRow], seed: u64) -> (Vec<TrainRow>, usize) {
             by_kind.entry(fact.kind).or_default().push((i, fact.text));
         }
     }
-    let mut mix = Mix(seed);
+    let mut mix = SplitMix(seed);
     let mut changed = 0;
     let out = rows
         .iter()

@@ -45,6 +45,18 @@ pub struct Probe {
     pub alternatives: Vec<String>,
 }
 
+/// What guessing scores on `probes`: the mean of one in (alternatives + 1).
+pub fn chance(probes: &[Probe]) -> f64 {
+    if probes.is_empty() {
+        return 0.0;
+    }
+    probes
+        .iter()
+        .map(|p| 1.0 / (1 + p.alternatives.len()) as f64)
+        .sum::<f64>()
+        / probes.len() as f64
+}
+
 /// A line without its list marker (`-`, `*`, `1.`, `2)`) and bold markup:
 /// an item's number is layout, not a fact a probe may ask for.
 fn without_markup(line: &str) -> String {

@@ -141,17 +141,81 @@ fn short_source(source: &str) -> &str {
     source.rsplit(['/', ':']).next().unwrap_or(source)
 }
 
-/// Forced choice per probe source, conditions as rows (markdown when
-/// `markdown`, aligned text otherwise); empty when no condition has it.
-fn source_table(conditions: &[ConditionSummary], markdown: bool) -> String {
-    let sources: BTreeSet<&str> = conditions
+/// Rows of cells under column heads: a markdown table, or text aligned for
+/// the terminal.
+fn grid(corner: &str, heads: &[String], rows: &[(&str, Vec<String>)], markdown: bool) -> String {
+    let mut out = String::new();
+    if markdown {
+        let _ = write!(out, "| {corner} |");
+        for head in heads {
+            let _ = write!(out, " {head} |");
+        }
+        let _ = writeln!(out, "\n| --- |{}", " ---: |".repeat(heads.len()));
+        for (name, cells) in rows {
+            let _ = write!(out, "| {name} |");
+            for cell in cells {
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+    } else {
+        let _ = write!(out, "{corner:<14}");
+        for head in heads {
+            let _ = write!(out, " {head:>30}");
+        }
+        out.push('\n');
+        for (name, cells) in rows {
+            let _ = write!(out, "{name:<14}");
+            for cell in cells {
+                let _ = write!(out, " {cell:>30}");
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Each condition's estimates under `keys`, "-" where it has none.
+fn rows<'a>(
+    conditions: &'a [ConditionSummary],
+    keys: &[&str],
+    of: impl Fn(&'a ConditionSummary) -> &'a BTreeMap<String, Estimate>,
+) -> Vec<(&'a str, Vec<String>)> {
+    conditions
+        .iter()
+        .map(|c| {
+            let found = of(c);
+            let cells = keys
+                .iter()
+                .map(|k| found.get(*k).map(cell).unwrap_or_else(|| "-".into()))
+                .collect();
+            (c.name.as_str(), cells)
+        })
+        .collect()
+}
+
+/// The metrics any condition has, in the order the report leads with them.
+fn metrics_present(
+    conditions: &[ConditionSummary],
+) -> Vec<&'static (&'static str, &'static str, bool)> {
+    METRICS
+        .iter()
+        .filter(|(m, _, _)| conditions.iter().any(|c| c.metrics.contains_key(*m)))
+        .collect()
+}
+
+/// Forced choice per probe source, conditions as rows; empty when no
+/// condition has it.
+fn source_table(conditions: &[ConditionSummary], corner: &str, markdown: bool) -> String {
+    let sources: Vec<&str> = conditions
         .iter()
         .flat_map(|c| c.by_source.keys().map(String::as_str))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
     if sources.is_empty() {
         return String::new();
     }
-    let mut out = String::new();
     let heads: Vec<String> = sources
         .iter()
         .map(|s| {
@@ -162,32 +226,12 @@ fn source_table(conditions: &[ConditionSummary], markdown: bool) -> String {
             format!("{} ({n})", short_source(s))
         })
         .collect();
-    if markdown {
-        let _ = writeln!(out, "| condition | {} |", heads.join(" | "));
-        let _ = writeln!(out, "| --- |{}", " ---: |".repeat(heads.len()));
-    } else {
-        let _ = write!(out, "{:<14}", "by source");
-        for head in &heads {
-            let _ = write!(out, " {head:>30}");
-        }
-        out.push('\n');
-    }
-    for c in conditions {
-        let cells: Vec<String> = sources
-            .iter()
-            .map(|s| c.by_source.get(*s).map(cell).unwrap_or_else(|| "-".into()))
-            .collect();
-        if markdown {
-            let _ = writeln!(out, "| {} | {} |", c.name, cells.join(" | "));
-        } else {
-            let _ = write!(out, "{:<14}", c.name);
-            for cell in &cells {
-                let _ = write!(out, " {cell:>30}");
-            }
-            out.push('\n');
-        }
-    }
-    out
+    grid(
+        corner,
+        &heads,
+        &rows(conditions, &sources, |c| &c.by_source),
+        markdown,
+    )
 }
 
 /// `verify/report.json`, and the body of the verification lineage node.
@@ -306,28 +350,18 @@ impl VerificationReport {
 
     /// The conditions x metrics table, as plain text for the terminal.
     pub fn table(&self) -> String {
-        let metrics: Vec<_> = METRICS
+        let metrics = metrics_present(&self.conditions);
+        let heads: Vec<String> = metrics
             .iter()
-            .filter(|(m, _, _)| self.conditions.iter().any(|c| c.metrics.contains_key(*m)))
+            .map(|(_, label, _)| label.to_string())
             .collect();
-        let mut out = String::new();
-        let _ = write!(out, "{:<14}", "condition");
-        for (_, label, _) in &metrics {
-            let _ = write!(out, " {label:>30}");
-        }
-        out.push('\n');
-        for c in &self.conditions {
-            let _ = write!(out, "{:<14}", c.name);
-            for (metric, _, _) in &metrics {
-                let cell = c
-                    .metrics
-                    .get(*metric)
-                    .map(cell)
-                    .unwrap_or_else(|| "-".into());
-                let _ = write!(out, " {cell:>30}");
-            }
-            out.push('\n');
-        }
+        let keys: Vec<&str> = metrics.iter().map(|(m, _, _)| *m).collect();
+        let mut out = grid(
+            "condition",
+            &heads,
+            &rows(&self.conditions, &keys, |c| &c.metrics),
+            false,
+        );
         if let Some(chance) = self
             .conditions
             .iter()
@@ -339,7 +373,7 @@ impl VerificationReport {
                 self.probes
             );
         }
-        let sources = source_table(&self.conditions, false);
+        let sources = source_table(&self.conditions, "by source", false);
         if !sources.is_empty() {
             let _ = write!(out, "\nforced choice by probe source (probes):\n{sources}");
         }
@@ -391,8 +425,8 @@ pub fn card_section(report: &VerificationReport) -> String {
     } else {
         ""
     };
-    match (&report.training, report.shots) {
-        (Some(training), _) => {
+    match &report.training {
+        Some(training) => {
             let _ = writeln!(out, "## Verification\n");
             let _ = writeln!(
                 out,
@@ -407,7 +441,7 @@ pub fn card_section(report: &VerificationReport) -> String {
                 report.test_rows,
             );
         }
-        (None, shots) => {
+        None => {
             let _ = writeln!(out, "## Verification without training (proxy)\n");
             let _ = writeln!(
                 out,
@@ -415,47 +449,27 @@ pub fn card_section(report: &VerificationReport) -> String {
                 report.created_at,
                 report.probes,
                 report.model,
-                shots.unwrap_or_default(),
+                report.shots.unwrap_or_default(),
             );
         }
     }
-    let metrics: Vec<_> = METRICS
+    let metrics = metrics_present(&report.conditions);
+    let heads: Vec<String> = metrics
         .iter()
-        .filter(|(m, _, _)| report.conditions.iter().any(|c| c.metrics.contains_key(*m)))
+        .map(|(_, label, higher)| {
+            let better = if *higher { "higher" } else { "lower" };
+            format!("{label} ({better} is better)")
+        })
         .collect();
-    let _ = write!(out, "| condition |");
-    for (_, label, higher) in &metrics {
-        let _ = write!(
-            out,
-            " {label} ({}) |",
-            if *higher {
-                "higher is better"
-            } else {
-                "lower is better"
-            }
-        );
-    }
-    let _ = write!(out, "\n| --- |");
-    for _ in &metrics {
-        let _ = write!(out, " ---: |");
-    }
+    let keys: Vec<&str> = metrics.iter().map(|(m, _, _)| *m).collect();
+    out.push_str(&grid(
+        "condition",
+        &heads,
+        &rows(&report.conditions, &keys, |c| &c.metrics),
+        true,
+    ));
     out.push('\n');
-    for c in &report.conditions {
-        let _ = write!(out, "| {} |", c.name);
-        for (metric, _, _) in &metrics {
-            let _ = write!(
-                out,
-                " {} |",
-                c.metrics
-                    .get(*metric)
-                    .map(cell)
-                    .unwrap_or_else(|| "-".into())
-            );
-        }
-        out.push('\n');
-    }
-    out.push('\n');
-    let sources = source_table(&report.conditions, true);
+    let sources = source_table(&report.conditions, "condition", true);
     if !sources.is_empty() {
         let _ = writeln!(
             out,

@@ -88,22 +88,39 @@ fn load_model(backend: &LlamaBackend, config: &EngineConfig) -> Result<LlamaMode
     })
 }
 
+/// A context's sizes, on the engine's threads.
+pub(super) fn context_params(
+    config: &EngineConfig,
+    n_ctx: u32,
+    n_batch: u32,
+    n_ubatch: u32,
+    n_seq_max: u32,
+) -> LlamaContextParams {
+    let n_threads = config.effective_threads() as i32;
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_ubatch)
+        .with_n_seq_max(n_seq_max)
+        .with_n_threads(n_threads)
+        .with_n_threads_batch(n_threads)
+}
+
 fn new_generation_context<'m>(
     backend: &LlamaBackend,
     model: &'m LlamaModel,
     config: &EngineConfig,
 ) -> Result<LlamaContext<'m>, EngineError> {
-    let n_threads = config.effective_threads() as i32;
     // Unified KV: every sequence draws cells from one pool, so copying a
     // cached prefix into a new sequence only tags cells, it moves no data.
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(config.n_ctx))
-        .with_n_batch(config.n_batch)
-        .with_n_ubatch(config.n_ubatch)
-        .with_n_seq_max(config.n_slots + config.effective_cache_entries())
-        .with_n_threads(n_threads)
-        .with_n_threads_batch(n_threads)
-        .with_kv_unified(config.kv_unified);
+    let params = context_params(
+        config,
+        config.n_ctx,
+        config.n_batch,
+        config.n_ubatch,
+        config.n_slots + config.effective_cache_entries(),
+    )
+    .with_kv_unified(config.kv_unified);
     model
         .new_context(backend, params)
         .map_err(|e| EngineError::ContextCreate {
@@ -118,17 +135,10 @@ fn new_embedding_context<'m>(
     model: &'m LlamaModel,
     config: &EngineConfig,
 ) -> Result<LlamaContext<'m>, EngineError> {
-    let n_threads = config.effective_threads() as i32;
     // Pooled embeddings of several sequences in one decode are only right
     // when the whole decode fits one micro-batch (n_ubatch >= tokens).
     let window = config.embedding_window;
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(window))
-        .with_n_batch(window)
-        .with_n_ubatch(window)
-        .with_n_seq_max(16)
-        .with_n_threads(n_threads)
-        .with_n_threads_batch(n_threads)
+    let params = context_params(config, window, window, window, 16)
         .with_kv_unified(true)
         .with_embeddings(true)
         .with_pooling_type(LlamaPoolingType::Mean);

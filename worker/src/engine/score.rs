@@ -6,15 +6,13 @@
 //! and its cells removed again, so every continuation sees exactly the same
 //! context and none sees another.
 
-use std::num::NonZeroU32;
-
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use super::scheduler::context_params;
 use super::{EngineConfig, EngineError, ScoreRequest, ScoredToken};
 
 /// Tokens one scoring context holds: a few records in context, a question
@@ -30,14 +28,8 @@ pub(super) fn new_scoring_context<'m>(
     model: &'m LlamaModel,
     config: &EngineConfig,
 ) -> Result<LlamaContext<'m>, EngineError> {
-    let n_threads = config.effective_threads() as i32;
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(SCORE_WINDOW))
-        .with_n_batch(SCORE_BATCH as u32)
-        .with_n_ubatch(SCORE_BATCH as u32)
-        .with_n_seq_max(1)
-        .with_n_threads(n_threads)
-        .with_n_threads_batch(n_threads);
+    let batch = SCORE_BATCH as u32;
+    let params = context_params(config, SCORE_WINDOW, batch, batch, 1);
     model
         .new_context(backend, params)
         .map_err(|e| EngineError::ContextCreate {
