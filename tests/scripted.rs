@@ -183,6 +183,20 @@ impl ScriptedWorker {
                 // meant to contradict each other, and ending on the topic of
                 // the request (a few of its longer words, not in a row), as
                 // a real answer takes up the words it was asked in.
+                // A grounded answer also borrows a word from its sources
+                // (the support check rejects one that borrows none).
+                let borrowed = generate
+                    .checks
+                    .support
+                    .as_ref()
+                    .and_then(|spec| spec.sources.first())
+                    .and_then(|source| {
+                        source
+                            .split(|c: char| !c.is_alphabetic())
+                            .find(|w| w.chars().count() >= 6)
+                    })
+                    .map(|w| format!(" in {}", w.to_lowercase()))
+                    .unwrap_or_default();
                 let answer = |task: &UnitTask, language: &str, verdict: &str, input: &str| {
                     let words = words(language, &format!("{}response", task.unit), 40);
                     let topic: Vec<&str> = input
@@ -190,7 +204,7 @@ impl ScriptedWorker {
                         .filter(|w| w.chars().count() >= 5)
                         .take(3)
                         .collect();
-                    let words = format!("{words}, about {}", topic.join(" and "));
+                    let words = format!("{words}, about {}{borrowed}", topic.join(" and "));
                     if self.script.contradict_paraphrases {
                         format!("{verdict}{words}")
                     } else {

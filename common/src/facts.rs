@@ -310,6 +310,66 @@ pub fn facts(text: &str) -> Vec<Fact> {
     out
 }
 
+/// Named counters a how-to answer numbers itself with ("Step 2", "Option 1"):
+/// structure, not facts.
+const ENUMERATORS: &[&str] = &[
+    "step", "steps", "option", "options", "tip", "tips", "part", "phase", "stage", "method", "way",
+    "point", "paso", "opción", "opcion", "consejo", "parte", "schritt", "tipp", "teil",
+];
+
+/// Whether a line break at `text[..at]` ends a sentence: before a blank
+/// line, a list item, a heading or a table row, not inside a paragraph that
+/// is merely wrapped.
+fn breaks_at(text: &str, at: usize) -> bool {
+    let next = text[at..].trim_start_matches([' ', '\t']);
+    let numbered = next
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .starts_with(['.', ')'])
+        && next.starts_with(|c: char| c.is_ascii_digit());
+    next.is_empty() || next.starts_with(['\n', '-', '*', '#', '|', '>']) || numbered
+}
+
+/// Byte ranges of `text`'s sentences: split after `.`, `!`, `?` before white
+/// space, and at line breaks that end a block. A decimal point is followed
+/// by a digit, so it never splits.
+pub fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next_is_space = chars.peek().is_none_or(|(_, n)| n.is_whitespace());
+        let ends = (c == '\n' && breaks_at(text, i + 1))
+            || (matches!(c, '.' | '!' | '?') && next_is_space);
+        if ends {
+            let end = i + c.len_utf8();
+            if !text[start..end].trim().is_empty() {
+                out.push((start, end));
+            }
+            start = end;
+        }
+    }
+    if !text[start..].trim().is_empty() {
+        out.push((start, text.len()));
+    }
+    out
+}
+
+/// A list marker ("1." or "2)" opening a line) numbers the answer, it is not
+/// a figure; nor is a named counter ("Step 3").
+pub fn is_structure(text: &str, fact: &Fact) -> bool {
+    let line_start = text[..fact.start].rfind('\n').map_or(0, |i| i + 1);
+    let before = text[line_start..fact.start].trim();
+    let after = &text[fact.start + fact.text.len()..];
+    let marker = fact.kind == "number"
+        && (before.is_empty() || before == "-" || before == "*")
+        && (after.starts_with('.') || after.starts_with(')') || after.starts_with(':'));
+    let counter = fact
+        .kind
+        .strip_prefix("named:")
+        .is_some_and(|name| ENUMERATORS.contains(&name));
+    marker || counter
+}
+
 /// Capitalised words that open a sentence before a number without naming
 /// anything ("Under 200 people", "Within 14 days").
 const NOT_NAMES: &[&str] = &[

@@ -169,6 +169,24 @@ pub fn add_note(call: &mut ModelCall, note: &str) {
     }
 }
 
+/// The note that points an input call at a passage of the references
+/// (generation that starts from the facts): the message asks what the
+/// passage answers, without answering it itself.
+pub fn ask_about(plan: &Plan, passage: &str) -> String {
+    format!(
+        "Ask about this point of {}'s own documents, in your own words, without stating its answer: \"{passage}\"",
+        plan.domain.name
+    )
+}
+
+/// The note that holds a response to the passage its question was written
+/// about.
+pub fn answer_from(passage: &str) -> String {
+    format!(
+        "The request is about this point of the reference. Answer from it, and give its figures exactly as it states them: {passage}"
+    )
+}
+
 /// A chat prompt with the assistant's reply already begun (Qwen's ChatML).
 /// A small model that has written `Message: "` goes on with the message
 /// itself, not a letter or a comment about it.

@@ -10,7 +10,7 @@ use ractor::Actor;
 use seedling_proto::api::{ClusterStatusRequest, PlanSummary, SubmitPlanRequest};
 use seedling_tests::prometheus::{Prometheus, dashboard_queries};
 use seedling_tests::repo_root;
-use seedling_tests::scripted::ScriptedWorker;
+use seedling_tests::scripted::{Script, ScriptedWorker};
 use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
 use tokio::sync::mpsc;
 
@@ -52,7 +52,13 @@ async fn prometheus_scrapes_the_coordinator_and_agrees_with_plan_status() {
         .await
         .unwrap();
     let (results, to_send) = mpsc::unbounded_channel();
-    let (gate, _) = Actor::spawn(None, AnsweringWorker, (ScriptedWorker::default(), results))
+    // Duplicates and refusals, so that rejections by reason are scraped.
+    let worker = ScriptedWorker::new(Script {
+        duplicate_every: 5,
+        refuse_every: 7,
+        ..Script::default()
+    });
+    let (gate, _) = Actor::spawn(None, AnsweringWorker, (worker, results))
         .await
         .unwrap();
     join_worker(

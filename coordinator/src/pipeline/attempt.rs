@@ -9,7 +9,8 @@ use seedling_common::work::{
     BackTranslation, CheckSpec, GenerateTask, ModelCall, RuleSpec, SupportSpec,
 };
 
-use super::knowledge::{Chunk, Knowledge, most_relevant_chunk};
+use super::knowledge::{Chunk, Knowledge, content_words, most_relevant_chunk};
+use super::spans::{FactSpan, FactSpans};
 use crate::plan::{AugmentationKind, Plan, Stratum, UnitParams, render_instruction, sample_unit};
 use crate::prompts::{self, CallSettings};
 use crate::review::Feedback;
@@ -138,6 +139,8 @@ pub struct Grounding {
     pub scenario_ids: Vec<NodeId>,
     pub glossary_ids: Vec<NodeId>,
     pub knowledge: Knowledge,
+    /// The passages of the plan's own knowledge that attempts start from.
+    pub spans: FactSpans,
     /// What human review of an earlier round asks of this one.
     pub feedback: Feedback,
 }
@@ -325,7 +328,7 @@ pub fn plan_attempt(
     accepted: &AcceptedPool,
     temperature: f32,
 ) -> Result<PlannedAttempt, String> {
-    let unit = Unit::sample(
+    let mut unit = Unit::sample(
         plan,
         grounding,
         strata,
@@ -334,12 +337,19 @@ pub fn plan_attempt(
         accepted,
         temperature,
     )?;
-    let instruction = render_instruction(&grounding.effective, &unit.params)?;
-    let instance_grounding = unit.instance_grounding();
-    let sampled = unit.sampled();
     let method = choose_method(plan, &unit.name, &unit.augmentation_kinds());
-    let chunk = unit.reference_chunk(&instruction);
-    let mut response = unit.response(chunk);
+    let span = unit.fact_span(method);
+    if let Some(span) = span {
+        unit.fit_to(span);
+    }
+    let instruction = render_instruction(&grounding.effective, &unit.params)?;
+    let instance_grounding = unit.instance_grounding(span);
+    let sampled = unit.sampled(span);
+    let chunk = match span {
+        Some(span) => unit.chunk_of(span),
+        None => unit.reference_chunk(&instruction),
+    };
+    let mut response = unit.response(chunk, span);
     let mut input = match method {
         Method::Template => unit.template_input(instruction),
         Method::Magpie => unit.magpie_input(instruction),
@@ -358,6 +368,9 @@ pub fn plan_attempt(
             }
         }
     };
+    if let Some(span) = span {
+        prompts::add_note(&mut input.call, &prompts::ask_about(plan, &span.text));
+    }
     unit.add_feedback_notes(&mut input.call, &mut response);
     Ok(unit.assemble(sampled, instance_grounding, input, response))
 }
@@ -455,9 +468,9 @@ impl<'a> Unit<'a> {
         })
     }
 
-    /// The knowledge the sampled instance drew on: its term, scenario and
-    /// expert example.
-    fn instance_grounding(&self) -> Vec<NodeId> {
+    /// The knowledge the sampled instance drew on: its term, scenario,
+    /// expert example and the passage it starts from.
+    fn instance_grounding(&self, span: Option<&FactSpan>) -> Vec<NodeId> {
         let effective = &self.grounding.effective;
         let mut instance_grounding = Vec::new();
         if let Some(term) = self.params.term
@@ -481,19 +494,108 @@ impl<'a> Unit<'a> {
         {
             instance_grounding.push(self.grounding.knowledge.examples[i].clone());
         }
+        if let Some(span) = span
+            && !instance_grounding.contains(&span.node)
+        {
+            instance_grounding.push(span.node.clone());
+        }
         instance_grounding
     }
 
     /// What was sampled, for the template instance node.
-    fn sampled(&self) -> serde_json::Value {
+    fn sampled(&self, span: Option<&FactSpan>) -> serde_json::Value {
         let params = &self.params;
-        serde_json::json!({
+        let mut sampled = serde_json::json!({
             "persona": params.persona.name,
             "scenario": params.scenario.map(|s| s.description.clone()),
             "term": params.term.map(|t| t.term.clone()),
             "example_question": params.example.map(|e| e.question.clone()),
             "adversarial_kind": params.adversarial_kind,
-        })
+        });
+        if let Some(span) = span {
+            sampled["fact"] = serde_json::json!({
+                "node": span.node,
+                "start": span.start,
+                "end": span.end,
+                "text": span.text,
+            });
+        }
+        sampled
+    }
+
+    /// Whether the stratum's task type states the domain's facts.
+    fn grounded(&self) -> bool {
+        self.plan
+            .task_types
+            .iter()
+            .find(|t| t.name == self.stratum.task_type)
+            .is_none_or(|t| t.grounded)
+    }
+
+    /// The passage this attempt starts from, when it starts from one: the
+    /// plan's `fact_first` share of template, Self-Instruct and
+    /// Evol-Instruct attempts of a grounded, regular stratum. The strata of
+    /// a subdomain walk its passages between them.
+    fn fact_span(&self, method: Method) -> Option<&'a FactSpan> {
+        let starts_from_a_fact = matches!(
+            method,
+            Method::Template | Method::SelfInstruct | Method::EvolInstruct
+        ) && !self.stratum.adversarial
+            && self.grounded()
+            && draw(self.plan, &self.name, "fact_first") < self.plan.methods.fact_first;
+        if !starts_from_a_fact {
+            return None;
+        }
+        let peers: Vec<usize> = (0..self.strata.len())
+            .filter(|&i| {
+                let s = &self.strata[i];
+                s.subdomain == self.stratum.subdomain && !s.adversarial
+            })
+            .collect();
+        let rank = peers.iter().position(|&i| i == self.index)?;
+        let spans: &'a FactSpans = &self.grounding.spans;
+        spans.pick(&self.stratum.subdomain, rank, peers.len(), self.attempt)
+    }
+
+    /// The sampled term and scenario replaced by ones the passage is about,
+    /// where the plan has such, so the instruction does not ask about one
+    /// thing while the passage states another.
+    fn fit_to(&mut self, span: &FactSpan) {
+        let effective: &'a Plan = &self.grounding.effective;
+        let text = span.text.to_lowercase();
+        if let Some(term) = effective
+            .glossary
+            .iter()
+            .filter(|g| text.contains(&g.term.to_lowercase()))
+            .max_by_key(|g| g.term.len())
+        {
+            self.params.term = Some(term);
+        }
+        let words = content_words(&span.text);
+        let mut best = 0;
+        for scenario in &effective.scenarios {
+            let in_subdomain = scenario
+                .subdomain
+                .as_ref()
+                .is_none_or(|d| *d == self.stratum.subdomain);
+            let shared = content_words(&scenario.description)
+                .intersection(&words)
+                .count();
+            if in_subdomain && shared > best {
+                best = shared;
+                self.params.scenario = Some(scenario);
+            }
+        }
+    }
+
+    /// The chunk a passage is part of; for a term, rule or expert answer,
+    /// the chunk closest to it.
+    fn chunk_of(&self, span: &FactSpan) -> Option<&'a Chunk> {
+        let chunks: &'a [Chunk] = &self.grounding.knowledge.chunks;
+        match span.chunk {
+            Some(i) => chunks.get(i),
+            None => self.reference_chunk(&span.text),
+        }
     }
 
     /// The plan's augmentation kinds this unit may use.
@@ -516,28 +618,34 @@ impl<'a> Unit<'a> {
         )
     }
 
-    /// The response call carrying the rules and `chunk`; a grounded task
-    /// type's figures may come only from what the prompt showed.
-    fn response(&self, chunk: Option<&Chunk>) -> Response {
+    /// The response call carrying the rules and `chunk`, and the passage
+    /// the attempt starts from; a grounded task type's figures may come only
+    /// from what the prompt showed.
+    fn response(&self, chunk: Option<&Chunk>, span: Option<&FactSpan>) -> Response {
         let plan = self.plan;
         let mut grounding: Vec<NodeId> = self.grounding.knowledge.rules.clone();
         grounding.extend(chunk.map(|c| c.id.clone()));
-        let call = prompts::response(
+        let mut call = prompts::response(
             plan,
             &self.stratum.language,
             chunk.map(|c| c.text.as_str()),
             self.settings,
         );
-        let grounded = plan
-            .task_types
-            .iter()
-            .find(|t| t.name == self.stratum.task_type)
-            .is_none_or(|t| t.grounded);
-        let support = if grounded {
+        let mut support = if self.grounded() {
             support_sources(plan, self.grounding, chunk)
         } else {
             Vec::new()
         };
+        if let Some(span) = span {
+            prompts::add_note(&mut call, &prompts::answer_from(&span.text));
+            if !grounding.contains(&span.node) {
+                grounding.push(span.node.clone());
+            }
+            // A term past the prompt's glossary is shown by the note alone.
+            if !support.is_empty() && !support.iter().any(|(id, _)| *id == span.node) {
+                support.push((span.node.clone(), span.text.clone()));
+            }
+        }
         Response {
             call,
             grounding,

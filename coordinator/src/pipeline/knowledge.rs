@@ -255,7 +255,7 @@ pub fn knowledge_batch(
 }
 
 /// Lower-case words of three letters or more, for relevance by overlap.
-fn content_words(text: &str) -> HashSet<String> {
+pub(super) fn content_words(text: &str) -> HashSet<String> {
     tokens(text)
         .into_iter()
         .filter(|w| w.chars().count() >= 3)

@@ -17,6 +17,7 @@ mod knowledge;
 mod record_lineage;
 mod run;
 mod schedule;
+mod spans;
 
 use std::path::PathBuf;
 

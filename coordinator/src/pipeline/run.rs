@@ -25,6 +25,7 @@ use super::decision::{
     Decision, NOVELTY_THRESHOLD, Prepared, RunView, decide, final_input, is_duplicate,
 };
 use super::knowledge::{Knowledge, knowledge_batch, plan_id};
+use super::spans::FactSpans;
 use super::record_lineage::{LineageContext, PendingLineage};
 use super::schedule::{StratumProgress, next_attempts, steered_temperature};
 use crate::lineage::{LineageStore, record_id, stored_cost, stored_input_embedding};
@@ -247,6 +248,7 @@ impl PlanRun {
                 effective: plan.clone(),
                 scenario_ids: knowledge.scenarios.clone(),
                 glossary_ids: knowledge.glossary.clone(),
+                spans: FactSpans::new(&plan, &knowledge),
                 knowledge: knowledge.clone(),
                 feedback: Feedback::default(),
             },

@@ -230,6 +230,19 @@ pub struct Methods {
     pub evol_instruct: f64,
     #[serde(default)]
     pub magpie: f64,
+    /// Not a method but how the first three start: the share of their
+    /// attempts, for a grounded task type, that begin from a passage of the
+    /// plan's own knowledge (a sentence of a reference document, a glossary
+    /// definition, a rule or an expert answer that states a figure). The
+    /// question is written about that passage and the answer with it in
+    /// front of the model, and the passages are walked in turn so that every
+    /// one of them is written about. Magpie and augmentation never do.
+    #[serde(default = "fact_first_default")]
+    pub fact_first: f64,
+}
+
+fn fact_first_default() -> f64 {
+    1.0
 }
 
 impl Default for Methods {
@@ -239,6 +252,7 @@ impl Default for Methods {
             self_instruct: 0.15,
             evol_instruct: 0.2,
             magpie: 0.05,
+            fact_first: fact_first_default(),
         }
     }
 }

@@ -372,6 +372,7 @@ fn check_methods(c: &mut Checker, plan: &Plan) {
         ("self_instruct", m.self_instruct),
         ("evol_instruct", m.evol_instruct),
         ("magpie", m.magpie),
+        ("fact_first", m.fact_first),
     ] {
         c.unit_interval(methods.key(key), share);
     }

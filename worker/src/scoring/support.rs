@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use regex::Regex;
-use seedling_common::facts::{Fact, facts, kinds_compatible, readings};
+use seedling_common::facts::{Fact, facts, is_structure, kinds_compatible, readings, sentence_ranges};
 use seedling_common::work::{Citation, SupportSpec};
 
 use super::heuristics::Rejection;
@@ -68,13 +68,6 @@ const STOPWORDS: &[&str] = &[
     "sind", "war", "wird", "werden", "kann", "können", "muss", "müssen", "wie", "was", "wann",
     "warum", "welche", "welcher", "sie", "ihr", "ihre", "ihren", "wir", "uns", "sich", "auch",
     "noch", "nur", "sehr", "kostet", "preis", "haben", "hat", "dass", "wenn",
-];
-
-/// Named counters a how-to answer numbers itself with ("Step 2", "Option 1"):
-/// structure, not facts.
-const ENUMERATORS: &[&str] = &[
-    "step", "steps", "option", "options", "tip", "tips", "part", "phase", "stage", "method", "way",
-    "point", "paso", "opción", "opcion", "consejo", "parte", "schritt", "tipp", "teil",
 ];
 
 /// Number words a source may spell out ("two crowns"), by language.
@@ -261,43 +254,6 @@ fn denies(sentence: &Sentence, other: &HashSet<String>) -> bool {
     })
 }
 
-/// Whether a line break at `text[..at]` ends a sentence: before a blank
-/// line, a list item, a heading or a table row, not inside a paragraph that
-/// is merely wrapped.
-fn breaks_at(text: &str, at: usize) -> bool {
-    let next = text[at..].trim_start_matches([' ', '\t']);
-    let numbered = next
-        .trim_start_matches(|c: char| c.is_ascii_digit())
-        .starts_with(['.', ')'])
-        && next.starts_with(|c: char| c.is_ascii_digit());
-    next.is_empty() || next.starts_with(['\n', '-', '*', '#', '|', '>']) || numbered
-}
-
-/// Byte ranges of `text`'s sentences: split after `.`, `!`, `?` before white
-/// space, and at line breaks that end a block. A decimal point is followed
-/// by a digit, so it never splits.
-fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        let next_is_space = chars.peek().is_none_or(|(_, n)| n.is_whitespace());
-        let ends = (c == '\n' && breaks_at(text, i + 1))
-            || (matches!(c, '.' | '!' | '?') && next_is_space);
-        if ends {
-            let end = i + c.len_utf8();
-            if !text[start..end].trim().is_empty() {
-                out.push((start, end));
-            }
-            start = end;
-        }
-    }
-    if !text[start..].trim().is_empty() {
-        out.push((start, text.len()));
-    }
-    out
-}
-
 /// The words that say what a text is about, lowercase, a plural's `s`
 /// dropped so "bicycles" meets "bicycle".
 fn content_words(text: &str) -> HashSet<String> {
@@ -309,22 +265,6 @@ fn content_words(text: &str) -> HashSet<String> {
             _ => w,
         })
         .collect()
-}
-
-/// A list marker ("1." or "2)" opening a line) numbers the answer, it is not
-/// a figure; nor is a named counter ("Step 3").
-fn is_structure(text: &str, fact: &Fact) -> bool {
-    let line_start = text[..fact.start].rfind('\n').map_or(0, |i| i + 1);
-    let before = text[line_start..fact.start].trim();
-    let after = &text[fact.start + fact.text.len()..];
-    let marker = fact.kind == "number"
-        && (before.is_empty() || before == "-" || before == "*")
-        && (after.starts_with('.') || after.starts_with(')') || after.starts_with(':'));
-    let counter = fact
-        .kind
-        .strip_prefix("named:")
-        .is_some_and(|name| ENUMERATORS.contains(&name));
-    marker || counter
 }
 
 /// The figures a text states, spelled-out numbers included when `spelled`.
