@@ -307,3 +307,78 @@ impl Tap {
         self.seen.lock().unwrap().clone()
     }
 }
+
+/// What an export's citations show about its answers' figures (issue 23),
+/// read back from `data/` and `citations/` with nothing of the support
+/// check but the fact finder.
+#[derive(Debug, Default)]
+pub struct CitationAudit {
+    /// Records whose answer states a figure the question does not.
+    pub with_figures: usize,
+    /// Of those, the records each of whose figures a cited span states.
+    pub fully_cited: usize,
+    /// "record id: figure" for each figure no cited span states while one
+    /// states another figure of its kind: the answer disagrees with what it
+    /// cites.
+    pub contradicted: Vec<String>,
+}
+
+pub fn citation_audit(dir: &std::path::Path) -> CitationAudit {
+    use seedling_common::facts::{facts, is_structure, kinds_compatible, readings};
+    use seedling_common::record::{Record, RecordCitations};
+    let read = |path: std::path::PathBuf| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let mut audit = CitationAudit::default();
+    for split in ["train", "validation", "test"] {
+        let cited: std::collections::HashMap<String, RecordCitations> =
+            read(dir.join(format!("citations/{split}.jsonl")))
+                .iter()
+                .map(|line| serde_json::from_str::<RecordCitations>(line).unwrap())
+                .map(|c| (c.id.clone(), c))
+                .collect();
+        for line in read(dir.join(format!("data/{split}.jsonl"))) {
+            let record: Record = serde_json::from_str(&line).unwrap();
+            let answer = &record.response;
+            // A figure the question states is the person's own (often a
+            // premise the answer denies), not a fact the answer asserts.
+            let asked: Vec<String> = facts(&record.input).iter().flat_map(readings).collect();
+            let figures: Vec<_> = facts(answer)
+                .into_iter()
+                .filter(|f| !is_structure(answer, f))
+                .filter(|f| !readings(f).iter().any(|r| asked.contains(r)))
+                .collect();
+            if figures.is_empty() {
+                continue;
+            }
+            audit.with_figures += 1;
+            let quoted: Vec<_> = cited
+                .get(&record.id)
+                .into_iter()
+                .flat_map(|c| &c.citations)
+                .flat_map(|c| facts(&c.quote))
+                .collect();
+            let mut all_stated = true;
+            for figure in &figures {
+                let meant = readings(figure);
+                let same_kind: Vec<_> = quoted
+                    .iter()
+                    .filter(|q| kinds_compatible(&q.kind, &figure.kind))
+                    .collect();
+                let stated = same_kind
+                    .iter()
+                    .any(|q| readings(q).iter().any(|r| meant.contains(r)));
+                all_stated &= stated;
+                if !stated && !same_kind.is_empty() {
+                    audit
+                        .contradicted
+                        .push(format!("{}: {} in {answer:?}", record.id, figure.text));
+                }
+            }
+            audit.fully_cited += usize::from(all_stated);
+        }
+    }
+    audit
+}

@@ -3,11 +3,11 @@
 //! status`: where a plan stands, from the coordinator or from the snapshot a
 //! local run keeps. `submit|list|watch|cancel`: the cluster's plans.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use seedling_common::cost::RunCost;
-use seedling_coordinator::plan::{allocate, load_plan};
+use seedling_coordinator::plan::{Plan, allocate, load_plan};
 
 use crate::remote::Remote;
 
@@ -253,9 +253,31 @@ pub fn run(command: PlanCommand) -> anyhow::Result<()> {
                     }
                 );
             }
-            Ok(())
+            print_passages(&plan, &parsed)
         }
     }
+}
+
+/// What the plan's fact-first attempts start from, per subdomain, and the
+/// subdomains that have nothing to start from.
+fn print_passages(path: &Path, plan: &Plan) -> anyhow::Result<()> {
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let passages = seedling_coordinator::pipeline::passages(plan, base_dir)?;
+    println!(
+        "passages of the plan's own knowledge that attempts start from (methods.fact_first = {}):",
+        plan.methods.fact_first
+    );
+    for (subdomain, count) in &passages {
+        if count.passages == 0 {
+            println!("  {subdomain}: none; its questions are written without one");
+        } else {
+            println!(
+                "  {subdomain}: {} ({} state a figure)",
+                count.passages, count.with_figures
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A `--target` override meets the same limits as a plan's own target,

@@ -20,7 +20,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use seedling_tests::{model_path, repo_root, seedling_bin};
+use seedling_tests::{citation_audit, model_path, repo_root, seedling_bin};
 
 const TARGET: &str = "12";
 
@@ -76,6 +76,17 @@ fn model_verify_smoke_trains_reports_and_reuses() {
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", text(&run));
+
+    // Issue 23: the answers' figures come from the spans they cite, and
+    // none disagrees with what it cites.
+    let audit = citation_audit(&dir);
+    eprintln!("{audit:?}");
+    assert!(audit.with_figures >= 4, "{audit:?}");
+    assert!(
+        audit.fully_cited as f64 >= 0.9 * audit.with_figures as f64,
+        "{audit:?}"
+    );
+    assert!(audit.contradicted.is_empty(), "{audit:?}");
 
     let first = verify(&dir, &[]);
     let log = text(&first);

@@ -19,7 +19,8 @@ mod run;
 mod schedule;
 mod spans;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 pub use attempt::{Method, stratum_key};
 pub use eta::{ETA_AFTER_ACCEPTED, eta_s};
@@ -27,8 +28,21 @@ pub use knowledge::{chunk_text, plan_id};
 pub use record_lineage::PendingLineage;
 pub use run::{Decided, PlanRun, Progress, RunOptions, StratumLine, UnitOutcome};
 pub use schedule::{StratumProgress, next_attempts};
+pub use spans::PassageCount;
 
 use crate::lineage::LineageError;
+use crate::plan::Plan;
+
+/// The passages of its own knowledge that `plan`'s fact-first attempts
+/// start from, per subdomain (its reference documents are read from
+/// `base_dir`).
+pub fn passages(
+    plan: &Plan,
+    base_dir: &Path,
+) -> Result<BTreeMap<String, PassageCount>, PipelineError> {
+    let (knowledge, _) = knowledge::knowledge_batch(&plan_id(plan), plan, base_dir, "", 0)?;
+    Ok(spans::FactSpans::new(plan, &knowledge).per_subdomain())
+}
 
 /// Why a plan could not run on.
 #[derive(Debug, thiserror::Error)]

@@ -25,9 +25,9 @@ use super::decision::{
     Decision, NOVELTY_THRESHOLD, Prepared, RunView, decide, final_input, is_duplicate,
 };
 use super::knowledge::{Knowledge, knowledge_batch, plan_id};
-use super::spans::FactSpans;
 use super::record_lineage::{LineageContext, PendingLineage};
 use super::schedule::{StratumProgress, next_attempts, steered_temperature};
+use super::spans::FactSpans;
 use crate::lineage::{LineageStore, record_id, stored_cost, stored_input_embedding};
 use crate::plan::{GlossaryEntry, Plan, Scenario, Stratum, allocate};
 use crate::prompts;

@@ -42,6 +42,13 @@ pub struct FactSpan {
     pub figures: bool,
 }
 
+/// What one subdomain's fact-first attempts can start from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PassageCount {
+    pub passages: usize,
+    pub with_figures: usize,
+}
+
 /// A plan's passages and, per subdomain, the cycle its strata walk.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FactSpans {
@@ -90,6 +97,22 @@ impl FactSpans {
         }
         let cycles = cycles(plan, knowledge, &spans, &owners);
         FactSpans { spans, cycles }
+    }
+
+    /// How many passages each subdomain's strata walk, and how many of them
+    /// state a figure.
+    pub fn per_subdomain(&self) -> BTreeMap<String, PassageCount> {
+        self.cycles
+            .iter()
+            .map(|(name, cycle)| {
+                let distinct: HashSet<usize> = cycle.iter().copied().collect();
+                let count = PassageCount {
+                    passages: distinct.len(),
+                    with_figures: distinct.iter().filter(|&&i| self.spans[i].figures).count(),
+                };
+                (name.clone(), count)
+            })
+            .collect()
     }
 
     /// The passage that attempt `attempt` of the `rank`-th of `of` strata
@@ -199,7 +222,9 @@ fn cycles(
             .unwrap_or_default();
         let scores: Vec<usize> = described
             .iter()
-            .map(|(_, words)| 2 * own.intersection(words).count() + context.intersection(words).count())
+            .map(|(_, words)| {
+                2 * own.intersection(words).count() + context.intersection(words).count()
+            })
             .collect();
         let best = scores.iter().copied().max().unwrap_or(0);
         for ((name, _), score) in described.iter().zip(&scores) {
@@ -242,8 +267,7 @@ fn shuffle_key(seed: u64, subdomain: &str, span: usize) -> [u8; 8] {
 /// half.
 fn spread_repeats(cycle: &mut Vec<usize>) {
     let mut seen = HashSet::new();
-    let (first, second): (Vec<usize>, Vec<usize>) =
-        cycle.iter().partition(|&&i| seen.insert(i));
+    let (first, second): (Vec<usize>, Vec<usize>) = cycle.iter().partition(|&&i| seen.insert(i));
     *cycle = first.into_iter().chain(second).collect();
 }
 
@@ -258,7 +282,9 @@ mod tests {
             plan_node: NodeId::new("plan"),
             glossary: (0..plan.glossary.len()).map(|i| id("g", i)).collect(),
             scenarios: (0..plan.scenarios.len()).map(|i| id("s", i)).collect(),
-            examples: (0..plan.expert_examples.len()).map(|i| id("e", i)).collect(),
+            examples: (0..plan.expert_examples.len())
+                .map(|i| id("e", i))
+                .collect(),
             rules: (0..plan.rules.len()).map(|i| id("r", i)).collect(),
             chunks: chunks
                 .iter()
@@ -293,8 +319,18 @@ mod tests {
             let raw: String = chars[span.start..span.end].iter().collect();
             assert_eq!(clean(&raw), span.text, "{raw:?}");
         }
-        assert!(passages(&NodeId::new("r"), "Never ask for a PIN or a password ever.", true).is_empty());
-        assert_eq!(passages(&NodeId::new("r"), "Refunds take 14 days.", true).len(), 1);
+        assert!(
+            passages(
+                &NodeId::new("r"),
+                "Never ask for a PIN or a password ever.",
+                true
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            passages(&NodeId::new("r"), "Refunds take 14 days.", true).len(),
+            1
+        );
     }
 
     #[test]
@@ -309,8 +345,14 @@ mod tests {
             let d = plan.subdomains.iter().find(|d| d.name == name).unwrap();
             format!("{} {}", d.name, d.description)
         };
-        let first = format!("About {}: it takes 3 days to settle here.", about(&names[0]));
-        let second = format!("About {}: nothing more is said about that here.", about(&names[1]));
+        let first = format!(
+            "About {}: it takes 3 days to settle here.",
+            about(&names[0])
+        );
+        let second = format!(
+            "About {}: nothing more is said about that here.",
+            about(&names[1])
+        );
         let knowledge = knowledge(&plan, &[&first, &second]);
         let spans = FactSpans::new(&plan, &knowledge);
         let chunk_of = |subdomain: &str| -> Vec<Option<usize>> {

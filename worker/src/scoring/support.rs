@@ -17,7 +17,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use regex::Regex;
-use seedling_common::facts::{Fact, facts, is_structure, kinds_compatible, readings, sentence_ranges};
+use seedling_common::facts::{
+    Fact, facts, is_structure, kinds_compatible, readings, sentence_ranges,
+};
 use seedling_common::work::{Citation, SupportSpec};
 
 use super::heuristics::Rejection;
