@@ -324,7 +324,7 @@ pub struct CitationAudit {
 }
 
 pub fn citation_audit(dir: &std::path::Path) -> CitationAudit {
-    use seedling_common::facts::{facts, is_structure, kinds_compatible, readings};
+    use seedling_common::facts::{facts, kinds_compatible, readings, stated_facts};
     use seedling_common::record::{Record, RecordCitations};
     let read = |path: std::path::PathBuf| -> Vec<String> {
         std::fs::read_to_string(path)
@@ -345,9 +345,8 @@ pub fn citation_audit(dir: &std::path::Path) -> CitationAudit {
             // A figure the question states is the person's own (often a
             // premise the answer denies), not a fact the answer asserts.
             let asked: Vec<String> = facts(&record.input).iter().flat_map(readings).collect();
-            let figures: Vec<_> = facts(answer)
+            let figures: Vec<_> = stated_facts(answer)
                 .into_iter()
-                .filter(|f| !is_structure(answer, f))
                 .filter(|f| !readings(f).iter().any(|r| asked.contains(r)))
                 .collect();
             if figures.is_empty() {

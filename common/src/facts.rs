@@ -354,9 +354,17 @@ pub fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// The facts `text` states: every fact but list markers and named counters.
+pub fn stated_facts(text: &str) -> Vec<Fact> {
+    facts(text)
+        .into_iter()
+        .filter(|f| !is_structure(text, f))
+        .collect()
+}
+
 /// A list marker ("1." or "2)" opening a line) numbers the answer, it is not
 /// a figure; nor is a named counter ("Step 3").
-pub fn is_structure(text: &str, fact: &Fact) -> bool {
+fn is_structure(text: &str, fact: &Fact) -> bool {
     let line_start = text[..fact.start].rfind('\n').map_or(0, |i| i + 1);
     let before = text[line_start..fact.start].trim();
     let after = &text[fact.start + fact.text.len()..];

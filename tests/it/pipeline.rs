@@ -922,7 +922,7 @@ fn squeezed(text: &str) -> String {
 /// state, not just the chunks its questions happen to match.
 #[test]
 fn attempts_start_from_passages_and_reach_every_figure_of_the_references() {
-    use seedling_common::facts::{facts, is_structure, sentence_ranges};
+    use seedling_common::facts::{sentence_ranges, stated_facts};
     let dir = tempfile::tempdir().unwrap();
     let plan = example("retail-banking.toml");
     let (store, mut run) = open(dir.path(), &plan, 64);
@@ -985,7 +985,7 @@ fn attempts_start_from_passages_and_reach_every_figure_of_the_references() {
                 .filter(|l| !l.trim_start().starts_with(['#', '|']))
                 .collect::<Vec<_>>()
                 .join(" ");
-            for fact in facts(&body).iter().filter(|f| !is_structure(&body, f)) {
+            for fact in stated_facts(&body) {
                 figures += 1;
                 let sentence = squeezed(&body);
                 assert!(

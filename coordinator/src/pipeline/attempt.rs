@@ -546,15 +546,8 @@ impl<'a> Unit<'a> {
         if !starts_from_a_fact {
             return None;
         }
-        let peers: Vec<usize> = (0..self.strata.len())
-            .filter(|&i| {
-                let s = &self.strata[i];
-                s.subdomain == self.stratum.subdomain && !s.adversarial
-            })
-            .collect();
-        let rank = peers.iter().position(|&i| i == self.index)?;
         let spans: &'a FactSpans = &self.grounding.spans;
-        spans.pick(&self.stratum.subdomain, rank, peers.len(), self.attempt)
+        spans.pick(self.strata, self.index, self.attempt)
     }
 
     /// The sampled term and scenario replaced by ones the passage is about,

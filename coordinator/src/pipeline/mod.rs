@@ -41,7 +41,7 @@ pub fn passages(
     base_dir: &Path,
 ) -> Result<BTreeMap<String, PassageCount>, PipelineError> {
     let (knowledge, _) = knowledge::knowledge_batch(&plan_id(plan), plan, base_dir, "", 0)?;
-    Ok(spans::FactSpans::new(plan, &knowledge).per_subdomain())
+    Ok(spans::FactSpans::new(plan, &knowledge, &[]).per_subdomain())
 }
 
 /// Why a plan could not run on.

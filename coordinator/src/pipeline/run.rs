@@ -248,7 +248,7 @@ impl PlanRun {
                 effective: plan.clone(),
                 scenario_ids: knowledge.scenarios.clone(),
                 glossary_ids: knowledge.glossary.clone(),
-                spans: FactSpans::new(&plan, &knowledge),
+                spans: FactSpans::new(&plan, &knowledge, &strata),
                 knowledge: knowledge.clone(),
                 feedback: Feedback::default(),
             },

@@ -14,11 +14,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use seedling_common::facts::{facts, is_structure, sentence_ranges};
+use seedling_common::facts::{sentence_ranges, stated_facts};
 use seedling_common::ids::NodeId;
 
 use super::knowledge::{Knowledge, content_words};
-use crate::plan::Plan;
+use crate::plan::{Plan, Stratum};
 
 /// Sentences with fewer words say too little to write a record about,
 /// unless they state a figure.
@@ -54,10 +54,16 @@ pub struct PassageCount {
 pub struct FactSpans {
     spans: Vec<FactSpan>,
     cycles: BTreeMap<String, Vec<usize>>,
+    /// Per stratum, where on its subdomain's cycle it walks: its rank among
+    /// the subdomain's regular strata, and how many there are. None for an
+    /// adversarial stratum.
+    places: Vec<Option<(usize, usize)>>,
 }
 
 impl FactSpans {
-    pub fn new(plan: &Plan, knowledge: &Knowledge) -> Self {
+    /// The passages of `plan`'s knowledge, walked by `strata` (none when
+    /// only the passages are wanted).
+    pub fn new(plan: &Plan, knowledge: &Knowledge, strata: &[Stratum]) -> Self {
         let mut spans = Vec::new();
         // (span, the subdomain it is known to belong to)
         let mut owners: Vec<Option<&str>> = Vec::new();
@@ -96,7 +102,11 @@ impl FactSpans {
             owners.resize(spans.len(), example.subdomain.as_deref());
         }
         let cycles = cycles(plan, knowledge, &spans, &owners);
-        FactSpans { spans, cycles }
+        FactSpans {
+            spans,
+            cycles,
+            places: places(strata),
+        }
     }
 
     /// How many passages each subdomain's strata walk, and how many of them
@@ -115,16 +125,45 @@ impl FactSpans {
             .collect()
     }
 
+    /// The passage attempt `attempt` of stratum `index` (of the strata
+    /// given to [`FactSpans::new`]) starts from; none for an adversarial
+    /// stratum.
+    pub fn pick(&self, strata: &[Stratum], index: usize, attempt: u64) -> Option<&FactSpan> {
+        let (rank, of) = (*self.places.get(index)?)?;
+        self.walk(&strata[index].subdomain, rank, of, attempt)
+    }
+
     /// The passage that attempt `attempt` of the `rank`-th of `of` strata
     /// of `subdomain` starts from: the strata start evenly spaced on the
     /// subdomain's cycle and each walks on from its start.
-    pub fn pick(&self, subdomain: &str, rank: usize, of: usize, attempt: u64) -> Option<&FactSpan> {
+    fn walk(&self, subdomain: &str, rank: usize, of: usize, attempt: u64) -> Option<&FactSpan> {
         let cycle = self.cycles.get(subdomain).filter(|c| !c.is_empty())?;
         let n = cycle.len();
         let start = rank * n / of.max(1);
         let at = (start as u64 + attempt) % n as u64;
         Some(&self.spans[cycle[at as usize]])
     }
+}
+
+/// Each regular stratum's rank among its subdomain's regular strata, and
+/// their number.
+fn places(strata: &[Stratum]) -> Vec<Option<(usize, usize)>> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let ranks: Vec<Option<usize>> = strata
+        .iter()
+        .map(|s| {
+            (!s.adversarial).then(|| {
+                let seen = counts.entry(s.subdomain.as_str()).or_default();
+                *seen += 1;
+                *seen - 1
+            })
+        })
+        .collect();
+    strata
+        .iter()
+        .zip(ranks)
+        .map(|(s, rank)| rank.map(|r| (r, counts[s.subdomain.as_str()])))
+        .collect()
 }
 
 /// The passages of one node's text: its sentences that state a figure (only
@@ -169,7 +208,7 @@ fn passages(node: &NodeId, text: &str, figures_only: bool) -> Vec<FactSpan> {
 }
 
 fn states_figures(text: &str) -> bool {
-    facts(text).iter().any(|f| !is_structure(text, f))
+    !stated_facts(text).is_empty()
 }
 
 /// A passage without list markers and bold markup, its lines joined.
@@ -354,7 +393,7 @@ mod tests {
             about(&names[1])
         );
         let knowledge = knowledge(&plan, &[&first, &second]);
-        let spans = FactSpans::new(&plan, &knowledge);
+        let spans = FactSpans::new(&plan, &knowledge, &[]);
         let chunk_of = |subdomain: &str| -> Vec<Option<usize>> {
             spans.cycles[subdomain]
                 .iter()
@@ -378,14 +417,14 @@ mod tests {
             .map(|i| format!("Rule number {i} of the bank says that something holds for {i} days."))
             .collect();
         let knowledge = knowledge(&plan, &[&sentences.join(" ")]);
-        let spans = FactSpans::new(&plan, &knowledge);
+        let spans = FactSpans::new(&plan, &knowledge, &[]);
         let subdomain = plan.subdomains[0].name.clone();
         // Four strata, five attempts each: twenty steps over a cycle of
         // twenty entries reach every span, each twice.
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for rank in 0..4 {
             for attempt in 0..5 {
-                let span = spans.pick(&subdomain, rank, 4, attempt).unwrap();
+                let span = spans.walk(&subdomain, rank, 4, attempt).unwrap();
                 *seen.entry(span.text.clone()).or_default() += 1;
             }
         }
@@ -393,9 +432,9 @@ mod tests {
         assert!(seen.values().all(|&n| n == 2), "{seen:?}");
         // One stratum's first ten attempts state ten different facts.
         let first: HashSet<&str> = (0..10)
-            .map(|a| spans.pick(&subdomain, 0, 1, a).unwrap().text.as_str())
+            .map(|a| spans.walk(&subdomain, 0, 1, a).unwrap().text.as_str())
             .collect();
         assert_eq!(first.len(), 10);
-        assert!(spans.pick("no such subdomain", 0, 1, 0).is_none());
+        assert!(spans.walk("no such subdomain", 0, 1, 0).is_none());
     }
 }

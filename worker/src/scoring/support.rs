@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use seedling_common::facts::{
-    Fact, facts, is_structure, kinds_compatible, readings, sentence_ranges,
+    Fact, facts, kinds_compatible, readings, sentence_ranges, stated_facts,
 };
 use seedling_common::work::{Citation, SupportSpec};
 
@@ -271,11 +271,7 @@ fn content_words(text: &str) -> HashSet<String> {
 
 /// The figures a text states, spelled-out numbers included when `spelled`.
 fn figures(text: &str, spelled: bool) -> Vec<Figure> {
-    let mut out: Vec<Figure> = facts(text)
-        .into_iter()
-        .filter(|f| !is_structure(text, f))
-        .map(Figure::of)
-        .collect();
+    let mut out: Vec<Figure> = stated_facts(text).into_iter().map(Figure::of).collect();
     if spelled {
         let words: Vec<_> = WORD.find_iter(text).collect();
         for (i, word) in words.iter().enumerate() {
