@@ -5,6 +5,7 @@ pub mod browser;
 pub mod http;
 pub mod machine;
 pub mod mlflow;
+pub mod otlp;
 pub mod prometheus;
 pub mod scripted;
 pub mod simulated;

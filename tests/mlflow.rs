@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::http::{get, percent_encode};
+use crate::http::{get, percent_encode, request};
 use crate::{free_port, pyenv, wait_for};
 
 #[derive(Debug)]
@@ -107,6 +107,37 @@ impl MlflowServer {
             .flatten()
             .filter_map(|f| f["path"].as_str().map(str::to_string))
             .collect()
+    }
+
+    /// The runs of `experiment` tagged `key` = `value`, as `runs/search`
+    /// returns them (none when the experiment does not exist yet).
+    pub fn runs_tagged(&self, experiment: &str, key: &str, value: &str) -> Vec<serde_json::Value> {
+        let found = get(
+            self.address,
+            &format!(
+                "/api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
+                percent_encode(experiment)
+            ),
+        );
+        let Some((200, body)) = found else {
+            return Vec::new();
+        };
+        let experiment: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let search = serde_json::json!({
+            "experiment_ids": [experiment["experiment"]["experiment_id"]],
+            "filter": format!("tags.`{key}` = '{value}'"),
+        });
+        let (status, body) = request(
+            self.address,
+            "POST",
+            "/api/2.0/mlflow/runs/search",
+            &[],
+            Some(&search),
+        )
+        .expect("MLflow answers");
+        assert_eq!(status, 200, "runs/search: {body}\n{}", self.log());
+        let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+        runs["runs"].as_array().cloned().unwrap_or_default()
     }
 
     fn log(&self) -> String {

@@ -13,7 +13,7 @@ use ractor::{ActorCell, ActorRef};
 use seedling_common::work::{UnitResult, UnitTask};
 use seedling_coordinator::cluster::{ClusterError, CoordinatorSettings, serve};
 use seedling_proto::api::seedling_client::SeedlingClient;
-use seedling_proto::api::{ClusterStatusRequest, PlanRef, PlanSummary};
+use seedling_proto::api::{ClusterStatusRequest, PlanRef, PlanSummary, SubmitPlanRequest};
 use seedling_proto::cluster::{COORDINATOR_GROUP, CoordinatorWire, decode, worker_group};
 use seedling_proto::control::Heartbeat;
 use seedling_proto::control::UnitAssignment;
@@ -45,6 +45,14 @@ pub struct LocalCoordinator {
 impl LocalCoordinator {
     /// Starts it and waits until its API answers.
     pub async fn start(lease_timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_tracked(lease_timeout, None).await
+    }
+
+    /// Starts one that logs each submitted plan to MLflow at `tracking`.
+    pub async fn start_tracked(
+        lease_timeout: Duration,
+        tracking: Option<seedling_coordinator::tracking::TrackingTarget>,
+    ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let grpc = format!("127.0.0.1:{}", free_port());
         let mut ports =
@@ -70,6 +78,7 @@ impl LocalCoordinator {
             attempts_per_record: 50.0,
             limits: Default::default(),
             metrics_listen: Some(metrics),
+            tracking,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(serve(settings, async move {
@@ -102,6 +111,43 @@ impl LocalCoordinator {
             plan_id: plan_id.to_string(),
         };
         Ok(self.api.get_plan(request).await?.into_inner())
+    }
+
+    /// Submits `plan_path` (with its reference files) for `target` records
+    /// and waits until it is no longer running; its last summary.
+    pub async fn run_plan_to_its_end(
+        &mut self,
+        plan_path: &std::path::Path,
+        target: u64,
+    ) -> anyhow::Result<PlanSummary> {
+        let plan_toml = std::fs::read_to_string(plan_path)?;
+        let files = seedling_coordinator::plan::reference_files(plan_path, &plan_toml)?;
+        let plan_id = self
+            .api
+            .submit_plan(SubmitPlanRequest {
+                file_name: plan_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                plan_toml,
+                files,
+                target: Some(target),
+            })
+            .await?
+            .into_inner()
+            .plan_id;
+        let started = std::time::Instant::now();
+        loop {
+            let plan = self.plan(&plan_id).await?;
+            if plan.state != "running" {
+                return Ok(plan);
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "the plan did not end: {plan:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until `count` workers have joined (their first heartbeat).
@@ -167,6 +213,7 @@ pub async fn join_worker(
                 unit_id: result.unit.clone(),
                 result_json: serde_json::to_vec(&result).expect("a result serialises"),
                 lease,
+                trace_parent: String::new(),
             };
             on_sent();
             if up.send(report).await.is_err() {

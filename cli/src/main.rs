@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use seedling_worker::engine::EngineConfig;
 use seedling_worker::model_file::default_model_path;
+use tracing_subscriber::Layer as _;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -182,16 +183,61 @@ fn exit_quietly_when_stdout_closes() {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SEEDLING_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+    let cli = Cli::parse();
+    let traces = start_logging(&cli.command)?;
+    let outcome = dispatch(cli.command);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    outcome
+}
+
+/// Logs to stderr as `SEEDLING_LOG` asks, and, when an OTLP endpoint is
+/// configured (`OTEL_EXPORTER_OTLP_ENDPOINT`), exports this process's spans.
+fn start_logging(command: &Command) -> anyhow::Result<Option<seedling_telemetry::traces::Traces>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEEDLING_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        );
+    let traces = seedling_telemetry::traces::Traces::from_env(command.service())?;
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(traces.as_ref().map(|t| t.layer()))
         .init();
-    let cli = Cli::parse();
-    match cli.command {
+    if let Some(traces) = &traces
+        && matches!(command, Command::Run(_) | Command::Start { .. })
+    {
+        eprintln!(
+            "seedling: exporting traces to {} (OTLP/HTTP) as {}",
+            traces.endpoint,
+            seedling_telemetry::traces::service_name().unwrap_or_else(|| command.service().into())
+        );
+    }
+    Ok(traces)
+}
+
+impl Command {
+    /// The service this process's spans are exported as.
+    fn service(&self) -> &'static str {
+        match self {
+            Command::Start {
+                command: start::StartCommand::Coordinator { .. },
+            } => "seedling-coordinator",
+            Command::Start {
+                command: start::StartCommand::Worker { .. },
+            } => "seedling-worker",
+            _ => "seedling",
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run(args) => run::run(args),
         Command::Start { command } => start::run(command),
         Command::Cluster {

@@ -157,7 +157,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 plan_id: plan_id.as_str(),
                 plan_file: &args.plan,
                 plan_text: &plan_text,
-                model: &config.model_path,
+                model: &config.model_path.display().to_string(),
                 model_sha256: &model_sha256,
                 settings: run_settings(&config, &args),
                 nodes: vec!["local".into()],

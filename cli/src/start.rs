@@ -15,6 +15,8 @@ use seedling_worker::engine::{Engine, EngineConfig};
 use seedling_worker::model_file::{check_gguf_header, default_model_path, sha256_file};
 use seedling_worker::remote::{RemoteSettings, serve_worker};
 
+use crate::tracking::TrackingArgs;
+
 #[derive(Debug, Subcommand)]
 pub enum StartCommand {
     /// Start the coordinator: the cluster node, the gRPC API, the lineage store
@@ -25,6 +27,9 @@ pub enum StartCommand {
         /// Allow node traffic or the API in plain text beyond loopback (warned on every start)
         #[arg(long)]
         insecure: bool,
+        /// Log each submitted plan as an MLflow run (overrides coordinator.tracking_uri)
+        #[command(flatten)]
+        tracking: TrackingArgs,
     },
     /// Start a worker: load the model, join the coordinator, run the units it leases
     Worker {
@@ -145,6 +150,30 @@ async fn stop_requested() {
     }
 }
 
+/// Where submitted plans are tracked: `--tracking-uri` (or
+/// `MLFLOW_TRACKING_URI`) with its experiment, else the config's
+/// `tracking_uri` and `tracking_experiment`; a URI that cannot work is
+/// refused at start, naming where it came from.
+fn tracking_target(
+    path: &Path,
+    config: &seedling_common::config::CoordinatorConfig,
+    args: TrackingArgs,
+) -> anyhow::Result<Option<seedling_coordinator::tracking::TrackingTarget>> {
+    if args.tracking_uri.is_some() {
+        return args.target("start without tracking");
+    }
+    let Some(uri) = &config.tracking_uri else {
+        return Ok(None);
+    };
+    let experiment = config
+        .tracking_experiment
+        .as_deref()
+        .unwrap_or(&args.experiment);
+    seedling_coordinator::tracking::TrackingTarget::new(uri, experiment)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{}: coordinator.tracking_uri: {e}", path.display()))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -157,6 +186,7 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
         StartCommand::Coordinator {
             config: path,
             insecure,
+            tracking,
         } => {
             let config = read_config(&path)?;
             let c = config
@@ -193,7 +223,14 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 limits: c.limits,
                 metrics_listen: metrics_address(&c.metrics_listen, "coordinator.metrics_listen")
                     .map_err(anyhow::Error::msg)?,
+                tracking: tracking_target(&path, &c, tracking)?,
             };
+            if let Some(target) = &settings.tracking {
+                eprintln!(
+                    "seedling coordinator: each submitted plan is logged to MLflow at {} (experiment {:?})",
+                    target.uri, target.experiment
+                );
+            }
             runtime()?.block_on(serve(settings, stop_requested()))?;
             eprintln!("seedling coordinator: stopped");
             Ok(())

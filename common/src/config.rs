@@ -70,6 +70,14 @@ pub struct CoordinatorConfig {
     /// or "off".
     #[serde(default = "default_coordinator_metrics")]
     pub metrics_listen: String,
+    /// An MLflow tracking server (`http://host:port`): each submitted plan
+    /// is logged there as an MLflow run. `MLFLOW_TRACKING_URI` or
+    /// `--tracking-uri` at start override it.
+    #[serde(default)]
+    pub tracking_uri: Option<String>,
+    /// The MLflow experiment those runs go into (created when missing).
+    #[serde(default)]
+    pub tracking_experiment: Option<String>,
 }
 
 /// What a coordinator accepts at most (`[coordinator.limits]`); anything

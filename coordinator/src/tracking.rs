@@ -47,8 +47,9 @@ pub struct RunContext<'a> {
     /// The plan file's name and text (its hash is a parameter).
     pub plan_file: &'a Path,
     pub plan_text: &'a str,
-    /// The model file and its SHA-256.
-    pub model: &'a Path,
+    /// The model (its file, or the models a cluster's workers host) and
+    /// its SHA-256.
+    pub model: &'a str,
     pub model_sha256: &'a str,
     /// Engine and run settings, as (name, value).
     pub settings: Vec<(String, String)>,
@@ -86,7 +87,7 @@ impl PlanTracking {
             ("plan_sha256".into(), plan_sha256),
             ("domain".into(), plan.domain.name.clone()),
             ("seed".into(), plan.seed.to_string()),
-            ("model_file".into(), context.model.display().to_string()),
+            ("model_file".into(), context.model.to_string()),
             ("model_sha256".into(), context.model_sha256.to_string()),
             ("seedling_version".into(), env!("CARGO_PKG_VERSION").into()),
         ];
@@ -176,6 +177,27 @@ impl PlanTracking {
         self.tracker
             .artifact(plan_file, &format!("plan/{plan_name}"));
         self.tracker.finish("FINISHED")
+    }
+
+    /// A plan submitted to a cluster ended (`status` FINISHED, FAILED or
+    /// KILLED for a cancelled one): its last figures, how it ended and its
+    /// plan file. Its dataset is exported by whoever asks for it, later.
+    pub fn ended(
+        mut self,
+        progress: &Progress,
+        status: &'static str,
+        state: &str,
+        plan_file: &Path,
+    ) -> TrackingSummary {
+        self.log(progress);
+        self.tracker
+            .tags(vec![("seedling.state".into(), state.to_string())]);
+        let plan_name = plan_file
+            .file_name()
+            .map_or("plan.toml".into(), |n| n.to_string_lossy().into_owned());
+        self.tracker
+            .artifact(plan_file, &format!("plan/{plan_name}"));
+        self.tracker.finish(status)
     }
 
     /// The run stopped before its dataset was written: `status` is

@@ -29,6 +29,8 @@ pub enum TelemetryError {
         setting: String,
         source: std::io::Error,
     },
+    #[error("traces: {0}")]
+    Traces(String),
 }
 
 /// A running endpoint; it stops when dropped.

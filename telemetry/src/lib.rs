@@ -4,6 +4,9 @@
 //! moment ([`Scrape`]), so the figures an operator graphs are the same ones
 //! `seedling cluster status` prints.
 //!
+//! A node may also export its `tracing` spans over OTLP ([`traces`]), with
+//! the trace context that joins one unit's spans across nodes.
+//!
 //! **Invariant:** knows nothing of plans, workers or engines; the nodes
 //! decide what to expose and this crate only encodes and serves it.
 
@@ -11,6 +14,7 @@ mod endpoint;
 pub mod mlflow;
 mod process;
 mod scrape;
+pub mod traces;
 
 pub use endpoint::{BoundMetrics, MetricsEndpoint, Render, TelemetryError};
 pub use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};

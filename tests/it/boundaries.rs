@@ -98,7 +98,8 @@ const COORDINATOR_LAYERS: &[&[&str]] = &[
     &["review"],
     &["verify"],
     &["pipeline", "dataset"],
-    &["cluster", "tracking"],
+    &["tracking"],
+    &["cluster"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

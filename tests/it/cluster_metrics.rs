@@ -4,10 +4,10 @@
 //! server scrapes it, and what Prometheus answers through its own API
 //! agrees with the plan's status and the cluster status.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::Actor;
-use seedling_proto::api::{ClusterStatusRequest, PlanSummary, SubmitPlanRequest};
+use seedling_proto::api::ClusterStatusRequest;
 use seedling_tests::prometheus::{Prometheus, dashboard_queries};
 use seedling_tests::repo_root;
 use seedling_tests::scripted::{Script, ScriptedWorker};
@@ -15,36 +15,6 @@ use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
 use tokio::sync::mpsc;
 
 const TARGET: u64 = 12;
-
-async fn run_plan_to_its_end(coordinator: &mut LocalCoordinator) -> PlanSummary {
-    let plan_path = repo_root().join("examples/retail-banking.toml");
-    let plan_toml = std::fs::read_to_string(&plan_path).unwrap();
-    let files = seedling_coordinator::plan::reference_files(&plan_path, &plan_toml).unwrap();
-    let plan_id = coordinator
-        .api
-        .submit_plan(SubmitPlanRequest {
-            file_name: "retail-banking.toml".into(),
-            plan_toml,
-            files,
-            target: Some(TARGET),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plan_id;
-    let started = Instant::now();
-    loop {
-        let plan = coordinator.plan(&plan_id).await.unwrap();
-        if plan.state != "running" {
-            return plan;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the plan did not end: {plan:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_coordinator_and_agrees_with_plan_status() {
@@ -79,7 +49,10 @@ async fn prometheus_scrapes_the_coordinator_and_agrees_with_plan_status() {
     .await
     .unwrap();
 
-    let plan = run_plan_to_its_end(&mut coordinator).await;
+    let plan = coordinator
+        .run_plan_to_its_end(&repo_root().join("examples/retail-banking.toml"), TARGET)
+        .await
+        .unwrap();
     assert_eq!(plan.state, "finished", "{plan:?}");
     let status = coordinator
         .api

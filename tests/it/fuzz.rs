@@ -335,9 +335,9 @@ fn request() -> impl Strategy<Value = Request> {
         1 => plan_id_like().prop_map(Request::Cancel),
         1 => (".{0,64}", any::<u32>()).prop_map(|(id, depth)| Request::Lineage(id, depth)),
         1 => plan_id_like().prop_map(Request::Export),
-        2 => (".{0,20}", plan_id_like(), ".{0,20}", prop::collection::vec(any::<u8>(), 0..256), ".{0,40}")
-            .prop_map(|(worker_id, plan_id, unit_id, result_json, lease)| {
-                Request::Report(UnitReport { worker_id, seq: 1, plan_id, unit_id, result_json, lease })
+        2 => (".{0,20}", plan_id_like(), ".{0,20}", prop::collection::vec(any::<u8>(), 0..256), ".{0,40}", ".{0,60}")
+            .prop_map(|(worker_id, plan_id, unit_id, result_json, lease, trace_parent)| {
+                Request::Report(UnitReport { worker_id, seq: 1, plan_id, unit_id, result_json, lease, trace_parent })
             }),
     ]
 }

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use seedling_common::config::ClusterConfig;
+use seedling_tests::otlp::{Receiver, unit_trace};
 use seedling_tests::prometheus::{Prometheus, dashboard_queries};
 use seedling_tests::{
     Tap, Work, exported_records, free_port, repo_root, seedling_bin, test_plan, wait_for,
@@ -40,6 +41,8 @@ struct Cluster {
     workers: Vec<(String, Child)>,
     /// Relays that record what crosses the wire, kept alive with the cluster.
     taps: Vec<Tap>,
+    /// Where every node exports its spans (OTLP over HTTP).
+    traces: Receiver,
 }
 
 impl Drop for Cluster {
@@ -104,6 +107,7 @@ impl Cluster {
             coordinator: None,
             workers: Vec::new(),
             taps: Vec::new(),
+            traces: Receiver::start(),
         };
         cluster.issue_certificate("coordinator");
         cluster.start_coordinator();
@@ -138,6 +142,8 @@ impl Cluster {
             .args(["start", "coordinator", "--config"])
             .arg(self.dir.path().join("coordinator.toml"))
             .env("SEEDLING_LOG", "info")
+            .envs(self.trace_export())
+            .env_remove("OTEL_SERVICE_NAME")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -223,11 +229,22 @@ impl Cluster {
             .arg(config)
             .env("OMP_WAIT_POLICY", "passive")
             .env("SEEDLING_LOG", "info")
+            .envs(self.trace_export())
+            .env_remove("OTEL_SERVICE_NAME")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.workers.push((id.to_string(), child));
+    }
+
+    /// What points a node's trace export at this cluster's receiver, sent
+    /// every 200 ms so a test sees a unit's spans soon after it is stored.
+    fn trace_export(&self) -> [(&'static str, String); 2] {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.traces.endpoint.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+        ]
     }
 
     fn worker(&self, id: &str) -> &Child {
@@ -373,6 +390,30 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     wait_for_model("2 accepted records", Work::to_accept(2), || {
         cluster.accepted(&plan) >= 2
     });
+
+    // One unit's path is one trace across the nodes: the coordinator's
+    // lease span, the worker's run of it (with its model calls) as its
+    // child, and the coordinator's decision, ended once stored.
+    wait_for("a unit's whole trace", Duration::from_secs(20), || {
+        unit_trace(&cluster.traces.spans()).is_some()
+    });
+    let trace = unit_trace(&cluster.traces.spans()).unwrap();
+    let worker = &trace.lease.attributes["worker"];
+    assert!(["wa", "wb"].contains(&worker.as_str()), "{trace:?}");
+    assert_eq!(&trace.run.attributes["worker"], worker, "{trace:?}");
+    assert_eq!(trace.run.attributes["unit"], trace.lease.attributes["unit"]);
+    assert!(
+        trace
+            .model_calls
+            .iter()
+            .all(|call| call.attributes["generated_tokens"].parse::<u64>().unwrap() > 0),
+        "{trace:?}"
+    );
+    assert!(
+        trace.result.links.contains(&trace.run.span_id),
+        "the decision links to the worker's run: {trace:?}"
+    );
+    assert!(trace.result.attributes.contains_key("outcome"), "{trace:?}");
 
     // A hung worker: ractor_cluster never notices it, the lease does.
     signal(cluster.worker("wa"), "STOP");

@@ -1,7 +1,9 @@
 //! MLflow tracking of a plan's run, against a real MLflow server: the run,
 //! its parameters and figures, the dataset as its input, the card and
 //! manifest as artifacts; a verification of the dataset as a run beside
-//! it; and a server that is gone costs nothing but a summary that says so. The records come from the scripted test double.
+//! it; a plan submitted to a cluster coordinator as a run of its own; and
+//! a server that is gone costs nothing but a summary that says so. The
+//! records come from the scripted test double.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,7 +54,7 @@ fn a_plan_run_and_its_verification_are_mlflow_runs_with_their_figures_and_files(
         plan_id: plan_id.as_str(),
         plan_file: &plan_file,
         plan_text: &plan_text,
-        model: &model,
+        model: &model.display().to_string(),
         model_sha256: &"ab".repeat(32),
         settings: vec![("slots".into(), "8".into())],
         nodes: vec!["local".into()],
@@ -153,4 +155,82 @@ fn a_plan_run_and_its_verification_are_mlflow_runs_with_their_figures_and_files(
         "a dead server held the run up for {:?}",
         started.elapsed()
     );
+}
+
+/// A plan submitted to a coordinator that tracks: one MLflow run, tagged
+/// with the plan, with the cluster's settings and workers, its figures as
+/// the run went, the plan file, and FINISHED once the plan is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_submitted_to_a_tracking_coordinator_is_an_mlflow_run() {
+    use ractor::Actor as _;
+    use seedling_tests::scripted::{Script, ScriptedWorker};
+    use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
+
+    const TARGET: u64 = 12;
+    let server = tokio::task::spawn_blocking(MlflowServer::start)
+        .await
+        .unwrap();
+    let target = TrackingTarget::new(&server.uri(), "seedling-cluster").unwrap();
+    let mut coordinator =
+        LocalCoordinator::start_tracked(std::time::Duration::from_secs(30), Some(target))
+            .await
+            .unwrap();
+    let (results, to_send) = tokio::sync::mpsc::unbounded_channel();
+    let worker = ScriptedWorker::new(Script::default());
+    let (gate, _) = AnsweringWorker::spawn(None, AnsweringWorker, (worker, results))
+        .await
+        .unwrap();
+    join_worker(
+        &coordinator.url,
+        "scripted-a",
+        4,
+        gate.get_cell(),
+        to_send,
+        || {},
+    )
+    .await
+    .unwrap();
+    coordinator.wait_for_workers(1).await.unwrap();
+    let plan = coordinator
+        .run_plan_to_its_end(&repo_root().join("examples/retail-banking.toml"), TARGET)
+        .await
+        .unwrap();
+    assert_eq!(plan.state, "finished", "{plan:?}");
+
+    // The run ends on a thread of its own once the plan has.
+    let plan_id = plan.plan_id.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        seedling_tests::wait_for(
+            "the plan's MLflow run to end",
+            std::time::Duration::from_secs(30),
+            || {
+                server
+                    .runs_tagged("seedling-cluster", "seedling.plan_id", &plan_id)
+                    .first()
+                    .is_some_and(|run| run["info"]["status"] == "FINISHED")
+            },
+        );
+        let runs = server.runs_tagged("seedling-cluster", "seedling.plan_id", &plan_id);
+        assert_eq!(runs.len(), 1, "one run per plan: {runs:?}");
+        let run_id = runs[0]["info"]["run_id"].as_str().unwrap().to_string();
+        (server.run(&run_id), server.artifacts(&run_id, "plan"))
+    })
+    .await
+    .unwrap();
+    let (run, artifacts) = run;
+    let params = &run["data"]["params"];
+    assert_eq!(entry(params, "target").unwrap(), &TARGET.to_string());
+    assert_eq!(entry(params, "plan_id").unwrap(), plan.plan_id.as_str());
+    assert_eq!(entry(params, "model_file").unwrap(), "scripted test double");
+    let metrics = &run["data"]["metrics"];
+    assert_eq!(entry(metrics, "accepted").unwrap(), TARGET as f64);
+    assert_eq!(
+        entry(metrics, "attempts").unwrap().as_f64(),
+        Some(plan.attempts as f64)
+    );
+    let tags = &run["data"]["tags"];
+    assert_eq!(entry(tags, "seedling.nodes").unwrap(), "scripted-a");
+    assert_eq!(entry(tags, "seedling.state").unwrap(), "finished");
+    assert_eq!(artifacts, vec!["plan/plan.toml".to_string()]);
+    coordinator.stop().await;
 }

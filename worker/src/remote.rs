@@ -30,8 +30,10 @@ use seedling_proto::results::UnitReport;
 use seedling_proto::results::result_ingest_client::ResultIngestClient;
 use seedling_proto::worker::{EngineStats, WorkerCapacity};
 use seedling_telemetry::MetricsEndpoint;
+use seedling_telemetry::traces::{follow, trace_parent};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tracing::Instrument as _;
 
 use crate::engine::Engine;
 use crate::metrics::WorkerView;
@@ -88,6 +90,8 @@ struct Finished {
     lease: String,
     /// The coordinator takes no larger report (0: no limit named).
     max_bytes: u64,
+    /// The span that ran the unit, for the coordinator's trace.
+    trace_parent: String,
 }
 
 impl Finished {
@@ -102,6 +106,7 @@ impl Finished {
             unit_id: self.result.unit.clone(),
             result_json: serde_json::to_vec(&self.result).expect("a unit result serialises"),
             lease: self.lease,
+            trace_parent: self.trace_parent,
         };
         let size = report.encoded_len() as u64;
         if self.max_bytes > 0 && size > self.max_bytes {
@@ -198,12 +203,17 @@ impl Actor for WorkerGate {
         tracing::debug!(plan = %task.plan, unit = %task.unit, "unit assigned");
         let task_key = key.clone();
         let (lease, max_bytes) = (assignment.lease, assignment.max_result_bytes);
+        // A child of the coordinator's lease span: one trace per unit.
+        let trace = tracing::info_span!(parent: None, "unit_run", plan = %task.plan, unit = %task.unit, worker = %worker);
+        follow(&trace, &assignment.trace_parent);
+        let trace_parent = trace_parent(&trace);
         let handle = tokio::spawn(async move {
-            let result = run_caught(engine, worker, task).await;
+            let result = run_caught(engine, worker, task).instrument(trace).await;
             let finished = Finished {
                 result,
                 lease,
                 max_bytes,
+                trace_parent,
             };
             // Waits while the outbox is full: backpressure from the coordinator.
             let _ = outbox.send(finished).await;

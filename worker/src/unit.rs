@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument as _;
+
 use seedling_common::cost::CallCost;
 use seedling_common::embedding::Embedding;
 use seedling_common::similarity::chrf;
@@ -102,10 +104,21 @@ pub fn clean_generated_input(text: &str) -> String {
         .to_string()
 }
 
+#[tracing::instrument(name = "model_call", skip_all, fields(step = %call.step, prompt_tokens, prompt_tokens_reused, generated_tokens, queued_ms, prefill_ms, decode_ms))]
 async fn call(engine: &Engine, call: &ModelCall) -> Result<CallOutcome, EngineError> {
     let started_ms = now_unix_ms();
     let generation = engine.generate(request_for(call)).await?;
     let accounting = &generation.accounting;
+    let span = tracing::Span::current();
+    span.record(
+        "prompt_tokens",
+        accounting.prompt_tokens_computed + accounting.prompt_tokens_reused,
+    );
+    span.record("prompt_tokens_reused", accounting.prompt_tokens_reused);
+    span.record("generated_tokens", accounting.generated_tokens);
+    span.record("queued_ms", accounting.queued.as_millis() as u64);
+    span.record("prefill_ms", accounting.prompt_time.as_millis() as u64);
+    span.record("decode_ms", accounting.generate_time.as_millis() as u64);
     Ok(CallOutcome {
         step: call.step.clone(),
         text: generation.text.trim().to_string(),
@@ -254,7 +267,8 @@ async fn run_generate(
     }
     let response = call(engine, &task.response.with_input(&input)).await?;
     let checking = Instant::now();
-    let mut verdict = judge_pair(task, &base_input, &input, &response.text);
+    let mut verdict = tracing::info_span!("checks")
+        .in_scope(|| judge_pair(task, &base_input, &input, &response.text));
     result.work.checks_ms += checking.elapsed().as_millis() as u64;
     let response_text = response.text.clone();
     result.calls.push(response);
@@ -279,7 +293,10 @@ async fn run_generate(
     // Only what may be accepted is compared with the accepted ones. An
     // input the embedding window cannot take is left to the text tiers.
     if task.embed_input && passed {
-        match engine.embed_timed(vec![input.clone()]).await {
+        let embedding = engine
+            .embed_timed(vec![input.clone()])
+            .instrument(tracing::info_span!("embedding"));
+        match embedding.await {
             Ok(mut embedded) => {
                 result.work.embeddings += 1;
                 result.work.embedding_ms += embedded.compute.as_millis() as u64;
@@ -327,7 +344,8 @@ pub(crate) async fn run_caught(
     let (plan, unit) = (task.plan.clone(), task.unit.clone());
     let running = {
         let worker = worker.clone();
-        tokio::spawn(async move { run_unit(&engine, &worker, &task).await })
+        // The unit's spans stay under the caller's (its lease's trace).
+        tokio::spawn(async move { run_unit(&engine, &worker, &task).await }.in_current_span())
     };
     // Stopping this future (a withdrawn unit) stops the unit too.
     let _stop = StopOnDrop(running.abort_handle());

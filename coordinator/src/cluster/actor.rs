@@ -21,6 +21,7 @@ use seedling_common::time::thread_cpu;
 use seedling_common::work::UnitResult;
 use seedling_proto::auth::same_secret;
 use seedling_proto::cluster::WorkerWire;
+use seedling_telemetry::traces::{link, trace_parent};
 use tokio::sync::{oneshot, watch};
 
 use super::assign::{WorkerRoom, assign};
@@ -35,7 +36,8 @@ use super::writer::Writer;
 use super::{ApiError, ClusterError};
 use crate::lineage::LineageStore;
 use crate::pipeline::{PlanRun, RunOptions, UnitOutcome, plan_id};
-use crate::plan::parse_plan;
+use crate::plan::{Plan, parse_plan};
+use crate::tracking::{PlanTracking, RunContext, TrackingTarget};
 
 /// Units kept per engine slot: one running, one queued.
 const UNITS_PER_SLOT: usize = 2;
@@ -60,6 +62,8 @@ pub struct ClusterArgs {
     /// Told once the coordinator has stopped and the last decided result it
     /// handed the lineage writer is durable (or failed).
     pub writes_done: oneshot::Sender<()>,
+    /// Where each submitted plan is logged as an MLflow run, if anywhere.
+    pub tracking: Option<TrackingTarget>,
 }
 
 #[derive(Debug)]
@@ -73,6 +77,9 @@ struct PlanSlot {
     watchers: watch::Sender<PlanView>,
     /// Whether its units were withdrawn from the workers after it ended.
     withdrawn: bool,
+    /// Its MLflow run while it runs (submitted plans, when tracked), and
+    /// the plan file logged with it at the end.
+    tracking: Option<(PlanTracking, PathBuf)>,
 }
 
 impl PlanSlot {
@@ -91,6 +98,7 @@ impl PlanSlot {
             error: String::new(),
             watchers: watch::channel(initial).0,
             withdrawn: false,
+            tracking: None,
         };
         slot.settle();
         slot
@@ -116,6 +124,7 @@ impl PlanSlot {
             tracing::info!(plan = %self.run.plan_id(), state = self.state.name(), "plan ended");
         }
         self.watchers.send_replace(self.view());
+        self.track();
     }
 
     fn fail(&mut self, error: impl std::fmt::Display) {
@@ -123,6 +132,34 @@ impl PlanSlot {
         self.state = PlanState::Failed;
         self.error = error.to_string();
         self.watchers.send_replace(self.view());
+        self.track();
+    }
+
+    /// Tells the plan's MLflow run how it goes, and ends that run once the
+    /// plan has ended. Ending waits for the server, so it happens on a
+    /// thread of its own, never on the actor's.
+    fn track(&mut self) {
+        let Some((tracking, _)) = &mut self.tracking else {
+            return;
+        };
+        let progress = self.run.progress();
+        let status = match self.state {
+            PlanState::Running => return tracking.progress(&progress),
+            PlanState::Finished | PlanState::Short => "FINISHED",
+            PlanState::Cancelled => "KILLED",
+            PlanState::Failed => "FAILED",
+        };
+        let (tracking, plan_file) = self.tracking.take().expect("tracked above");
+        let (plan, state) = (self.run.plan_id().to_string(), self.state.name());
+        std::thread::spawn(move || {
+            let summary = tracking.ended(&progress, status, state, &plan_file);
+            match (&summary.run_url, &summary.first_error) {
+                (Some(url), None) => tracing::info!(%plan, %url, "plan tracked in MLflow"),
+                (url, error) => {
+                    tracing::warn!(%plan, ?url, ?error, not_logged = ?summary.not_logged, "plan not wholly logged to MLflow")
+                }
+            }
+        });
     }
 }
 
@@ -131,8 +168,8 @@ struct WorkerEntry {
     actor: ActorRef<WorkerWire>,
     capacity: WorkerCapacity,
     group: String,
-    /// Units leased to it, as (plan, unit), with each lease's secret.
-    units: BTreeMap<(String, String), String>,
+    /// Units leased to it, as (plan, unit).
+    units: BTreeMap<(String, String), Lease>,
     /// Units it reports running that it holds no lease on (from before a
     /// lease expiry or a coordinator restart): they still take its slots.
     stale_running: usize,
@@ -140,6 +177,25 @@ struct WorkerEntry {
     stats: Option<EngineTotals>,
     unacknowledged: u32,
     tokens_per_s: f64,
+}
+
+/// One unit's lease on a worker.
+#[derive(Debug)]
+struct Lease {
+    /// Its secret: the worker's result must carry it back.
+    secret: String,
+    /// The unit's span from lease to storage; the worker's spans for it
+    /// are its children. It ends with the lease unless a result is admitted.
+    trace: tracing::Span,
+}
+
+/// What a report brings once admitted: its plan (by index), the result,
+/// and the span that ends when the result is stored.
+#[derive(Debug)]
+struct Admitted {
+    index: usize,
+    result: UnitResult,
+    trace: tracing::Span,
 }
 
 impl WorkerEntry {
@@ -157,6 +213,7 @@ pub struct ClusterState {
     attempts_per_record: f64,
     address: String,
     limits: Limits,
+    tracking: Option<TrackingTarget>,
     /// In submission order.
     plans: Vec<PlanSlot>,
     workers: BTreeMap<String, WorkerEntry>,
@@ -235,9 +292,72 @@ impl ClusterState {
         } else {
             PlanState::Running
         };
-        self.plans
-            .push(PlanSlot::new(run, Some(stored.dir), domain, state));
+        let tracking = match (&self.tracking, state) {
+            (Some(target), PlanState::Running) => {
+                Some(self.track_plan(target, &stored, run.plan()))
+            }
+            _ => None,
+        };
+        let mut slot = PlanSlot::new(run, Some(stored.dir), domain, state);
+        slot.tracking = tracking;
+        self.plans.push(slot);
         Ok(self.plans.len() - 1)
+    }
+
+    /// Starts the MLflow run of a submitted (or resumed) plan: what the
+    /// cluster runs it with, and the workers and models there now.
+    fn track_plan(
+        &self,
+        target: &TrackingTarget,
+        stored: &submissions::Stored,
+        plan: &Plan,
+    ) -> (PlanTracking, PathBuf) {
+        let plan_file = stored.dir.join(submissions::PLAN_FILE);
+        let models: BTreeSet<String> = self
+            .workers
+            .values()
+            .map(|w| w.capacity.model_name.clone())
+            .collect();
+        let digests: BTreeSet<String> = self
+            .workers
+            .values()
+            .map(|w| w.capacity.model_digest.clone())
+            .collect();
+        let join = |set: BTreeSet<String>, none: &str| {
+            if set.is_empty() {
+                none.to_string()
+            } else {
+                set.into_iter().collect::<Vec<_>>().join(",")
+            }
+        };
+        let settings = vec![
+            (
+                "target".to_string(),
+                stored
+                    .submission
+                    .target
+                    .map_or("plan quotas".into(), |t| t.to_string()),
+            ),
+            (
+                "attempts_per_record".into(),
+                self.attempts_per_record.to_string(),
+            ),
+            (
+                "lease_timeout_ms".into(),
+                self.lease_timeout.as_millis().to_string(),
+            ),
+            ("coordinator".into(), self.address.clone()),
+        ];
+        let context = RunContext {
+            plan_id: &stored.submission.plan_id,
+            plan_file: &plan_file,
+            plan_text: &stored.plan_text,
+            model: &join(models, "no worker yet"),
+            model_sha256: &join(digests, "no worker yet"),
+            settings,
+            nodes: self.workers.keys().cloned().collect(),
+        };
+        (PlanTracking::start(target, plan, &context), plan_file)
     }
 
     /// Adds a plan its caller opened; a plan already here is watched as it is.
@@ -561,16 +681,29 @@ impl ClusterState {
             let lease_ms = self.lease_timeout.as_millis() as u64;
             let max_result_bytes = self.limits.max_result_bytes as u64;
             // A task's prompts are most of its bytes.
-            let encoded: Vec<(usize, String, String, String, Assignment)> = planned
+            let encoded: Vec<(usize, String, String, Lease, Assignment)> = planned
                 .into_par_iter()
                 .map(|(n, task)| {
-                    let lease = lease_secret();
-                    let assignment = Assignment::encode(&task, lease_ms, &lease, max_result_bytes);
+                    // A root: a unit's trace starts at its lease.
+                    let trace = tracing::info_span!(parent: None, "unit", plan = %task.plan, unit = %task.unit, worker = tracing::field::Empty);
+                    let lease = Lease {
+                        secret: lease_secret(),
+                        trace,
+                    };
+                    let assignment = Assignment::encode(
+                        &task,
+                        lease_ms,
+                        &lease.secret,
+                        max_result_bytes,
+                        trace_parent(&lease.trace),
+                    );
                     (n, task.plan, task.unit, lease, assignment)
                 })
                 .collect();
             let mut by_plan: Vec<std::collections::VecDeque<_>> =
-                vec![Default::default(); running.len()];
+                std::iter::repeat_with(Default::default)
+                    .take(running.len())
+                    .collect();
             for (n, plan, unit, lease, bytes) in encoded {
                 by_plan[n].push_back((plan, unit, lease, bytes));
             }
@@ -593,6 +726,9 @@ impl ClusterState {
                         continue;
                     }
                     tracing::debug!(%plan, %unit, worker = %worker.capacity.worker_id, "unit leased");
+                    lease
+                        .trace
+                        .record("worker", worker.capacity.worker_id.as_str());
                     worker.units.insert((plan, unit), lease);
                     given += 1;
                     self.units.leased += 1;
@@ -611,7 +747,7 @@ impl ClusterState {
     /// A report's result, if it counts: from the worker holding the unit's
     /// lease, with the lease's secret, for a running plan, naming the unit
     /// it was leased for. Every refusal is counted by why.
-    fn admit(&mut self, arrived: Arrived) -> Result<(usize, UnitResult), String> {
+    fn admit(&mut self, arrived: Arrived) -> Result<Admitted, String> {
         let admitted = self.check_report(arrived);
         if let Err(outcome) = &admitted {
             let why = outcome.split(':').next().unwrap_or(outcome).to_string();
@@ -620,29 +756,30 @@ impl ClusterState {
         admitted
     }
 
-    fn check_report(&mut self, arrived: Arrived) -> Result<(usize, UnitResult), String> {
+    fn check_report(&mut self, arrived: Arrived) -> Result<Admitted, String> {
         let Arrived {
             worker_id,
             plan_id,
             unit_id,
             lease,
+            trace_parent,
             result,
         } = arrived;
         let key = (plan_id.clone(), unit_id.clone());
         let leased = match self.workers.get_mut(&worker_id) {
             Some(worker) => match worker.units.get(&key) {
-                Some(secret) if !same_secret(secret.as_bytes(), lease.as_bytes()) => {
+                Some(held) if !same_secret(held.secret.as_bytes(), lease.as_bytes()) => {
                     // Not from the worker the unit went to: it keeps its lease.
                     tracing::warn!(plan = %plan_id, unit = %unit_id, claimed = %worker_id, "forged result refused: wrong lease secret");
                     return Err("forged".into());
                 }
-                Some(_) => worker.units.remove(&key).is_some(),
-                None => false,
+                Some(_) => worker.units.remove(&key),
+                None => None,
             },
-            None => false,
+            None => None,
         };
         let index = self.plan_index(&plan_id);
-        let (true, Some(index)) = (leased, index) else {
+        let (Some(leased), Some(index)) = (leased, index) else {
             tracing::info!(plan = %plan_id, unit = %unit_id, worker = %worker_id, "stale result ignored: the unit is not leased to this worker");
             return Err("stale".into());
         };
@@ -651,7 +788,15 @@ impl ClusterState {
             return Err("stale".into());
         }
         match result {
-            Ok(result) if result.plan == plan_id && result.unit == unit_id => Ok((index, result)),
+            Ok(result) if result.plan == plan_id && result.unit == unit_id => {
+                let trace = tracing::info_span!(parent: &leased.trace, "result", outcome = tracing::field::Empty, error = tracing::field::Empty);
+                link(&trace, &trace_parent);
+                Ok(Admitted {
+                    index,
+                    result,
+                    trace,
+                })
+            }
             Ok(_) => {
                 slot.run.return_unit(&unit_id);
                 self.units.requeued += 1;
@@ -676,11 +821,17 @@ impl ClusterState {
     ) -> Option<Write> {
         let mut outcomes = vec![String::new(); reports.len()];
         let mut by_plan: BTreeMap<usize, Vec<(usize, UnitResult)>> = BTreeMap::new();
+        let mut traces = vec![tracing::Span::none(); reports.len()];
         for (position, arrived) in reports.into_iter().enumerate() {
             match self.admit(arrived) {
-                Ok((index, result)) => {
+                Ok(Admitted {
+                    index,
+                    result,
+                    trace,
+                }) => {
                     self.units.completed += 1;
                     by_plan.entry(index).or_default().push((position, result));
+                    traces[position] = trace;
                 }
                 Err(outcome) => outcomes[position] = outcome,
             }
@@ -719,6 +870,9 @@ impl ClusterState {
         let dispatching = Instant::now();
         self.dispatch();
         self.dispatching += dispatching.elapsed();
+        for (trace, outcome) in traces.iter().zip(&outcomes) {
+            trace.record("outcome", outcome.as_str());
+        }
         if tickets.is_empty() {
             let _ = reply.send(outcomes);
             return None;
@@ -728,6 +882,7 @@ impl ClusterState {
             tickets,
             outcomes,
             reply,
+            traces,
         })
     }
 
@@ -835,6 +990,7 @@ impl Actor for ClusterCoordinator {
             attempts_per_record: args.attempts_per_record,
             limits: args.limits,
             address: args.address,
+            tracking: args.tracking,
             plans: Vec::new(),
             workers: BTreeMap::new(),
             leases_expired: 0,

@@ -58,6 +58,8 @@ impl LocalCoordinator {
                 limits: Limits::default(),
                 data_dir: None,
                 writes_done,
+                // `seedling run` tracks its plan itself, with its export.
+                tracking: None,
             },
         )
         .await

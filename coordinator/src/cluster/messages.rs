@@ -101,6 +101,8 @@ pub struct Arrived {
     pub plan_id: String,
     pub unit_id: String,
     pub lease: String,
+    /// The worker's span that ran the unit (W3C traceparent; may be empty).
+    pub trace_parent: String,
     pub result: Result<UnitResult, String>,
 }
 
@@ -230,6 +232,9 @@ pub struct Write {
     /// Each result's outcome, sent once the batch is durable.
     pub outcomes: Vec<String>,
     pub reply: RpcReplyPort<Vec<String>>,
+    /// The admitted results' spans: they end when the write is durable
+    /// (or refused), so a unit's trace runs from its lease to its storage.
+    pub traces: Vec<tracing::Span>,
 }
 
 /// What the writer tells the coordinator after a write.

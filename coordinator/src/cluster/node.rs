@@ -62,6 +62,8 @@ pub struct CoordinatorSettings {
     pub limits: Limits,
     /// Where `/metrics` is served; `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where each submitted plan is logged as an MLflow run, if anywhere.
+    pub tracking: Option<crate::tracking::TrackingTarget>,
 }
 
 /// Runs a coordinator until `shutdown` resolves.
@@ -140,6 +142,7 @@ pub async fn serve(
             address: address.clone(),
             data_dir: Some(settings.data_dir.clone()),
             writes_done,
+            tracking: settings.tracking.clone(),
         },
     )
     .await

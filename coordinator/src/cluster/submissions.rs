@@ -30,7 +30,7 @@ pub struct Stored {
     pub cancelled: bool,
 }
 
-const PLAN_FILE: &str = "plan.toml";
+pub const PLAN_FILE: &str = "plan.toml";
 const META_FILE: &str = "submission.json";
 const CANCELLED: &str = "cancelled";
 

@@ -213,6 +213,7 @@ impl Arrived {
             plan_id: report.plan_id,
             unit_id: report.unit_id,
             lease: report.lease,
+            trace_parent: report.trace_parent,
             result,
         }
     }
@@ -224,7 +225,13 @@ impl Arrived {
 pub struct Assignment(Vec<u8>);
 
 impl Assignment {
-    pub fn encode(task: &UnitTask, lease_ms: u64, lease: &str, max_result_bytes: u64) -> Self {
+    pub fn encode(
+        task: &UnitTask,
+        lease_ms: u64,
+        lease: &str,
+        max_result_bytes: u64,
+        trace_parent: String,
+    ) -> Self {
         let assignment = UnitAssignment {
             plan_id: task.plan.clone(),
             unit_id: task.unit.clone(),
@@ -232,6 +239,7 @@ impl Assignment {
             lease_ms,
             lease: lease.to_string(),
             max_result_bytes,
+            trace_parent,
         };
         Self(assignment.encode_to_vec())
     }

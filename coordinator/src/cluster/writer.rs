@@ -251,8 +251,15 @@ fn sync_in_order(
                     None => {
                         let _ = write.reply.send(write.outcomes);
                         tickets.extend(write.tickets);
+                        // Stored: the units' traces end here.
+                        drop(write.traces);
                     }
-                    Some(error) => tickets.extend(write.refuse(error)),
+                    Some(error) => {
+                        for trace in &write.traces {
+                            trace.record("error", error.as_str());
+                        }
+                        tickets.extend(write.refuse(error));
+                    }
                 }
             }
             // The coordinator may be gone already; then nothing waits for this.
