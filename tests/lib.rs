@@ -260,11 +260,15 @@ pub fn exported_records(
 }
 
 /// A loopback TCP relay that keeps a copy of every byte it carries, both
-/// ways: what an eavesdropper on the link between two nodes would see.
+/// ways: what an eavesdropper on the link between two nodes would see. It
+/// can also partition the link: [`Tap::cut`] drops every connection
+/// through it and refuses new ones until [`Tap::heal`].
 #[derive(Debug)]
 pub struct Tap {
     pub port: u16,
     seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Open connections (both streams of each), and whether the link is cut.
+    links: std::sync::Arc<std::sync::Mutex<(Vec<std::net::TcpStream>, bool)>>,
 }
 
 impl Tap {
@@ -274,13 +278,23 @@ impl Tap {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a tap port");
         let port = listener.local_addr().unwrap().port();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let recorded = std::sync::Arc::clone(&seen);
+        let links = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false)));
+        let (recorded, open) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&links));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
+                let mut links = open.lock().unwrap();
+                if links.1 {
+                    // Cut: the connection dies at once, as over a dead route.
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
                 };
+                links.0.push(client.try_clone().unwrap());
+                links.0.push(server.try_clone().unwrap());
+                drop(links);
                 for (mut from, mut to) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
@@ -300,12 +314,27 @@ impl Tap {
                 }
             }
         });
-        Self { port, seen }
+        Self { port, seen, links }
     }
 
     /// Everything carried so far.
     pub fn seen(&self) -> Vec<u8> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Partitions the link: every connection through it is dropped, and
+    /// new ones are refused until [`Tap::heal`].
+    pub fn cut(&self) {
+        let mut links = self.links.lock().unwrap();
+        links.1 = true;
+        for stream in links.0.drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Ends a partition: new connections go through again.
+    pub fn heal(&self) {
+        self.links.lock().unwrap().1 = false;
     }
 }
 

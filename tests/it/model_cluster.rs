@@ -362,6 +362,17 @@ impl Cluster {
             .collect()
     }
 
+    /// A series of the coordinator's `/metrics` without labels, as scraped now.
+    fn metric(&self, name: &str) -> f64 {
+        let (status, text) =
+            seedling_tests::http::get(self.metrics, "/metrics").expect("the coordinator's metrics");
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     fn coordinator_log(&self) -> String {
         std::fs::read_to_string(self.log("coordinator")).unwrap_or_default()
     }
@@ -426,16 +437,20 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
         took <= Duration::from_millis(LEASE_MS + 2_000),
         "lease expired after {took:?}"
     );
+    eprintln!(
+        "hung worker (SIGSTOP): its lease expired {took:?} after the stop (lease {LEASE_MS} ms)"
+    );
 
     // A killed worker: its node leaves at once. With wa still hung, no
     // worker runs the plan from here until wa comes back, so the plan is
     // half done whatever the machine's speed.
     signal(cluster.worker("wb"), "KILL");
-    wait_for(
+    let gone = wait_for(
         "the killed worker to leave",
         Duration::from_secs(10),
         || !cluster.workers_seen().contains("wb"),
     );
+    eprintln!("killed worker (SIGKILL): its node left the cluster {gone:?} after the kill");
     let before = cluster.accepted(&plan);
     assert!(
         before < TARGET,
@@ -483,6 +498,9 @@ fn model_cluster_survives_a_hung_worker_and_a_killed_worker() {
     assert_eq!(summary["accepted"].as_u64(), Some(TARGET));
     let records = cluster.export(&plan);
     assert_exact_and_unique(&records, TARGET as usize);
+    eprintln!(
+        "hung and killed workers: {before} records acknowledged before the kill, {TARGET} present at the end, no duplicate"
+    );
     // wa ran most of the plan over its tapped link, yet nothing of what
     // it generated crossed it readable: node traffic and results are TLS.
     let captured: Vec<u8> = cluster.taps[wa_link].iter().flat_map(Tap::seen).collect();
@@ -587,11 +605,13 @@ fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_
     let mut coordinator = cluster.coordinator.take().unwrap();
     signal(&coordinator, "KILL");
     coordinator.wait().unwrap();
+    let restarting = Instant::now();
     cluster.start_coordinator();
     // The worker reconnects by itself; the plan resumes from the store.
     wait_for("the worker to reconnect", Duration::from_secs(60), || {
         cluster.workers_seen().len() == 1
     });
+    let reconnected = restarting.elapsed();
     wait_for_model(
         "the plan to finish",
         Work::to_accept(TARGET as u32 - 2),
@@ -606,6 +626,93 @@ fn model_cluster_coordinator_killed_midway_resumes_and_keeps_every_acknowledged_
         before.is_subset(&after),
         "lost acknowledged records: {:?}",
         before.difference(&after).collect::<Vec<_>>()
+    );
+    // For RELIABILITY.md.
+    eprintln!(
+        "coordinator SIGKILL: {} records acknowledged before, all present after, {} in all, no duplicate; \
+         restarted and the worker back {reconnected:?} after the restart began",
+        before.len(),
+        after.len()
+    );
+}
+
+#[test]
+fn model_cluster_partitioned_worker_rejoins_and_no_record_is_lost_or_stored_twice() {
+    const TARGET: u64 = 4;
+    let mut cluster = Cluster::new();
+    // One worker, one slot, both its links through taps: a partition of
+    // it halts the plan half done, on any machine.
+    let link = cluster.start_tapped_worker("wp", 1, 1);
+    wait_for("the worker", Duration::from_secs(60), || {
+        cluster.workers_seen().len() == 1
+    });
+    let plan = cluster.submit(TARGET);
+    wait_for_model("1 accepted record", Work::to_accept(1), || {
+        cluster.accepted(&plan) >= 1
+    });
+
+    // The partition: every connection between wp and the coordinator
+    // drops, and none gets through. The coordinator sees wp's node go and
+    // gives its units back at once; wp keeps running what it holds.
+    let requeued_before = cluster.metric("seedling_units_requeued_total");
+    for tap in &cluster.taps[link.clone()] {
+        tap.cut();
+    }
+    let left = wait_for("wp to leave", Duration::from_secs(30), || {
+        cluster.workers_seen().is_empty()
+    });
+    let before: BTreeSet<String> = cluster.export(&plan).into_iter().map(|r| r.id).collect();
+    assert!(before.len() < TARGET as usize, "{before:?}");
+    // As many units went back as wp held when its node went, once each.
+    let log = cluster.coordinator_log();
+    let out = log
+        .lines()
+        .find(|l| l.contains("worker out") && l.contains("worker=wp"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let held: f64 = out
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("units="))
+        .map_or(0.0, |n| n.parse().unwrap());
+    assert!(held >= 1.0, "{out}");
+    assert_eq!(
+        cluster.metric("seedling_units_requeued_total") - requeued_before,
+        held,
+        "{out}"
+    );
+
+    // Healed: wp reconnects by itself (with backoff), its late results
+    // find no lease and store nothing, and it runs the plan to its end.
+    std::thread::sleep(Duration::from_secs(2));
+    for tap in &cluster.taps[link] {
+        tap.heal();
+    }
+    let rejoined = wait_for("wp to rejoin", Duration::from_secs(60), || {
+        cluster.workers_seen().contains("wp")
+    });
+    wait_for_model(
+        "the plan to finish",
+        Work::to_accept((TARGET - before.len() as u64) as u32),
+        || cluster.plan(&plan)["state"] != "running",
+    );
+    let summary = cluster.plan(&plan);
+    assert_eq!(summary["state"], "finished", "{summary}");
+    let after = cluster.export(&plan);
+    assert_exact_and_unique(&after, TARGET as usize);
+    let after: BTreeSet<String> = after.into_iter().map(|r| r.id).collect();
+    assert!(
+        before.is_subset(&after),
+        "lost acknowledged records: {:?}",
+        before.difference(&after).collect::<Vec<_>>()
+    );
+    let wp_log = std::fs::read_to_string(cluster.log("wp")).unwrap();
+    assert!(wp_log.contains("rejoined the coordinator"), "{wp_log}");
+    // For RELIABILITY.md.
+    eprintln!(
+        "partition: {} records acknowledged before, all {} present after, no duplicate; \
+         the coordinator saw wp go {left:?} after the cut and requeued its {held} units; \
+         wp rejoined {rejoined:?} after the heal",
+        before.len(),
+        TARGET
     );
 }
 
