@@ -251,10 +251,10 @@ async fn watch_plan(client: &mut Client, id: &str) -> anyhow::Result<()> {
     while let Some(summary) = updates.message().await.map_err(explain)? {
         if terminal {
             eprint!("\r\x1b[2K{}", progress_line(&summary));
-        } else if last_accepted != Some(summary.accepted) {
+        } else if last_accepted.as_ref() != Some(&(summary.accepted, summary.state.clone())) {
             eprintln!("{}", progress_line(&summary));
         }
-        last_accepted = Some(summary.accepted);
+        last_accepted = Some((summary.accepted, summary.state.clone()));
         last = Some(summary);
     }
     if terminal {
@@ -264,8 +264,8 @@ async fn watch_plan(client: &mut Client, id: &str) -> anyhow::Result<()> {
     print_plan(&last);
     match last.state.as_str() {
         "finished" => Ok(()),
-        "running" => anyhow::bail!(
-            "the coordinator went away while plan {id} was running; it resumes when the coordinator restarts"
+        state @ ("running" | "paused") => anyhow::bail!(
+            "the coordinator went away while plan {id} was {state}; it resumes when the coordinator restarts"
         ),
         other => anyhow::bail!("plan {id} ended {other}"),
     }

@@ -276,11 +276,17 @@ async fn drive(
     let mut reporter = Reporter::new(quiet, &first);
     write_progress(out, &first, None);
     let mut last_snapshot = Instant::now();
+    let mut paused_said = false;
     let ended = loop {
         let view = views.borrow_and_update().clone();
         if view.state.has_ended() {
             break view;
         }
+        if view.state == PlanState::Paused && !paused_said {
+            reporter.clear();
+            eprintln!("seedling: paused: {}", view.error);
+        }
+        paused_said = view.state == PlanState::Paused;
         reporter.show(&view.progress);
         if let Some(tracking) = tracking.as_mut() {
             tracking.progress(&view.progress);

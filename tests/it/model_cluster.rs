@@ -138,7 +138,12 @@ impl Cluster {
             .append(true)
             .open(self.log("coordinator"))
             .unwrap();
-        let child = Command::new(seedling_bin())
+        // SIGXFSZ ignored (ignored signals stay ignored across exec): a
+        // file size limit then fails the store's writes as a full disk
+        // would, instead of killing the process.
+        let child = Command::new("sh")
+            .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""])
+            .arg(seedling_bin())
             .args(["start", "coordinator", "--config"])
             .arg(self.dir.path().join("coordinator.toml"))
             .env("SEEDLING_LOG", "info")
@@ -713,6 +718,82 @@ fn model_cluster_partitioned_worker_rejoins_and_no_record_is_lost_or_stored_twic
          wp rejoined {rejoined:?} after the heal",
         before.len(),
         TARGET
+    );
+}
+
+/// Sets the coordinator's soft file size limit (`prlimit`; the hard limit
+/// stays, so it can be lifted again): at the store's size now, every write
+/// that grows it fails as on a full disk.
+fn limit_file_size(child: &Child, limit: &str) {
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={}", child.id()))
+        .arg(format!("--fsize={limit}:unlimited"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit --fsize={limit}");
+}
+
+#[test]
+fn model_cluster_store_that_takes_no_writes_pauses_the_plan_which_resumes_when_it_does() {
+    const TARGET: u64 = 4;
+    let mut cluster = Cluster::new();
+    cluster.start_worker("solo", 1, 1);
+    wait_for("the worker", Duration::from_secs(60), || {
+        cluster.workers_seen().len() == 1
+    });
+    let plan = cluster.submit(TARGET);
+    wait_for_model("1 accepted record", Work::to_accept(1), || {
+        cluster.accepted(&plan) >= 1
+    });
+    let before: BTreeSet<String> = cluster.export(&plan).into_iter().map(|r| r.id).collect();
+
+    // The disk is full: the store's files may not grow by a byte.
+    let db = cluster.dir.path().join("data/lineage/db");
+    let size = std::fs::metadata(&db).unwrap().len();
+    limit_file_size(cluster.coordinator.as_ref().unwrap(), &size.to_string());
+    let paused = wait_for_model("the plan to pause", Work::attempts(2), || {
+        cluster.plan(&plan)["state"] == "paused"
+    });
+    let summary = cluster.plan(&plan);
+    let error = summary["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("storing results failed") && error.contains("resumes by itself"),
+        "{summary}"
+    );
+    assert!(
+        (summary["accepted"].as_u64().unwrap() as usize) < TARGET as usize,
+        "{summary}"
+    );
+    // Paused, it hands out nothing; the coordinator keeps serving.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cluster.plan(&plan)["state"], "paused");
+    assert!(cluster.cli(&["cluster", "status"]).status.success());
+
+    // Space returns: the plan resumes from the store by itself and ends.
+    limit_file_size(cluster.coordinator.as_ref().unwrap(), "unlimited");
+    let resumed = wait_for("the plan to resume", Duration::from_secs(30), || {
+        cluster.plan(&plan)["state"] != "paused"
+    });
+    wait_for_model("the plan to finish", Work::to_accept(TARGET as u32), || {
+        cluster.plan(&plan)["state"] != "running"
+    });
+    let summary = cluster.plan(&plan);
+    assert_eq!(summary["state"], "finished", "{summary}");
+    let after = cluster.export(&plan);
+    assert_exact_and_unique(&after, TARGET as usize);
+    let after: BTreeSet<String> = after.into_iter().map(|r| r.id).collect();
+    assert!(
+        before.is_subset(&after),
+        "lost acknowledged records: {:?}",
+        before.difference(&after).collect::<Vec<_>>()
+    );
+    let store = cluster.cli(&["lineage", "show", after.iter().next().unwrap()]);
+    assert!(store.status.success());
+    assert!(cluster.coordinator_log().contains("plan resumed"));
+    // For RELIABILITY.md.
+    eprintln!(
+        "store takes no writes: paused {paused:?} after the limit ({error}); {} records acknowledged before, all {TARGET} present after, no duplicate; resumed {resumed:?} after the limit was lifted",
+        before.len()
     );
 }
 

@@ -43,6 +43,8 @@ use crate::tracking::{PlanTracking, RunContext, TrackingTarget};
 const UNITS_PER_SLOT: usize = 2;
 /// How often leases are checked.
 const TICK: Duration = Duration::from_millis(250);
+/// How often a paused plan's store is tried again.
+const RECOVERY_EVERY: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct ClusterCoordinator;
@@ -127,6 +129,16 @@ impl PlanSlot {
         self.track();
     }
 
+    /// A write of its results failed: no more units until the store takes
+    /// writes again (see [`ClusterState::recover_storage`]).
+    fn pause(&mut self, error: String) {
+        tracing::error!(plan = %self.run.plan_id(), %error, "plan paused: its results could not be stored");
+        self.state = PlanState::Paused;
+        self.error = error;
+        self.watchers.send_replace(self.view());
+        self.track();
+    }
+
     fn fail(&mut self, error: impl std::fmt::Display) {
         tracing::error!(plan = %self.run.plan_id(), %error, "plan failed");
         self.state = PlanState::Failed;
@@ -144,7 +156,7 @@ impl PlanSlot {
         };
         let progress = self.run.progress();
         let status = match self.state {
-            PlanState::Running => return tracking.progress(&progress),
+            PlanState::Running | PlanState::Paused => return tracking.progress(&progress),
             PlanState::Finished | PlanState::Short => "FINISHED",
             PlanState::Cancelled => "KILLED",
             PlanState::Failed => "FAILED",
@@ -214,6 +226,8 @@ pub struct ClusterState {
     address: String,
     limits: Limits,
     tracking: Option<TrackingTarget>,
+    /// When to try again whether the store takes writes (plans are paused).
+    next_recovery: Option<Instant>,
     /// In submission order.
     plans: Vec<PlanSlot>,
     workers: BTreeMap<String, WorkerEntry>,
@@ -614,6 +628,7 @@ impl ClusterState {
             self.leases_expired += 1;
             self.drop_worker(&id, "lease expired: no heartbeat within the lease timeout");
         }
+        self.recover_storage();
     }
 
     fn on_group_change(&mut self, change: &GroupChangeMessage) {
@@ -887,8 +902,9 @@ impl ClusterState {
     }
 
     /// Decided groups are durable (their acceptances count now, and a plan
-    /// may end), or their write failed, which stops their plans: a
-    /// reopened run trusts only the store.
+    /// may end), or their write failed, which pauses their plans until the
+    /// store takes writes again: then each is opened again from the store,
+    /// which alone is trusted.
     fn on_written(&mut self, written: Written) {
         let mut touched = BTreeSet::new();
         for (plan, ticket) in written.tickets {
@@ -902,11 +918,58 @@ impl ClusterState {
             let slot = &mut self.plans[index];
             match &written.error {
                 Some(error) if slot.state == PlanState::Running => {
-                    slot.fail(format!("storing results failed: {error}"));
+                    slot.pause(format!(
+                        "storing results failed: {error}; nothing acknowledged is lost, and the plan resumes by itself once the lineage store in {} takes writes again (free space there, or make it writable)",
+                        self.store.dir().display()
+                    ));
                 }
                 _ => slot.settle(),
             }
         }
+        if written.error.is_some() {
+            // Their units' results could store nothing now.
+            self.withdraw_ended();
+            self.next_recovery = Some(Instant::now() + RECOVERY_EVERY);
+        }
+    }
+
+    /// Tries, now and then while plans are paused, whether the lineage
+    /// store takes writes again: sled is opened afresh (it keeps an I/O
+    /// error for the life of an open database), a probe is written and
+    /// synced, and each paused plan is opened again from what is stored.
+    fn recover_storage(&mut self) {
+        match self.next_recovery {
+            Some(at) if Instant::now() >= at => {}
+            _ => return,
+        }
+        if !self.plans.iter().any(|p| p.state == PlanState::Paused) {
+            self.next_recovery = None;
+            return;
+        }
+        let writable = self.store.reopen().and_then(|()| self.store.probe_write());
+        if let Err(err) = writable {
+            tracing::warn!(%err, dir = %self.store.dir().display(), "the lineage store still takes no writes; paused plans wait");
+            self.next_recovery = Some(Instant::now() + RECOVERY_EVERY);
+            return;
+        }
+        for slot in &mut self.plans {
+            if slot.state != PlanState::Paused {
+                continue;
+            }
+            match slot.run.reopen() {
+                Ok(run) => {
+                    tracing::info!(plan = %run.plan_id(), "the lineage store takes writes again; plan resumed");
+                    slot.run = run;
+                    slot.state = PlanState::Running;
+                    slot.error.clear();
+                    slot.withdrawn = false;
+                    slot.settle();
+                }
+                Err(err) => slot.fail(format!("resuming after a failed write: {err}")),
+            }
+        }
+        self.next_recovery = None;
+        self.dispatch();
     }
 
     fn status(&self) -> ClusterView {
@@ -991,6 +1054,7 @@ impl Actor for ClusterCoordinator {
             limits: args.limits,
             address: args.address,
             tracking: args.tracking,
+            next_recovery: None,
             plans: Vec::new(),
             workers: BTreeMap::new(),
             leases_expired: 0,

@@ -53,6 +53,10 @@ pub enum ClusterMsg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanState {
     Running,
+    /// A write of its results failed (a full or read-only disk): it hands
+    /// out no units until the store takes writes again, then resumes from
+    /// what the store holds.
+    Paused,
     Finished,
     /// Every stratum ended, some short of their quota (budget spent).
     Short,
@@ -64,6 +68,7 @@ impl PlanState {
     pub fn name(self) -> &'static str {
         match self {
             Self::Running => "running",
+            Self::Paused => "paused",
             Self::Finished => "finished",
             Self::Short => "short",
             Self::Cancelled => "cancelled",
@@ -72,13 +77,13 @@ impl PlanState {
     }
 
     pub fn has_ended(self) -> bool {
-        self != Self::Running
+        !matches!(self, Self::Running | Self::Paused)
     }
 }
 
 /// A terminal plan state's wire name: watchers stop here.
 pub fn is_terminal(state: &str) -> bool {
-    state != PlanState::Running.name()
+    state != PlanState::Running.name() && state != PlanState::Paused.name()
 }
 
 /// A plan as its watchers see it.
@@ -87,7 +92,7 @@ pub struct PlanView {
     pub progress: Progress,
     pub domain: String,
     pub state: PlanState,
-    /// Why it failed; empty otherwise.
+    /// Why it failed or is paused; empty otherwise.
     pub error: String,
 }
 
@@ -250,7 +255,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_running_is_not_terminal() {
+    fn only_running_and_paused_are_not_terminal() {
         for state in [
             PlanState::Finished,
             PlanState::Short,
@@ -260,7 +265,9 @@ mod tests {
             assert!(is_terminal(state.name()));
             assert!(state.has_ended());
         }
-        assert!(!is_terminal(PlanState::Running.name()));
-        assert!(!PlanState::Running.has_ended());
+        for state in [PlanState::Running, PlanState::Paused] {
+            assert!(!is_terminal(state.name()));
+            assert!(!state.has_ended());
+        }
     }
 }

@@ -64,10 +64,17 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
 }
 
 fn plans(scrape: &mut Scrape, plans: &[PlanSummary]) {
-    let mut states: BTreeMap<&str, f64> = ["running", "finished", "short", "cancelled", "failed"]
-        .into_iter()
-        .map(|s| (s, 0.0))
-        .collect();
+    let mut states: BTreeMap<&str, f64> = [
+        "running",
+        "paused",
+        "finished",
+        "short",
+        "cancelled",
+        "failed",
+    ]
+    .into_iter()
+    .map(|s| (s, 0.0))
+    .collect();
     for plan in plans {
         *states.entry(plan.state.as_str()).or_default() += 1.0;
     }

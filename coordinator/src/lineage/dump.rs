@@ -67,10 +67,10 @@ impl LineageStore {
     /// Restores a dump into this store, which must be empty. Every envelope
     /// is verified before anything is written.
     pub fn import_dump(&self, path: &Path) -> Result<DumpSummary, LineageError> {
-        if !self.is_empty() {
+        if !self.is_empty()? {
             return Err(LineageError::NotEmpty {
                 dir: self.dir().to_path_buf(),
-                n_keys: self.key_count(),
+                n_keys: self.key_count()?,
             });
         }
         let file = File::open(path).map_err(|e| dump_err(path, e))?;

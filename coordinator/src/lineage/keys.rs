@@ -24,6 +24,9 @@ use seedling_common::lineage::{EdgeKind, NodeKind, NodeStatus, RECORD_VERDICT_ST
 pub const NODE: u8 = b'N';
 pub const CHILD: u8 = b'C';
 pub const INDEX: u8 = b'I';
+/// Written and removed again to learn whether the disk takes writes (after
+/// a failed write); never left in the store.
+pub const PROBE: &[u8] = b"P";
 
 pub fn node(id: &NodeId) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.as_str().len());

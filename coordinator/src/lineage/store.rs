@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -92,11 +92,21 @@ impl CheckReport {
 #[derive(Debug)]
 pub struct LineageStore {
     dir: PathBuf,
-    db: sled::Db,
-    tree: sled::Tree,
-    db_file: File,
+    /// sled's handles. `None` only while [`LineageStore::reopen`] swaps
+    /// them, or after it failed.
+    sled: RwLock<Option<Sled>>,
     /// One writer at a time: cycle checks and status updates read, then write.
     writer: Mutex<()>,
+}
+
+/// One open sled database: cheap handles, cloned for each operation so that
+/// a reopen can swap them.
+#[derive(Debug, Clone)]
+struct Sled {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// sled's database file, synced after each flush.
+    db_file: Arc<File>,
 }
 
 /// A failure outside sled (the owner file, an fsync, encoding).
@@ -111,6 +121,8 @@ fn io(e: sled::Error) -> LineageError {
         sled::Error::Corruption { at, .. } => LineageError::Damaged {
             at: at.map_or("an unknown offset".into(), |at| format!("{at:?}")),
         },
+        // The OS's own words ("No space left on device (os error 28)").
+        sled::Error::Io(e) => LineageError::Io(e.to_string()),
         other => LineageError::Io(other.to_string()),
     }
 }
@@ -124,19 +136,70 @@ impl LineageStore {
             dir: dir.clone(),
             reason: e.to_string(),
         })?;
-        let db = Self::open_sled(&dir)?;
+        let sled = Sled::open(&dir)?;
+        Ok(Self {
+            dir,
+            sled: RwLock::new(Some(sled)),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// The open database's handles, or why there are none.
+    fn sled(&self) -> Result<Sled, LineageError> {
+        self.sled
+            .read()
+            .expect("sled handles")
+            .clone()
+            .ok_or_else(|| {
+                LineageError::Io(format!(
+                    "the lineage store in {} could not be opened again after a failed write",
+                    self.dir.display()
+                ))
+            })
+    }
+
+    fn tree(&self) -> Result<sled::Tree, LineageError> {
+        self.sled().map(|s| s.tree)
+    }
+
+    /// Opens sled again on the same files. After an I/O error (a full or
+    /// read-only disk) sled refuses every operation of that open database
+    /// for good; a fresh open reads back what was durable and writes again
+    /// once the disk lets it. Waits for writers; readers wait meanwhile.
+    pub fn reopen(&self) -> Result<(), LineageError> {
+        let _writing = self.writer.lock().expect("store writer lock");
+        let mut sled = self.sled.write().expect("sled handles");
+        // sled lets go of its file lock once every handle is gone.
+        drop(sled.take());
+        *sled = Some(Sled::open(&self.dir)?);
+        Ok(())
+    }
+
+    /// Whether a write reaches the disk now: a probe key written, made
+    /// durable and removed again.
+    pub fn probe_write(&self) -> Result<(), LineageError> {
+        let _writing = self.writer.lock().expect("store writer lock");
+        let tree = self.tree()?;
+        tree.insert(keys::PROBE, &[][..]).map_err(io)?;
+        self.sync()?;
+        tree.remove(keys::PROBE).map_err(io)?;
+        self.sync()
+    }
+}
+
+impl Sled {
+    fn open(dir: &Path) -> Result<Self, LineageError> {
+        let db = Self::open_db(dir)?;
         std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string()).map_err(other_io)?;
         let tree = db.open_tree("lineage").map_err(io)?;
         let db_file = File::open(dir.join("db")).map_err(|e| LineageError::Open {
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             reason: format!("sled database file: {e}"),
         })?;
         Ok(Self {
-            dir,
             db,
             tree,
-            db_file,
-            writer: Mutex::new(()),
+            db_file: Arc::new(db_file),
         })
     }
 
@@ -144,7 +207,7 @@ impl LineageStore {
     /// background flusher drops its handle, a moment after the store is
     /// dropped: so a lock held by this process, or by nobody named in the
     /// owner file, is waited for briefly before it counts as in use.
-    fn open_sled(dir: &Path) -> Result<sled::Db, LineageError> {
+    fn open_db(dir: &Path) -> Result<sled::Db, LineageError> {
         let deadline = Instant::now() + RELEASE_GRACE;
         loop {
             let opened = sled::Config::new()
@@ -179,18 +242,20 @@ impl LineageStore {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
 
+impl LineageStore {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, LineageError> {
-        self.db.size_on_disk().map_err(io)
+        self.sled()?.db.size_on_disk().map_err(io)
     }
 
     fn get_payload(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LineageError> {
-        match self.tree.get(key).map_err(io)? {
+        match self.tree()?.get(key).map_err(io)? {
             None => Ok(None),
             Some(value) => codec::open(key, &value).map(|p| Some(p.to_vec())),
         }
@@ -219,13 +284,13 @@ impl LineageStore {
     }
 
     fn contains(&self, id: &NodeId) -> Result<bool, LineageError> {
-        self.tree.contains_key(keys::node(id)).map_err(io)
+        self.tree()?.contains_key(keys::node(id)).map_err(io)
     }
 
     /// Children added after their parent was written (`C` keys).
     fn late_children(&self, id: &NodeId) -> Result<Vec<(EdgeKind, NodeId)>, LineageError> {
         let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(keys::edges_of(keys::CHILD, id)) {
+        for entry in self.tree()?.scan_prefix(keys::edges_of(keys::CHILD, id)) {
             let (key, value) = entry.map_err(io)?;
             let payload = codec::open(&key, &value)?;
             let children =
@@ -295,7 +360,8 @@ impl LineageStore {
     pub fn plans(&self) -> Result<Vec<PlanId>, LineageError> {
         let mut plans = Vec::new();
         let mut from = vec![keys::INDEX];
-        while let Some(entry) = self.tree.range(from.clone()..).next() {
+        let tree = self.tree()?;
+        while let Some(entry) = tree.range(from.clone()..).next() {
             let (key, _) = entry.map_err(io)?;
             if key.first() != Some(&keys::INDEX) {
                 break;
@@ -327,8 +393,7 @@ impl LineageStore {
     ) -> impl Iterator<Item = Result<NodeId, LineageError>> + '_ {
         // The index orders kind before status, so a status needs a kind.
         let status = kind.and(status);
-        self.tree
-            .scan_prefix(keys::index_prefix(plan, kind, status))
+        self.entries(Some(keys::index_prefix(plan, kind, status)))
             .map(|entry| {
                 let (key, value) = entry.map_err(io)?;
                 codec::open(&key, &value)?;
@@ -681,7 +746,7 @@ impl LineageStore {
         if !late_children.is_empty() {
             // Unique for the life of the database, so a group never
             // overwrites an earlier one.
-            let write = self.db.generate_id().map_err(io)?;
+            let write = self.sled()?.db.generate_id().map_err(io)?;
             for (parent, children) in &late_children {
                 put(
                     keys::child_group(parent, write),
@@ -695,7 +760,7 @@ impl LineageStore {
         for key in stale_index {
             writes.remove(key);
         }
-        self.tree.apply_batch(writes).map_err(io)?;
+        self.tree()?.apply_batch(writes).map_err(io)?;
         // Freeing a large batch's values is not the caller's wait.
         rayon::spawn(move || drop((new_nodes, touched)));
         Ok(outcome)
@@ -703,31 +768,50 @@ impl LineageStore {
 
     /// Makes everything applied so far durable.
     pub fn sync(&self) -> Result<(), LineageError> {
-        self.db.flush().map_err(io)?;
-        self.db_file.sync_all().map_err(other_io)
+        let sled = self.sled()?;
+        sled.db.flush().map_err(io)?;
+        sled.db_file.sync_all().map_err(other_io)
     }
 
     /// Every key and stored value, for dumps.
     pub(super) fn raw_entries(
         &self,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), LineageError>> + '_ {
-        self.tree
-            .iter()
+        self.entries(None)
             .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+    /// The entries under `prefix` (all of them for `None`); a store that
+    /// could not be opened again yields that error once.
+    fn entries(
+        &self,
+        prefix: Option<Vec<u8>>,
+    ) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + use<> {
+        let (tree, closed) = match self.tree() {
+            Ok(tree) => (Some(tree), None),
+            Err(err) => (None, Some(err)),
+        };
+        let closed = closed.map(|err| Err(sled::Error::Io(std::io::Error::other(err.to_string()))));
+        closed
+            .into_iter()
+            .chain(tree.into_iter().flat_map(move |tree| match &prefix {
+                Some(prefix) => tree.scan_prefix(prefix),
+                None => tree.iter(),
+            }))
     }
 
-    pub(super) fn key_count(&self) -> usize {
-        self.tree.len()
+    pub(super) fn is_empty(&self) -> Result<bool, LineageError> {
+        Ok(self.tree()?.is_empty())
+    }
+
+    pub(super) fn key_count(&self) -> Result<usize, LineageError> {
+        Ok(self.tree()?.len())
     }
 
     /// Writes raw entries (from a dump) after checking each envelope.
     /// Empties the store: an import that turned out invalid is undone.
     pub(super) fn clear(&self) -> Result<(), LineageError> {
-        self.tree.clear().map_err(io)?;
+        self.tree()?.clear().map_err(io)?;
         self.sync()
     }
 
@@ -737,7 +821,7 @@ impl LineageStore {
             codec::open(&key, &value)?;
             writes.insert(key, value);
         }
-        self.tree.apply_batch(writes).map_err(io)?;
+        self.tree()?.apply_batch(writes).map_err(io)?;
         self.sync()
     }
 
@@ -752,7 +836,7 @@ impl LineageStore {
         let mut child_side: HashSet<(NodeId, NodeId)> = HashSet::new();
         let mut parent_side: Vec<(NodeId, NodeId)> = Vec::new();
         let mut index_entries: HashSet<Vec<u8>> = HashSet::new();
-        for entry in self.tree.iter() {
+        for entry in self.tree()?.iter() {
             let (key, value) = entry.map_err(io)?;
             let payload = match codec::open(&key, &value) {
                 Ok(payload) => payload,
@@ -914,7 +998,7 @@ mod tests {
             let key = keys::index(&plan, stored.kind, stored.status, &stored.id);
             writes.insert(key.clone(), codec::seal(&key, &[]));
         }
-        store.tree.apply_batch(writes).unwrap();
+        store.tree().unwrap().apply_batch(writes).unwrap();
         let report = store.check().unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
         assert_eq!(report.index_entries, 2 + 6);

@@ -291,6 +291,21 @@ impl PlanRun {
         Ok(run)
     }
 
+    /// The same plan opened again from the store, with the same review
+    /// feedback: after a write failed, this run's memory holds decisions the
+    /// store does not, and only the store is trusted.
+    pub fn reopen(&self) -> Result<Self, PipelineError> {
+        let mut run = Self::open(
+            Arc::clone(&self.store),
+            self.plan.clone(),
+            self.options.clone(),
+        )?;
+        if self.grounding.feedback != Feedback::default() {
+            run.apply_feedback(self.grounding.feedback.clone())?;
+        }
+        Ok(run)
+    }
+
     pub fn plan_id(&self) -> &PlanId {
         &self.plan_id
     }
