@@ -450,3 +450,158 @@ proptest! {
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }
+
+/// Copies a closed store's directory, so each case damages a copy.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A finished scripted run of the demo plan (its store closed) and a valid
+/// decisions file for its review sample, two reviewers deciding every
+/// record (accept, reject with a reason, edit): the import corpus.
+fn review_corpus() -> &'static (tempfile::TempDir, PlanId, String) {
+    use seedling_coordinator::review::{
+        Decision, RejectReason, ReviewSession, SampleSettings, Verdict,
+    };
+    static CORPUS: OnceLock<(tempfile::TempDir, PlanId, String)> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = seedling_coordinator::plan::load_plan(
+            &repo_root().join("examples/retail-banking.toml"),
+        )
+        .unwrap();
+        let (store, plan_id) = seedling_tests::scripted::scripted_run(dir.path(), &plan, 12);
+        let session =
+            ReviewSession::open(store, plan_id.clone(), SampleSettings::default()).unwrap();
+        let mut lines = Vec::new();
+        for (n, (record, _)) in session.sample().items.iter().enumerate() {
+            for reviewer in ["ana", "ben"] {
+                let verdict = match (n + reviewer.len()) % 3 {
+                    0 => Verdict::Accept,
+                    1 => Verdict::Reject {
+                        reason: RejectReason::FactuallyWrong,
+                    },
+                    _ => Verdict::Edit {
+                        input: "How do I close my account?".into(),
+                        response: "Visit a branch with your ID; the balance is paid out.".into(),
+                    },
+                };
+                let decision = Decision {
+                    id: format!("{reviewer}-{n}"),
+                    record: record.clone(),
+                    reviewer: reviewer.into(),
+                    verdict,
+                    note: String::new(),
+                };
+                lines.push(serde_json::to_string(&decision).unwrap());
+            }
+        }
+        drop(session);
+        (dir, plan_id, lines.join("\n") + "\n")
+    })
+}
+
+/// The demo plan's reference documents (path in the plan, bytes).
+fn reference_corpus() -> &'static Vec<(PathBuf, Vec<u8>)> {
+    static CORPUS: OnceLock<Vec<(PathBuf, Vec<u8>)>> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let plan = seedling_coordinator::plan::load_plan(
+            &repo_root().join("examples/retail-banking.toml"),
+        )
+        .unwrap();
+        plan.references
+            .iter()
+            .map(|r| {
+                (
+                    r.path.clone(),
+                    std::fs::read(repo_root().join("examples").join(&r.path)).unwrap(),
+                )
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
+
+    /// A damaged decisions file is refused with its name and line, leaving
+    /// the store as it was, or it is imported whole and the store checks.
+    #[test]
+    fn a_damaged_decisions_file_is_refused_by_line_or_imported_whole(
+        edits in prop::collection::vec(edit(), 1..6),
+    ) {
+        use seedling_coordinator::review::{ReviewSession, SampleSettings};
+        let (corpus, plan, decisions) = review_corpus();
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(corpus.path(), dir.path());
+        let store = std::sync::Arc::new(LineageStore::open(dir.path()).unwrap());
+        let mut session = ReviewSession::open(std::sync::Arc::clone(&store), plan.clone(), SampleSettings::default()).unwrap();
+        let nodes = store.check().unwrap().nodes;
+        let damaged = apply(decisions, &edits);
+        match session.import("fuzzed.jsonl", &damaged) {
+            Ok(_) => prop_assert!(store.check().unwrap().is_ok()),
+            Err(err) => {
+                let text = err.to_string();
+                prop_assert!(text.starts_with("fuzzed.jsonl:"), "{text}");
+                let left = store.check().unwrap();
+                prop_assert!(left.is_ok() && left.nodes == nodes, "a refused file wrote into the store: {text}");
+            }
+        }
+    }
+
+    /// A damaged reference document (bytes flipped, cut or inserted, not
+    /// UTF-8) is refused naming it, or read, and the plan then plans units.
+    #[test]
+    fn a_damaged_reference_document_is_refused_naming_it_or_read(
+        which in any::<Index>(),
+        edits in prop::collection::vec((any::<Index>(), any::<u8>(), prop::option::of(1usize..256)), 1..8),
+    ) {
+        use seedling_coordinator::pipeline::PlanRun;
+        let corpus = reference_corpus();
+        let dir = tempfile::tempdir().unwrap();
+        let damaged = which.index(corpus.len());
+        for (n, (path, bytes)) in corpus.iter().enumerate() {
+            let mut bytes = bytes.clone();
+            if n == damaged {
+                for (at, byte, cut) in &edits {
+                    let i = at.index(bytes.len().max(1)).min(bytes.len());
+                    match cut {
+                        Some(len) => {
+                            let end = (i + len).min(bytes.len());
+                            bytes.drain(i..end);
+                        }
+                        None => bytes.insert(i, *byte),
+                    }
+                }
+            }
+            let target = dir.path().join(path);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(target, bytes).unwrap();
+        }
+        let plan = seedling_coordinator::plan::load_plan(&repo_root().join("examples/retail-banking.toml")).unwrap();
+        let options = seedling_coordinator::pipeline::RunOptions {
+            base_dir: dir.path().to_path_buf(),
+            ..seedling_tests::scripted::scripted_options(4)
+        };
+        let store = std::sync::Arc::new(LineageStore::open(dir.path().join("store")).unwrap());
+        match PlanRun::open(std::sync::Arc::clone(&store), plan, options) {
+            Ok(mut run) => {
+                prop_assert!(!run.next_units(4).unwrap().is_empty());
+                prop_assert!(store.check().unwrap().is_ok());
+            }
+            Err(err) => {
+                let name = corpus[damaged].0.file_name().unwrap().to_string_lossy().into_owned();
+                prop_assert!(err.to_string().contains(&name), "{err}");
+            }
+        }
+    }
+}
