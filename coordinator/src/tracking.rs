@@ -179,6 +179,12 @@ impl PlanTracking {
         self.tracker.finish("FINISHED")
     }
 
+    /// How the plan ended (`finished`, `short`, ...), as the run's tag.
+    pub fn state(&self, state: &str) {
+        self.tracker
+            .tags(vec![("seedling.state".into(), state.to_string())]);
+    }
+
     /// A plan submitted to a cluster ended (`status` FINISHED, FAILED or
     /// KILLED for a cancelled one): its last figures, how it ended and its
     /// plan file. Its dataset is exported by whoever asks for it, later.
@@ -190,8 +196,7 @@ impl PlanTracking {
         plan_file: &Path,
     ) -> TrackingSummary {
         self.log(progress);
-        self.tracker
-            .tags(vec![("seedling.state".into(), state.to_string())]);
+        self.state(state);
         let plan_name = plan_file
             .file_name()
             .map_or("plan.toml".into(), |n| n.to_string_lossy().into_owned());

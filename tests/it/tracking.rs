@@ -213,11 +213,15 @@ async fn a_plan_submitted_to_a_tracking_coordinator_is_an_mlflow_run() {
         let runs = server.runs_tagged("seedling-cluster", "seedling.plan_id", &plan_id);
         assert_eq!(runs.len(), 1, "one run per plan: {runs:?}");
         let run_id = runs[0]["info"]["run_id"].as_str().unwrap().to_string();
-        (server.run(&run_id), server.artifacts(&run_id, "plan"))
+        (
+            server.run(&run_id),
+            server.artifacts(&run_id, "plan"),
+            server.artifacts(&run_id, "dataset"),
+        )
     })
     .await
     .unwrap();
-    let (run, artifacts) = run;
+    let (run, artifacts, dataset) = run;
     let params = &run["data"]["params"];
     assert_eq!(entry(params, "target").unwrap(), &TARGET.to_string());
     assert_eq!(entry(params, "plan_id").unwrap(), plan.plan_id.as_str());
@@ -232,5 +236,25 @@ async fn a_plan_submitted_to_a_tracking_coordinator_is_an_mlflow_run() {
     assert_eq!(entry(tags, "seedling.nodes").unwrap(), "scripted-a");
     assert_eq!(entry(tags, "seedling.state").unwrap(), "finished");
     assert_eq!(artifacts, vec!["plan/plan.toml".to_string()]);
+    // Finished, it was exported beside its submission: the dataset is the
+    // run's input, its card and manifest its artifacts.
+    for name in ["dataset/README.md", "dataset/manifest.json"] {
+        assert!(dataset.iter().any(|a| a == name), "{dataset:?}");
+    }
+    let version = entry(tags, "seedling.dataset_version")
+        .and_then(|v| v.as_str())
+        .expect("the dataset's version as a tag");
+    let inputs = &run["inputs"]["dataset_inputs"];
+    assert_eq!(
+        inputs[0]["dataset"]["digest"],
+        version.chars().take(36).collect::<String>(),
+        "{inputs}"
+    );
+    assert!(
+        inputs[0]["dataset"]["source"]
+            .as_str()
+            .is_some_and(|s| s.contains(&plan.plan_id)),
+        "{inputs}"
+    );
     coordinator.stop().await;
 }

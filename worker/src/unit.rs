@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::Instrument as _;
-
 use seedling_common::cost::CallCost;
 use seedling_common::embedding::Embedding;
 use seedling_common::similarity::chrf;
@@ -16,6 +14,7 @@ use seedling_common::work::{
     CallOutcome, CallPrompt, GenerateTask, HeuristicVerdict, ModelCall, TaskKind, UnitResult,
     UnitTask,
 };
+use tracing::Instrument as _;
 
 use crate::engine::{Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams};
 use crate::scoring::heuristics::{

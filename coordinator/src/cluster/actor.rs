@@ -17,6 +17,7 @@ use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rayon::prelude::*;
 use seedling_common::config::Limits;
+use seedling_common::ids::PlanId;
 use seedling_common::time::thread_cpu;
 use seedling_common::work::UnitResult;
 use seedling_proto::auth::same_secret;
@@ -34,6 +35,7 @@ use super::submissions::{self, Submission, is_safe_relative};
 use super::wire::{self, Assignment};
 use super::writer::Writer;
 use super::{ApiError, ClusterError};
+use crate::dataset::export_dataset;
 use crate::lineage::LineageStore;
 use crate::pipeline::{PlanRun, RunOptions, UnitOutcome, plan_id};
 use crate::plan::{Plan, parse_plan};
@@ -163,8 +165,27 @@ impl PlanSlot {
         };
         let (tracking, plan_file) = self.tracking.take().expect("tracked above");
         let (plan, state) = (self.run.plan_id().to_string(), self.state.name());
+        // A plan that ran to its end is exported beside its submission
+        // (`.seedling/dataset`, out of the way of its reference files), so
+        // that its run has the dataset, card and manifest as `seedling
+        // run`'s has.
+        let export = (status == "FINISHED")
+            .then(|| (Arc::clone(self.run.store()), self.dir.clone()))
+            .and_then(|(store, dir)| Some((store, dir?.join(".seedling/dataset"))));
         std::thread::spawn(move || {
-            let summary = tracking.ended(&progress, status, state, &plan_file);
+            let exported =
+                export.map(|(store, out)| export_dataset(&store, &PlanId::new(plan.clone()), &out));
+            let summary = match exported {
+                Some(Ok(export)) => {
+                    tracking.state(state);
+                    tracking.finished(&progress, &export, &plan_file)
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(%plan, %err, "the finished plan's dataset could not be exported for MLflow");
+                    tracking.ended(&progress, status, state, &plan_file)
+                }
+                None => tracking.ended(&progress, status, state, &plan_file),
+            };
             match (&summary.run_url, &summary.first_error) {
                 (Some(url), None) => tracing::info!(%plan, %url, "plan tracked in MLflow"),
                 (url, error) => {

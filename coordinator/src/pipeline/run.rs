@@ -314,6 +314,11 @@ impl PlanRun {
         &self.plan
     }
 
+    /// The store this run writes to.
+    pub fn store(&self) -> &Arc<LineageStore> {
+        &self.store
+    }
+
     fn load_nodes(&self, kind: NodeKind) -> Result<Vec<Node>, PipelineError> {
         let mut nodes = Vec::new();
         for id in self.store.nodes_of_plan(&self.plan_id, Some(kind), None) {
