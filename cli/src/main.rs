@@ -184,7 +184,7 @@ fn exit_quietly_when_stdout_closes() {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let traces = start_logging(&cli.command)?;
+    let traces = start_logging(&cli.command);
     let outcome = dispatch(cli.command);
     if let Some(traces) = traces {
         traces.shutdown();
@@ -194,7 +194,7 @@ fn run() -> anyhow::Result<()> {
 
 /// Logs to stderr as `SEEDLING_LOG` asks, and, when an OTLP endpoint is
 /// configured (`OTEL_EXPORTER_OTLP_ENDPOINT`), exports this process's spans.
-fn start_logging(command: &Command) -> anyhow::Result<Option<seedling_telemetry::traces::Traces>> {
+fn start_logging(command: &Command) -> Option<seedling_telemetry::traces::Traces> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let stderr = tracing_subscriber::fmt::layer()
@@ -204,7 +204,13 @@ fn start_logging(command: &Command) -> anyhow::Result<Option<seedling_telemetry:
             tracing_subscriber::EnvFilter::try_from_env("SEEDLING_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         );
-    let traces = seedling_telemetry::traces::Traces::from_env(command.service())?;
+    // Traces are a window, not the work: an endpoint they cannot use costs a
+    // warning, never the command.
+    let traces =
+        seedling_telemetry::traces::Traces::from_env(command.service()).unwrap_or_else(|err| {
+            eprintln!("seedling: not exporting traces: {err}");
+            None
+        });
     tracing_subscriber::registry()
         .with(stderr)
         .with(traces.as_ref().map(|t| t.layer()))
@@ -218,7 +224,7 @@ fn start_logging(command: &Command) -> anyhow::Result<Option<seedling_telemetry:
             seedling_telemetry::traces::service_name().unwrap_or_else(|| command.service().into())
         );
     }
-    Ok(traces)
+    traces
 }
 
 impl Command {

@@ -258,3 +258,27 @@ async fn a_plan_submitted_to_a_tracking_coordinator_is_an_mlflow_run() {
     );
     coordinator.stop().await;
 }
+
+/// Traces are a window, not the work: an OTLP endpoint Seedling cannot
+/// use (https, which it does not speak) costs a warning naming it, and the
+/// command does its work.
+#[test]
+fn an_unusable_trace_endpoint_costs_a_warning_not_the_command() {
+    let out = std::process::Command::new(seedling_tests::seedling_bin())
+        .args(["plan", "check"])
+        .arg(repo_root().join("examples/retail-banking.toml"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://collector.invalid:4318",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not exporting traces")
+            && stderr.contains("https://collector.invalid:4318"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("retail-banking"));
+}
