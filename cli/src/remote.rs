@@ -35,7 +35,7 @@ pub struct Remote {
     pub tls_ca: Option<PathBuf>,
 }
 
-type Client = SeedlingClient<InterceptedService<Channel, AttachToken>>;
+pub type Client = SeedlingClient<InterceptedService<Channel, AttachToken>>;
 
 /// A gRPC failure in words: the status code name, then the server's message.
 fn explain(status: tonic::Status) -> anyhow::Error {
@@ -50,7 +50,7 @@ impl Remote {
             .block_on(work)
     }
 
-    async fn client(&self) -> anyhow::Result<Client> {
+    pub async fn client(&self) -> anyhow::Result<Client> {
         let mut endpoint = tonic::transport::Endpoint::from_shared(self.coordinator.clone())
             .with_context(|| {
                 format!(

@@ -1,5 +1,7 @@
 //! `seedling review sample|serve|export|import`: human review of a run's
-//! accepted records, in the browser or through JSONL files.
+//! accepted records, in the browser or through JSONL files, on a local
+//! store or on a plan a running coordinator holds (`--coordinator`). Both
+//! are a review desk; the commands and the page only speak to it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,14 +9,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use seedling_common::ids::PlanId;
+use seedling_coordinator::cluster::{review_answer, review_refusal, review_request};
 use seedling_coordinator::lineage::LineageStore;
 use seedling_coordinator::pipeline::PlanRun;
 use seedling_coordinator::plan::Plan;
 use seedling_coordinator::review::{
-    BoundReview, Feedback, FeedbackSettings, ReviewSession, SampleSettings, ServeSettings,
-    new_token,
+    BoundReview, Desk, DeskCall, DeskRefusal, DeskReply, Feedback, FeedbackSettings, RefusalKind,
+    ReviewSession, SampleOverview, SampleSettings, ServeSettings, SessionDesk, new_token,
 };
 
+use crate::remote::{Client, Remote};
 use crate::store::{StoreArg, plan_in};
 
 #[derive(Debug, Subcommand)]
@@ -58,12 +63,21 @@ pub enum ReviewCommand {
 /// Which run, plan and sample.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// `seedling run` output directory, or a lineage store directory [default: seedling-out]
+    /// `seedling run` output directory, or a lineage store directory [default: seedling-out, or the coordinator when --coordinator is given]
     dir: Option<PathBuf>,
     /// The same as DIR, as the other commands take it (DIR wins when both are given)
     #[arg(long, env = "SEEDLING_STORE")]
     store: Option<PathBuf>,
-    /// Plan id [default: the store's only plan]
+    /// Review a plan a running coordinator holds, at this API address (unless DIR or --store is given)
+    #[arg(long, env = "SEEDLING_COORDINATOR")]
+    coordinator: Option<String>,
+    /// The coordinator's bearer token; recording decisions needs its operator token
+    #[arg(long, env = "SEEDLING_TOKEN", hide_env_values = true)]
+    coordinator_token: Option<String>,
+    /// PEM certificate to trust for an https:// coordinator (its CA or itself)
+    #[arg(long, env = "SEEDLING_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Plan id [default: the store's, or the coordinator's, only plan]
     #[arg(long)]
     plan: Option<String>,
     /// Confidence of each stratum's acceptance interval
@@ -83,80 +97,174 @@ pub struct Target {
     after_feedback: bool,
 }
 
+/// Where the reviewed plan lives.
+enum Source {
+    Store(PathBuf),
+    Coordinator(Remote),
+}
+
 impl Target {
-    /// The directory named, as DIR or --store.
-    fn dir(&self) -> PathBuf {
-        self.dir
-            .clone()
-            .or_else(|| self.store.clone())
-            .unwrap_or_else(|| PathBuf::from("seedling-out"))
+    /// A local directory when one is named, else the coordinator when one
+    /// is named, else `seedling-out`.
+    fn source(&self) -> Source {
+        let named = self.dir.clone().or_else(|| self.store.clone());
+        match (named, &self.coordinator) {
+            (Some(dir), _) => Source::Store(dir),
+            (None, Some(coordinator)) => Source::Coordinator(Remote {
+                coordinator: coordinator.clone(),
+                token: self.coordinator_token.clone(),
+                tls_ca: self.tls_ca.clone(),
+            }),
+            (None, None) => Source::Store(PathBuf::from("seedling-out")),
+        }
     }
 
-    fn open(&self) -> anyhow::Result<ReviewSession> {
-        let store = Arc::new(StoreArg { store: self.dir() }.open()?);
-        let plan = plan_in(&store, self.plan.clone())?;
-        let settings = SampleSettings {
+    fn settings(&self) -> SampleSettings {
+        SampleSettings {
             confidence: self.confidence,
             margin: self.margin,
             minimum: self.minimum,
             by: self.by.clone(),
             after_feedback: self.after_feedback,
+        }
+    }
+
+    /// The review desk of the plan named, and its sample, drawn now.
+    async fn desk(&self) -> anyhow::Result<(Arc<dyn Desk>, SampleOverview)> {
+        let desk: Arc<dyn Desk> = match self.source() {
+            Source::Store(dir) => {
+                let store = Arc::new(StoreArg { store: dir }.open()?);
+                let plan = plan_in(&store, self.plan.clone())?;
+                Arc::new(SessionDesk::new(ReviewSession::open(
+                    store,
+                    plan,
+                    self.settings(),
+                )?))
+            }
+            Source::Coordinator(remote) => {
+                let mut desk = CoordinatorDesk {
+                    client: remote.client().await?,
+                    plan: self.plan.clone().map(PlanId::new),
+                    settings: self.settings(),
+                    address: remote.coordinator.clone(),
+                };
+                let overview = overview(&desk).await?;
+                // Stay on this plan, whatever else the coordinator takes on.
+                desk.plan = Some(overview.plan.clone());
+                return Ok((Arc::new(desk), overview));
+            }
         };
-        Ok(ReviewSession::open(store, plan, settings)?)
+        let overview = overview(desk.as_ref()).await?;
+        Ok((desk, overview))
+    }
+
+    /// How to export the reviewed dataset, for the page's closing hint.
+    fn export_hint(&self, plan: &PlanId) -> String {
+        match self.source() {
+            Source::Store(dir) => format!(
+                "seedling export --store {dir} --out {dir}",
+                dir = dir.display()
+            ),
+            Source::Coordinator(remote) => format!(
+                "seedling export {plan} --coordinator {} --out DIR",
+                remote.coordinator
+            ),
+        }
+    }
+}
+
+async fn overview(desk: &dyn Desk) -> anyhow::Result<SampleOverview> {
+    let answer = desk.call(DeskCall::Sample).await?;
+    serde_json::from_value(answer.into_json()).context("reading the review sample's overview")
+}
+
+/// The review of a plan a coordinator holds, asked over its API.
+struct CoordinatorDesk {
+    client: Client,
+    plan: Option<PlanId>,
+    settings: SampleSettings,
+    address: String,
+}
+
+impl Desk for CoordinatorDesk {
+    fn call(&self, call: DeskCall) -> DeskReply<'_> {
+        let mut client = self.client.clone();
+        let request = review_request(self.plan.as_ref(), &self.settings, call);
+        Box::pin(async move {
+            let reply = client.review(request).await.map_err(|status| {
+                let mut refusal = review_refusal(&status);
+                if refusal.kind == RefusalKind::Failed {
+                    refusal.message =
+                        format!("the coordinator at {}: {}", self.address, refusal.message);
+                }
+                refusal
+            })?;
+            review_answer(reply.into_inner()).map_err(|message| DeskRefusal {
+                kind: RefusalKind::Failed,
+                message,
+            })
+        })
     }
 }
 
 pub fn run(command: ReviewCommand) -> anyhow::Result<()> {
-    match command {
-        ReviewCommand::Sample { target, json } => sample(&target, json),
-        ReviewCommand::Serve {
-            target,
-            listen,
-            token,
-        } => serve(&target, listen, token),
-        ReviewCommand::Export { target, out } => {
-            let session = target.open()?;
-            let text = session.export_sample()?;
-            std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
-            println!(
-                "wrote {} sampled records of plan {} to {}",
-                session.sample().total(),
-                session.plan(),
-                out.display()
-            );
-            Ok(())
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            ReviewCommand::Sample { target, json } => sample(&target, json).await,
+            ReviewCommand::Serve {
+                target,
+                listen,
+                token,
+            } => serve(&target, listen, token).await,
+            ReviewCommand::Export { target, out } => {
+                let (desk, overview) = target.desk().await?;
+                let text = desk.call(DeskCall::ExportSample).await?.into_text();
+                std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+                println!(
+                    "wrote {} sampled records of plan {} to {}",
+                    overview.figures.sample,
+                    overview.plan,
+                    out.display()
+                );
+                Ok(())
+            }
+            ReviewCommand::Import { target, file } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let (desk, _) = target.desk().await?;
+                let call = DeskCall::Import {
+                    source_name: file.display().to_string(),
+                    text,
+                };
+                let summary = desk.call(call).await?.into_json();
+                println!(
+                    "stored {} decisions ({} already stored); {}",
+                    summary["stored"],
+                    summary["already_stored"],
+                    summary["progress"].as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
         }
-        ReviewCommand::Import { target, file } => {
-            let mut session = target.open()?;
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let summary = session.import(&file.display().to_string(), &text)?;
-            println!(
-                "stored {} decisions ({} already stored); {}",
-                summary.stored,
-                summary.already_stored,
-                session.figures().progress_line()
-            );
-            Ok(())
-        }
-    }
+    })
 }
 
-fn sample(target: &Target, json: bool) -> anyhow::Result<()> {
-    let session = target.open()?;
-    let plan = session.sample();
-    let figures = session.figures();
+async fn sample(target: &Target, json: bool) -> anyhow::Result<()> {
+    let (_, overview) = target.desk().await?;
     if json {
-        let out = serde_json::json!({ "sample": plan, "figures": figures });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&overview)?);
         return Ok(());
     }
-    let s = &plan.settings;
+    let (s, figures) = (&overview.settings, &overview.figures);
     println!(
         "review sample of plan {}: {} of {} records, for +-{:.0} points at {:.0}% per stratum (at least {} each), split by {}",
-        session.plan(),
-        plan.total(),
-        plan.population(),
+        overview.plan,
+        figures.sample,
+        figures.population,
         s.margin * 100.0,
         s.confidence * 100.0,
         s.minimum,
@@ -166,7 +274,7 @@ fn sample(target: &Target, json: bool) -> anyhow::Result<()> {
         "{:<48} {:>8} {:>7} {:>9}  acceptance",
         "stratum", "records", "sample", "reviewed"
     );
-    for (stratum, f) in plan.strata.iter().zip(&figures.strata) {
+    for f in &figures.strata {
         let acceptance = if f.reviewed == 0 {
             "-".to_string()
         } else {
@@ -174,7 +282,7 @@ fn sample(target: &Target, json: bool) -> anyhow::Result<()> {
         };
         println!(
             "{:<48} {:>8} {:>7} {:>9}  {acceptance}",
-            stratum.stratum, stratum.population, stratum.size, f.reviewed
+            f.stratum, f.population, f.sample, f.reviewed
         );
     }
     println!("{}", figures.progress_line());
@@ -191,43 +299,38 @@ fn sample(target: &Target, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(target: &Target, listen: SocketAddr, token: Option<String>) -> anyhow::Result<()> {
-    let session = target.open()?;
+async fn serve(target: &Target, listen: SocketAddr, token: Option<String>) -> anyhow::Result<()> {
+    let (desk, overview) = target.desk().await?;
     let token = token.or_else(|| (!listen.ip().is_loopback()).then(new_token));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let plan = session.plan().clone();
-        let total = session.sample().total();
-        let bound = BoundReview::bind(
-            session,
-            ServeSettings {
-                listen,
-                token: token.clone(),
-            },
-        )
+    let bound = BoundReview::bind(
+        desk,
+        ServeSettings {
+            listen,
+            token: token.clone(),
+        },
+    )
+    .await?;
+    let address = bound.address();
+    let host = if address.ip().is_unspecified() {
+        format!("<this machine's address>:{}", address.port())
+    } else {
+        address.to_string()
+    };
+    let fragment = token.map(|t| format!("#token={t}")).unwrap_or_default();
+    println!(
+        "review page for plan {} ({} sampled records): http://{host}/{fragment}",
+        overview.plan, overview.figures.sample
+    );
+    println!(
+        "every decision is stored as it is made; Ctrl-C stops the page. Then: {}",
+        target.export_hint(&overview.plan)
+    );
+    bound
+        .serve(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
         .await?;
-        let address = bound.address();
-        let host = if address.ip().is_unspecified() {
-            format!("<this machine's address>:{}", address.port())
-        } else {
-            address.to_string()
-        };
-        let fragment = token.map(|t| format!("#token={t}")).unwrap_or_default();
-        println!("review page for plan {plan} ({total} sampled records): http://{host}/{fragment}");
-        println!(
-            "every decision is stored as it is made; Ctrl-C stops the page. Then: seedling export --store {dir} --out {dir}",
-            dir = target.dir().display()
-        );
-        bound
-            .serve(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
-        anyhow::Ok(())
-    })
+    Ok(())
 }
 
 /// `seedling run --feedback`: reads the plan's review, says what it changes,

@@ -265,6 +265,33 @@ fn a_read_only_token_reads_but_cannot_submit_or_cancel() {
     let id = submitted.split_whitespace().nth(2).unwrap().to_string();
     let listed = succeeded(&coordinator.cli(&["plan", "list"], Some(READ_TOKEN), certs.clone()));
     assert!(listed.contains(&id), "{listed}");
+    // Review through the coordinator: the reader sees the plan's sample but
+    // cannot record decisions.
+    let sample = succeeded(&coordinator.cli(
+        &["review", "sample", "--plan", &id],
+        Some(READ_TOKEN),
+        certs.clone(),
+    ));
+    assert!(
+        sample.contains(&format!("review sample of plan {id}")),
+        "{sample}"
+    );
+    let decisions = dir.path().join("decisions.jsonl");
+    std::fs::write(&decisions, "{}\n").unwrap();
+    let import = [
+        "review",
+        "import",
+        decisions.to_str().unwrap(),
+        "--plan",
+        id.as_str(),
+    ];
+    let refused = coordinator.cli(&import, Some(READ_TOKEN), certs.clone());
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("may only read; to record review decisions"),
+        "{stderr}"
+    );
     let cancel = coordinator.cli(&["plan", "cancel", &id], Some(READ_TOKEN), certs.clone());
     assert!(!cancel.status.success());
     // No token, or a made-up one, reads nothing.

@@ -79,9 +79,14 @@ impl Drop for Page {
 
 impl Page {
     fn serve(store: &Path, listen: &str, extra: &[&str]) -> Self {
+        Self::serve_from(&[store.as_os_str()], listen, extra)
+    }
+
+    /// `seedling review serve SOURCE...`: a store, or `--coordinator URL`.
+    fn serve_from(source: &[&std::ffi::OsStr], listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(seedling_bin())
             .args(["review", "serve"])
-            .arg(store)
+            .args(source)
             .args(["--listen", listen])
             .args(extra)
             .env_remove("SEEDLING_REVIEW_TOKEN")
@@ -866,4 +871,204 @@ fn a_feedback_round_without_a_review_is_refused_by_name() {
         err.contains("has no review decisions") && err.contains("seedling review serve"),
         "{err}"
     );
+}
+
+/// A plan that a running coordinator holds is reviewed through the
+/// coordinator, which owns its store: the same sample, page, decisions,
+/// undo, refusals and JSONL path as for a local store, and the dataset the
+/// coordinator exports leaves out what reviewers rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_a_coordinator_holds_is_reviewed_through_the_coordinator() {
+    use ractor::Actor as _;
+    use seedling_tests::scripted::Script;
+    use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
+
+    let mut coordinator = LocalCoordinator::start(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (results, to_send) = tokio::sync::mpsc::unbounded_channel();
+    let worker = ScriptedWorker::new(Script::default());
+    let (gate, _) = AnsweringWorker::spawn(None, AnsweringWorker, (worker, results))
+        .await
+        .unwrap();
+    join_worker(
+        &coordinator.url,
+        "scripted-a",
+        4,
+        gate.get_cell(),
+        to_send,
+        || {},
+    )
+    .await
+    .unwrap();
+    coordinator.wait_for_workers(1).await.unwrap();
+    let plan = coordinator
+        .run_plan_to_its_end(&repo_root().join("examples/retail-banking.toml"), 12)
+        .await
+        .unwrap();
+    assert_eq!(plan.state, "finished", "{plan:?}");
+    let url = coordinator.url.clone();
+    let review = tokio::task::spawn_blocking(move || review_through(&url, &plan.plan_id)).await;
+    coordinator.stop().await;
+    review.unwrap();
+}
+
+fn review_through(url: &str, plan: &str) {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().unwrap();
+    let review = |args: &[&str]| {
+        let mut all = vec!["review"];
+        all.extend(args);
+        all.extend(["--coordinator", url]);
+        seedling(all)
+    };
+    // The coordinator's only plan, without --plan.
+    let (ok, text) = review(&["sample"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("review sample of plan {plan}: ")),
+        "{text}"
+    );
+    let (ok, text) = review(&["sample", "--json", "--plan", plan]);
+    assert!(ok, "{text}");
+    let overview: Value = serde_json::from_str(&text).unwrap();
+    let total = overview["figures"]["sample"].as_u64().unwrap();
+    assert!(total >= 2, "{overview}");
+    assert_eq!(overview["figures"]["reviewed"], 0, "{overview}");
+
+    // The page, answered by the coordinator.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let page = Page::serve_from(&["--coordinator".as_ref(), url.as_ref()], &listen, &[]);
+    assert!(
+        page.first_line.contains(&format!(
+            "review page for plan {plan} ({total} sampled records)"
+        )),
+        "{}",
+        page.first_line
+    );
+    let api = |method: &str, path: &str, body: Option<Value>| {
+        let (status, text) = request(page.address, method, path, &[], body.as_ref()).unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    };
+    let decide = |id: &str, record: &str, verdict: Value| {
+        let mut decision = json!({"id": id, "record": record, "reviewer": "ana"});
+        for (k, v) in verdict.as_object().unwrap() {
+            decision[k] = v.clone();
+        }
+        api("POST", "/api/decisions", Some(decision))
+    };
+    let accept = json!({"decision": "accept"});
+    let (status, state) = api("GET", "/api/state?reviewer=ana", None);
+    assert_eq!(status, 200, "{state}");
+    let first = state["item"]["record"].as_str().unwrap().to_string();
+    let wrong = json!({"decision": "reject", "reason": "factually_wrong", "note": "wrong fee"});
+    let (status, body) = decide("ana-1", &first, wrong.clone());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["taken"], "stored", "{body}");
+    let progress = body["progress"].as_str().unwrap();
+    assert!(
+        progress.starts_with(&format!("1 of {total} reviewed, acceptance 0% +- ")),
+        "{progress}"
+    );
+    let second = body["item"]["record"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    // A resend is answered as already stored; the same id for another
+    // verdict, an unknown reason and an unknown record are refused with
+    // the status a local page gives.
+    assert_eq!(decide("ana-1", &first, wrong).1["taken"], "already_stored");
+    let (status, body) = decide("ana-1", &first, accept.clone());
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = decide(
+        "ana-9",
+        &first,
+        json!({"decision": "reject", "reason": "meh"}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("unknown reason"),
+        "{body}"
+    );
+    let (status, _) = decide("ana-9", "n-000000000000000000000000", accept.clone());
+    assert_eq!(status, 404);
+    // Accept, undo (the record comes back), accept again.
+    assert_eq!(decide("ana-2", &second, accept.clone()).0, 200);
+    let (status, body) = api("POST", "/api/undo", Some(json!({"reviewer": "ana"})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["undone"], second.as_str());
+    assert_eq!(body["item"]["record"], second.as_str());
+    assert_eq!(decide("ana-3", &second, accept).0, 200);
+    let (status, lineage) = api("GET", &format!("/api/lineage/{first}"), None);
+    assert_eq!(status, 200);
+    assert!(
+        lineage.as_str().unwrap().contains("review_decision"),
+        "{lineage}"
+    );
+    drop(page);
+
+    // JSONL both ways.
+    let sample_file = dir.path().join("sample.jsonl");
+    let (ok, text) = review(&["export", "--out", sample_file.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("wrote {total} sampled records of plan {plan}")),
+        "{text}"
+    );
+    let lines = std::fs::read_to_string(&sample_file)
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines as u64, total);
+    let decisions = dir.path().join("bob.jsonl");
+    let bob = |record: &str| {
+        json!({"id": "bob-1", "record": record, "reviewer": "bob", "decision": "accept"})
+            .to_string()
+    };
+    std::fs::write(&decisions, bob("n-000000000000000000000000")).unwrap();
+    let (ok, text) = review(&["import", decisions.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        text.contains("bob.jsonl:1: record n-000000000000000000000000"),
+        "{text}"
+    );
+    std::fs::write(&decisions, bob(&second)).unwrap();
+    let (ok, text) = review(&["import", decisions.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("stored 1 decisions (0 already stored); 2 of "),
+        "{text}"
+    );
+    let (_, text) = review(&["sample"]);
+    assert!(text.contains("agreement ana & bob: 1 of 1 alike"), "{text}");
+
+    // The coordinator's export leaves the rejected record out and reports the review.
+    let out = dir.path().join("dataset");
+    let (ok, text) = seedling([
+        "export",
+        plan,
+        "--coordinator",
+        url,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let mut exported = Vec::new();
+    for split in ["train", "validation", "test"] {
+        if let Ok(text) = std::fs::read_to_string(out.join(format!("data/{split}.jsonl"))) {
+            exported.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+            );
+        }
+    }
+    assert_eq!(exported.len(), 12 - 1);
+    assert!(exported.iter().all(|r| r["id"] != first.as_str()));
+    let kept = exported
+        .iter()
+        .find(|r| r["id"] == second.as_str())
+        .unwrap();
+    assert_eq!(kept["metadata"]["review_status"], "human_accepted");
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("## Human review"), "{card}");
+    assert!(card.contains("| factually_wrong | 1 |"), "{card}");
 }

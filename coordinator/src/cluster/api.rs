@@ -14,7 +14,8 @@ use seedling_common::ids::{NodeId, PlanId};
 use seedling_proto::api::seedling_server::Seedling;
 use seedling_proto::api::{
     ClusterStatus, ClusterStatusRequest, ExportChunk, LineageReply, LineageRequest,
-    ListPlansRequest, ListPlansResponse, PlanRef, PlanSummary, SubmitPlanRequest,
+    ListPlansRequest, ListPlansResponse, PlanRef, PlanSummary, ReviewReply, ReviewRequest,
+    SubmitPlanRequest,
 };
 use seedling_proto::auth::require_operate;
 use tokio_stream::Stream;
@@ -22,6 +23,8 @@ use tonic::{Request, Response, Status};
 
 use super::ApiError;
 use super::messages::{ClusterMsg, PlanSubmission, PlanView, is_terminal};
+use super::reviews::ReviewDesks;
+use super::wire::{review_call, review_reply, review_status};
 use crate::dataset::export_dataset;
 use crate::lineage::{LineageError, LineageStore, lineage_report};
 
@@ -35,6 +38,7 @@ pub struct Api {
     pub store: Arc<LineageStore>,
     pub data_dir: PathBuf,
     pub limits: Limits,
+    pub reviews: Arc<ReviewDesks>,
 }
 
 /// Refuses a plan, or its reference files, over the coordinator's limits
@@ -281,5 +285,26 @@ impl Seedling for Api {
             other => Status::internal(other.to_string()),
         })?;
         Ok(Response::new(LineageReply { text }))
+    }
+
+    async fn review(
+        &self,
+        request: Request<ReviewRequest>,
+    ) -> Result<Response<ReviewReply>, Status> {
+        let may_decide = require_operate(&request, "record review decisions");
+        let (plan, settings, call) =
+            review_call(request.into_inner()).map_err(Status::invalid_argument)?;
+        if call.decides() {
+            may_decide?;
+        }
+        let reviews = Arc::clone(&self.reviews);
+        // Off the async threads: opening a review reads the store, and a
+        // decision waits for an fsync.
+        let (plan, answer) =
+            tokio::task::spawn_blocking(move || reviews.answer_blocking(plan, settings, call))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| review_status(e.into()))?;
+        Ok(Response::new(review_reply(&plan, answer)))
     }
 }

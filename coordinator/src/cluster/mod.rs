@@ -10,6 +10,7 @@
 //! - `ingest`: result streams, acknowledged once durable
 //! - `writer`: the thread that makes decided groups durable, in order
 //! - `api`: the researcher's and operator's API
+//! - `reviews`: one review desk per plan, for `seedling review --coordinator`
 //! - `submissions`: submitted plans on disk, for restarts
 //! - `node`: starts all of it and stops it cleanly
 //! - `local`: the same coordinator in one process, for `seedling run`
@@ -23,6 +24,7 @@ mod local;
 mod messages;
 mod metrics;
 mod node;
+mod reviews;
 mod submissions;
 mod wire;
 mod writer;
@@ -34,6 +36,7 @@ pub use assign::{Grant, WorkerRoom, assign};
 pub use local::LocalCoordinator;
 pub use messages::{ClusterMsg, PlanState, PlanView, is_terminal};
 pub use node::{CoordinatorSettings, serve};
+pub use wire::{review_answer, review_refusal, review_request};
 
 use crate::lineage::LineageError;
 use crate::pipeline::PipelineError;

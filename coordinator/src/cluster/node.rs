@@ -27,6 +27,7 @@ use super::gate::CoordinatorGate;
 use super::ingest::Ingest;
 use super::messages::ClusterMsg;
 use super::metrics;
+use super::reviews::ReviewDesks;
 use crate::lineage::LineageStore;
 
 /// Room in a submission's message beyond the plan and its files (names,
@@ -174,6 +175,7 @@ pub async fn serve(
             store: Arc::clone(&store),
             data_dir: settings.data_dir.clone(),
             limits: settings.limits,
+            reviews: Arc::new(ReviewDesks::new(Arc::clone(&store))),
         })
         .max_decoding_message_size(
             // Twice the limits: a submission somewhat over them still

@@ -1,10 +1,12 @@
 //! The one place the coordinator's domain types meet the wire types: a
 //! plan's view becomes a `PlanSummary` and the cluster's a `ClusterStatus`,
 //! a submission, a heartbeat and a report arrive as domain types, and unit
-//! assignments and withdrawals leave for the workers encoded.
+//! assignments and withdrawals leave for the workers encoded, and review
+//! calls travel both ways.
 
 use prost::Message as _;
 use ractor::{ActorRef, MessagingErr};
+use seedling_common::ids::PlanId;
 use seedling_common::work::UnitTask;
 use seedling_proto::api::{self, Diversity, PlanSummary, StratumProgress, SubmitPlanRequest};
 use seedling_proto::cluster::WorkerWire;
@@ -17,6 +19,7 @@ use super::messages::{
     WorkerCapacity, WorkerView,
 };
 use crate::quality::diversity::DiversityNow;
+use crate::review::{DeskAnswer, DeskCall, DeskRefusal, RefusalKind, SampleSettings};
 
 impl PlanView {
     pub fn summary(&self) -> PlanSummary {
@@ -267,6 +270,123 @@ pub fn withdraw(
         reason: reason.to_string(),
     };
     worker.cast(WorkerWire::Withdraw(withdrawal.encode_to_vec()))
+}
+
+/// A review request as the coordinator takes it: the plan (none: the
+/// store's only one), how its sample is drawn, and the call.
+pub fn review_call(
+    request: api::ReviewRequest,
+) -> Result<(Option<PlanId>, SampleSettings, DeskCall), String> {
+    use api::review_request::Call;
+    let plan = (!request.plan_id.trim().is_empty()).then(|| PlanId::new(request.plan_id.trim()));
+    let settings = match request.sample {
+        Some(s) => SampleSettings {
+            confidence: s.confidence,
+            margin: s.margin,
+            minimum: s.minimum as usize,
+            by: s.by,
+            after_feedback: s.after_feedback,
+        },
+        None => SampleSettings::default(),
+    };
+    let call = match request.call.ok_or("call: required")? {
+        Call::Standing(who) => DeskCall::Standing { reviewer: who.name },
+        Call::DecisionJson(json) => DeskCall::Decide(
+            serde_json::from_str(&json).map_err(|e| format!("decision_json: not JSON: {e}"))?,
+        ),
+        Call::Undo(who) => DeskCall::Undo { reviewer: who.name },
+        Call::LineageOf(node) => DeskCall::Lineage { node },
+        Call::DrawSample(_) => DeskCall::Sample,
+        Call::ExportSample(_) => DeskCall::ExportSample,
+        Call::ImportDecisions(file) => DeskCall::Import {
+            source_name: file.source_name,
+            text: file.text,
+        },
+    };
+    Ok((plan, settings, call))
+}
+
+/// The request `seedling review --coordinator` sends for `call`.
+pub fn review_request(
+    plan: Option<&PlanId>,
+    settings: &SampleSettings,
+    call: DeskCall,
+) -> api::ReviewRequest {
+    use api::review_request::Call;
+    let call = match call {
+        DeskCall::Standing { reviewer } => Call::Standing(api::Reviewer { name: reviewer }),
+        DeskCall::Decide(value) => Call::DecisionJson(value.to_string()),
+        DeskCall::Undo { reviewer } => Call::Undo(api::Reviewer { name: reviewer }),
+        DeskCall::Lineage { node } => Call::LineageOf(node),
+        DeskCall::Sample => Call::DrawSample(api::DrawSample {}),
+        DeskCall::ExportSample => Call::ExportSample(api::ExportSample {}),
+        DeskCall::Import { source_name, text } => {
+            Call::ImportDecisions(api::DecisionsFile { source_name, text })
+        }
+    };
+    api::ReviewRequest {
+        plan_id: plan.map(ToString::to_string).unwrap_or_default(),
+        sample: Some(api::ReviewSample {
+            confidence: settings.confidence,
+            margin: settings.margin,
+            minimum: settings.minimum.try_into().unwrap_or(u32::MAX),
+            by: settings.by.clone(),
+            after_feedback: settings.after_feedback,
+        }),
+        call: Some(call),
+    }
+}
+
+/// The answer as it travels back.
+pub fn review_reply(plan: &PlanId, answer: DeskAnswer) -> api::ReviewReply {
+    use api::review_reply::Answer;
+    api::ReviewReply {
+        plan_id: plan.to_string(),
+        answer: Some(match answer {
+            DeskAnswer::Json(value) => Answer::Json(value.to_string()),
+            DeskAnswer::Text(text) => Answer::Text(text),
+        }),
+    }
+}
+
+/// The answer a client reads from a reply.
+pub fn review_answer(reply: api::ReviewReply) -> Result<DeskAnswer, String> {
+    use api::review_reply::Answer;
+    match reply
+        .answer
+        .ok_or("the coordinator's review reply holds no answer")?
+    {
+        Answer::Json(json) => serde_json::from_str(&json)
+            .map(DeskAnswer::Json)
+            .map_err(|e| format!("the coordinator's review answer is not JSON: {e}")),
+        Answer::Text(text) => Ok(DeskAnswer::Text(text)),
+    }
+}
+
+/// A refusal as a gRPC status, and back.
+pub fn review_status(refusal: DeskRefusal) -> tonic::Status {
+    let code = match refusal.kind {
+        RefusalKind::NotFound => tonic::Code::NotFound,
+        RefusalKind::Conflict => tonic::Code::AlreadyExists,
+        RefusalKind::Invalid => tonic::Code::InvalidArgument,
+        RefusalKind::Forbidden => tonic::Code::PermissionDenied,
+        RefusalKind::Failed => tonic::Code::Internal,
+    };
+    tonic::Status::new(code, refusal.message)
+}
+
+pub fn review_refusal(status: &tonic::Status) -> DeskRefusal {
+    let kind = match status.code() {
+        tonic::Code::NotFound => RefusalKind::NotFound,
+        tonic::Code::AlreadyExists => RefusalKind::Conflict,
+        tonic::Code::InvalidArgument => RefusalKind::Invalid,
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => RefusalKind::Forbidden,
+        _ => RefusalKind::Failed,
+    };
+    DeskRefusal {
+        kind,
+        message: status.message().to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::sample::SamplePlan;
 use super::stats::{Proportion, cohens_kappa, wilson};
 use super::verdict::Verdict;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StratumFigures {
     pub stratum: String,
     pub population: usize,
@@ -23,7 +23,7 @@ pub struct StratumFigures {
 }
 
 /// Two reviewers over the records both decided.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Agreement {
     pub reviewers: (String, String),
     pub items: usize,
@@ -32,7 +32,7 @@ pub struct Agreement {
     pub kappa: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ReviewFigures {
     pub confidence: f64,
     pub margin: f64,

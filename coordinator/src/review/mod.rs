@@ -10,8 +10,10 @@
 //! intervals, Cohen's kappa), `figures.rs` (what the review found), `feedback.rs` (what the next
 //! round takes from it),
 //! `session.rs` (one plan's review: the operations page, CLI and imports
-//! share), `server.rs` (the page and its JSON API).
+//! share), `desk.rs` (those operations as calls, answered here or by a
+//! coordinator), `server.rs` (the page and its JSON API).
 
+mod desk;
 mod feedback;
 mod figures;
 mod ledger;
@@ -21,6 +23,9 @@ mod session;
 mod stats;
 mod verdict;
 
+pub use desk::{
+    Desk, DeskAnswer, DeskCall, DeskRefusal, DeskReply, RefusalKind, SampleOverview, SessionDesk,
+};
 pub use feedback::{
     ChecksAgainstReview, CounterExample, Feedback, FeedbackSettings, GroupFeedback,
 };

@@ -1,5 +1,5 @@
-//! `seedling review serve`: the review page and its JSON API (axum). One
-//! session behind one lock: decisions from any number of browsers are
+//! `seedling review serve`: the review page and its JSON API (axum), each
+//! call handed to a [`Desk`]: decisions from any number of browsers are
 //! taken one at a time, each durable before it is answered.
 //!
 //! Records are model output and may hold anything, HTML included: the page
@@ -11,7 +11,7 @@
 //! bodies only, which a cross-site form cannot send without a preflight.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -22,12 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use seedling_common::ids::NodeId;
-
-use super::ledger::ReviewError;
-use super::session::ReviewSession;
-use super::verdict::{Decision, DecisionError, RejectReason, check_reviewer};
-use crate::lineage::lineage_report;
+use super::desk::{Desk, DeskAnswer, DeskCall, DeskRefusal, RefusalKind};
 
 const PAGE: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/review.js");
@@ -36,9 +31,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 /// The header every API call carries the token in.
 pub const TOKEN_HEADER: &str = "x-seedling-token";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct AppState {
-    session: Arc<Mutex<ReviewSession>>,
+    desk: Arc<dyn Desk>,
     token: Option<Arc<str>>,
     /// `Host` values the page may be reached under.
     hosts: Arc<Vec<String>>,
@@ -66,15 +61,24 @@ pub enum ServeError {
 }
 
 /// The page's port, bound and ready to serve.
-#[derive(Debug)]
 pub struct BoundReview {
     listener: tokio::net::TcpListener,
     address: SocketAddr,
     state: AppState,
 }
 
+impl std::fmt::Debug for BoundReview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundReview")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
 impl BoundReview {
-    pub async fn bind(session: ReviewSession, settings: ServeSettings) -> Result<Self, ServeError> {
+    /// Binds the page of the review `desk` answers: a session on this
+    /// machine, or a coordinator's.
+    pub async fn bind(desk: Arc<dyn Desk>, settings: ServeSettings) -> Result<Self, ServeError> {
         if !settings.listen.ip().is_loopback() && settings.token.is_none() {
             return Err(ServeError::NoToken(settings.listen));
         }
@@ -100,7 +104,7 @@ impl BoundReview {
             listener,
             address,
             state: AppState {
-                session: Arc::new(Mutex::new(session)),
+                desk,
                 token: settings.token.map(Arc::from),
                 hosts: Arc::new(hosts),
             },
@@ -213,74 +217,26 @@ fn refuse(status: StatusCode, error: String) -> Response {
     (status, Json(serde_json::json!({ "error": error }))).into_response()
 }
 
-fn failed(err: ReviewError) -> Response {
-    let status = match &err {
-        ReviewError::Decision(DecisionError::UnknownRecord(_)) => StatusCode::NOT_FOUND,
-        ReviewError::Decision(DecisionError::Duplicate(_)) => StatusCode::CONFLICT,
-        ReviewError::Decision(_) | ReviewError::Import(_) | ReviewError::Settings(_) => {
-            StatusCode::UNPROCESSABLE_ENTITY
+fn refused(refusal: DeskRefusal) -> Response {
+    let status = match refusal.kind {
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
+        RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+        RefusalKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(status, refusal.message)
+}
+
+/// Hands `call` to the desk and answers as it did.
+async fn ask(app: &AppState, call: DeskCall) -> Response {
+    match app.desk.call(call).await {
+        Ok(DeskAnswer::Json(body)) => Json(body).into_response(),
+        Ok(DeskAnswer::Text(text)) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
         }
-        ReviewError::Lineage(_) | ReviewError::UnknownPlan(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    refuse(status, err.to_string())
-}
-
-/// Runs `work` on the session off the async threads (a decision waits for
-/// an fsync).
-async fn with_session<T: Send + 'static>(
-    app: &AppState,
-    work: impl FnOnce(&mut ReviewSession) -> Result<T, ReviewError> + Send + 'static,
-) -> Result<T, Response> {
-    let session = Arc::clone(&app.session);
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut session = session
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut session)
-    })
-    .await;
-    match joined {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(failed(err)),
-        Err(err) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
+        Err(refusal) => refused(refusal),
     }
-}
-
-/// [`with_session`] for the API's JSON answers.
-async fn answer_json(
-    app: &AppState,
-    work: impl FnOnce(&mut ReviewSession) -> Result<serde_json::Value, ReviewError> + Send + 'static,
-) -> Response {
-    match with_session(app, work).await {
-        Ok(body) => Json(body).into_response(),
-        Err(response) => response,
-    }
-}
-
-/// Where `reviewer` stands: the figures, and the record to show next.
-fn view(
-    session: &ReviewSession,
-    reviewer: &str,
-    show: Option<NodeId>,
-) -> Result<serde_json::Value, ReviewError> {
-    let figures = session.figures();
-    let show = show.or_else(|| session.next_for(reviewer));
-    let item = match show {
-        Some(record) => Some(session.item(&record, reviewer)?),
-        None => None,
-    };
-    Ok(serde_json::json!({
-        "plan": session.plan(),
-        "domain": session.domain(),
-        "reasons": RejectReason::ALL
-            .iter()
-            .map(|r| serde_json::json!({ "name": r.as_str(), "label": r.label() }))
-            .collect::<Vec<_>>(),
-        "progress": figures.progress_line(),
-        "mine": session.done_by(reviewer),
-        "figures": figures,
-        "item": item,
-    }))
 }
 
 #[derive(Deserialize)]
@@ -289,49 +245,25 @@ struct Who {
 }
 
 async fn state(State(app): State<AppState>, Query(who): Query<Who>) -> Response {
-    if let Err(err) = check_reviewer(&who.reviewer) {
-        return failed(err.into());
-    }
-    answer_json(&app, move |s| view(s, &who.reviewer, None)).await
+    let call = DeskCall::Standing {
+        reviewer: who.reviewer,
+    };
+    ask(&app, call).await
 }
 
 async fn decide(State(app): State<AppState>, Json(value): Json<serde_json::Value>) -> Response {
-    let decision = match Decision::from_json(value) {
-        Ok(d) => d,
-        Err(err) => return failed(err.into()),
-    };
-    answer_json(&app, move |s| {
-        let taken = s.decide(&decision)?;
-        let mut body = view(s, &decision.reviewer, None)?;
-        body["taken"] = serde_json::json!(taken);
-        Ok(body)
-    })
-    .await
+    ask(&app, DeskCall::Decide(value)).await
 }
 
 async fn undo(State(app): State<AppState>, Json(who): Json<Who>) -> Response {
-    answer_json(&app, move |s| {
-        let record = s.undo(&who.reviewer)?;
-        let mut body = view(s, &who.reviewer, Some(record.clone()))?;
-        body["undone"] = serde_json::json!(record);
-        Ok(body)
-    })
-    .await
+    let call = DeskCall::Undo {
+        reviewer: who.reviewer,
+    };
+    ask(&app, call).await
 }
 
-async fn lineage(State(app): State<AppState>, Path(id): Path<String>) -> Response {
-    let answer = with_session(&app, move |s| {
-        let id = NodeId::new(id);
-        if s.store().node(&id)?.is_none_or(|n| &n.plan != s.plan()) {
-            return Err(DecisionError::UnknownRecord(id.to_string()).into());
-        }
-        Ok(lineage_report(s.store(), &id, 3, false)?)
-    })
-    .await;
-    match answer {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
-        Err(response) => response,
-    }
+async fn lineage(State(app): State<AppState>, Path(node): Path<String>) -> Response {
+    ask(&app, DeskCall::Lineage { node }).await
 }
 
 /// A fresh random token for a page served beyond loopback.

@@ -75,7 +75,7 @@ pub fn sample_size(population: usize, confidence: f64, margin: f64, minimum: usi
 
 /// A proportion with its Wilson score interval (sound at small samples and
 /// at rates near 0 or 1, where the normal approximation is not).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Proportion {
     pub successes: usize,
     pub total: usize,
