@@ -24,7 +24,9 @@ use seedling_common::ids::PlanId;
 use seedling_common::work::{UnitResult, UnitTask};
 use seedling_coordinator::lineage::{LineageStore, synthetic};
 use seedling_coordinator::plan::{allocate, parse_plan};
-use seedling_proto::api::{ClusterStatusRequest, LineageRequest, PlanRef, SubmitPlanRequest};
+use seedling_proto::api::{
+    ClusterStatusRequest, LineageRequest, PlanRef, ReviewRequest, SubmitPlanRequest,
+};
 use seedling_proto::cluster::decode;
 use seedling_proto::control::{Heartbeat, UnitAssignment, UnitWithdrawal};
 use seedling_proto::results::UnitReport;
@@ -307,6 +309,7 @@ enum Request {
     Lineage(String, u32),
     Export(String),
     Report(UnitReport),
+    Review(ReviewRequest),
 }
 
 fn plan_id_like() -> impl Strategy<Value = String> {
@@ -315,6 +318,57 @@ fn plan_id_like() -> impl Strategy<Value = String> {
         ".{0,40}",
         Just("../../etc".to_string())
     ]
+}
+
+/// A review call with any plan id, sample settings (NaN, zero and huge
+/// included) and call, decisions and decision files as any text.
+fn review_request() -> impl Strategy<Value = ReviewRequest> {
+    use seedling_proto::api::review_request::Call;
+    use seedling_proto::api::{DecisionsFile, DrawSample, ExportSample, ReviewSample, Reviewer};
+    let number = prop_oneof![
+        any::<f64>(),
+        Just(0.95),
+        Just(0.1),
+        Just(f64::NAN),
+        Just(1e-300)
+    ];
+    let sample = (
+        number.clone(),
+        number,
+        any::<u32>(),
+        prop::collection::vec(".{0,12}", 0..3),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(confidence, margin, minimum, by, after_feedback)| ReviewSample {
+                confidence,
+                margin,
+                minimum,
+                by,
+                after_feedback,
+            },
+        );
+    let call = prop_oneof![
+        ".{0,70}".prop_map(|name| Call::Standing(Reviewer { name })),
+        ".{0,200}".prop_map(Call::DecisionJson),
+        ".{0,70}".prop_map(|name| Call::Undo(Reviewer { name })),
+        ".{0,40}".prop_map(Call::LineageOf),
+        Just(Call::DrawSample(DrawSample {})),
+        Just(Call::ExportSample(ExportSample {})),
+        (".{0,20}", ".{0,300}").prop_map(|(source_name, text)| Call::ImportDecisions(
+            DecisionsFile { source_name, text }
+        )),
+    ];
+    (
+        prop_oneof![Just(String::new()), plan_id_like()],
+        prop::option::of(sample),
+        prop::option::of(call),
+    )
+        .prop_map(|(plan_id, sample, call)| ReviewRequest {
+            plan_id,
+            sample,
+            call,
+        })
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -335,6 +389,7 @@ fn request() -> impl Strategy<Value = Request> {
         1 => plan_id_like().prop_map(Request::Cancel),
         1 => (".{0,64}", any::<u32>()).prop_map(|(id, depth)| Request::Lineage(id, depth)),
         1 => plan_id_like().prop_map(Request::Export),
+        1 => review_request().prop_map(Request::Review),
         2 => (".{0,20}", plan_id_like(), ".{0,20}", prop::collection::vec(any::<u8>(), 0..256), ".{0,40}", ".{0,60}")
             .prop_map(|(worker_id, plan_id, unit_id, result_json, lease, trace_parent)| {
                 Request::Report(UnitReport { worker_id, seq: 1, plan_id, unit_id, result_json, lease, trace_parent })
@@ -404,6 +459,7 @@ async fn exercise(coordinator: &mut LocalCoordinator, request: Request) -> Resul
             }
             Err(status) => Err(status),
         },
+        Request::Review(review) => api.review(review).await.map(|_| ()),
         Request::Report(report) => {
             let mut ingest = ResultIngestClient::connect(coordinator.url.clone())
                 .await

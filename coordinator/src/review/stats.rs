@@ -69,7 +69,13 @@ pub fn sample_size(population: usize, confidence: f64, margin: f64, minimum: usi
     }
     let z = z_for(confidence);
     let infinite = z * z * 0.25 / (margin * margin);
-    let finite = infinite / (1.0 + (infinite - 1.0) / population as f64);
+    // A margin so small the infinite-population size overflows asks for
+    // every record (inf / inf would be NaN, and NaN casts to 0).
+    let finite = if infinite.is_finite() {
+        infinite / (1.0 + (infinite - 1.0) / population as f64)
+    } else {
+        population as f64
+    };
     (finite.ceil() as usize).max(minimum).min(population)
 }
 
@@ -168,6 +174,8 @@ mod tests {
         assert_eq!(sample_size(4, 0.95, 0.5, 5), 4);
         assert_eq!(sample_size(40, 0.8, 0.45, 6), 6);
         assert_eq!(sample_size(0, 0.95, 0.1, 5), 0);
+        // A margin too small for f64 asks for everything, not the minimum.
+        assert_eq!(sample_size(300, 0.95, 1e-300, 5), 300);
     }
 
     #[test]
