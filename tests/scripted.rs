@@ -325,6 +325,19 @@ pub fn scripted_run(
     std::sync::Arc<seedling_coordinator::lineage::LineageStore>,
     seedling_common::ids::PlanId,
 ) {
+    scripted_run_with(dir, plan, target, Script::default())
+}
+
+/// [`scripted_run`] with what `script` makes go wrong.
+pub fn scripted_run_with(
+    dir: &std::path::Path,
+    plan: &seedling_coordinator::plan::Plan,
+    target: u64,
+    script: Script,
+) -> (
+    std::sync::Arc<seedling_coordinator::lineage::LineageStore>,
+    seedling_common::ids::PlanId,
+) {
     use seedling_coordinator::pipeline::PlanRun;
     let store = std::sync::Arc::new(
         seedling_coordinator::lineage::LineageStore::open(dir).expect("a store opens"),
@@ -335,7 +348,7 @@ pub fn scripted_run(
         scripted_options(target),
     )
     .expect("the plan opens");
-    let worker = ScriptedWorker::default();
+    let worker = ScriptedWorker::new(script);
     let mut pending = std::collections::VecDeque::new();
     loop {
         pending.extend(run.next_units(8 - pending.len()).expect("units"));

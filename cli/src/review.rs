@@ -15,8 +15,9 @@ use seedling_coordinator::lineage::LineageStore;
 use seedling_coordinator::pipeline::PlanRun;
 use seedling_coordinator::plan::Plan;
 use seedling_coordinator::review::{
-    BoundReview, Desk, DeskCall, DeskRefusal, DeskReply, Feedback, FeedbackSettings, RefusalKind,
-    ReviewSession, SampleOverview, SampleSettings, ServeSettings, SessionDesk, new_token,
+    BoundReview, CHECK_STRATUM, Desk, DeskCall, DeskRefusal, DeskReply, Feedback, FeedbackSettings,
+    RefusalKind, ReviewSession, SampleOverview, SampleSettings, ServeSettings, SessionDesk,
+    new_token,
 };
 
 use crate::remote::{Client, Remote};
@@ -95,6 +96,9 @@ pub struct Target {
     /// Review only records made after review feedback (the round `seedling run --feedback` made)
     #[arg(long)]
     after_feedback: bool,
+    /// Also review a sample of what the automatic checks rejected, one stratum per check: measures each check's precision and recall against people, and changes nothing in the dataset
+    #[arg(long)]
+    checks: bool,
 }
 
 /// Where the reviewed plan lives.
@@ -126,6 +130,7 @@ impl Target {
             minimum: self.minimum,
             by: self.by.clone(),
             after_feedback: self.after_feedback,
+            checks: self.checks,
         }
     }
 
@@ -226,7 +231,7 @@ pub fn run(command: ReviewCommand) -> anyhow::Result<()> {
                 std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
                 println!(
                     "wrote {} sampled records of plan {} to {}",
-                    overview.figures.sample,
+                    overview.figures.to_review(),
                     overview.plan,
                     out.display()
                 );
@@ -274,7 +279,12 @@ async fn sample(target: &Target, json: bool) -> anyhow::Result<()> {
         "{:<48} {:>8} {:>7} {:>9}  acceptance",
         "stratum", "records", "sample", "reviewed"
     );
-    for f in &figures.strata {
+    // The checks' strata are listed below, as precision and recall.
+    let records = figures
+        .strata
+        .iter()
+        .filter(|f| !f.stratum.starts_with(CHECK_STRATUM));
+    for f in records {
         let acceptance = if f.reviewed == 0 {
             "-".to_string()
         } else {
@@ -286,6 +296,27 @@ async fn sample(target: &Target, json: bool) -> anyhow::Result<()> {
         );
     }
     println!("{}", figures.progress_line());
+    if !figures.checks.is_empty() {
+        let share = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
+        println!(
+            "the automatic checks against the reviewers (recall of all checks together {}):",
+            share(figures.checks_recall)
+        );
+        for c in &figures.checks {
+            let precision = if c.reviewed == 0 {
+                "-".to_string()
+            } else {
+                c.precision.to_string()
+            };
+            println!(
+                "  {:<24} rejected {:>5}, reviewed {:>4}: precision {precision}, recall {}",
+                c.check,
+                c.population,
+                c.reviewed,
+                share(c.recall)
+            );
+        }
+    }
     for a in &figures.agreement {
         println!(
             "agreement {} & {}: {} of {} alike, kappa {}",
@@ -319,7 +350,8 @@ async fn serve(target: &Target, listen: SocketAddr, token: Option<String>) -> an
     let fragment = token.map(|t| format!("#token={t}")).unwrap_or_default();
     println!(
         "review page for plan {} ({} sampled records): http://{host}/{fragment}",
-        overview.plan, overview.figures.sample
+        overview.plan,
+        overview.figures.to_review()
     );
     println!(
         "every decision is stored as it is made; Ctrl-C stops the page. Then: {}",

@@ -338,14 +338,16 @@ fn review_request() -> impl Strategy<Value = ReviewRequest> {
         any::<u32>(),
         prop::collection::vec(".{0,12}", 0..3),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(confidence, margin, minimum, by, after_feedback)| ReviewSample {
+            |(confidence, margin, minimum, by, after_feedback, checks)| ReviewSample {
                 confidence,
                 margin,
                 minimum,
                 by,
                 after_feedback,
+                checks,
             },
         );
     let call = prop_oneof![

@@ -1072,3 +1072,156 @@ fn review_through(url: &str, plan: &str) {
     assert!(card.contains("## Human review"), "{card}");
     assert!(card.contains("| factually_wrong | 1 |"), "{card}");
 }
+
+/// A review of the checks: a sample of what each automatic check rejected,
+/// one stratum per check. Reviewers' decisions there measure the check
+/// (precision, and recall estimated over every stratum) and change
+/// nothing in the dataset; the card and `review sample` report them.
+#[test]
+fn a_review_of_the_checks_measures_each_against_people_and_leaves_the_dataset_alone() {
+    use seedling_coordinator::review::{CHECK_STRATUM, check_rejection};
+    use seedling_tests::scripted::{Script, scripted_run_with};
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script {
+        duplicate_every: 3,
+        refuse_every: 4,
+        ..Script::default()
+    };
+    let (store, plan) = scripted_run_with(dir.path(), &banking(), 12, script);
+    let checks = SampleSettings {
+        checks: true,
+        ..SampleSettings::default()
+    };
+    let mut session = ReviewSession::open(Arc::clone(&store), plan.clone(), checks).unwrap();
+    let sample = session.sample().clone();
+    let check_strata: Vec<&str> = sample
+        .strata
+        .iter()
+        .filter_map(|s| s.stratum.strip_prefix(CHECK_STRATUM))
+        .collect();
+    assert!(check_strata.len() >= 2, "{:?}", sample.strata);
+    // The check whose rejections reviewers confirm; they overrule the others.
+    let confirmed = check_strata[0].to_string();
+    let mut rejected_record = None;
+    for (n, (record, stratum)) in sample.items.iter().enumerate() {
+        let node = store.require(record).unwrap();
+        let verdict = match stratum.strip_prefix(CHECK_STRATUM) {
+            Some(check) => {
+                assert_eq!(check_rejection(&node), Some(check));
+                assert_eq!(node.status, NodeStatus::Rejected);
+                // An edit would put the record in the dataset: refused.
+                let edit = Decision {
+                    id: format!("edit-{n}"),
+                    record: record.clone(),
+                    reviewer: "ana".into(),
+                    verdict: Verdict::Edit {
+                        input: "q".into(),
+                        response: "a".into(),
+                    },
+                    note: String::new(),
+                };
+                let refused = session.decide(&edit).unwrap_err().to_string();
+                assert!(refused.contains("measures the check"), "{refused}");
+                if check == confirmed {
+                    Verdict::Reject {
+                        reason: RejectReason::PoorResponse,
+                    }
+                } else {
+                    Verdict::Accept
+                }
+            }
+            None if rejected_record.is_none() => {
+                rejected_record = Some(record.clone());
+                Verdict::Reject {
+                    reason: RejectReason::FactuallyWrong,
+                }
+            }
+            None => Verdict::Accept,
+        };
+        let decision = Decision {
+            id: format!("d-{n}"),
+            record: record.clone(),
+            reviewer: "ana".into(),
+            verdict,
+            note: String::new(),
+        };
+        session.decide(&decision).unwrap();
+    }
+    let figures = session.figures();
+    let by_check = |check: &str| figures.checks.iter().find(|c| c.check == check).unwrap();
+    let kept = by_check(&confirmed);
+    assert_eq!(kept.precision.successes, kept.reviewed);
+    assert!(kept.reviewed > 0 && kept.recall.unwrap() > 0.0, "{kept:?}");
+    for other in &check_strata[1..] {
+        let overruled = by_check(other);
+        assert_eq!(overruled.precision.successes, 0, "{overruled:?}");
+        assert_eq!(overruled.recall, Some(0.0));
+    }
+    // All checks together caught what the confirmed one did, out of that
+    // plus the accepted records reviewers rejected (one, in its stratum).
+    let recall = figures.checks_recall.unwrap();
+    assert!(recall > 0.0 && recall < 1.0, "{recall}");
+    assert!((recall - kept.recall.unwrap()).abs() < 1e-9);
+    // The record figures leave the checks' strata out.
+    let records: usize = sample
+        .items
+        .iter()
+        .filter(|(_, s)| !s.starts_with(CHECK_STRATUM))
+        .count();
+    assert_eq!(figures.reviewed, records);
+    assert_eq!(figures.acceptance.successes, records - 1);
+    assert_eq!(figures.reasons.len(), 1, "{:?}", figures.reasons);
+    assert_eq!(figures.rejected_overall, 1);
+    assert!(
+        figures.progress_line().contains(&format!(
+            "; {} of {} the checks rejected reviewed",
+            sample.total() - records,
+            sample.total() - records
+        )),
+        "{}",
+        figures.progress_line()
+    );
+
+    // Nothing the checks rejected comes back, even where reviewers overruled
+    // them; the record reviewers rejected is left out.
+    for (record, stratum) in &sample.items {
+        if stratum.starts_with(CHECK_STRATUM) {
+            assert_eq!(store.require(record).unwrap().status, NodeStatus::Rejected);
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let summary = export_dataset(&store, &plan, out.path()).unwrap();
+    assert_eq!(summary.records, 12 - 1);
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(
+        card.contains("| check | rejected | reviewed | precision [CI] | recall |"),
+        "{card}"
+    );
+    assert!(card.contains(&format!("| {confirmed} | ")), "{card}");
+    assert!(!card.contains(&format!("| {CHECK_STRATUM}")), "{card}");
+
+    // A review without --checks leaves the checks' rejections out of its sample.
+    drop(session);
+    let plain =
+        ReviewSession::open(Arc::clone(&store), plan.clone(), SampleSettings::default()).unwrap();
+    assert!(
+        plain
+            .sample()
+            .items
+            .iter()
+            .all(|(_, s)| !s.starts_with(CHECK_STRATUM))
+    );
+    drop((plain, store));
+    let (ok, text) = seedling([
+        "review".as_ref(),
+        "sample".as_ref(),
+        "--checks".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("the automatic checks against the reviewers"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("  {confirmed} ")), "{text}");
+}

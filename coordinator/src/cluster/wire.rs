@@ -286,6 +286,7 @@ pub fn review_call(
             minimum: s.minimum as usize,
             by: s.by,
             after_feedback: s.after_feedback,
+            checks: s.checks,
         },
         None => SampleSettings::default(),
     };
@@ -332,6 +333,7 @@ pub fn review_request(
             minimum: settings.minimum.try_into().unwrap_or(u32::MAX),
             by: settings.by.clone(),
             after_feedback: settings.after_feedback,
+            checks: settings.checks,
         }),
         call: Some(call),
     }

@@ -224,7 +224,9 @@ impl Feedback {
         let mut rejected_inputs = Vec::new();
         let mut effective: Vec<_> = ledger.effective_all().into_values().collect();
         effective.sort_by(|a, b| (a.at_ms, &a.node).cmp(&(b.at_ms, &b.node)));
-        for decision in effective {
+        // A decision on what a check rejected measures the check; it says
+        // nothing of the records the plan keeps.
+        for decision in effective.into_iter().filter(|d| d.audit.is_none()) {
             let record = store.require(&decision.record)?;
             let field = |k: &str| {
                 record.body["stratum_fields"][k]

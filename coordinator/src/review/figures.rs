@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::ledger::Ledger;
-use super::sample::SamplePlan;
+use super::sample::{CHECK_STRATUM, SamplePlan};
 use super::stats::{Proportion, cohens_kappa, wilson};
 use super::verdict::Verdict;
 
@@ -30,6 +30,24 @@ pub struct Agreement {
     pub agreed: usize,
     /// Cohen's kappa on keep / reject.
     pub kappa: Option<f64>,
+}
+
+/// One automatic check against the reviewers, from the records it
+/// rejected that they reviewed.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CheckFigures {
+    /// The rejection reason the check records.
+    pub check: String,
+    /// Attempts it rejected that a reviewer can judge.
+    pub population: usize,
+    pub sample: usize,
+    pub reviewed: usize,
+    /// Precision: reviewers reject them too.
+    pub precision: Proportion,
+    /// Recall, estimated: its share of every attempt reviewers would reject,
+    /// each stratum weighted by its size; known once every stratum, accepted
+    /// records included, has a review.
+    pub recall: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -54,22 +72,44 @@ pub struct ReviewFigures {
     /// Standing decisions per reviewer.
     pub reviewers: BTreeMap<String, usize>,
     pub agreement: Vec<Agreement>,
+    /// The automatic checks against the reviewers (a review with
+    /// `--checks`); the figures above leave those records out.
+    #[serde(default)]
+    pub checks: Vec<CheckFigures>,
+    /// All checks together: the estimated share of what reviewers would
+    /// reject that the checks caught.
+    #[serde(default)]
+    pub checks_recall: Option<f64>,
 }
 
 impl ReviewFigures {
     /// "37 of 120 reviewed, acceptance 81% +- 7%": the page's progress line.
     pub fn progress_line(&self) -> String {
-        if self.reviewed == 0 {
-            return format!("0 of {} reviewed", self.sample);
+        let mut line = if self.reviewed == 0 {
+            format!("0 of {} reviewed", self.sample)
+        } else {
+            let a = &self.acceptance;
+            format!(
+                "{} of {} reviewed, acceptance {:.0}% +- {:.0}%",
+                self.reviewed,
+                self.sample,
+                a.rate * 100.0,
+                (a.high - a.low) / 2.0 * 100.0
+            )
+        };
+        if !self.checks.is_empty() {
+            let reviewed: usize = self.checks.iter().map(|c| c.reviewed).sum();
+            let sample: usize = self.checks.iter().map(|c| c.sample).sum();
+            line.push_str(&format!(
+                "; {reviewed} of {sample} the checks rejected reviewed"
+            ));
         }
-        let a = &self.acceptance;
-        format!(
-            "{} of {} reviewed, acceptance {:.0}% +- {:.0}%",
-            self.reviewed,
-            self.sample,
-            a.rate * 100.0,
-            (a.high - a.low) / 2.0 * 100.0
-        )
+        line
+    }
+
+    /// Every record the sample asks to review, the checks' included.
+    pub fn to_review(&self) -> usize {
+        self.sample + self.checks.iter().map(|c| c.sample).sum::<usize>()
     }
 }
 
@@ -86,6 +126,9 @@ pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
         let entry = kept.entry(stratum.as_str()).or_default();
         entry.1 += 1;
         entry.0 += usize::from(decision.verdict.keeps());
+        if decision.audit.is_some() {
+            continue; // the check's figures, below
+        }
         match &decision.verdict {
             Verdict::Reject { reason } => {
                 *reasons.entry(reason.as_str().to_string()).or_default() += 1
@@ -108,9 +151,13 @@ pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
             }
         })
         .collect();
-    let (yes, all) = kept
-        .values()
-        .fold((0, 0), |(y, a), (ky, ka)| (y + ky, a + ka));
+    let (checked, records): (Vec<&StratumFigures>, Vec<&StratumFigures>) = strata
+        .iter()
+        .partition(|s| s.stratum.starts_with(CHECK_STRATUM));
+    let (yes, all) = records.iter().fold((0, 0), |(y, a), s| {
+        (y + s.acceptance.successes, a + s.acceptance.total)
+    });
+    let (checks, checks_recall) = checks_against_reviewers(&checked, &records, confidence);
     let by_reviewer = ledger.by_reviewer();
     let reviewers = by_reviewer
         .iter()
@@ -139,12 +186,13 @@ pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
             });
         }
     }
+    let in_records = |s: &&StratumFigures| !s.stratum.starts_with(CHECK_STRATUM);
     ReviewFigures {
         confidence,
         margin: sample.settings.margin,
         after_feedback: sample.settings.after_feedback,
-        sample: sample.total(),
-        population: sample.population(),
+        sample: strata.iter().filter(in_records).map(|s| s.sample).sum(),
+        population: strata.iter().filter(in_records).map(|s| s.population).sum(),
         reviewed: all,
         acceptance: wilson(yes, all, confidence),
         strata,
@@ -154,10 +202,53 @@ pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
             .values()
             .filter(|d| matches!(d.verdict, Verdict::Edit { .. }))
             .count(),
-        rejected_overall: effective.values().filter(|d| !d.verdict.keeps()).count(),
+        rejected_overall: effective
+            .values()
+            .filter(|d| d.audit.is_none() && !d.verdict.keeps())
+            .count(),
         reviewers,
         agreement,
+        checks,
+        checks_recall,
     }
+}
+
+/// Each check's precision, and the recall of each and of all together,
+/// estimated from the stratified sample: a stratum of N records of which
+/// reviewers rejected a share r stands for N * r rejections.
+fn checks_against_reviewers(
+    checked: &[&StratumFigures],
+    records: &[&StratumFigures],
+    confidence: f64,
+) -> (Vec<CheckFigures>, Option<f64>) {
+    let rejections = |s: &StratumFigures| {
+        let reviewed = s.acceptance.total.max(1) as f64;
+        s.population as f64 * (s.acceptance.total - s.acceptance.successes) as f64 / reviewed
+    };
+    let every_stratum_reviewed = checked
+        .iter()
+        .chain(records)
+        .all(|s| s.reviewed > 0 || s.population == 0);
+    let caught: f64 = checked.iter().map(|s| rejections(s)).sum();
+    let missed: f64 = records.iter().map(|s| rejections(s)).sum();
+    let total = caught + missed;
+    let recall = |part: f64| (every_stratum_reviewed && total > 0.0).then(|| part / total);
+    let figures = checked
+        .iter()
+        .map(|s| {
+            let rejected_too = s.acceptance.total - s.acceptance.successes;
+            CheckFigures {
+                check: s.stratum[CHECK_STRATUM.len()..].to_string(),
+                population: s.population,
+                sample: s.sample,
+                reviewed: s.reviewed,
+                precision: wilson(rejected_too, s.acceptance.total, confidence),
+                recall: recall(rejections(s)),
+            }
+        })
+        .collect();
+    let all = (!checked.is_empty()).then(|| recall(caught)).flatten();
+    (figures, all)
 }
 
 fn cell(text: &str) -> String {
@@ -191,7 +282,11 @@ impl ReviewFigures {
             self.corrected_overall
         );
         out.push_str("| stratum | records | sample | reviewed | acceptance [CI] |\n| --- | ---: | ---: | ---: | --- |\n");
-        for s in &self.strata {
+        let records = self
+            .strata
+            .iter()
+            .filter(|s| !s.stratum.starts_with(CHECK_STRATUM));
+        for s in records {
             let acceptance = if s.reviewed == 0 {
                 "-".to_string()
             } else {
@@ -210,6 +305,34 @@ impl ReviewFigures {
             out.push_str("\n| rejection reason | records |\n| --- | ---: |\n");
             for (reason, n) in &self.reasons {
                 let _ = writeln!(out, "| {reason} | {n} |");
+            }
+        }
+        if !self.checks.is_empty() {
+            let recall = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
+            let _ = writeln!(
+                out,
+                "\nThe automatic checks against the reviewers, from a sample of what each check \
+                 rejected (those records stay out of the dataset whatever the review says). \
+                 Precision: reviewers reject them too. Recall: the check's estimated share of \
+                 every attempt reviewers would reject, each stratum weighted by its size \
+                 ({} for all checks together; \"-\" until every stratum has a review).\n",
+                recall(self.checks_recall)
+            );
+            out.push_str("| check | rejected | reviewed | precision [CI] | recall |\n| --- | ---: | ---: | --- | ---: |\n");
+            for c in &self.checks {
+                let precision = if c.reviewed == 0 {
+                    "-".to_string()
+                } else {
+                    c.precision.to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {precision} | {} |",
+                    cell(&c.check),
+                    c.population,
+                    c.reviewed,
+                    recall(c.recall)
+                );
             }
         }
         if !self.agreement.is_empty() {

@@ -12,7 +12,7 @@ use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use seedling_common::time::now_unix_ms;
 
-use super::sample::SampleSettings;
+use super::sample::{SampleSettings, check_rejection};
 use super::verdict::{Decision, DecisionError, RejectReason, Verdict};
 use crate::lineage::{LineageError, LineageStore};
 
@@ -22,6 +22,8 @@ pub const REVIEW_STEP: &str = "human_review";
 pub const UNDO_STEP: &str = "human_review_undo";
 /// The step of a record a reviewer corrected.
 pub const REVIEW_EDIT_STEP: &str = "review_edit";
+/// The field of a decision node naming the check that had rejected its record.
+const CHECK_AUDITED: &str = "rejected_by_check";
 /// The rejection reason a reviewed-out record counts under outside the review's own figures.
 pub const REJECTED_IN_REVIEW: &str = "rejected_in_review";
 
@@ -57,6 +59,9 @@ pub struct StoredDecision {
     pub undone: bool,
     /// The sample the decision was made on.
     pub sample: Option<SampleSettings>,
+    /// The automatic check that had rejected the record: the decision
+    /// measures that check and leaves the record's status alone.
+    pub audit: Option<String>,
 }
 
 impl StoredDecision {
@@ -87,6 +92,7 @@ impl StoredDecision {
                 .params
                 .get("sample")
                 .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            audit: node.body[CHECK_AUDITED].as_str().map(String::from),
         })
     }
 }
@@ -252,6 +258,14 @@ impl Ledger {
                 Err(DecisionError::Duplicate(decision.id.clone()).into())
             };
         }
+        let audit = check_rejection(original).map(str::to_string);
+        if let (Some(check), Verdict::Edit { .. }) = (&audit, &decision.verdict) {
+            return Err(DecisionError::EditOfCheckRejected {
+                record: original.id.to_string(),
+                check: check.clone(),
+            }
+            .into());
+        }
         let plan = &original.plan;
         // Later decisions sort later even within one millisecond.
         let now = now_unix_ms().max(self.decisions.last().map_or(0, |d| d.at_ms + 2));
@@ -264,6 +278,9 @@ impl Ledger {
         });
         if let Verdict::Reject { reason } = &decision.verdict {
             body["reason"] = reason.as_str().into();
+        }
+        if let Some(check) = &audit {
+            body[CHECK_AUDITED] = check.as_str().into();
         }
         let mut edited = None;
         if let Verdict::Edit { input, response } = &decision.verdict {
@@ -342,10 +359,13 @@ impl Ledger {
             edited,
             undone: false,
             sample: Some(sample.clone()),
+            audit,
         };
         let mut own = self.of_record(&original.id);
         own.push(stored.clone());
-        batch.status_changes = statuses(&original.id, &own);
+        if stored.audit.is_none() {
+            batch.status_changes = statuses(&original.id, &own);
+        }
         Ok(Some((batch, stored)))
     }
 
@@ -378,6 +398,7 @@ impl Ledger {
         };
         let record = last.record.clone();
         let target = last.node.clone();
+        let audit = last.audit.is_some();
         let mut own = self.of_record(&record);
         for d in own.iter_mut().filter(|d| d.node == target) {
             d.undone = true;
@@ -388,7 +409,11 @@ impl Ledger {
                 Edge::new(&target, &id, EdgeKind::ReviewedBy),
                 Edge::new(&record, &id, EdgeKind::ReviewedBy),
             ],
-            status_changes: statuses(&record, &own),
+            status_changes: if audit {
+                Vec::new()
+            } else {
+                statuses(&record, &own)
+            },
         };
         Ok((batch, target, record))
     }

@@ -29,13 +29,14 @@ pub use desk::{
 pub use feedback::{
     ChecksAgainstReview, CounterExample, Feedback, FeedbackSettings, GroupFeedback,
 };
-pub use figures::{Agreement, ReviewFigures, StratumFigures, review_figures};
+pub use figures::{Agreement, CheckFigures, ReviewFigures, StratumFigures, review_figures};
 pub use ledger::{
     Ledger, REJECTED_IN_REVIEW, REVIEW_EDIT_STEP, REVIEW_STEP, ReviewError, StoredDecision,
     UNDO_STEP,
 };
 pub use sample::{
-    STRATUM_FIELDS, SamplePlan, SampleSettings, StratumSample, plan_sample, population,
+    CHECK_STRATUM, STRATUM_FIELDS, SamplePlan, SampleSettings, StratumSample, check_rejection,
+    plan_sample, population,
 };
 pub use server::{BoundReview, ServeError, ServeSettings, TOKEN_HEADER, new_token};
 pub use session::{

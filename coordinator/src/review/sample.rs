@@ -15,6 +15,7 @@ use seedling_common::lineage::{EdgeKind, Node, NodeKind, NodeStatus};
 use super::ledger::{Ledger, REVIEW_EDIT_STEP, ReviewError};
 use super::stats::sample_size;
 use crate::lineage::LineageStore;
+use crate::quality::funnel::stage_of;
 
 /// The stratum fields a sample can be split by.
 pub const STRATUM_FIELDS: [&str; 5] = [
@@ -39,6 +40,11 @@ pub struct SampleSettings {
     /// Only records made after review feedback (a second round's review).
     #[serde(default)]
     pub after_feedback: bool,
+    /// Also records the automatic checks rejected, one stratum per check:
+    /// reviewing them measures each check against people, and changes
+    /// nothing in the dataset.
+    #[serde(default)]
+    pub checks: bool,
 }
 
 impl Default for SampleSettings {
@@ -49,6 +55,7 @@ impl Default for SampleSettings {
             minimum: 5,
             by: vec!["subdomain".into(), "task_type".into()],
             after_feedback: false,
+            checks: false,
         }
     }
 }
@@ -92,6 +99,9 @@ impl SampleSettings {
 
     /// The review stratum of a record: its values of the chosen fields.
     pub fn stratum_of(&self, record: &Node) -> String {
+        if let Some(check) = check_rejection(record) {
+            return format!("{CHECK_STRATUM}{check}");
+        }
         let fields = &record.body["stratum_fields"];
         self.by
             .iter()
@@ -104,6 +114,23 @@ impl SampleSettings {
             .collect::<Vec<_>>()
             .join(" / ")
     }
+}
+
+/// How the stratum of the records one automatic check rejected begins.
+pub const CHECK_STRATUM: &str = "rejected by ";
+
+/// The automatic check that rejected `record`, when a reviewer can judge
+/// it: a response with text that a quality check turned away. Failed
+/// generations and full quotas say nothing of quality and are left out.
+pub fn check_rejection(record: &Node) -> Option<&str> {
+    let reason = record.body["reason"].as_str()?;
+    let judged = record.kind == NodeKind::Response
+        && record.body["decision"] == "rejected"
+        && (1..=3).contains(&stage_of(reason))
+        && record.body["response"]
+            .as_str()
+            .is_some_and(|r| !r.trim().is_empty());
+    judged.then_some(reason)
 }
 
 /// One stratum of the sample.
@@ -213,15 +240,16 @@ pub fn plan_sample(
 /// The records a review can look at: those the automatic checks accepted
 /// (still accepted, corrected since, or rejected by a reviewer), never a
 /// reviewer's corrected version itself; with `after_feedback`, only those
-/// whose prompts carried review feedback.
+/// whose prompts carried review feedback; with `checks`, also those a
+/// quality check rejected.
 pub fn population(
     store: &LineageStore,
     plan: &PlanId,
     ledger: &Ledger,
-    after_feedback: bool,
+    settings: &SampleSettings,
 ) -> Result<Vec<Node>, ReviewError> {
     // Feedback nodes are few: a record's grounding is checked against their ids.
-    let feedback: HashSet<NodeId> = if after_feedback {
+    let feedback: HashSet<NodeId> = if settings.after_feedback {
         store
             .nodes_of_plan(plan, Some(NodeKind::Feedback), None)
             .collect::<Result<_, _>>()?
@@ -236,12 +264,19 @@ pub fn population(
     ] {
         for id in store.nodes_of_plan(plan, Some(NodeKind::Response), Some(status)) {
             let id = id?;
-            if status == NodeStatus::Rejected && !ledger.knows(&id) {
-                continue;
+            let rejected = status == NodeStatus::Rejected;
+            if rejected && !settings.checks && !ledger.knows(&id) {
+                continue; // a check's rejection, not asked for
             }
             let node = store.require(&id)?;
+            // Rejected by a check rather than by a reviewer: only when asked,
+            // and only for a reason a reviewer can judge.
+            let by_check = rejected && node.body["decision"] == "rejected";
+            if by_check && !(settings.checks && check_rejection(&node).is_some()) {
+                continue;
+            }
             if node.step == REVIEW_EDIT_STEP
-                || (after_feedback && !grounded_on_any(store, &node.id, &feedback)?)
+                || (settings.after_feedback && !grounded_on_any(store, &node.id, &feedback)?)
             {
                 continue;
             }

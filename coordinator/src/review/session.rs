@@ -13,7 +13,7 @@ use seedling_common::lineage::{EdgeKind, LineageBatch, Node, NodeKind, RECORD_VE
 
 use super::figures::{ReviewFigures, review_figures};
 use super::ledger::{Ledger, ReviewError, StoredDecision};
-use super::sample::{SamplePlan, SampleSettings, plan_sample, population};
+use super::sample::{SamplePlan, SampleSettings, check_rejection, plan_sample, population};
 use super::verdict::{Decision, DecisionError, check_reviewer};
 use crate::lineage::LineageStore;
 use crate::lineage::stored_plan;
@@ -178,6 +178,14 @@ impl ReviewSession {
         let node = self.original(record)?;
         let text = |k: &str| node.body[k].as_str().unwrap_or_default().to_string();
         let mut checks = Vec::new();
+        if let Some(check) = check_rejection(&node) {
+            checks.push(Check {
+                name: "automatic checks".into(),
+                value: format!(
+                    "REJECTED by {check}: your decision measures that check (accept: the check was wrong) and leaves the dataset as it is"
+                ),
+            });
+        }
         if let Some(score) = node.body["quality_score"].as_f64() {
             checks.push(Check {
                 name: "quality score".into(),
@@ -204,7 +212,9 @@ impl ReviewSession {
                 continue;
             }
             let judgement = self.store.require(&child)?;
-            if judgement.step != RECORD_VERDICT_STEP {
+            // What the checks found of a record they passed; a rejection
+            // is named above.
+            if judgement.step != RECORD_VERDICT_STEP || judgement.body["decision"] != "accepted" {
                 continue;
             }
             let heuristics = &judgement.body["heuristics"];
@@ -402,11 +412,10 @@ fn choose_sample(
     seed: u64,
     settings: &SampleSettings,
 ) -> Result<SamplePlan, ReviewError> {
-    let candidates: Vec<(NodeId, String)> =
-        population(store, plan, ledger, settings.after_feedback)?
-            .iter()
-            .map(|node| (node.id.clone(), settings.stratum_of(node)))
-            .collect();
+    let candidates: Vec<(NodeId, String)> = population(store, plan, ledger, settings)?
+        .iter()
+        .map(|node| (node.id.clone(), settings.stratum_of(node)))
+        .collect();
     Ok(plan_sample(&candidates, seed, settings))
 }
 

@@ -142,6 +142,10 @@ pub enum DecisionError {
     UnknownRecord(String),
     #[error("decision id {0:?} was already used for a different decision")]
     Duplicate(String),
+    #[error(
+        "record {record} was rejected by the automatic check {check}; reviewing it measures the check: accept or reject it (an edit would add it to the dataset)"
+    )]
+    EditOfCheckRejected { record: String, check: String },
     #[error("{reviewer} has no decision to undo")]
     NothingToUndo { reviewer: String },
 }
