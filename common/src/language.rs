@@ -48,10 +48,19 @@ const ISO_639_3_TO_1: &[(&str, &str)] = &[
     ("cmn", "zh"),
 ];
 
+/// Below this many words whatlang's guess counts only when it calls it
+/// reliable: a reviewer overruled `wrong_language` on a six-word English
+/// answer it took for French (confidence 0.005), while its confidence on
+/// longer English sentences it gets right can be as low as 0.1.
+const SHORT_TEXT_WORDS: usize = 8;
+
 /// The detected language of a text as an ISO 639-1 code, when whatlang is
 /// confident enough to say.
 pub fn detect_language(text: &str) -> Option<&'static str> {
     let info = whatlang::detect(text)?;
+    if text.split_whitespace().count() < SHORT_TEXT_WORDS && !info.is_reliable() {
+        return None;
+    }
     let code = info.lang().code();
     ISO_639_3_TO_1
         .iter()
@@ -107,6 +116,20 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(detect_language(text), Some(want), "{text}");
         }
+    }
+
+    #[test]
+    fn short_texts_whatlang_is_unsure_of_are_not_named() {
+        // A reviewer overruled wrong_language on this answer: whatlang
+        // guessed French, and said it was not sure.
+        let short = "Outgoing domestic wires cost 25 dollars.";
+        assert_eq!(whatlang::detect(short).unwrap().lang().code(), "fra");
+        assert_eq!(detect_language(short), None);
+        // Eight words or more are named as before.
+        assert_eq!(
+            detect_language("Statements are available in the app for 7 years."),
+            Some("en")
+        );
     }
 
     #[test]
