@@ -346,11 +346,18 @@ fn topic_of(sentence: &Sentence, text: &str, figure: &Figure) -> HashSet<String>
 }
 
 /// Whether `sentence` makes the claim `source` makes (so that denying it
-/// contradicts it): most of its words are the source's.
+/// contradicts it): most of its words are the source's, and it states no
+/// figure the source does not. "The overdraft fee is 35 dollars" shares
+/// most words with "No overdraft fee is charged when ... 50 dollars or
+/// less", but it is another claim (one a reviewer kept), not its denial.
 fn restates(sentence: &Sentence, source: &Sentence) -> bool {
     let shared = sentence.words.intersection(&source.words).count();
     shared >= POLARITY_MIN_SHARED
         && shared as f64 >= POLARITY_MIN_COVERAGE * sentence.words.len() as f64
+        && sentence
+            .figures
+            .iter()
+            .all(|mine| source.figures.iter().any(|theirs| theirs.states(mine)))
 }
 
 /// A sentence as a rejection quotes it: trimmed, at most 160 characters.
@@ -473,11 +480,15 @@ pub fn check_support(input: &str, response: &str, spec: &SupportSpec, substance:
             {
                 let ratio = scores[stating] / scores[best];
                 // The passage about this thing gives another figure of the
-                // same unit, which the answer does not also state.
+                // same unit, which the answer does not also state: an
+                // answer that gives both figures keeps them apart.
                 let conflict = sources[best].figures.iter().find(|f| {
                     figure.has_unit()
                         && f.kind == figure.kind
-                        && !sentence.figures.iter().any(|mine| mine.states(f))
+                        && !answer
+                            .iter()
+                            .flat_map(|s| &s.figures)
+                            .any(|mine| mine.states(f))
                 });
                 // A claim may rest on two neighbouring sentences.
                 let neighbours =
@@ -648,6 +659,35 @@ mod tests {
             true,
         );
         assert!(kept.rejections.is_empty(), "{:?}", kept.rejections);
+        // Another claim with its own figure, in the words of a denial: a
+        // reviewer kept this answer, which the check used to reject.
+        let fees = SupportSpec {
+            sources: vec![
+                "An overdraft costs 35 dollars, at most 3 times a day. No overdraft fee is \
+                 charged when the account is overdrawn by 50 dollars or less at the end of the \
+                 day."
+                    .into(),
+            ],
+            cross_language: false,
+        };
+        let both = check_support(
+            "What is the overdraft fee for this account?",
+            "The overdraft fee for this account is 35 dollars at most 3 times a day. No overdraft \
+             fee is charged when the account is overdrawn by 50 dollars or less at the end of the \
+             day.",
+            &fees,
+            true,
+        );
+        assert!(both.rejections.is_empty(), "{:?}", both.rejections);
+        // Denying the second claim, figure and all, still contradicts it.
+        let denied = check_support(
+            "What is the overdraft fee for this account?",
+            "An overdraft fee is charged when the account is overdrawn by 50 dollars or less at \
+             the end of the day.",
+            &fees,
+            true,
+        );
+        assert_eq!(reasons(&denied), vec!["contradicts_reference"]);
     }
 
     #[test]
