@@ -18,8 +18,8 @@ use tracing::Instrument as _;
 
 use crate::engine::{Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams};
 use crate::scoring::heuristics::{
-    RuleCheck, Thresholds, assistant_phrase, check_pair, evolution_failures, heuristic_score,
-    off_topic, placeholder,
+    RuleCheck, Thresholds, assistant_phrase, check_pair, cites_the_prompt, evolution_failures,
+    heuristic_score, off_topic, placeholder,
 };
 use crate::scoring::language::detect_language;
 use crate::scoring::support::check_support;
@@ -198,6 +198,14 @@ pub fn judge_pair(
     if let Some(found) = placeholder(response) {
         rejections
             .push(serde_json::json!({"reason": "response_has_placeholder", "placeholder": found}));
+    }
+    for (text, reason) in [
+        (input, "input_cites_the_prompt"),
+        (response, "response_cites_the_prompt"),
+    ] {
+        if let Some(phrase) = cites_the_prompt(text) {
+            rejections.push(serde_json::json!({"reason": reason, "phrase": phrase}));
+        }
     }
     if let Some(phrase) = assistant_phrase(input) {
         rejections
@@ -523,5 +531,12 @@ mod tests {
                 "{input}"
             );
         }
+        // Seen from the small model in the demo run: an answer citing the
+        // prompt's "reference", which the customer never saw.
+        let cites = "According to the reference, fuel pumps place a hold that lowers your available balance.";
+        assert_eq!(
+            reasons(&judge_pair(&task("en"), QUESTION, QUESTION, cites)),
+            vec!["response_cites_the_prompt"]
+        );
     }
 }

@@ -190,6 +190,42 @@ pub fn placeholder(text: &str) -> Option<String> {
     pattern.find(text).map(|m| m.as_str().to_string())
 }
 
+/// A text that speaks of the material its prompt carried ("according to
+/// the reference", "the passage states", "this point of the reference"):
+/// the customer never saw it, so the record teaches a model to cite
+/// documents nobody gave it. Every such answer in the reviewed demo run was
+/// rejected by the reviewer (7 of 55 records). A payment's "reference
+/// number" is not the prompt's reference.
+pub fn cites_the_prompt(text: &str) -> Option<String> {
+    static PATTERN: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        regex::Regex::new(
+            r"(?xi)
+            \b(?:according\ to|as\ (?:stated|specified|mentioned|described|given)\ in|specified\ in
+                |based\ on|from|in|on|see)\ the\ (?:reference|passage|provided\ (?:text|context|passage|document)s?
+                |given\ (?:text|context|passage)s?)\b
+            | \bthe\ (?:reference|passage)\ (?:states|says|mentions|notes|specifies|indicates|above)\b
+            | \b(?:this|that)\ point\ of\ the\ reference\b
+            | \bsegún\ (?:la\ referencia|el\ pasaje|el\ texto\ proporcionado|el\ documento\ proporcionado)
+            | \bla\ referencia\ (?:indica|dice|menciona|establece|señala)\b
+            | \b(?:laut|gemäß)\ (?:der\ referenz|dem\ abschnitt|dem\ bereitgestellten\ text)
+            | \bdie\ referenz\ (?:besagt|sagt|nennt|gibt\ an)\b",
+        )
+        .expect("valid pattern")
+    });
+    pattern
+        .find_iter(text)
+        .find(|m| {
+            let after = text[m.end()..].trim_start().to_lowercase();
+            ![
+                "number", "code", "id", "field", "line", "box", "nummer", "número", "numero",
+            ]
+            .iter()
+            .any(|w| after.starts_with(w))
+        })
+        .map(|m| m.as_str().to_string())
+}
+
 /// Phrases of an assistant, lowercase: an input (the user's message) that
 /// contains them was written from the wrong side of the conversation.
 const ASSISTANT_PHRASES: &[&str] = &[
@@ -436,6 +472,45 @@ mod tests {
 
     fn check(response: &str) -> Vec<Rejection> {
         check_pair(QUESTION, response, Some("en"), &[], &Thresholds::default())
+    }
+
+    #[test]
+    fn texts_that_speak_of_their_prompt_are_found_and_payment_references_are_not() {
+        for (text, found) in [
+            (
+                "According to the reference, the balance is declining.",
+                Some("According to the reference"),
+            ),
+            (
+                "You must follow the rules specified in the reference.",
+                Some("specified in the reference"),
+            ),
+            (
+                "The reference states: a new card arrives within 7 days.",
+                Some("The reference states"),
+            ),
+            (
+                "Contact customer support for this point of the reference.",
+                Some("this point of the reference"),
+            ),
+            (
+                "Según la referencia, la tarifa es de 25 dólares.",
+                Some("Según la referencia"),
+            ),
+            (
+                "Laut der Referenz kostet die Überweisung 25 Dollar.",
+                Some("Laut der Referenz"),
+            ),
+            ("Put the invoice in the reference number field.", None),
+            ("Quote the reference on the transfer.", None),
+            ("Type the invoice number in the reference field.", None),
+            (
+                "A new debit card arrives within 7 to 10 business days.",
+                None,
+            ),
+        ] {
+            assert_eq!(cites_the_prompt(text).as_deref(), found, "{text}");
+        }
     }
 
     #[test]
