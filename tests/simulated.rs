@@ -252,6 +252,23 @@ pub async fn join_worker(
     Ok(())
 }
 
+/// Joins a worker stand-in named `id` with `slots` that answers every unit
+/// at once from `script` (an [`AnsweringWorker`]), and waits until the
+/// coordinator has seen it.
+pub async fn join_answering_worker(
+    coordinator: &mut LocalCoordinator,
+    id: &str,
+    slots: u32,
+    script: crate::scripted::Script,
+) -> anyhow::Result<()> {
+    use ractor::Actor as _;
+    let (results, to_send) = mpsc::unbounded_channel();
+    let worker = ScriptedWorker::new(script);
+    let (gate, _) = AnsweringWorker::spawn(None, AnsweringWorker, (worker, results)).await?;
+    join_worker(&coordinator.url, id, slots, gate.get_cell(), to_send, || {}).await?;
+    coordinator.wait_for_workers(1).await
+}
+
 /// A worker stand-in that answers every unit at once from a
 /// [`ScriptedWorker`] (a test double: no model), sending each result with
 /// its lease's secret to `results` (the stream `join_worker` opened).

@@ -15,9 +15,9 @@ use seedling_coordinator::lineage::LineageStore;
 use seedling_coordinator::pipeline::PlanRun;
 use seedling_coordinator::plan::Plan;
 use seedling_coordinator::review::{
-    BoundReview, CHECK_STRATUM, Desk, DeskCall, DeskRefusal, DeskReply, Feedback, FeedbackSettings,
-    RefusalKind, ReviewSession, SampleOverview, SampleSettings, ServeSettings, SessionDesk,
-    new_token,
+    BoundReview, Desk, DeskCall, DeskRefusal, DeskReply, Feedback, FeedbackSettings, RefusalKind,
+    ReviewSession, SampleOverview, SampleSettings, ServeSettings, SessionDesk, new_token,
+    share_shown,
 };
 
 use crate::remote::{Client, Remote};
@@ -280,40 +280,30 @@ async fn sample(target: &Target, json: bool) -> anyhow::Result<()> {
         "stratum", "records", "sample", "reviewed"
     );
     // The checks' strata are listed below, as precision and recall.
-    let records = figures
-        .strata
-        .iter()
-        .filter(|f| !f.stratum.starts_with(CHECK_STRATUM));
-    for f in records {
-        let acceptance = if f.reviewed == 0 {
-            "-".to_string()
-        } else {
-            f.acceptance.to_string()
-        };
+    for f in figures.record_strata() {
         println!(
-            "{:<48} {:>8} {:>7} {:>9}  {acceptance}",
-            f.stratum, f.population, f.sample, f.reviewed
+            "{:<48} {:>8} {:>7} {:>9}  {}",
+            f.stratum,
+            f.population,
+            f.sample,
+            f.reviewed,
+            f.acceptance.shown()
         );
     }
     println!("{}", figures.progress_line());
     if !figures.checks.is_empty() {
-        let share = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
         println!(
             "the automatic checks against the reviewers (recall of all checks together {}):",
-            share(figures.checks_recall)
+            share_shown(figures.checks_recall)
         );
         for c in &figures.checks {
-            let precision = if c.reviewed == 0 {
-                "-".to_string()
-            } else {
-                c.precision.to_string()
-            };
             println!(
-                "  {:<24} rejected {:>5}, reviewed {:>4}: precision {precision}, recall {}",
+                "  {:<24} rejected {:>5}, reviewed {:>4}: precision {}, recall {}",
                 c.check,
                 c.population,
                 c.reviewed,
-                share(c.recall)
+                c.precision.shown(),
+                share_shown(c.recall)
             );
         }
     }

@@ -6,13 +6,11 @@
 
 use std::time::Duration;
 
-use ractor::Actor;
 use seedling_proto::api::ClusterStatusRequest;
 use seedling_tests::prometheus::{Prometheus, dashboard_queries};
 use seedling_tests::repo_root;
-use seedling_tests::scripted::{Script, ScriptedWorker};
-use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
-use tokio::sync::mpsc;
+use seedling_tests::scripted::Script;
+use seedling_tests::simulated::{LocalCoordinator, join_answering_worker};
 
 const TARGET: u64 = 12;
 
@@ -21,27 +19,15 @@ async fn prometheus_scrapes_the_coordinator_and_agrees_with_plan_status() {
     let mut coordinator = LocalCoordinator::start(Duration::from_secs(30))
         .await
         .unwrap();
-    let (results, to_send) = mpsc::unbounded_channel();
     // Duplicates and refusals, so that rejections by reason are scraped.
-    let worker = ScriptedWorker::new(Script {
+    let script = Script {
         duplicate_every: 5,
         refuse_every: 7,
         ..Script::default()
-    });
-    let (gate, _) = Actor::spawn(None, AnsweringWorker, (worker, results))
+    };
+    join_answering_worker(&mut coordinator, "scripted-a", 4, script)
         .await
         .unwrap();
-    join_worker(
-        &coordinator.url,
-        "scripted-a",
-        4,
-        gate.get_cell(),
-        to_send,
-        || {},
-    )
-    .await
-    .unwrap();
-    coordinator.wait_for_workers(1).await.unwrap();
     let prometheus = tokio::task::spawn_blocking({
         let target = coordinator.metrics;
         move || Prometheus::start(&[("seedling-coordinator", target)])

@@ -879,29 +879,15 @@ fn a_feedback_round_without_a_review_is_refused_by_name() {
 /// coordinator exports leaves out what reviewers rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_a_coordinator_holds_is_reviewed_through_the_coordinator() {
-    use ractor::Actor as _;
     use seedling_tests::scripted::Script;
-    use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
+    use seedling_tests::simulated::{LocalCoordinator, join_answering_worker};
 
     let mut coordinator = LocalCoordinator::start(Duration::from_secs(30))
         .await
         .unwrap();
-    let (results, to_send) = tokio::sync::mpsc::unbounded_channel();
-    let worker = ScriptedWorker::new(Script::default());
-    let (gate, _) = AnsweringWorker::spawn(None, AnsweringWorker, (worker, results))
+    join_answering_worker(&mut coordinator, "scripted-a", 4, Script::default())
         .await
         .unwrap();
-    join_worker(
-        &coordinator.url,
-        "scripted-a",
-        4,
-        gate.get_cell(),
-        to_send,
-        || {},
-    )
-    .await
-    .unwrap();
-    coordinator.wait_for_workers(1).await.unwrap();
     let plan = coordinator
         .run_plan_to_its_end(&repo_root().join("examples/retail-banking.toml"), 12)
         .await

@@ -162,9 +162,8 @@ fn a_plan_run_and_its_verification_are_mlflow_runs_with_their_figures_and_files(
 /// the run went, the plan file, and FINISHED once the plan is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_submitted_to_a_tracking_coordinator_is_an_mlflow_run() {
-    use ractor::Actor as _;
-    use seedling_tests::scripted::{Script, ScriptedWorker};
-    use seedling_tests::simulated::{AnsweringWorker, LocalCoordinator, join_worker};
+    use seedling_tests::scripted::Script;
+    use seedling_tests::simulated::{LocalCoordinator, join_answering_worker};
 
     const TARGET: u64 = 12;
     let server = tokio::task::spawn_blocking(MlflowServer::start)
@@ -175,22 +174,9 @@ async fn a_plan_submitted_to_a_tracking_coordinator_is_an_mlflow_run() {
         LocalCoordinator::start_tracked(std::time::Duration::from_secs(30), Some(target))
             .await
             .unwrap();
-    let (results, to_send) = tokio::sync::mpsc::unbounded_channel();
-    let worker = ScriptedWorker::new(Script::default());
-    let (gate, _) = AnsweringWorker::spawn(None, AnsweringWorker, (worker, results))
+    join_answering_worker(&mut coordinator, "scripted-a", 4, Script::default())
         .await
         .unwrap();
-    join_worker(
-        &coordinator.url,
-        "scripted-a",
-        4,
-        gate.get_cell(),
-        to_send,
-        || {},
-    )
-    .await
-    .unwrap();
-    coordinator.wait_for_workers(1).await.unwrap();
     let plan = coordinator
         .run_plan_to_its_end(&repo_root().join("examples/retail-banking.toml"), TARGET)
         .await

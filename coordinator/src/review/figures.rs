@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::ledger::Ledger;
 use super::sample::{CHECK_STRATUM, SamplePlan};
-use super::stats::{Proportion, cohens_kappa, wilson};
+use super::stats::{Proportion, cohens_kappa, share_shown, wilson};
 use super::verdict::Verdict;
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -82,7 +82,20 @@ pub struct ReviewFigures {
     pub checks_recall: Option<f64>,
 }
 
+impl StratumFigures {
+    /// Whether it holds what one automatic check rejected.
+    pub fn is_check(&self) -> bool {
+        self.stratum.starts_with(CHECK_STRATUM)
+    }
+}
+
 impl ReviewFigures {
+    /// The strata of the records the checks accepted (the checks' own
+    /// strata are in `checks`).
+    pub fn record_strata(&self) -> impl Iterator<Item = &StratumFigures> {
+        self.strata.iter().filter(|s| !s.is_check())
+    }
+
     /// "37 of 120 reviewed, acceptance 81% +- 7%": the page's progress line.
     pub fn progress_line(&self) -> String {
         let mut line = if self.reviewed == 0 {
@@ -151,13 +164,14 @@ pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
             }
         })
         .collect();
-    let (checked, records): (Vec<&StratumFigures>, Vec<&StratumFigures>) = strata
-        .iter()
-        .partition(|s| s.stratum.starts_with(CHECK_STRATUM));
+    let (checked, records): (Vec<&StratumFigures>, Vec<&StratumFigures>) =
+        strata.iter().partition(|s| s.is_check());
     let (yes, all) = records.iter().fold((0, 0), |(y, a), s| {
         (y + s.acceptance.successes, a + s.acceptance.total)
     });
     let (checks, checks_recall) = checks_against_reviewers(&checked, &records, confidence);
+    let sampled = records.iter().map(|s| s.sample).sum();
+    let population = records.iter().map(|s| s.population).sum();
     let by_reviewer = ledger.by_reviewer();
     let reviewers = by_reviewer
         .iter()
@@ -186,13 +200,12 @@ pub fn review_figures(sample: &SamplePlan, ledger: &Ledger) -> ReviewFigures {
             });
         }
     }
-    let in_records = |s: &&StratumFigures| !s.stratum.starts_with(CHECK_STRATUM);
     ReviewFigures {
         confidence,
         margin: sample.settings.margin,
         after_feedback: sample.settings.after_feedback,
-        sample: strata.iter().filter(in_records).map(|s| s.sample).sum(),
-        population: strata.iter().filter(in_records).map(|s| s.population).sum(),
+        sample: sampled,
+        population,
         reviewed: all,
         acceptance: wilson(yes, all, confidence),
         strata,
@@ -282,23 +295,15 @@ impl ReviewFigures {
             self.corrected_overall
         );
         out.push_str("| stratum | records | sample | reviewed | acceptance [CI] |\n| --- | ---: | ---: | ---: | --- |\n");
-        let records = self
-            .strata
-            .iter()
-            .filter(|s| !s.stratum.starts_with(CHECK_STRATUM));
-        for s in records {
-            let acceptance = if s.reviewed == 0 {
-                "-".to_string()
-            } else {
-                s.acceptance.to_string()
-            };
+        for s in self.record_strata() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {acceptance} |",
+                "| {} | {} | {} | {} | {} |",
                 cell(&s.stratum),
                 s.population,
                 s.sample,
-                s.reviewed
+                s.reviewed,
+                s.acceptance.shown()
             );
         }
         if !self.reasons.is_empty() {
@@ -308,7 +313,6 @@ impl ReviewFigures {
             }
         }
         if !self.checks.is_empty() {
-            let recall = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
             let _ = writeln!(
                 out,
                 "\nThe automatic checks against the reviewers, from a sample of what each check \
@@ -316,22 +320,18 @@ impl ReviewFigures {
                  Precision: reviewers reject them too. Recall: the check's estimated share of \
                  every attempt reviewers would reject, each stratum weighted by its size \
                  ({} for all checks together; \"-\" until every stratum has a review).\n",
-                recall(self.checks_recall)
+                share_shown(self.checks_recall)
             );
             out.push_str("| check | rejected | reviewed | precision [CI] | recall |\n| --- | ---: | ---: | --- | ---: |\n");
             for c in &self.checks {
-                let precision = if c.reviewed == 0 {
-                    "-".to_string()
-                } else {
-                    c.precision.to_string()
-                };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {precision} | {} |",
+                    "| {} | {} | {} | {} | {} |",
                     cell(&c.check),
                     c.population,
                     c.reviewed,
-                    recall(c.recall)
+                    c.precision.shown(),
+                    share_shown(c.recall)
                 );
             }
         }

@@ -106,8 +106,12 @@ pub struct Ledger {
 }
 
 /// The statuses `record` and its corrected versions take from `decisions`,
-/// the record's own, oldest first: the latest standing one rules.
+/// the record's own, oldest first: the latest standing one rules. A record
+/// a check rejected keeps its status: its decisions measure the check.
 fn statuses(record: &NodeId, decisions: &[StoredDecision]) -> Vec<(NodeId, NodeStatus)> {
+    if decisions.iter().any(|d| d.audit.is_some()) {
+        return Vec::new();
+    }
     let effective = decisions.iter().rfind(|d| !d.undone);
     let mut out = vec![(
         record.clone(),
@@ -363,9 +367,7 @@ impl Ledger {
         };
         let mut own = self.of_record(&original.id);
         own.push(stored.clone());
-        if stored.audit.is_none() {
-            batch.status_changes = statuses(&original.id, &own);
-        }
+        batch.status_changes = statuses(&original.id, &own);
         Ok(Some((batch, stored)))
     }
 
@@ -398,7 +400,6 @@ impl Ledger {
         };
         let record = last.record.clone();
         let target = last.node.clone();
-        let audit = last.audit.is_some();
         let mut own = self.of_record(&record);
         for d in own.iter_mut().filter(|d| d.node == target) {
             d.undone = true;
@@ -409,11 +410,7 @@ impl Ledger {
                 Edge::new(&target, &id, EdgeKind::ReviewedBy),
                 Edge::new(&record, &id, EdgeKind::ReviewedBy),
             ],
-            status_changes: if audit {
-                Vec::new()
-            } else {
-                statuses(&record, &own)
-            },
+            status_changes: statuses(&record, &own),
         };
         Ok((batch, target, record))
     }

@@ -42,5 +42,5 @@ pub use server::{BoundReview, ServeError, ServeSettings, TOKEN_HEADER, new_token
 pub use session::{
     ImportError, ImportSummary, ItemView, ReviewSession, Taken, decision_json, stored_review,
 };
-pub use stats::{Proportion, cohens_kappa, sample_size, wilson};
+pub use stats::{Proportion, cohens_kappa, sample_size, share_shown, wilson};
 pub use verdict::{Decision, DecisionError, RejectReason, Verdict};

@@ -115,6 +115,24 @@ pub fn wilson(successes: usize, total: usize, confidence: f64) -> Proportion {
     }
 }
 
+impl Proportion {
+    /// As the card and `review sample` print it: "-" before anything was
+    /// reviewed.
+    pub fn shown(&self) -> String {
+        if self.total == 0 {
+            "-".to_string()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+/// An estimated share as the card and `review sample` print it: "-" while
+/// it cannot be estimated.
+pub fn share_shown(share: Option<f64>) -> String {
+    share.map_or("-".to_string(), |s| format!("{s:.2}"))
+}
+
 impl std::fmt::Display for Proportion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:.2} [{:.2}, {:.2}]", self.rate, self.low, self.high)
