@@ -31,6 +31,13 @@ pub fn stage_of(reason: &str) -> usize {
     }
 }
 
+/// Whether a rejection says something of the pair's quality (a check, the
+/// score, a duplicate), rather than that generation failed or the quota
+/// was already full.
+pub fn judges_quality(reason: &str) -> bool {
+    (1..=3).contains(&stage_of(reason))
+}
+
 /// One funnel row: the stage and how many attempts reached it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FunnelRow {

@@ -15,7 +15,7 @@ use seedling_common::lineage::{EdgeKind, Node, NodeKind, NodeStatus};
 use super::ledger::{Ledger, REVIEW_EDIT_STEP, ReviewError};
 use super::stats::sample_size;
 use crate::lineage::LineageStore;
-use crate::quality::funnel::stage_of;
+use crate::quality::funnel::judges_quality;
 
 /// The stratum fields a sample can be split by.
 pub const STRATUM_FIELDS: [&str; 5] = [
@@ -126,7 +126,7 @@ pub fn check_rejection(record: &Node) -> Option<&str> {
     let reason = record.body["reason"].as_str()?;
     let judged = record.kind == NodeKind::Response
         && record.body["decision"] == "rejected"
-        && (1..=3).contains(&stage_of(reason))
+        && judges_quality(reason)
         && record.body["response"]
             .as_str()
             .is_some_and(|r| !r.trim().is_empty());

@@ -197,6 +197,10 @@ pub fn placeholder(text: &str) -> Option<String> {
 /// rejected by the reviewer (7 of 55 records). A payment's "reference
 /// number" is not the prompt's reference.
 pub fn cites_the_prompt(text: &str) -> Option<String> {
+    /// Words after "the reference" that make it a payment's reference.
+    const PAYMENT_REFERENCE_WORDS: &[&str] = &[
+        "number", "code", "id", "field", "line", "box", "nummer", "número", "numero",
+    ];
     static PATTERN: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let pattern = PATTERN.get_or_init(|| {
         regex::Regex::new(
@@ -216,12 +220,13 @@ pub fn cites_the_prompt(text: &str) -> Option<String> {
     pattern
         .find_iter(text)
         .find(|m| {
-            let after = text[m.end()..].trim_start().to_lowercase();
-            ![
-                "number", "code", "id", "field", "line", "box", "nummer", "número", "numero",
-            ]
-            .iter()
-            .any(|w| after.starts_with(w))
+            let next = text[m.end()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default();
+            !PAYMENT_REFERENCE_WORDS
+                .iter()
+                .any(|w| next.to_lowercase().starts_with(w))
         })
         .map(|m| m.as_str().to_string())
 }
