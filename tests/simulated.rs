@@ -230,6 +230,7 @@ pub async fn join_worker(
         model_name: "scripted test double".into(),
         gpu: false,
         gpu_layers: 0,
+        judge_model_name: String::new(),
     };
     let group = worker_group(id);
     tokio::spawn(async move {

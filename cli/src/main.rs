@@ -150,6 +150,35 @@ impl EngineArgs {
     }
 }
 
+/// A judge model for checks, loaded beside the generator.
+#[derive(Debug, Clone, Args)]
+pub struct JudgeArgs {
+    /// A second GGUF model that checks each answer against its sources (a
+    /// faithfulness judge) and grades the rubric when a plan asks for one;
+    /// `scripts/fetch-model judge` fetches Qwen2.5 Coder 1.5B
+    #[arg(long, env = "SEEDLING_JUDGE_MODEL")]
+    pub judge_model: Option<PathBuf>,
+    /// Parallel sequences of the judge model
+    #[arg(long, default_value_t = 4)]
+    pub judge_slots: u32,
+    /// CPU threads for the judge model [default: all cores]
+    #[arg(long)]
+    pub judge_threads: Option<u32>,
+}
+
+impl JudgeArgs {
+    /// The judge's engine, sized like the generator's context.
+    pub fn config(&self, engine: &EngineArgs) -> Option<EngineConfig> {
+        self.judge_model.as_ref().map(|model| EngineConfig {
+            n_ctx: engine.ctx,
+            n_threads: self.judge_threads.unwrap_or(0),
+            n_gpu_layers: engine.gpu_layers,
+            n_slots: self.judge_slots,
+            ..EngineConfig::new(model.clone())
+        })
+    }
+}
+
 fn main() -> std::process::ExitCode {
     exit_quietly_when_stdout_closes();
     match run() {

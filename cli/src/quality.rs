@@ -1,6 +1,9 @@
 //! `seedling quality calibrate`: how well the stored quality scores agree
 //! with human labels. `seedling quality judge-probe`: how reliable the model
 //! judge is on a plan's own glossary (correctness, seeds, length, position).
+//! `seedling quality faithfulness-probe`: a judge model and the model-free
+//! support check on labelled answers, each against the labels and against
+//! each other.
 
 use std::path::{Path, PathBuf};
 
@@ -9,15 +12,19 @@ use clap::Subcommand;
 use seedling_common::ids::NodeId;
 use seedling_common::lineage::NodeKind;
 use seedling_common::time::now_unix_ms;
+use seedling_common::work::SupportSpec;
 use seedling_coordinator::lineage::LineageStore;
 use seedling_coordinator::lineage::{plan_node_id, stored_plan};
 use seedling_coordinator::pipeline::plan_id;
 use seedling_coordinator::plan::load_plan;
+use seedling_coordinator::prompts::{self, Faithfulness};
 use seedling_coordinator::quality::calibration::{calibrate, parse_labels};
+use seedling_coordinator::quality::faithfulness::{Agreement, Detection};
 use seedling_coordinator::quality::judge_probe::{
     probe_calls, probe_items, read_judgements, reliability, reliability_batch,
 };
 use seedling_worker::engine::Engine;
+use seedling_worker::scoring::support::check_support;
 use seedling_worker::unit::request_for;
 
 use crate::EngineArgs;
@@ -56,6 +63,25 @@ pub enum QualityCommand {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Measure a judge model (`--model`) and the model-free support check on
+    /// answers labelled faithful or not to their sources: precision, recall,
+    /// and how often the two agree
+    FaithfulnessProbe {
+        /// JSONL, one {"input", "response", "label": "pass"|"fail"} per line
+        /// ("fail": the answer states something its sources do not back)
+        answers: PathBuf,
+        /// A text the answers should rest on (repeat for several)
+        #[arg(long = "source", required = true)]
+        sources: Vec<PathBuf>,
+        /// Read only the first N answers
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
 }
 
 pub fn run(command: QualityCommand) -> anyhow::Result<()> {
@@ -73,7 +99,167 @@ pub fn run(command: QualityCommand) -> anyhow::Result<()> {
             store,
             engine,
         } => judge_probe(&plan, items, seeds, json, store.as_deref(), &engine),
+        QualityCommand::FaithfulnessProbe {
+            answers,
+            sources,
+            limit,
+            json,
+            engine,
+        } => faithfulness_probe(&answers, &sources, limit, json, &engine),
     }
+}
+
+/// One labelled answer of a faithfulness probe.
+struct Labelled {
+    input: String,
+    response: String,
+    unfaithful: bool,
+}
+
+fn read_labelled(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Labelled>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut answers = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let item: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        let field = |name: &str| {
+            item[name]
+                .as_str()
+                .map(str::to_string)
+                .with_context(|| format!("{}: \"{name}\" must be a string", at()))
+        };
+        let unfaithful = match field("label")?.as_str() {
+            "pass" => false,
+            "fail" => true,
+            other => anyhow::bail!(
+                "{}: label must be \"pass\" or \"fail\", not {other:?}",
+                at()
+            ),
+        };
+        answers.push(Labelled {
+            input: field("input")?,
+            response: field("response")?,
+            unfaithful,
+        });
+    }
+    anyhow::ensure!(!answers.is_empty(), "{} holds no answers", path.display());
+    answers.truncate(limit.unwrap_or(usize::MAX));
+    Ok(answers)
+}
+
+fn faithfulness_probe(
+    answers: &Path,
+    sources: &[PathBuf],
+    limit: Option<usize>,
+    json: bool,
+    engine: &EngineArgs,
+) -> anyhow::Result<()> {
+    let answers = read_labelled(answers, limit)?;
+    let sources = sources
+        .iter()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let spec = SupportSpec {
+        sources: sources.clone(),
+        cross_language: false,
+    };
+    let engine = Engine::start(engine.config())?;
+    let model = engine.info().name.clone();
+    eprintln!(
+        "faithfulness probe: {} answers, judge model {model}",
+        answers.len()
+    );
+    let requests: Vec<_> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            request_for(&prompts::faithfulness(&sources, i as u32).filled(&a.input, &a.response))
+        })
+        .collect();
+    let replies = engine.generate_all_blocking(requests)?;
+    let (mut check, mut judge, mut either) = Default::default();
+    let (mut agreement, mut unparsed) = (Agreement::default(), 0u64);
+    let mut disagreements = Vec::new();
+    for (answer, reply) in answers.iter().zip(&replies) {
+        let check_rejects = !check_support(&answer.input, &answer.response, &spec, true)
+            .rejections
+            .is_empty();
+        let judge_rejects = match Faithfulness::read(&reply.text) {
+            Faithfulness::Supported => false,
+            Faithfulness::Unsupported { .. } => true,
+            Faithfulness::Unparsed => {
+                unparsed += 1;
+                continue;
+            }
+        };
+        Detection::add(&mut check, answer.unfaithful, check_rejects);
+        Detection::add(&mut judge, answer.unfaithful, judge_rejects);
+        Detection::add(
+            &mut either,
+            answer.unfaithful,
+            check_rejects || judge_rejects,
+        );
+        agreement.add(check_rejects, judge_rejects);
+        if check_rejects != judge_rejects {
+            disagreements.push(serde_json::json!({
+                "label": if answer.unfaithful { "fail" } else { "pass" },
+                "response": answer.response,
+                "check_rejects": check_rejects,
+                "judge": reply.text,
+            }));
+        }
+    }
+    let rows = [
+        ("support check", &check),
+        ("judge model", &judge),
+        ("either rejects", &either),
+    ];
+    if json {
+        let figures: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(name, d)| {
+                let value = serde_json::json!({
+                    "counts": d, "precision": d.precision(), "recall": d.recall(),
+                });
+                (name.to_string(), value)
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "judge_model": model, "answers": answers.len(), "unparsed": unparsed,
+                "detection": figures, "agreement": agreement, "kappa": agreement.kappa(),
+                "disagreements": disagreements,
+            }))?
+        );
+        return Ok(());
+    }
+    let shown = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+    println!(
+        "faithfulness on {} labelled answers ({} unparsed), judge model {model}",
+        answers.len(),
+        unparsed
+    );
+    println!(
+        "  {:<15} {:>9} {:>7} {:>13} {:>8}",
+        "", "precision", "recall", "false rejects", "missed"
+    );
+    for (name, d) in rows {
+        println!(
+            "  {name:<15} {:>9} {:>7} {:>13} {:>8}",
+            shown(d.precision()),
+            shown(d.recall()),
+            d.false_rejects,
+            d.missed
+        );
+    }
+    println!("  agreement: {}", agreement.line());
+    Ok(())
 }
 
 fn judge_probe(

@@ -355,6 +355,7 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
                 let stats = w.stats.unwrap_or_default();
                 serde_json::json!({
                     "worker_id": c.worker_id, "model": c.model_name, "model_digest": c.model_digest,
+                    "judge_model": (!c.judge_model_name.is_empty()).then_some(&c.judge_model_name),
                     "slots": c.slots, "context_tokens": c.context_tokens, "gpu": c.gpu, "gpu_layers": c.gpu_layers,
                     // Sequences the engine decodes now (at most `slots`), and
                     // the units leased to the worker, which may be twice its
@@ -439,6 +440,9 @@ pub async fn cluster_status(remote: &Remote, json: bool) -> anyhow::Result<()> {
                 format!("  leases: {}", w.leased_units.len())
             }
         );
+        if !c.judge_model_name.is_empty() {
+            println!("{:<18} judge model for checks: {}", "", c.judge_model_name);
+        }
         if let Some(stats) = w.stats.filter(|s| s.prefill_ms + s.decode_ms > 0) {
             println!("{:<18} {}", "", engine_line(&stats));
         }

@@ -20,12 +20,13 @@ use seedling_coordinator::pipeline::{PlanRun, Progress, RunOptions};
 use seedling_coordinator::plan::load_plan;
 use seedling_coordinator::tracking::{PlanTracking, RunContext};
 use seedling_proto::worker::WorkerCapacity;
-use seedling_worker::engine::{Engine, EngineConfig, EngineStats};
-use seedling_worker::model_file::sha256_file;
+use seedling_worker::engine::{EngineConfig, EngineStats};
+use seedling_worker::model_file::{check_gguf_header, sha256_file};
+use seedling_worker::models::Models;
 use tokio::sync::oneshot;
 
-use crate::EngineArgs;
 use crate::tracking::{TrackingArgs, print_tracking};
+use crate::{EngineArgs, JudgeArgs};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -55,6 +56,8 @@ pub struct RunArgs {
     pub pause_below: f64,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
 }
 
 /// Where a run directory keeps its lineage store.
@@ -120,7 +123,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let config = engine_args.config();
     // A missing or foreign model file is named before anything is written.
-    seedling_worker::model_file::check_gguf_header(&config.model_path)?;
+    check_gguf_header(&config.model_path)?;
+    let judge = args.judge.config(&args.engine);
+    if let Some(judge) = &judge {
+        check_gguf_header(&judge.model_path).context("--judge-model")?;
+    }
     let store_path = store_dir(&args.out);
     let store =
         Arc::new(LineageStore::open(&store_path).with_context(|| {
@@ -171,6 +178,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // split and the delivered tokens/s are of.
     let mut generating = Duration::ZERO;
     let mut engine_stats = None;
+    let mut judge_stats = None;
     let progress = if plan_run.is_finished() {
         plan_run.progress()
     } else {
@@ -181,7 +189,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 before.accepted, before.target, before.attempts
             );
         }
-        let engine = Arc::new(Engine::start(config.clone())?);
+        let models = start_models(&config, judge)?;
+        let engine = Arc::clone(&models.generator);
+        let judge_engine = models.judge.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -190,7 +200,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let progress = runtime.block_on(drive(
             Arc::clone(&store),
             plan_run,
-            Arc::clone(&engine),
+            models,
             args.quiet,
             &args.out,
             &mut tracking,
@@ -200,6 +210,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         // their tickets, and the engine abandons them instead of finishing.
         runtime.shutdown_timeout(Duration::from_secs(10));
         engine_stats = Some(engine.stats());
+        judge_stats = judge_engine.map(|judge| judge.stats());
         drop(engine);
         progress
     };
@@ -207,11 +218,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("exporting plan {plan_id} to {}", args.out.display()))?;
     write_progress(&args.out, &progress, Some(&summary.version));
     print_summary(&progress, &summary, started.elapsed(), &store_path);
-    print_costs(&progress, generating, &config, engine_stats.as_ref());
+    print_costs(
+        &progress,
+        generating,
+        &config,
+        engine_stats.as_ref(),
+        judge_stats.as_ref(),
+    );
     if let Some(tracking) = tracking {
         print_tracking(&tracking.finished(&progress, &summary, &args.plan));
     }
     Ok(())
+}
+
+/// The generator and, if named, the judge model.
+fn start_models(config: &EngineConfig, judge: Option<EngineConfig>) -> anyhow::Result<Models> {
+    let models = Models::start(config.clone(), judge)?;
+    if let Some(name) = models.judge_name() {
+        eprintln!("seedling: judge model {name} checks each answer against its sources");
+    }
+    Ok(models)
 }
 
 /// The settings a run is tracked with, beside the plan's own.
@@ -242,7 +268,7 @@ const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
 async fn drive(
     store: Arc<LineageStore>,
     run: PlanRun,
-    engine: Arc<Engine>,
+    models: Models,
     quiet: bool,
     out: &Path,
     tracking: &mut Option<PlanTracking>,
@@ -251,6 +277,7 @@ async fn drive(
         .await
         .context("starting the coordinator")?;
     let mut views = coordinator.host(run).await?;
+    let engine = &models.generator;
     let config = engine.config().clone();
     let capacity = WorkerCapacity {
         worker_id: "local".into(),
@@ -260,10 +287,11 @@ async fn drive(
         model_name: engine.info().name.clone(),
         gpu: config.n_gpu_layers > 0,
         gpu_layers: config.n_gpu_layers,
+        judge_model_name: models.judge_name().unwrap_or_default(),
     };
     let (stop_worker, worker_stopped) = oneshot::channel::<()>();
     let worker = tokio::spawn(seedling_worker::remote::serve_local(
-        Arc::clone(&engine),
+        models.clone(),
         capacity,
         coordinator.reports(),
         HEARTBEAT,
@@ -432,6 +460,9 @@ fn print_summary(p: &Progress, export: &ExportSummary, elapsed: Duration, store:
         let reasons: Vec<String> = p.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
         println!("  rejected: {}", reasons.join(", "));
     }
+    if let Some(judged) = &export.faithfulness {
+        println!("  {}", judged.line());
+    }
     let planned: Vec<_> = p.strata.iter().filter(|s| s.quota > 0).collect();
     if planned.len() <= 40 {
         println!("  per stratum (accepted/quota, attempts):");
@@ -488,6 +519,7 @@ fn print_costs(
     elapsed: Duration,
     config: &EngineConfig,
     engine: Option<&EngineStats>,
+    judge: Option<&EngineStats>,
 ) {
     let cost = &p.session_cost;
     if cost.is_empty() || elapsed.is_zero() {
@@ -508,7 +540,12 @@ fn print_costs(
             };
             let busy = engine.prefill_ms + engine.decode_ms + engine.embedding_ms;
             let accounted = cost.split(0);
-            let kept = accounted.prefill_ms + accounted.decode_ms + accounted.embedding_ms;
+            // A judge model's calls ran on its own engine, not this one.
+            let judged = judge
+                .and(cost.stages.get("judge"))
+                .map_or(0, |s| s.prefill_ms + s.decode_ms);
+            let kept = (accounted.prefill_ms + accounted.decode_ms + accounted.embedding_ms)
+                .saturating_sub(judged);
             println!(
                 "  where the generation's {} went (one worker): {}; the rest, {:.0}%, between steps",
                 human_duration(elapsed),
@@ -520,6 +557,14 @@ fn print_costs(
                  withdrawn or dropped at the end",
                 100.0 * kept as f64 / busy.max(1) as f64
             );
+            if let Some(judge) = judge {
+                let ms = |ms: u64| human_duration(Duration::from_millis(ms));
+                println!(
+                    "  the judge model's engine, beside it: prefill {}, decode {}",
+                    ms(judge.prefill_ms),
+                    ms(judge.decode_ms),
+                );
+            }
         }
         None => println!(
             "  where the generation's {} went (one worker): {}",

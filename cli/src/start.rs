@@ -11,8 +11,9 @@ use seedling_common::config::{ClusterConfig, Secret, metrics_address};
 use seedling_coordinator::cluster::{CoordinatorSettings, serve};
 use seedling_proto::node_tls::{NodeTls, NodeTlsPem};
 use seedling_proto::worker::WorkerCapacity;
-use seedling_worker::engine::{Engine, EngineConfig};
+use seedling_worker::engine::EngineConfig;
 use seedling_worker::model_file::{check_gguf_header, default_model_path, sha256_file};
+use seedling_worker::models::Models;
 use seedling_worker::remote::{RemoteSettings, serve_worker};
 
 use crate::tracking::TrackingArgs;
@@ -262,8 +263,12 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|m| beside(&path, m))
                 .unwrap_or_else(default_model_path);
+            let judge_model = w.judge_model.as_ref().map(|m| beside(&path, m));
             // A missing or foreign model file is named before the node joins.
             check_gguf_header(&model)?;
+            if let Some(judge) = &judge_model {
+                check_gguf_header(judge).context("worker.judge_model")?;
+            }
             let engine_config = EngineConfig {
                 n_ctx: w.ctx,
                 n_threads: w.threads.unwrap_or(0),
@@ -285,7 +290,15 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                     .map_err(anyhow::Error::msg)?,
             };
             let digest = sha256_file(&model)?;
-            let engine = Arc::new(Engine::start(engine_config.clone())?);
+            let judge_config = judge_model.map(|judge| EngineConfig {
+                n_ctx: w.ctx,
+                n_threads: w.judge_threads.unwrap_or(0),
+                n_gpu_layers: w.gpu_layers,
+                n_slots: w.judge_slots,
+                ..EngineConfig::new(judge)
+            });
+            let models = Models::start(engine_config.clone(), judge_config)?;
+            let engine = Arc::clone(&models.generator);
             let capacity = WorkerCapacity {
                 worker_id,
                 slots: engine_config.n_slots,
@@ -294,14 +307,10 @@ pub fn run(command: StartCommand) -> anyhow::Result<()> {
                 model_name: engine.info().name.clone(),
                 gpu: engine_config.n_gpu_layers > 0,
                 gpu_layers: engine_config.n_gpu_layers,
+                judge_model_name: models.judge_name().unwrap_or_default(),
             };
             let runtime = runtime()?;
-            runtime.block_on(serve_worker(
-                settings,
-                Arc::clone(&engine),
-                capacity,
-                stop_requested(),
-            ))?;
+            runtime.block_on(serve_worker(settings, models, capacity, stop_requested()))?;
             // Units still in the engine are abandoned with their tasks.
             runtime.shutdown_timeout(Duration::from_secs(5));
             drop(engine);

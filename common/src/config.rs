@@ -163,6 +163,15 @@ pub struct WorkerConfig {
     /// "off". Workers sharing a host need one port each.
     #[serde(default = "default_worker_metrics")]
     pub metrics_listen: String,
+    /// A second GGUF model for checks only (faithfulness, the rubric
+    /// judge), loaded beside the generator; relative paths start at the
+    /// config file. None: the worker runs no faithfulness judge.
+    pub judge_model: Option<PathBuf>,
+    /// Parallel sequences of the judge model.
+    #[serde(default = "default_judge_slots")]
+    pub judge_slots: u32,
+    /// CPU threads for the judge model [default: all cores].
+    pub judge_threads: Option<u32>,
 }
 
 fn default_grpc_listen() -> String {
@@ -194,6 +203,9 @@ fn default_ctx() -> u32 {
 }
 fn default_slots() -> u32 {
     8
+}
+fn default_judge_slots() -> u32 {
+    4
 }
 fn default_heartbeat_ms() -> u64 {
     1_000
@@ -502,6 +514,21 @@ slots = 4
         assert_eq!(
             (w.slots, w.ctx, w.heartbeat_ms, w.cluster_port),
             (4, 8192, 1000, 0)
+        );
+        assert_eq!(w.judge_model, None, "no judge model unless one is named");
+        let judged = ClusterConfig::parse(
+            "judged.toml",
+            &BOTH.replace(
+                "slots = 4",
+                "slots = 4\njudge_model = \"judge.gguf\"\njudge_threads = 1",
+            ),
+        )
+        .unwrap()
+        .worker
+        .unwrap();
+        assert_eq!(
+            (judged.judge_model, judged.judge_slots, judged.judge_threads),
+            (Some(PathBuf::from("judge.gguf")), 4, Some(1))
         );
         // Metrics are on, on loopback, for both; each node has its own port.
         assert_eq!(

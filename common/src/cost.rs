@@ -49,7 +49,7 @@ pub fn stage_of(step: &str) -> &'static str {
         s if s.starts_with("augment_") => "expansion",
         "response_generation" | "translate_response" => "response",
         "back_translation" => "back_translation",
-        "judge" | "pairwise_judge" => "judge",
+        "judge" | "pairwise_judge" | "faithfulness_judge" => "judge",
         _ => "other",
     }
 }
@@ -348,6 +348,7 @@ mod tests {
         assert_eq!(stage_of("augment_paraphrase"), "expansion");
         assert_eq!(stage_of("translate_response"), "response");
         assert_eq!(stage_of("pairwise_judge"), "judge");
+        assert_eq!(stage_of("faithfulness_judge"), "judge");
         assert_eq!(stage_of("something_new"), "other");
     }
 }

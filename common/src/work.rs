@@ -135,6 +135,10 @@ pub struct CheckSpec {
     pub support: Option<SupportSpec>,
 }
 
+/// The reasons the support check rejects an answer with.
+pub const SUPPORT_REASONS: [&str; 3] =
+    ["unsupported_fact", "contradicts_reference", "no_substance"];
+
 /// The passages a response was grounded on, for the support check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SupportSpec {
@@ -176,6 +180,11 @@ pub struct GenerateTask {
     /// coordinator's semantic duplicate tier.
     #[serde(default)]
     pub embed_input: bool,
+    /// Asks a judge model whether the support sources back every fact of
+    /// the answer ([`INPUT_SLOT`], [`RESPONSE_SLOT`]). Only a worker that
+    /// hosts a judge model runs it: the generator cannot judge itself.
+    #[serde(default)]
+    pub faithfulness: Option<ModelCall>,
 }
 
 /// Translates a translated input back ([`INPUT_SLOT`]) so that chrF against
@@ -242,6 +251,19 @@ pub struct HeuristicVerdict {
     /// Where the answer's figures come from (the support check).
     #[serde(default)]
     pub citations: Vec<Citation>,
+    /// The model the rubric judge ran on, when not the generator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_model: Option<String>,
+    /// The judge model's reply to the faithfulness call, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faithfulness: Option<JudgeReply>,
+}
+
+/// What a worker's judge model replied, and which model it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JudgeReply {
+    pub model: String,
+    pub text: String,
 }
 
 /// What a worker reports for a unit.

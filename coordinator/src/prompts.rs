@@ -535,6 +535,96 @@ pub fn translation_judge(plan: &Plan, source: &str, language: &str, seed: u32) -
     call
 }
 
+/// Version of the faithfulness prompt, recorded with every verdict.
+pub const FAITHFULNESS_VERSION: &str = "faithfulness-v1";
+
+/// The schema of a faithfulness verdict: the answer's statement the sources
+/// back least, quoted first (so the verdict is about something the judge
+/// has named; the grammar writes properties in name order, so `claim`
+/// comes before `verdict`), then whether the sources back it.
+pub fn faithfulness_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "claim": {"type": "string", "maxLength": 200},
+            "verdict": {"type": "string", "enum": ["supported", "unsupported"]},
+        },
+        "required": ["claim", "verdict"],
+    })
+}
+
+/// An entailment judge for a judge model: do `sources` (what the response
+/// prompt showed, plan-wide text first so that the judge's prefix cache
+/// serves it across attempts) back every fact the answer states?
+/// Grammar-constrained and greedy: one reading per answer.
+pub fn faithfulness(sources: &[String], seed: u32) -> ModelCall {
+    let mut system = String::from(
+        "You check answers against source text. An answer is supported when the source text \
+         states or directly implies every fact in it: each number, amount, duration, date, name, \
+         code and every yes/no rule (what is allowed, required, free or exempt). It is \
+         unsupported when it states a fact the source text contradicts or does not contain, \
+         or turns a rule around. Advice that adds no fact is supported.\n\nSource text:",
+    );
+    for source in sources {
+        system.push_str("\n\n");
+        system.push_str(source);
+    }
+    system.push_str(
+        "\n\nQuote the answer's statement the source text supports least, then give the \
+         verdict. Reply in JSON.",
+    );
+    let prompt = CallPrompt::Chat(vec![
+        Message::system(system),
+        Message::user(format!("Question: {INPUT_SLOT}\n\nAnswer: {RESPONSE_SLOT}")),
+    ]);
+    let settings = CallSettings {
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        seed,
+    };
+    let mut call = settings.call("faithfulness_judge", prompt, 96);
+    call.json_schema = Some(faithfulness_schema());
+    call
+}
+
+/// A judge model's faithfulness verdict, read from its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Faithfulness {
+    Supported,
+    /// With the statement the judge found unsupported.
+    Unsupported {
+        claim: String,
+    },
+    /// The reply was not a verdict (cut short, or not the schema).
+    Unparsed,
+}
+
+impl Faithfulness {
+    pub fn read(reply: &str) -> Self {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(reply) else {
+            return Self::Unparsed;
+        };
+        let claim = value["claim"].as_str().unwrap_or_default().trim();
+        match value["verdict"].as_str() {
+            Some("supported") => Self::Supported,
+            Some("unsupported") => Self::Unsupported {
+                claim: claim.to_string(),
+            },
+            _ => Self::Unparsed,
+        }
+    }
+
+    /// `supported`, `unsupported` or `unparsed`, as the lineage says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Supported => "supported",
+            Self::Unsupported { .. } => "unsupported",
+            Self::Unparsed => "unparsed",
+        }
+    }
+}
+
 /// A pairwise judge: which of two answers to one message is better. Used by
 /// the reliability probe (position bias: does the verdict follow the order?).
 pub fn pairwise_judge(plan: &Plan, message: &str, a: &str, b: &str, seed: u32) -> ModelCall {
@@ -899,6 +989,48 @@ mod tests {
         let schema = call.json_schema.unwrap();
         for list in ["concepts", "scenarios"] {
             assert_eq!(schema["properties"][list]["maxItems"], 1, "{list}");
+        }
+    }
+
+    #[test]
+    fn the_faithfulness_judge_sees_every_source_before_the_pair_and_its_reply_is_read() {
+        let sources = vec![
+            "Fees: a permit costs 40 euros.".to_string(),
+            "Sheds under 10 m2 need no permit.".to_string(),
+        ];
+        let call = faithfulness(&sources, 7);
+        let CallPrompt::Chat(messages) = &call.prompt else {
+            panic!("a chat prompt")
+        };
+        // Sources in the system message: the same for every pair, so the
+        // judge's prefix cache serves them; the pair comes last.
+        assert!(
+            sources
+                .iter()
+                .all(|s| messages[0].content.contains(s.as_str()))
+        );
+        assert!(
+            messages[1].content.contains(INPUT_SLOT) && messages[1].content.contains(RESPONSE_SLOT)
+        );
+        assert_eq!(call.temperature, 0.0);
+        assert_eq!(call.json_schema, Some(faithfulness_schema()));
+
+        assert_eq!(
+            Faithfulness::read(r#"{"claim": "costs 40 euros", "verdict": "supported"}"#),
+            Faithfulness::Supported
+        );
+        assert_eq!(
+            Faithfulness::read(r#"{"claim": " needs a permit ", "verdict": "unsupported"}"#),
+            Faithfulness::Unsupported {
+                claim: "needs a permit".into()
+            }
+        );
+        for unreadable in ["", "{\"claim\": \"x\"", r#"{"verdict": "maybe"}"#, "yes"] {
+            assert_eq!(
+                Faithfulness::read(unreadable),
+                Faithfulness::Unparsed,
+                "{unreadable}"
+            );
         }
     }
 }

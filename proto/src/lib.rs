@@ -159,6 +159,7 @@ mod tests {
             model_name: "Qwen2.5".into(),
             gpu: false,
             gpu_layers: 0,
+            judge_model_name: String::new(),
         };
         let bytes = capacity.encode_to_vec();
         assert_eq!(WorkerCapacity::decode(bytes.as_slice()).unwrap(), capacity);

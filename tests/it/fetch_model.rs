@@ -121,3 +121,20 @@ fn wrong_file_at_final_path_is_replaced_only_by_a_verified_one() {
         "the unverified file must not stay at the final path"
     );
 }
+
+#[test]
+fn an_unknown_model_name_is_refused_with_the_known_ones() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(repo_root().join("scripts/fetch-model"))
+        .arg("llama-70b")
+        .env("SEEDLING_MODEL_DIR", model_dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("unknown model \"llama-70b\"; known: default, judge"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(std::fs::read_dir(model_dir.path()).unwrap().next().is_none());
+}

@@ -190,3 +190,147 @@ fn model_judge_probe_measures_bias_on_the_plans_glossary() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+/// A judge model beside the generator (`--judge-model`; here the default
+/// model loaded a second time, which is what the test can afford): it reads
+/// the answers only the support check could reject, its verdicts are kept in
+/// each record's lineage, an `unsupported` one rejects the answer, and the
+/// run summary and the card count its agreement with the support check.
+#[test]
+fn model_a_judge_model_reads_answers_beside_the_support_check() {
+    use seedling_coordinator::lineage::LineageStore;
+    use seedling_coordinator::pipeline::plan_id;
+    use seedling_tests::{model_path, test_plan};
+
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(seedling_bin())
+        .arg("run")
+        .arg(test_plan())
+        .arg("--out")
+        .arg(out.path())
+        .args(["--target", "2", "--slots", "2", "--judge-slots", "2"])
+        .arg("--judge-model")
+        .arg(model_path())
+        .env("OMP_WAIT_POLICY", "passive")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("checks each answer against its sources"),
+        "{stderr}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains("against the support check on"))
+        .unwrap_or_else(|| panic!("no agreement line in the summary:\n{stdout}"));
+    eprintln!("{summary}");
+    let answers: u64 = summary
+        .split("against the support check on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+
+    let store = LineageStore::open(out.path().join(".seedling/lineage")).unwrap();
+    let plan = plan_id(&load_plan(&test_plan()).unwrap());
+    let (mut read, mut unparsed) = (0u64, 0u64);
+    for id in store.nodes_of_plan(
+        &plan,
+        Some(seedling_common::lineage::NodeKind::Response),
+        None,
+    ) {
+        let node = store.require(&id.unwrap()).unwrap();
+        let Some(judged) = node.body.get("faithfulness") else {
+            continue;
+        };
+        assert_eq!(
+            judged["model"], "Qwen2.5 Coder 0.5B Instruct AWQ",
+            "{judged}"
+        );
+        assert_eq!(judged["prompt"], "faithfulness-v1");
+        let verdict = judged["verdict"].as_str().unwrap();
+        match verdict {
+            "supported" => {}
+            "unparsed" => unparsed += 1,
+            "unsupported" => {
+                assert_ne!(
+                    node.status,
+                    seedling_common::lineage::NodeStatus::Accepted,
+                    "{node:?}"
+                );
+                if judged["support_check"] == "passed" {
+                    assert_eq!(node.body["reason"], "judge_unsupported", "{node:?}");
+                }
+            }
+            other => panic!("verdict {other:?}"),
+        }
+        read += u64::from(verdict != "unparsed");
+    }
+    assert!(
+        read + unparsed >= 2,
+        "the judge read at least the accepted answers"
+    );
+    assert_eq!(
+        read, answers,
+        "the summary counts what the lineage holds: {summary}"
+    );
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(
+        card.contains(&format!("against the support check on {answers} answers")),
+        "{card}"
+    );
+
+    // A judge model that is not there is named before anything is written.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (ok, said) = seedling_tests::seedling([
+        "run".as_ref(),
+        test_plan().as_os_str(),
+        "--out".as_ref(),
+        elsewhere.path().join("run").as_os_str(),
+        "--judge-model".as_ref(),
+        "/nonexistent/judge.gguf".as_ref(),
+    ]);
+    assert!(!ok);
+    assert!(
+        said.contains("--judge-model") && said.contains("/nonexistent/judge.gguf"),
+        "{said}"
+    );
+    assert!(!elsewhere.path().join("run").exists(), "nothing written");
+}
+
+/// `seedling quality faithfulness-probe`: every verdict of the grammar-
+/// constrained judge parses, and the check and the judge are each counted
+/// against the labels and against each other on the same answers.
+#[test]
+fn model_faithfulness_probe_counts_both_against_labels_and_each_other() {
+    let output = std::process::Command::new(seedling_bin())
+        .args(["quality", "faithfulness-probe"])
+        .arg(repo_root().join("tests/support/tallow-creek-answers.jsonl"))
+        .arg("--source")
+        .arg(repo_root().join("tests/plans/docs/tallow-creek-campground.md"))
+        .args(["--limit", "4", "--slots", "4", "--json"])
+        .env("OMP_WAIT_POLICY", "passive")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("{report:#}");
+    assert_eq!(report["answers"], 4);
+    assert_eq!(report["unparsed"], 0, "grammar-constrained verdicts parse");
+    let sum = |v: &serde_json::Value| -> u64 {
+        v.as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum()
+    };
+    for row in ["support check", "judge model", "either rejects"] {
+        assert_eq!(sum(&report["detection"][row]["counts"]), 4, "{row}");
+    }
+    assert_eq!(sum(&report["agreement"]), 4);
+}

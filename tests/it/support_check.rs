@@ -112,3 +112,33 @@ fn support_check_on_a_guide_it_has_not_seen() {
         report("tallow-creek", &m)
     );
 }
+
+/// `seedling quality faithfulness-probe` reads the same labelled form; a
+/// bad line is named with its file and line before any model loads.
+#[test]
+fn a_faithfulness_probe_names_the_line_of_a_bad_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let answers = dir.path().join("answers.jsonl");
+    std::fs::write(
+        &answers,
+        "{\"label\": \"pass\", \"input\": \"q\", \"response\": \"a\"}\n\n{\"label\": \"maybe\", \"input\": \"q\", \"response\": \"a\"}\n",
+    )
+    .unwrap();
+    let (ok, said) = seedling_tests::seedling([
+        "quality".as_ref(),
+        "faithfulness-probe".as_ref(),
+        answers.as_os_str(),
+        "--source".as_ref(),
+        answers.as_os_str(),
+        "--model".as_ref(),
+        "/nonexistent/judge.gguf".as_ref(),
+    ]);
+    assert!(!ok);
+    assert!(
+        said.contains(&format!(
+            "{}:3: label must be \"pass\" or \"fail\", not \"maybe\"",
+            answers.display()
+        )),
+        "{said}"
+    );
+}

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod metrics;
 pub mod model_file;
+pub mod models;
 pub mod remote;
 pub mod scoring;
 pub mod unit;

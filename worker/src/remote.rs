@@ -37,6 +37,7 @@ use tracing::Instrument as _;
 
 use crate::engine::Engine;
 use crate::metrics::WorkerView;
+use crate::models::Models;
 use crate::unit::run_caught;
 
 /// Finished results waiting for the uplink; a full outbox holds the units back.
@@ -136,7 +137,7 @@ struct WorkerGate;
 
 #[derive(Debug)]
 struct GateState {
-    engine: Arc<Engine>,
+    models: Models,
     worker_id: String,
     outbox: mpsc::Sender<Finished>,
     running: Running,
@@ -194,8 +195,8 @@ impl Actor for WorkerGate {
             .lock()
             .expect("running set")
             .insert(key.clone());
-        let (engine, worker, outbox, running) = (
-            Arc::clone(&state.engine),
+        let (models, worker, outbox, running) = (
+            state.models.clone(),
             state.worker_id.clone(),
             state.outbox.clone(),
             Arc::clone(&state.running),
@@ -208,7 +209,7 @@ impl Actor for WorkerGate {
         follow(&trace, &assignment.trace_parent);
         let trace_parent = trace_parent(&trace);
         let handle = tokio::spawn(async move {
-            let result = run_caught(engine, worker, task).instrument(trace).await;
+            let result = run_caught(models, worker, task).instrument(trace).await;
             let finished = Finished {
                 result,
                 lease,
@@ -273,7 +274,7 @@ impl WorkerCore {
     /// Starts the gate in this worker's process group; finished units go
     /// to the returned queue, for the uplink.
     async fn start(
-        engine: &Arc<Engine>,
+        models: &Models,
         capacity: &WorkerCapacity,
     ) -> Result<(Self, mpsc::Receiver<Finished>), RemoteError> {
         let worker_id = capacity.worker_id.clone();
@@ -283,7 +284,7 @@ impl WorkerCore {
             None,
             WorkerGate,
             GateState {
-                engine: Arc::clone(engine),
+                models: models.clone(),
                 worker_id: worker_id.clone(),
                 outbox,
                 running: Arc::clone(&running),
@@ -298,7 +299,7 @@ impl WorkerCore {
             capacity: capacity.clone(),
             group,
             running,
-            engine: Arc::clone(engine),
+            engine: Arc::clone(&models.generator),
             unacknowledged: Arc::default(),
         };
         Ok((
@@ -360,13 +361,13 @@ impl Beat {
 /// until `shutdown` resolves: the cluster worker's gate and heartbeat, with
 /// its reports handed to the coordinator's ingest instead of a gRPC stream.
 pub async fn serve_local(
-    engine: Arc<Engine>,
+    models: Models,
     capacity: WorkerCapacity,
     reports: LocalReports,
     heartbeat: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RemoteError> {
-    let (core, results) = WorkerCore::start(&engine, &capacity).await?;
+    let (core, results) = WorkerCore::start(&models, &capacity).await?;
     let uplink = tokio::spawn(local_uplink(
         reports,
         capacity.worker_id.clone(),
@@ -480,7 +481,7 @@ async fn join(
 /// Runs this worker in the cluster until `shutdown` resolves.
 pub async fn serve_worker(
     settings: RemoteSettings,
-    engine: Arc<Engine>,
+    models: Models,
     capacity: WorkerCapacity,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RemoteError> {
@@ -530,7 +531,8 @@ pub async fn serve_worker(
         .await
         .map_err(|e| RemoteError::Node(e.to_string()))?;
 
-    let (core, results) = WorkerCore::start(&engine, &capacity).await?;
+    let (core, results) = WorkerCore::start(&models, &capacity).await?;
+    let engine = &models.generator;
 
     let joined = join(
         &node,
@@ -555,7 +557,7 @@ pub async fn serve_worker(
     let rejoins = Arc::new(AtomicU64::new(0));
     let _metrics = metrics.map(|bound| {
         let view = Watched {
-            engine: Arc::clone(&engine),
+            engine: Arc::clone(engine),
             running: Arc::clone(&core.beat.running),
             unacknowledged: Arc::clone(&unacknowledged),
             rejoins: Arc::clone(&rejoins),

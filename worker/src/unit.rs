@@ -3,7 +3,6 @@
 //! decide and to write lineage comes back in the [`UnitResult`], including
 //! the calls that ran before a failure.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use seedling_common::cost::CallCost;
@@ -11,12 +10,13 @@ use seedling_common::embedding::Embedding;
 use seedling_common::similarity::chrf;
 use seedling_common::time::now_unix_ms;
 use seedling_common::work::{
-    CallOutcome, CallPrompt, GenerateTask, HeuristicVerdict, ModelCall, TaskKind, UnitResult,
-    UnitTask,
+    CallOutcome, CallPrompt, GenerateTask, HeuristicVerdict, JudgeReply, ModelCall,
+    SUPPORT_REASONS, TaskKind, UnitResult, UnitTask,
 };
 use tracing::Instrument as _;
 
 use crate::engine::{Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams};
+use crate::models::Models;
 use crate::scoring::heuristics::{
     RuleCheck, Thresholds, assistant_phrase, check_pair, cites_the_prompt, evolution_failures,
     heuristic_score, off_topic, placeholder,
@@ -252,14 +252,17 @@ pub fn judge_pair(
         judge: None,
         back_translation_chrf: None,
         citations,
+        judge_model: None,
+        faithfulness: None,
     }
 }
 
 async fn run_generate(
-    engine: &Engine,
+    models: &Models,
     task: &GenerateTask,
     result: &mut UnitResult,
 ) -> Result<(), EngineError> {
+    let engine = &models.generator;
     // Inputs are kept as a user would type them (see `clean_generated_input`).
     let mut first = call(engine, &task.input).await?;
     first.text = clean_generated_input(&first.text);
@@ -280,6 +283,22 @@ async fn run_generate(
     let response_text = response.text.clone();
     result.calls.push(response);
     let passed = verdict.rejections.is_empty() && verdict.evolution_failures.is_empty();
+    // The judge model reads every answer the support check is the only one
+    // to reject, so that the two can be compared on the same answers.
+    let only_support_rejects = verdict
+        .rejections
+        .iter()
+        .all(|r| SUPPORT_REASONS.iter().any(|s| r["reason"] == *s));
+    if let (Some(faithfulness), Some(judge)) = (&task.faithfulness, &models.judge)
+        && only_support_rejects
+    {
+        let judged = call(judge, &faithfulness.filled(&input, &response_text)).await?;
+        verdict.faithfulness = Some(JudgeReply {
+            model: judge.info().name.clone(),
+            text: judged.text.clone(),
+        });
+        result.calls.push(judged);
+    }
     if let Some(back) = &task.back_translation
         && passed
     {
@@ -291,10 +310,11 @@ async fn run_generate(
     if let Some(judge) = &task.judge
         && passed
     {
-        let graded = call(engine, &judge.filled(&input, &response_text)).await?;
+        let graded = call(models.judging(), &judge.filled(&input, &response_text)).await?;
         verdict.judge = Some(serde_json::from_str(&graded.text).unwrap_or_else(
             |e| serde_json::json!({ "unparsed": graded.text, "error": e.to_string() }),
         ));
+        verdict.judge_model = models.judge_name();
         result.calls.push(graded);
     }
     // Only what may be accepted is compared with the accepted ones. An
@@ -318,11 +338,11 @@ async fn run_generate(
 }
 
 /// Runs a unit to its end; failures are reported in the result, not raised.
-pub async fn run_unit(engine: &Engine, worker: &str, task: &UnitTask) -> UnitResult {
+pub async fn run_unit(models: &Models, worker: &str, task: &UnitTask) -> UnitResult {
     let mut result = UnitResult::new(&task.plan, &task.unit, worker);
     let outcome = match &task.kind {
-        TaskKind::Generate(generate) => run_generate(engine, generate, &mut result).await,
-        TaskKind::Analyze(analyze) => call(engine, &analyze.call)
+        TaskKind::Generate(generate) => run_generate(models, generate, &mut result).await,
+        TaskKind::Analyze(analyze) => call(&models.generator, &analyze.call)
             .await
             .map(|c| result.calls.push(c)),
     };
@@ -343,16 +363,12 @@ impl Drop for StopOnDrop {
 
 /// Runs a unit on its own task and always returns a result: a unit that
 /// panics is reported as failed, or the plan would wait for it forever.
-pub(crate) async fn run_caught(
-    engine: Arc<Engine>,
-    worker: String,
-    task: Box<UnitTask>,
-) -> UnitResult {
+pub(crate) async fn run_caught(models: Models, worker: String, task: Box<UnitTask>) -> UnitResult {
     let (plan, unit) = (task.plan.clone(), task.unit.clone());
     let running = {
         let worker = worker.clone();
         // The unit's spans stay under the caller's (its lease's trace).
-        tokio::spawn(async move { run_unit(&engine, &worker, &task).await }.in_current_span())
+        tokio::spawn(async move { run_unit(&models, &worker, &task).await }.in_current_span())
     };
     // Stopping this future (a withdrawn unit) stops the unit too.
     let _stop = StopOnDrop(running.abort_handle());
@@ -412,6 +428,7 @@ mod tests {
             judge: None,
             back_translation: None,
             embed_input: false,
+            faithfulness: None,
             checks: seedling_common::work::CheckSpec {
                 language: language.into(),
                 rules: vec![],

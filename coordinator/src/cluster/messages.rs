@@ -150,6 +150,8 @@ pub struct WorkerCapacity {
     pub model_name: String,
     pub gpu: bool,
     pub gpu_layers: u32,
+    /// The judge model it hosts for checks; empty: none.
+    pub judge_model_name: String,
 }
 
 /// Running totals of one worker's engine, as its last heartbeat said.

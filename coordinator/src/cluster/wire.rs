@@ -128,6 +128,7 @@ impl From<worker::WorkerCapacity> for WorkerCapacity {
             model_name: c.model_name,
             gpu: c.gpu,
             gpu_layers: c.gpu_layers,
+            judge_model_name: c.judge_model_name,
         }
     }
 }
@@ -142,6 +143,7 @@ impl From<&WorkerCapacity> for worker::WorkerCapacity {
             model_name: c.model_name.clone(),
             gpu: c.gpu,
             gpu_layers: c.gpu_layers,
+            judge_model_name: c.judge_model_name.clone(),
         }
     }
 }
@@ -405,6 +407,7 @@ mod tests {
             model_name: "tiny".into(),
             gpu: true,
             gpu_layers: 99,
+            judge_model_name: "Qwen2.5 Coder 1.5B Instruct GGUF".into(),
         };
         let stats = worker::EngineStats {
             requests_completed: 1,

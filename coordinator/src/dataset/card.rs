@@ -10,6 +10,7 @@ use seedling_common::cost::RunCost;
 use super::report::DiversityFacts;
 use crate::plan::Plan;
 use crate::quality::diversity::LexicalDiversity;
+use crate::quality::faithfulness::JudgedAnswers;
 use crate::quality::funnel::FunnelRow;
 use crate::quality::judge_probe::JudgeReliability;
 use crate::review::ReviewFigures;
@@ -49,6 +50,8 @@ pub struct CardFacts<'a> {
     pub consistency_flags: &'a [(String, String)],
     /// A few answers the support check rejected, with why.
     pub support_samples: &'a [SupportSample],
+    /// A judge model's readings beside the support check, if one ran.
+    pub faithfulness: Option<&'a JudgedAnswers>,
     /// The latest `seedling quality judge-probe --store` for the plan: (model, figures).
     pub judge_probe: Option<(&'a str, &'a JudgeReliability)>,
     pub diversity: &'a DiversityFacts,
@@ -279,6 +282,7 @@ pub fn render_card(f: &CardFacts<'_>) -> String {
             .collect::<Vec<_>>(),
         rejected => rows(f.rejected),
         support_samples => f.support_samples.iter().map(support_sample).collect::<Vec<_>>(),
+        faithfulness => f.faithfulness.map(JudgedAnswers::line),
         cost => cost_facts(f.cost, f.per_split.values().sum()),
         judge_probe => f.judge_probe.map(|(model, r)| judge_probe_facts(model, r)),
         consistency_flags => f.consistency_flags.to_vec(),
@@ -375,6 +379,9 @@ mod tests {
             }],
             adversarial_share: 0.2,
         };
+        let mut judged = JudgedAnswers::default();
+        judged.add(&serde_json::json!({"model": "judge-1.5b", "verdict": "unsupported", "support_check": "passed"}));
+        judged.add(&serde_json::json!({"model": "judge-1.5b", "verdict": "supported", "support_check": "passed"}));
         let card = render_card(&CardFacts {
             plan: &plan,
             plan_id: "p-1",
@@ -398,6 +405,7 @@ mod tests {
                 response: "x".repeat(161),
                 detail: String::new(),
             }],
+            faithfulness: Some(&judged),
             judge_probe: Some(("judge-model", &probe)),
             diversity: &diversity,
             verifications: &[],
@@ -409,6 +417,7 @@ mod tests {
             "at weight 1. `review_status`",
             "| 0.9-1.0 | 1 |\n\nAcceptance funnel: 5 records accepted of 7 attempts.",
             "| unsupported_fact | a\\|b c | xxx",
+            "rejected as `judge_unsupported` those it found stating something their sources do not back: judge model judge-1.5b against the support check on 2 answers: both pass 1, both reject 0, only the check rejects 0, only the judge rejects 1; agreement 50%, Cohen's kappa 0.00.",
             "x… |  |\n\n## What it cost",
             "| response | 2.0 | 200 | 25% | 100 | 0.4 | 1.6 |\n| embedding | 1.0 | | | | 0.1 | |\n\n",
             "Probe of the judge (judge-model) on 4 questions",

@@ -14,6 +14,7 @@ use seedling_common::ids::{NodeId, PlanId};
 use seedling_common::lineage::{Edge, EdgeKind, LineageBatch, Node, NodeKind, NodeStatus};
 use seedling_common::record::{Record, RecordCitations, RecordMetadata};
 use seedling_common::time::{now_unix_ms, rfc3339_from_unix_ms};
+use seedling_common::work::SUPPORT_REASONS;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -26,6 +27,7 @@ use crate::lineage::{LineageError, LineageStore, PlanGraph};
 use crate::lineage::{stored_cost, stored_plan};
 use crate::plan::Plan;
 use crate::quality::consistency::CONSISTENCY_FLAG;
+use crate::quality::faithfulness::JudgedAnswers;
 use crate::quality::funnel::funnel;
 use crate::quality::judge_probe::{JudgeReliability, RELIABILITY_STEP};
 use crate::review::{Ledger, REVIEW_EDIT_STEP, ReviewError, ReviewFigures, stored_review};
@@ -65,6 +67,8 @@ pub struct ExportSummary {
     pub records: usize,
     pub per_split: BTreeMap<String, usize>,
     pub files: Vec<ManifestEntry>,
+    /// A judge model's readings beside the support check, if one read any.
+    pub faithfulness: Option<JudgedAnswers>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,7 +201,6 @@ fn jsonl<T: Serialize>(items: impl IntoIterator<Item = T>) -> Vec<u8> {
 }
 
 /// Reasons the support check gives (issue 23); the card shows a sample.
-const SUPPORT_REASONS: [&str; 3] = ["unsupported_fact", "contradicts_reference", "no_substance"];
 const SUPPORT_SAMPLES: usize = 5;
 
 /// The rejected answers' texts with what the support check said of them,
@@ -289,6 +292,8 @@ struct Attempts {
     rejected: BTreeMap<String, u64>,
     /// The first few the support check rejected, for the card.
     support_rejected: Vec<Node>,
+    /// What a judge model said of the answers it read.
+    judged: JudgedAnswers,
     /// Generation attempts (a reviewer's correction is not one).
     n_attempts: u64,
     cost: RunCost,
@@ -304,6 +309,7 @@ impl Attempts {
             accepted: Vec::new(),
             rejected: BTreeMap::new(),
             support_rejected: Vec::new(),
+            judged: JudgedAnswers::default(),
             n_attempts: 0,
             cost: RunCost::default(),
         };
@@ -318,6 +324,9 @@ impl Attempts {
             }
             attempts.n_attempts += 1;
             attempts.cost.add(&stored_cost(&node.body));
+            if let Some(read) = node.body.get("faithfulness") {
+                attempts.judged.add(read);
+            }
             match node.status {
                 NodeStatus::Accepted => attempts.accepted.push(node),
                 // Its corrected version stands in for it.
@@ -769,6 +778,7 @@ fn export_card(
         rejected: &attempts.rejected,
         consistency_flags: &judgements.consistency_flags,
         support_samples: &support_samples(store, &attempts.support_rejected)?,
+        faithfulness: (!attempts.judged.is_empty()).then_some(&attempts.judged),
         judge_probe: judgements
             .judge_probe
             .as_ref()
@@ -857,5 +867,6 @@ pub fn export_dataset(
         records: accepted.len(),
         per_split: dataset.per_split,
         files,
+        faithfulness: (!attempts.judged.is_empty()).then(|| attempts.judged.clone()),
     })
 }

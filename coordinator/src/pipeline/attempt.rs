@@ -806,11 +806,14 @@ impl<'a> Unit<'a> {
     ) -> PlannedAttempt {
         let plan = self.plan;
         let (support_nodes, support) = support_spec(response.support, response.cross_language);
+        let seed = self.settings.seed;
+        let faithfulness = support
+            .as_ref()
+            .map(|spec| prompts::faithfulness(&spec.sources, seed));
         let checks = CheckSpec {
             support,
             ..checks(plan, self.stratum, input.evolve.is_some())
         };
-        let seed = self.settings.seed;
         PlannedAttempt {
             unit: self.name,
             stratum: self.index,
@@ -835,6 +838,7 @@ impl<'a> Unit<'a> {
                 evolve: input.evolve,
                 embed_input: plan.quality.semantic_dedup,
                 response: response.call,
+                faithfulness,
             },
         }
     }

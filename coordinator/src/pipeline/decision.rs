@@ -11,10 +11,11 @@ use seedling_common::work::{HeuristicVerdict, UnitResult};
 
 use super::attempt::{AcceptedPool, Method, PlannedAttempt};
 use crate::plan::Plan;
-use crate::prompts;
+use crate::prompts::{self, Faithfulness};
 use crate::quality::consistency::disagreement;
 use crate::quality::diversity::InputNgrams;
 use crate::quality::duplicates::{CandidateKeys, Duplicate, DuplicateTiers};
+use crate::quality::faithfulness::JUDGE_UNSUPPORTED;
 use crate::quality::funnel::{GENERATION_FAILED, REPEATS_REJECTED};
 
 /// Self-Instruct's novelty gate: ROUGE-L above this to an accepted input drops a new one.
@@ -156,6 +157,16 @@ pub fn decide(
         return reject(
             &format!("evol_{reason}"),
             serde_json::json!({ "evolution_failures": verdict.evolution_failures }),
+        );
+    }
+    // A judge model, where the worker hosts one, may find what the
+    // model-free check cannot: a statement its sources do not back.
+    if let Some(reply) = &verdict.faithfulness
+        && let Faithfulness::Unsupported { claim } = Faithfulness::read(&reply.text)
+    {
+        return reject(
+            JUDGE_UNSUPPORTED,
+            serde_json::json!({ "claim": claim, "model": reply.model, "prompt": prompts::FAITHFULNESS_VERSION }),
         );
     }
     if let Some(chrf) = verdict.back_translation_chrf
@@ -343,6 +354,7 @@ mod tests {
                     support: None,
                 },
                 embed_input: false,
+                faithfulness: None,
             },
         }
     }
@@ -460,6 +472,14 @@ mod tests {
             verdict.back_translation_chrf = Some(0.1);
             Some(verdict)
         };
+        let judged = |text: &str| {
+            let mut verdict = passed(0.9).unwrap();
+            verdict.faithfulness = Some(seedling_common::work::JudgeReply {
+                model: "judge-1.5b".into(),
+                text: text.into(),
+            });
+            Some(verdict)
+        };
         let mut failed = result(fresh_input, fresh_response, None);
         failed.error = Some("engine gone".into());
         // A near copy of the accepted question, answered differently.
@@ -486,6 +506,35 @@ mod tests {
                 3,
                 Method::Template,
                 Some("unsupported_fact"),
+            ),
+            (
+                "a judge model that finds a statement unsupported",
+                result(
+                    fresh_input,
+                    fresh_response,
+                    judged(r#"{"claim": "one to three days", "verdict": "unsupported"}"#),
+                ),
+                3,
+                Method::Template,
+                Some("judge_unsupported"),
+            ),
+            (
+                "a judge model that finds it supported",
+                result(
+                    fresh_input,
+                    fresh_response,
+                    judged(r#"{"claim": "one to three days", "verdict": "supported"}"#),
+                ),
+                3,
+                Method::Template,
+                None,
+            ),
+            (
+                "a judge reply that is no verdict decides nothing",
+                result(fresh_input, fresh_response, judged("{\"weakest")),
+                3,
+                Method::Template,
+                None,
             ),
             (
                 "Evol-Instruct's filter",

@@ -23,6 +23,7 @@ use crate::lineage::{COST, INPUT_EMBEDDING, record_id};
 use crate::plan::{AugmentationKind, Plan, Stratum};
 use crate::prompts::{self, JUDGE_VERSION};
 use crate::quality::consistency::CONSISTENCY_FLAG;
+use crate::quality::faithfulness;
 
 /// What the lineage of a decided attempt is built from besides the attempt
 /// itself: fixed for the life of a run, shared with whichever thread
@@ -303,6 +304,9 @@ impl<'a> AttemptLineage<'a> {
         }
         body[COST] = serde_json::to_value(RunCost::of_result(result)).expect("a cost serialises");
         body["calls"] = engine_calls(result);
+        if let Some(read) = result.verdict.as_ref().and_then(faithfulness::stored) {
+            body["faithfulness"] = read;
+        }
         let citations = citations(planned, result);
         if !citations.is_empty() {
             body["citations"] = serde_json::to_value(&citations).expect("citations serialise");
