@@ -135,6 +135,10 @@ pub struct EngineArgs {
     /// pool (faster attention at many sequences; disables prefix reuse)
     #[arg(long)]
     pub kv_split: bool,
+    /// A LoRA adapter (GGUF) on top of the model, e.g. one `seedling verify`
+    /// trained: DIR/verify/conditions/seedling/adapter.gguf
+    #[arg(long)]
+    pub lora: Option<PathBuf>,
 }
 
 impl EngineArgs {
@@ -145,6 +149,7 @@ impl EngineArgs {
             n_gpu_layers: self.gpu_layers,
             n_slots: self.slots,
             kv_unified: !self.kv_split,
+            lora_adapter: self.lora.clone(),
             ..EngineConfig::new(self.model.clone().unwrap_or_else(default_model_path))
         }
     }

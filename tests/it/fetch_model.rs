@@ -136,5 +136,10 @@ fn an_unknown_model_name_is_refused_with_the_known_ones() {
         "{}",
         stderr(&output)
     );
-    assert!(std::fs::read_dir(model_dir.path()).unwrap().next().is_none());
+    assert!(
+        std::fs::read_dir(model_dir.path())
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }

@@ -149,6 +149,35 @@ fn model_verify_smoke_trains_reports_and_reuses() {
         let bytes = std::fs::read(dir.join("verify").join(plot)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{plot} is not a PNG");
     }
+    // Greedy answers on our own engine, the trained LoRA loaded as a GGUF
+    // adapter: every condition answers every probe, and the adapter is
+    // really applied (the fine-tuned model answers differently somewhere).
+    let probes = report["probes"].as_u64().unwrap() as usize;
+    for condition in ["base", "seedling", "perturbed"] {
+        let greedy = metric(&report, condition, "greedy_fact");
+        assert!((0.0..=1.0).contains(&greedy), "{condition}: {greedy}");
+    }
+    let answers: Vec<seedling_coordinator::verify::greedy::GreedyAnswer> =
+        std::fs::read_to_string(dir.join("verify/greedy.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(answers.len(), 3 * probes);
+    for a in answers.iter().filter(|a| a.correct) {
+        assert!(
+            seedling_coordinator::verify::greedy::states(&a.answer, &a.fact),
+            "{a:?}"
+        );
+    }
+    let of = |condition: &str| -> Vec<&str> {
+        answers
+            .iter()
+            .filter(|a| a.condition == condition)
+            .map(|a| a.answer.as_str())
+            .collect()
+    };
+    assert_ne!(of("base"), of("seedling"), "the adapter changes no answer");
     let card = std::fs::read_to_string(dir.join("README.md")).unwrap();
     let section = card
         .split("## Verification")

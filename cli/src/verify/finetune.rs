@@ -130,6 +130,8 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
     .filter(|p| prepared.out.join(p).is_file())
     .map(str::to_string)
     .collect();
+    let mut summaries = summaries;
+    super::greedy::answer_probes(args, prepared, &mut summaries)?;
     let mut report = prepared.report(tier, figures.device.clone(), summaries);
     report.training = Some(training);
     report.probes = figures.probes;

@@ -8,6 +8,7 @@
 //! verification node and re-exports so the card gains its section.
 
 mod finetune;
+mod greedy;
 mod naive;
 mod proxy;
 

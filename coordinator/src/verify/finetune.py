@@ -147,6 +147,50 @@ def evaluate(model, scorer, test_rows, probes, user_rows, rounds, seed):
     return {k: v for k, v in metrics.items() if v is not None}, strata, per_probe
 
 
+# Hugging Face projection names -> llama.cpp's tensor names for qwen2.
+GGUF_TENSORS = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def write_gguf_lora(peft_model, path, alpha):
+    """The trained LoRA as a llama.cpp adapter, so that our own engine can
+    answer with it: A as (rank, in) and B as (out, rank), f32, named after
+    the base model's tensors; llama.cpp scales by alpha / rank as PEFT does."""
+    import re
+
+    import gguf
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model)
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(alpha))
+    pattern = re.compile(r"layers\.(\d+)\.(self_attn\.\w+_proj|mlp\.\w+_proj)\.lora_([AB])\.weight$")
+    written = 0
+    for key, tensor in sorted(state.items()):
+        found = pattern.search(key)
+        if not found:
+            continue
+        layer, module, which = found.groups()
+        name = f"blk.{layer}.{GGUF_TENSORS[module]}.weight.lora_{which.lower()}"
+        writer.add_tensor(name, tensor.detach().float().cpu().contiguous().numpy())
+        written += 1
+    if written == 0:
+        raise RuntimeError("the trained model holds no LoRA tensors to convert")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def train(model, scorer, rows, settings, condition, seed):
     """LoRA on every projection; returns the per-step losses."""
     import torch
@@ -319,6 +363,7 @@ def main():
         if rows:
             adapter = out_dir / "conditions" / name / "adapter"
             scored.save_pretrained(adapter)
+            write_gguf_lora(scored, adapter.with_suffix(".gguf"), settings["lora_alpha"])
             model = scored.unload()
         result = {
             "key": condition["key"],

@@ -9,11 +9,13 @@
 //! `probes.rs`, `perturb.rs`, `naive.rs`), runs it (`sidecar.rs`) and turns
 //! its figures into the report, the card section and a lineage node
 //! (`report.rs`). The no-training proxy (`proxy.rs`) scores the same probes
-//! with a condition's records in context instead. **Invariant:** never
+//! with a condition's records in context instead; `greedy.rs` checks the
+//! answers a fine-tuned condition writes on its own. **Invariant:** never
 //! loads a model itself: the sidecar trains and scores, and the CLI runs
 //! the engine for the naive baseline and the proxy.
 
 pub mod dataset;
+pub mod greedy;
 pub mod interval;
 pub mod naive;
 pub mod perturb;

@@ -30,9 +30,14 @@ pub const VERIFICATION_STEP: &str = "verification";
 /// Metrics in the order the report leads with them: the fact metrics first
 /// (response NLL alone is not evidence: a model trained on shuffled pairs
 /// wins most of it too).
-pub const METRICS: [(&str, &str, bool); 4] = [
+pub const METRICS: [(&str, &str, bool); 5] = [
     ("forced_choice", "fact probes: forced choice", true),
     ("fact_nll", "fact probes: fact-token NLL", false),
+    (
+        "greedy_fact",
+        "fact probes: greedy answer states the fact",
+        true,
+    ),
     ("response_nll", "test split: response NLL", false),
     ("user_nll", "your eval set: response NLL", false),
 ];
@@ -384,7 +389,7 @@ impl VerificationReport {
     pub fn verdicts(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for against in [BASE, NAIVE, PERTURBED, "user_baseline"] {
-            for metric in ["forced_choice", "fact_nll"] {
+            for metric in ["forced_choice", "fact_nll", "greedy_fact"] {
                 let Some(c) = self.comparison(metric, against) else {
                     continue;
                 };

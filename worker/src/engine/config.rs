@@ -41,6 +41,9 @@ pub struct EngineConfig {
     pub kv_unified: bool,
     /// When set, the model file must have this SHA-256 (hex) or start fails.
     pub expected_sha256: Option<String>,
+    /// A LoRA adapter (GGUF) applied at scale 1 to every request: a model
+    /// fine-tuned by `seedling verify`, answering on our own engine.
+    pub lora_adapter: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             embedding_window: 512,
             kv_unified: true,
             expected_sha256: None,
+            lora_adapter: None,
         }
     }
 }

@@ -13,6 +13,8 @@ pub enum EngineError {
         "llama.cpp could not load {path}: {reason} (unsupported architecture, corrupt tensors or not enough memory)"
     )]
     ModelLoad { path: PathBuf, reason: String },
+    #[error("llama.cpp could not apply the LoRA adapter {path}: {reason}")]
+    Adapter { path: PathBuf, reason: String },
     #[error(
         "llama.cpp could not create a context of {n_ctx} tokens for {n_slots} slots: {reason} (out of memory?)"
     )]

@@ -56,20 +56,45 @@ pub(super) fn run(
     ready: std::sync::mpsc::Sender<Result<ModelInfo, EngineError>>,
 ) {
     let loaded = backend().and_then(|backend| load_model(backend, &config).map(|m| (backend, m)));
-    let (backend, model) = match loaded {
+    let (backend, mut model) = match loaded {
         Ok(loaded) => loaded,
         Err(err) => {
             let _ = ready.send(Err(err));
             return;
         }
     };
-    let ctx = match new_generation_context(backend, &model, &config) {
+    // Declared before the context, so it outlives every use of it.
+    let mut adapter = match config.lora_adapter.as_ref().map(|path| {
+        model
+            .lora_adapter_init(path)
+            .map_err(|e| EngineError::Adapter {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+    }) {
+        None => None,
+        Some(Ok(adapter)) => Some(adapter),
+        Some(Err(err)) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    let mut ctx = match new_generation_context(backend, &model, &config) {
         Ok(ctx) => ctx,
         Err(err) => {
             let _ = ready.send(Err(err));
             return;
         }
     };
+    if let (Some(adapter), Some(path)) = (adapter.as_mut(), &config.lora_adapter)
+        && let Err(e) = ctx.lora_adapter_set(adapter, 1.0)
+    {
+        let _ = ready.send(Err(EngineError::Adapter {
+            path: path.clone(),
+            reason: e.to_string(),
+        }));
+        return;
+    }
     let info = model_info(backend, &model, &config);
     let mut scheduler = Scheduler::new(backend, &model, ctx, &config, counters);
     if ready.send(Ok(info)).is_err() {
