@@ -192,7 +192,8 @@ fn model_verify_smoke_trains_reports_and_reuses() {
     assert!(second.status.success(), "{log}");
     for condition in ["base", "seedling", "perturbed"] {
         assert!(
-            log.contains(&format!("{condition}: reusing the result")),
+            log.contains(&format!("{condition}: reusing the result"))
+                && log.contains(&format!("{condition}: reusing its greedy answers")),
             "{condition} recomputed:\n{log}"
         );
     }

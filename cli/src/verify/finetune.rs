@@ -1,6 +1,7 @@
 //! The fine-tuned verification: every condition trains a LoRA in the
 //! Python sidecar and is scored there on the probes and the test split.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -76,6 +77,10 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
             }
         })
         .collect();
+    let keys: BTreeMap<String, String> = conditions
+        .iter()
+        .map(|c| (c.name.clone(), c.key.clone()))
+        .collect();
     let sidecar_config = SidecarConfig {
         model: args.engine.config().model_path,
         threads: threads(&args.engine),
@@ -131,7 +136,7 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
     .map(str::to_string)
     .collect();
     let mut summaries = summaries;
-    super::greedy::answer_probes(args, prepared, &mut summaries)?;
+    super::greedy::answer_probes(args, prepared, &keys, &mut summaries)?;
     let mut report = prepared.report(tier, figures.device.clone(), summaries);
     report.training = Some(training);
     report.probes = figures.probes;

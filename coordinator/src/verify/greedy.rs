@@ -13,8 +13,9 @@ use super::probes::Probe;
 /// The metric's name in a condition's metrics.
 pub const GREEDY_FACT: &str = "greedy_fact";
 
-/// Long enough for a sentence that states the fact.
-const MAX_NEW_TOKENS: u32 = 96;
+/// Long enough for the statement a probe asks for (the probes' answers are
+/// one sentence), short enough for the smoke tier on a slow machine.
+const MAX_NEW_TOKENS: u32 = 64;
 
 /// The probe's question as a greedy chat call, under the dataset's system prompt.
 pub fn greedy_call(probe: &Probe, system_prompt: &str) -> ModelCall {
