@@ -182,7 +182,11 @@ fn faithfulness_probe(
         })
         .collect();
     let replies = engine.generate_all_blocking(requests)?;
-    let (mut check, mut judge, mut either) = Default::default();
+    let (mut check, mut judge, mut either) = (
+        Detection::default(),
+        Detection::default(),
+        Detection::default(),
+    );
     let (mut agreement, mut unparsed) = (Agreement::default(), 0u64);
     let mut disagreements = Vec::new();
     for (answer, reply) in answers.iter().zip(&replies) {
@@ -197,13 +201,9 @@ fn faithfulness_probe(
                 continue;
             }
         };
-        Detection::add(&mut check, answer.unfaithful, check_rejects);
-        Detection::add(&mut judge, answer.unfaithful, judge_rejects);
-        Detection::add(
-            &mut either,
-            answer.unfaithful,
-            check_rejects || judge_rejects,
-        );
+        check.add(answer.unfaithful, check_rejects);
+        judge.add(answer.unfaithful, judge_rejects);
+        either.add(answer.unfaithful, check_rejects || judge_rejects);
         agreement.add(check_rejects, judge_rejects);
         if check_rejects != judge_rejects {
             disagreements.push(serde_json::json!({

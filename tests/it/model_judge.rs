@@ -102,14 +102,14 @@ fn model_judge_output_always_parses_and_its_reliability_is_measured() {
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
 }
 
-/// `seedling quality judge-probe`: bias and agreement figures from the
-/// plan's own glossary, for any plan; a plan without two terms is told so.
-#[test]
-fn model_judge_probe_measures_bias_on_the_plans_glossary() {
+/// `seedling quality COMMAND ARGS... OPTIONS... --json` on the model: its
+/// report, printed for the log; the command must succeed.
+fn quality_json(command: &str, args: &[&std::ffi::OsStr], options: &[&str]) -> serde_json::Value {
     let output = std::process::Command::new(seedling_bin())
-        .args(["quality", "judge-probe"])
-        .arg(repo_root().join("examples/clinical-lab.toml"))
-        .args(["--items", "2", "--seeds", "2", "--slots", "8", "--json"])
+        .args(["quality", command])
+        .args(args)
+        .args(options)
+        .arg("--json")
         .env("OMP_WAIT_POLICY", "passive")
         .output()
         .unwrap();
@@ -117,6 +117,18 @@ fn model_judge_probe_measures_bias_on_the_plans_glossary() {
     assert!(output.status.success(), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     eprintln!("{report:#}");
+    report
+}
+
+/// `seedling quality judge-probe`: bias and agreement figures from the
+/// plan's own glossary, for any plan; a plan without two terms is told so.
+#[test]
+fn model_judge_probe_measures_bias_on_the_plans_glossary() {
+    let report = quality_json(
+        "judge-probe",
+        &[repo_root().join("examples/clinical-lab.toml").as_os_str()],
+        &["--items", "2", "--seeds", "2", "--slots", "8"],
+    );
     let r = &report["reliability"];
     // 2 items x 2 seeds x (3 rubric answers + 2 orders).
     assert_eq!(r["items"], 2);
@@ -307,19 +319,13 @@ fn model_a_judge_model_reads_answers_beside_the_support_check() {
 /// against the labels and against each other on the same answers.
 #[test]
 fn model_faithfulness_probe_counts_both_against_labels_and_each_other() {
-    let output = std::process::Command::new(seedling_bin())
-        .args(["quality", "faithfulness-probe"])
-        .arg(repo_root().join("tests/support/tallow-creek-answers.jsonl"))
-        .arg("--source")
-        .arg(repo_root().join("tests/plans/docs/tallow-creek-campground.md"))
-        .args(["--limit", "4", "--slots", "4", "--json"])
-        .env("OMP_WAIT_POLICY", "passive")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    eprintln!("{report:#}");
+    let answers = repo_root().join("tests/support/tallow-creek-answers.jsonl");
+    let guide = repo_root().join("tests/plans/docs/tallow-creek-campground.md");
+    let report = quality_json(
+        "faithfulness-probe",
+        &[answers.as_os_str(), "--source".as_ref(), guide.as_os_str()],
+        &["--limit", "4", "--slots", "4"],
+    );
     assert_eq!(report["answers"], 4);
     assert_eq!(report["unparsed"], 0, "grammar-constrained verdicts parse");
     let sum = |v: &serde_json::Value| -> u64 {
