@@ -340,9 +340,12 @@ impl Tap {
 
 /// What an export's citations show about its answers' figures (issue 23),
 /// read back from `data/` and `citations/` with nothing of the support
-/// check but the fact finder.
+/// check but the fact finder; and whether an answer's "yes" is taken back.
 #[derive(Debug, Default)]
 pub struct CitationAudit {
+    /// Records exported, and of those the records with a citation.
+    pub records: usize,
+    pub citing: usize,
     /// Records whose answer states a figure the question does not.
     pub with_figures: usize,
     /// Of those, the records each of whose figures a cited span states.
@@ -351,6 +354,10 @@ pub struct CitationAudit {
     /// states another figure of its kind: the answer disagrees with what it
     /// cites.
     pub contradicted: Vec<String>,
+    /// "record id: statement" for each answer that opens with "yes" and
+    /// then denies what its question asks (the check the worker runs,
+    /// applied to the text as exported, whatever path it took there).
+    pub yes_then_denies: Vec<String>,
 }
 
 pub fn citation_audit(dir: &std::path::Path) -> CitationAudit {
@@ -372,6 +379,19 @@ pub fn citation_audit(dir: &std::path::Path) -> CitationAudit {
         for line in read(dir.join(format!("data/{split}.jsonl"))) {
             let record: Record = serde_json::from_str(&line).unwrap();
             let answer = &record.response;
+            audit.records += 1;
+            audit.citing += usize::from(
+                cited
+                    .get(&record.id)
+                    .is_some_and(|c| !c.citations.is_empty()),
+            );
+            if let Some(statement) =
+                seedling_worker::scoring::polarity::yes_then_denies(&record.input, answer)
+            {
+                audit
+                    .yes_then_denies
+                    .push(format!("{}: {statement}", record.id));
+            }
             // A figure the question states is the person's own (often a
             // premise the answer denies), not a fact the answer asserts.
             let asked: Vec<String> = facts(&record.input).iter().flat_map(readings).collect();

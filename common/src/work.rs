@@ -135,9 +135,15 @@ pub struct CheckSpec {
     pub support: Option<SupportSpec>,
 }
 
-/// The reasons the support check rejects an answer with.
-pub const SUPPORT_REASONS: [&str; 3] =
-    ["unsupported_fact", "contradicts_reference", "no_substance"];
+/// The reasons the support check rejects an answer with: its figures and
+/// claims against its sources, its substance, and its "yes" against what
+/// it states.
+pub const SUPPORT_REASONS: [&str; 4] = [
+    "unsupported_fact",
+    "contradicts_reference",
+    "no_substance",
+    "contradicts_itself",
+];
 
 /// The passages a response was grounded on, for the support check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

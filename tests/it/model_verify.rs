@@ -87,6 +87,7 @@ fn model_verify_smoke_trains_reports_and_reuses() {
         "{audit:?}"
     );
     assert!(audit.contradicted.is_empty(), "{audit:?}");
+    assert!(audit.yes_then_denies.is_empty(), "{audit:?}");
 
     let first = verify(&dir, &[]);
     let log = text(&first);

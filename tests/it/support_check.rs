@@ -6,7 +6,7 @@
 //! of the rejections are printed (BENCHMARKS.md keeps them) and held above
 //! a floor.
 //!
-//! `brackwell` (50 + 50) is the set the check was developed against;
+//! `brackwell` (54 + 54) is the set the check was developed against;
 //! `tallow-creek` (30 + 30) was written afterwards and measured once, without
 //! changing the check for it: the honest figure for text it has not seen.
 
@@ -88,7 +88,7 @@ fn support_check_on_the_guide_it_was_developed_against() {
         "brackwell-permits.md",
         "brackwell-answers.jsonl",
     );
-    assert_eq!((m.faithful, m.unfaithful), (50, 50));
+    assert_eq!((m.faithful, m.unfaithful), (54, 54));
     eprintln!("{}", report("brackwell (development set)", &m));
     assert!(
         m.precision >= 0.9 && m.recall >= 0.8,

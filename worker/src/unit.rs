@@ -18,10 +18,11 @@ use tracing::Instrument as _;
 use crate::engine::{Engine, EngineError, GenerationRequest, OutputConstraint, SamplingParams};
 use crate::models::Models;
 use crate::scoring::heuristics::{
-    RuleCheck, Thresholds, assistant_phrase, check_pair, cites_the_prompt, evolution_failures,
-    heuristic_score, off_topic, placeholder,
+    Rejection, RuleCheck, Thresholds, assistant_phrase, check_pair, cites_the_prompt,
+    evolution_failures, heuristic_score, off_topic, placeholder,
 };
 use crate::scoring::language::detect_language;
+use crate::scoring::polarity::yes_then_denies;
 use crate::scoring::support::check_support;
 
 /// Longest input kept: people's messages to a support chat are short, and a
@@ -181,10 +182,7 @@ pub fn judge_pair(
         &thresholds,
     )
     .into_iter()
-    .filter(|r| {
-        !(task.checks.allow_refusal
-            && matches!(r, crate::scoring::heuristics::Rejection::Refusal { .. }))
-    })
+    .filter(|r| !(task.checks.allow_refusal && matches!(r, Rejection::Refusal { .. })))
     .map(|r| serde_json::to_value(r).unwrap_or_default())
     .collect();
     if input.chars().count() < 10 {
@@ -224,6 +222,14 @@ pub fn judge_pair(
         rejections.push(serde_json::json!({
             "reason": "input_wrong_language", "expected": language, "detected": detected
         }));
+    }
+    // The support check asks this too, when the unit has sources.
+    if task.checks.support.is_none()
+        && let Some(phrase) = yes_then_denies(input, response)
+    {
+        rejections.push(
+            serde_json::to_value(Rejection::ContradictsItself { phrase }).unwrap_or_default(),
+        );
     }
     let mut citations = Vec::new();
     if let Some(spec) = &task.checks.support {

@@ -66,6 +66,10 @@ pub enum Rejection {
     NoSubstance {
         why: String,
     },
+    /// The answer says "yes", then denies what was asked.
+    ContradictsItself {
+        phrase: String,
+    },
 }
 
 /// A business rule in checkable form.

@@ -11,7 +11,9 @@
 //! crowns" where 4 crowns is the dog tag's price); as
 //! `contradicts_reference` when the sentence about the same thing states
 //! another figure of the same unit. Every supported figure is cited: the
-//! source sentence that states it, with character offsets.
+//! source sentence that states it, with character offsets. An answer whose
+//! "yes" is taken back by its next statement fails as `contradicts_itself`
+//! (`polarity.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -23,6 +25,7 @@ use seedling_common::facts::{
 use seedling_common::work::{Citation, SupportSpec};
 
 use super::heuristics::Rejection;
+use super::polarity::yes_then_denies;
 
 /// What the check found: the reasons it fails (none: it passes) and the
 /// spans it rests on.
@@ -131,7 +134,7 @@ const NUMBER_WORDS: &[(&str, u32)] = &[
 
 /// Words that turn a statement into its denial (en, es, de). "Without",
 /// "sin" and "ohne" negate a phrase, not the statement: left out.
-const NEGATIONS: &[&str] = &[
+pub(super) const NEGATIONS: &[&str] = &[
     "not", "no", "never", "none", "nothing", "cannot", "nor", "neither", "nunca", "ninguno",
     "ninguna", "ningún", "jamás", "tampoco", "nada", "nicht", "kein", "keine", "keinen", "keiner",
     "keinem", "keines", "nie", "niemals", "nichts",
@@ -143,7 +146,8 @@ const NEGATIONS: &[&str] = &[
 const POLARITY_MIN_SHARED: usize = 3;
 const POLARITY_MIN_COVERAGE: f64 = 0.6;
 
-static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\p{L}+").expect("word pattern"));
+pub(super) static WORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\p{L}+").expect("word pattern"));
 
 /// One fact with the values it may read as.
 #[derive(Debug, Clone)]
@@ -361,7 +365,7 @@ fn restates(sentence: &Sentence, source: &Sentence) -> bool {
 }
 
 /// A sentence as a rejection quotes it: trimmed, at most 160 characters.
-fn excerpt(text: &str) -> String {
+pub(super) fn excerpt(text: &str) -> String {
     let text = text.trim();
     match text.char_indices().nth(160) {
         Some((i, _)) => format!("{}…", &text[..i]),
@@ -420,6 +424,11 @@ pub fn check_support(input: &str, response: &str, spec: &SupportSpec, substance:
     let question = content_words(input);
     let answer = sentences(usize::MAX, response, false);
 
+    if let Some(phrase) = yes_then_denies(input, response) {
+        support
+            .rejections
+            .push(Rejection::ContradictsItself { phrase });
+    }
     let mut cited: Vec<Citation> = Vec::new();
     for sentence in &answer {
         let text = &response[sentence.start..sentence.end];
