@@ -160,8 +160,10 @@ pub fn decide(
         );
     }
     // A judge model, where the worker hosts one, may find what the
-    // model-free check cannot: a statement its sources do not back.
+    // model-free check cannot: a statement its sources do not back. A plan
+    // that only records its verdicts keeps them in the lineage.
     if let Some(reply) = &verdict.faithfulness
+        && run.plan.quality.judge_verdicts.rejects()
         && let Faithfulness::Unsupported { claim } = Faithfulness::read(&reply.text)
     {
         return reject(
@@ -640,6 +642,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_plan_that_records_judge_verdicts_keeps_the_answer() {
+        let mut run = Run::new();
+        run.plan.quality.judge_verdicts = crate::plan::JudgeVerdicts::Record;
+        let mut verdict = passed(0.9).unwrap();
+        verdict.faithfulness = Some(seedling_common::work::JudgeReply {
+            model: "judge-1.5b".into(),
+            text: r#"{"claim": "one to three days", "verdict": "unsupported"}"#.into(),
+        });
+        let result = result(
+            "How long does an international wire transfer take to arrive?",
+            "International wires usually arrive within one to three business days.",
+            Some(verdict),
+        );
+        let decision = decide(&run.view(3), &planned(Method::Template), &result, None);
+        assert_eq!(decision.reason, None, "{:?}", decision.detail);
+        // Read back, the plan says so; left out of the id when it rejects.
+        let toml = toml::to_string(&run.plan).unwrap();
+        assert!(toml.contains("judge_verdicts = \"record\""), "{toml}");
+        assert!(!toml::to_string(&plan()).unwrap().contains("judge_verdicts"));
     }
 
     #[test]

@@ -17,8 +17,8 @@ pub use instantiate::{UnitParams, render_instruction, sample_unit};
 pub use load::{MAX_REFERENCE_BYTES, PlanError, load_plan, parse_plan, reference_files};
 pub use schema::{
     Adversarial, AdversarialKind, Augmentation, AugmentationKind, Domain, ExpertExample,
-    GlossaryEntry, Language, Methods, Persona, Plan, Quality, Reference, Rule, Sampling, Scenario,
-    Splits, Subdomain, Target, TaskType,
+    GlossaryEntry, JudgeVerdicts, Language, Methods, Persona, Plan, Quality, Reference, Rule,
+    Sampling, Scenario, Splits, Subdomain, Target, TaskType,
 };
 pub use validate::{KNOWN_LANGUAGES, MAX_TARGET, TEMPLATE_VARIABLES, check_target};
 

@@ -345,6 +345,30 @@ pub struct Quality {
     /// model (BENCHMARKS.md, semantic duplicates); another model may need
     /// its own.
     pub semantic_duplicate_cosine: f64,
+    /// What a judge model's `unsupported` verdict does, where a worker hosts
+    /// one (`--judge-model`): reject the answer, or only record the verdict
+    /// beside the support check's, to measure a judge on this plan's
+    /// answers before trusting it. Left out of the plan's id when it
+    /// rejects, so plans written before the option keep theirs.
+    #[serde(skip_serializing_if = "JudgeVerdicts::rejects")]
+    pub judge_verdicts: JudgeVerdicts,
+}
+
+/// What a judge model's verdicts do to the answers it reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeVerdicts {
+    /// An `unsupported` verdict rejects the answer (`judge_unsupported`).
+    #[default]
+    Reject,
+    /// Verdicts are kept in the lineage and the agreement figures only.
+    Record,
+}
+
+impl JudgeVerdicts {
+    pub fn rejects(&self) -> bool {
+        *self == Self::Reject
+    }
 }
 
 impl Default for Quality {
@@ -356,6 +380,7 @@ impl Default for Quality {
             near_duplicate_jaccard: 0.8,
             semantic_dedup: true,
             semantic_duplicate_cosine: SEMANTIC_DUPLICATE_COSINE,
+            judge_verdicts: JudgeVerdicts::Reject,
         }
     }
 }
