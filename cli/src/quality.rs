@@ -178,7 +178,11 @@ fn faithfulness_probe(
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            request_for(&prompts::faithfulness(&sources, i as u32).filled(&a.input, &a.response))
+            request_for(
+                &prompts::faithfulness(i as u32)
+                    .with_sources(&sources)
+                    .filled(&a.input, &a.response),
+            )
         })
         .collect();
     let replies = engine.generate_all_blocking(requests)?;

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 pub const INPUT_SLOT: &str = "\u{27e6}input\u{27e7}";
 /// Replaced in the judge's call by the response.
 pub const RESPONSE_SLOT: &str = "\u{27e6}response\u{27e7}";
+/// Replaced in the faithfulness call, by a worker that hosts a judge model,
+/// by the passages the support check holds the answer to: the unit carries
+/// them once, in its checks, and no worker without a judge copies them.
+pub const SOURCES_SLOT: &str = "\u{27e6}sources\u{27e7}";
 
 /// One role-tagged message of a chat prompt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,21 +82,32 @@ impl ModelCall {
 
     /// The call with both slots filled.
     pub fn filled(&self, input: &str, response: &str) -> Self {
-        let fill = |text: &str| {
+        self.rewritten(|text| {
             text.replace(INPUT_SLOT, input)
                 .replace(RESPONSE_SLOT, response)
-        };
+        })
+    }
+
+    /// The call with [`SOURCES_SLOT`] replaced by `sources`, a blank line
+    /// between two.
+    pub fn with_sources(&self, sources: &[String]) -> Self {
+        let sources = sources.join("\n\n");
+        self.rewritten(|text| text.replace(SOURCES_SLOT, &sources))
+    }
+
+    /// The call with each text of its prompt passed through `rewrite`.
+    fn rewritten(&self, rewrite: impl Fn(&str) -> String) -> Self {
         let prompt = match &self.prompt {
             CallPrompt::Chat(messages) => CallPrompt::Chat(
                 messages
                     .iter()
                     .map(|m| Message {
                         role: m.role.clone(),
-                        content: fill(&m.content),
+                        content: rewrite(&m.content),
                     })
                     .collect(),
             ),
-            CallPrompt::Raw(text) => CallPrompt::Raw(fill(text)),
+            CallPrompt::Raw(text) => CallPrompt::Raw(rewrite(text)),
         };
         Self {
             prompt,
@@ -187,8 +202,9 @@ pub struct GenerateTask {
     #[serde(default)]
     pub embed_input: bool,
     /// Asks a judge model whether the support sources back every fact of
-    /// the answer ([`INPUT_SLOT`], [`RESPONSE_SLOT`]). Only a worker that
-    /// hosts a judge model runs it: the generator cannot judge itself.
+    /// the answer ([`SOURCES_SLOT`], filled from `checks.support`;
+    /// [`INPUT_SLOT`], [`RESPONSE_SLOT`]). Only a worker that hosts a judge
+    /// model runs it: the generator cannot judge itself.
     #[serde(default)]
     pub faithfulness: Option<ModelCall>,
 }

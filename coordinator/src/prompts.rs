@@ -3,7 +3,9 @@
 //! the long, shared part (the grounding) first so the engine's prefix cache
 //! computes it once per plan.
 
-use seedling_common::work::{CallPrompt, INPUT_SLOT, Message, ModelCall, RESPONSE_SLOT};
+use seedling_common::work::{
+    CallPrompt, INPUT_SLOT, Message, ModelCall, RESPONSE_SLOT, SOURCES_SLOT,
+};
 
 use crate::plan::{AdversarialKind, AugmentationKind, ExpertExample, Plan, UnitParams};
 
@@ -553,25 +555,20 @@ pub fn faithfulness_schema() -> serde_json::Value {
     })
 }
 
-/// An entailment judge for a judge model: do `sources` (what the response
-/// prompt showed, plan-wide text first so that the judge's prefix cache
-/// serves it across attempts) back every fact the answer states?
+/// An entailment judge for a judge model: do the sources (what the
+/// response prompt showed, plan-wide text first so that the judge's prefix
+/// cache serves it across attempts; [`SOURCES_SLOT`], filled by the worker
+/// from the unit's support check) back every fact the answer states?
 /// Grammar-constrained and greedy: one reading per answer.
-pub fn faithfulness(sources: &[String], seed: u32) -> ModelCall {
-    let mut system = String::from(
+pub fn faithfulness(seed: u32) -> ModelCall {
+    let system = format!(
         "You check answers against source text. An answer is supported when the source text \
          states or directly implies every fact in it: each number, amount, duration, date, name, \
          code and every yes/no rule (what is allowed, required, free or exempt). It is \
          unsupported when it states a fact the source text contradicts or does not contain, \
-         or turns a rule around. Advice that adds no fact is supported.\n\nSource text:",
-    );
-    for source in sources {
-        system.push_str("\n\n");
-        system.push_str(source);
-    }
-    system.push_str(
-        "\n\nQuote the answer's statement the source text supports least, then give the \
-         verdict. Reply in JSON.",
+         or turns a rule around. Advice that adds no fact is supported.\n\nSource text:\n\n\
+         {SOURCES_SLOT}\n\nQuote the answer's statement the source text supports least, then \
+         give the verdict. Reply in JSON."
     );
     let prompt = CallPrompt::Chat(vec![
         Message::system(system),
@@ -998,10 +995,25 @@ mod tests {
             "Fees: a permit costs 40 euros.".to_string(),
             "Sheds under 10 m2 need no permit.".to_string(),
         ];
-        let call = faithfulness(&sources, 7);
+        // A unit carries the call without its sources (they travel once,
+        // in its checks); the worker with a judge fills them in.
+        let template = faithfulness(7);
+        let CallPrompt::Chat(unfilled) = &template.prompt else {
+            panic!("a chat prompt")
+        };
+        assert!(unfilled[0].content.contains(SOURCES_SLOT));
+        let call = template.with_sources(&sources);
         let CallPrompt::Chat(messages) = &call.prompt else {
             panic!("a chat prompt")
         };
+        assert!(!messages[0].content.contains(SOURCES_SLOT));
+        assert!(
+            messages[0]
+                .content
+                .contains("Source text:\n\nFees: a permit costs 40 euros.\n\nSheds under"),
+            "{}",
+            messages[0].content
+        );
         // Sources in the system message: the same for every pair, so the
         // judge's prefix cache serves them; the pair comes last.
         assert!(

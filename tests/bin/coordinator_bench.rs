@@ -47,6 +47,8 @@ struct SimState {
     latencies: Arc<Mutex<Vec<Duration>>>,
     /// CPU the scripted answers took (worker-side work, not the coordinator's).
     answering: Arc<Mutex<Duration>>,
+    /// Assignments received and their encoded bytes: what a unit costs the wire.
+    assigned: Arc<Mutex<(u64, u64)>>,
 }
 
 impl Actor for SimWorker {
@@ -73,6 +75,11 @@ impl Actor for SimWorker {
             return Ok(());
         };
         let assignment: UnitAssignment = decode("assignment", &bytes)?;
+        {
+            let mut assigned = state.assigned.lock().unwrap();
+            assigned.0 += 1;
+            assigned.1 += bytes.len() as u64;
+        }
         if let Some(sent) = state.last_sent.lock().unwrap().take() {
             state.latencies.lock().unwrap().push(sent.elapsed());
         }
@@ -182,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
 
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let answering = Arc::new(Mutex::new(Duration::ZERO));
+    let assigned = Arc::new(Mutex::new((0u64, 0u64)));
     let sim_runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name(SIM_THREADS)
         .enable_all()
@@ -190,7 +198,11 @@ async fn main() -> anyhow::Result<()> {
     for n in 0..workers {
         let id = format!("sim-{n:02}");
         let url = coordinator.url.clone();
-        let (latencies, answering) = (Arc::clone(&latencies), Arc::clone(&answering));
+        let (latencies, answering, assigned) = (
+            Arc::clone(&latencies),
+            Arc::clone(&answering),
+            Arc::clone(&assigned),
+        );
         // Spawned from the workers' runtime, the actor, its gRPC stream and
         // its heartbeats all run there.
         let actor = sim_runtime
@@ -209,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
                         last_sent: Arc::clone(&last_sent),
                         latencies,
                         answering,
+                        assigned,
                     },
                 )
                 .await?;
@@ -298,6 +311,11 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat.len()
+    );
+    let (assignments, assigned_bytes) = *assigned.lock().unwrap();
+    println!(
+        "  assignment size: {:.0} bytes on average over {assignments} assignments",
+        assigned_bytes as f64 / assignments.max(1) as f64
     );
     println!(
         "  coordinator stages per result, wall clock: deciding {:.3} ms (actor; {:.3} of it handing out units; {:.1} results a turn), writing {:.3} ms (applying to sled), syncing {:.3} ms (overlaps the applying; {} results in {} syncs)",

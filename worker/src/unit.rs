@@ -295,10 +295,14 @@ async fn run_generate(
         .rejections
         .iter()
         .all(|r| SUPPORT_REASONS.iter().any(|s| r["reason"] == *s));
-    if let (Some(faithfulness), Some(judge)) = (&task.faithfulness, &models.judge)
+    if let (Some(faithfulness), Some(judge), Some(support)) =
+        (&task.faithfulness, &models.judge, &task.checks.support)
         && only_support_rejects
     {
-        let judged = call(judge, &faithfulness.filled(&input, &response_text)).await?;
+        let asked = faithfulness
+            .with_sources(&support.sources)
+            .filled(&input, &response_text);
+        let judged = call(judge, &asked).await?;
         verdict.faithfulness = Some(JudgeReply {
             model: judge.info().name.clone(),
             text: judged.text.clone(),

@@ -807,9 +807,7 @@ impl<'a> Unit<'a> {
         let plan = self.plan;
         let (support_nodes, support) = support_spec(response.support, response.cross_language);
         let seed = self.settings.seed;
-        let faithfulness = support
-            .as_ref()
-            .map(|spec| prompts::faithfulness(&spec.sources, seed));
+        let faithfulness = support.as_ref().map(|_| prompts::faithfulness(seed));
         let checks = CheckSpec {
             support,
             ..checks(plan, self.stratum, input.evolve.is_some())
