@@ -116,7 +116,6 @@ const FILLERS: &[&str] = &[
     "eine",
     "einen",
     "zu",
-    "es",
     "sie",
     "man",
 ];
