@@ -379,12 +379,11 @@ pub fn citation_audit(dir: &std::path::Path) -> CitationAudit {
         for line in read(dir.join(format!("data/{split}.jsonl"))) {
             let record: Record = serde_json::from_str(&line).unwrap();
             let answer = &record.response;
+            let citations = cited
+                .get(&record.id)
+                .map_or(&[][..], |c| c.citations.as_slice());
             audit.records += 1;
-            audit.citing += usize::from(
-                cited
-                    .get(&record.id)
-                    .is_some_and(|c| !c.citations.is_empty()),
-            );
+            audit.citing += usize::from(!citations.is_empty());
             if let Some(statement) =
                 seedling_worker::scoring::polarity::yes_then_denies(&record.input, answer)
             {
@@ -403,12 +402,7 @@ pub fn citation_audit(dir: &std::path::Path) -> CitationAudit {
                 continue;
             }
             audit.with_figures += 1;
-            let quoted: Vec<_> = cited
-                .get(&record.id)
-                .into_iter()
-                .flat_map(|c| &c.citations)
-                .flat_map(|c| facts(&c.quote))
-                .collect();
+            let quoted: Vec<_> = citations.iter().flat_map(|c| facts(&c.quote)).collect();
             let mut all_stated = true;
             for figure in &figures {
                 let meant = readings(figure);

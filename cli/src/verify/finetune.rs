@@ -112,7 +112,7 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
     // Which sources' facts each condition got right: the sidecar reports
     // every probe's outcome in probe order.
     let chance = chance(&prepared.probes);
-    let summaries: Vec<_> = figures
+    let mut summaries: Vec<_> = figures
         .conditions
         .iter()
         .map(|result| {
@@ -135,7 +135,6 @@ pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<Verificatio
     .filter(|p| prepared.out.join(p).is_file())
     .map(str::to_string)
     .collect();
-    let mut summaries = summaries;
     super::greedy::answer_probes(args, prepared, &keys, &mut summaries)?;
     let mut report = prepared.report(tier, figures.device.clone(), summaries);
     report.training = Some(training);

@@ -11,10 +11,10 @@ use seedling_coordinator::verify::greedy::{GREEDY_FACT, GreedyAnswer, greedy_cal
 use seedling_coordinator::verify::interval::bootstrap;
 use seedling_coordinator::verify::report::ConditionSummary;
 use seedling_coordinator::verify::write_jsonl;
-use seedling_worker::engine::Engine;
+use seedling_worker::engine::{Engine, EngineConfig};
 use seedling_worker::unit::request_for;
 
-use super::{Prepared, VerifyArgs, threads};
+use super::{Prepared, VerifyArgs, local_engine_config};
 
 /// A condition's answers, kept beside its training result for the same key.
 #[derive(Serialize, Deserialize)]
@@ -88,11 +88,10 @@ fn answer(
     condition: &str,
     lora: Option<&Path>,
 ) -> anyhow::Result<Vec<GreedyAnswer>> {
-    let mut config = args.engine.config();
-    config.n_threads = threads(&args.engine);
-    config.n_slots = config.n_slots.clamp(1, 8);
-    config.lora_adapter = lora.map(Path::to_path_buf);
-    let engine = Engine::start(config)?;
+    let engine = Engine::start(EngineConfig {
+        lora_adapter: lora.map(Path::to_path_buf),
+        ..local_engine_config(&args.engine)
+    })?;
     let system = &prepared.dataset.system_prompt;
     let requests: Vec<_> = prepared
         .probes

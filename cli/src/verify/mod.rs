@@ -77,6 +77,15 @@ pub struct VerifyArgs {
     pub engine: EngineArgs,
 }
 
+/// The engine `verify` runs on this machine (the naive baseline, the proxy,
+/// greedy answers): every core unless told otherwise, at most 8 slots.
+fn local_engine_config(args: &EngineArgs) -> seedling_worker::engine::EngineConfig {
+    let mut config = args.config();
+    config.n_threads = threads(args);
+    config.n_slots = config.n_slots.clamp(1, 8);
+    config
+}
+
 fn threads(args: &EngineArgs) -> u32 {
     args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

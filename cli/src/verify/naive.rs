@@ -9,7 +9,7 @@ use seedling_worker::engine::{
     ChatMessage, Engine, GenerationRequest, OutputConstraint, SamplingParams,
 };
 
-use super::threads;
+use super::local_engine_config;
 use crate::EngineArgs;
 
 /// The local engine, started on first use.
@@ -26,12 +26,7 @@ impl<'a> LocalEngine<'a> {
     pub fn get(&mut self) -> anyhow::Result<&Engine> {
         let engine = match self.engine.take() {
             Some(engine) => engine,
-            None => {
-                let mut config = self.args.config();
-                config.n_threads = threads(self.args);
-                config.n_slots = config.n_slots.clamp(1, 8);
-                Engine::start(config)?
-            }
+            None => Engine::start(local_engine_config(self.args))?,
         };
         Ok(self.engine.insert(engine))
     }

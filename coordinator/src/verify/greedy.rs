@@ -5,10 +5,11 @@
 //! the right one when it answers on its own.
 
 use seedling_common::facts::{facts, kinds_compatible, readings};
-use seedling_common::work::{CallPrompt, Message, ModelCall};
+use seedling_common::work::{CallPrompt, ModelCall};
 use serde::{Deserialize, Serialize};
 
 use super::probes::Probe;
+use super::proxy::context;
 
 /// The metric's name in a condition's metrics.
 pub const GREEDY_FACT: &str = "greedy_fact";
@@ -19,14 +20,9 @@ const MAX_NEW_TOKENS: u32 = 64;
 
 /// The probe's question as a greedy chat call, under the dataset's system prompt.
 pub fn greedy_call(probe: &Probe, system_prompt: &str) -> ModelCall {
-    let mut messages = Vec::new();
-    if !system_prompt.is_empty() {
-        messages.push(Message::system(system_prompt));
-    }
-    messages.push(Message::user(probe.prompt.clone()));
     ModelCall {
         step: "greedy_probe".into(),
-        prompt: CallPrompt::Chat(messages),
+        prompt: CallPrompt::Chat(context(system_prompt, &[], &probe.prompt)),
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

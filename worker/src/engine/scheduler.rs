@@ -63,18 +63,24 @@ pub(super) fn run(
             return;
         }
     };
+    let adapter_error = |path: &std::path::Path, e: &dyn std::fmt::Display| EngineError::Adapter {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
     // Declared before the context, so it outlives every use of it.
-    let mut adapter = match config.lora_adapter.as_ref().map(|path| {
-        model
-            .lora_adapter_init(path)
-            .map_err(|e| EngineError::Adapter {
-                path: path.clone(),
-                reason: e.to_string(),
-            })
-    }) {
-        None => None,
-        Some(Ok(adapter)) => Some(adapter),
-        Some(Err(err)) => {
+    let adapter = config
+        .lora_adapter
+        .as_ref()
+        .map(|path| {
+            model
+                .lora_adapter_init(path)
+                .map(|adapter| (path, adapter))
+                .map_err(|e| adapter_error(path, &e))
+        })
+        .transpose();
+    let mut adapter = match adapter {
+        Ok(adapter) => adapter,
+        Err(err) => {
             let _ = ready.send(Err(err));
             return;
         }
@@ -86,13 +92,10 @@ pub(super) fn run(
             return;
         }
     };
-    if let (Some(adapter), Some(path)) = (adapter.as_mut(), &config.lora_adapter)
+    if let Some((path, adapter)) = adapter.as_mut()
         && let Err(e) = ctx.lora_adapter_set(adapter, 1.0)
     {
-        let _ = ready.send(Err(EngineError::Adapter {
-            path: path.clone(),
-            reason: e.to_string(),
-        }));
+        let _ = ready.send(Err(adapter_error(path, &e)));
         return;
     }
     let info = model_info(backend, &model, &config);

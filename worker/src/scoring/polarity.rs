@@ -18,7 +18,7 @@ use std::collections::HashSet;
 
 use seedling_common::facts::sentence_ranges;
 
-use super::support::{NEGATIONS, WORD, excerpt};
+use super::support::{NEGATIONS, WORD, excerpt, spell_negations};
 
 /// Words that open an answer with "yes" (en, es, de). Spanish "si" without
 /// its accent means "if" and is left out.
@@ -173,11 +173,7 @@ const MODALITIES: &[&[&str]] = &[
 ];
 
 fn words(text: &str) -> Vec<String> {
-    // "doesn't" reads as "does not", so the negation is a word of its own.
-    let spelled = text
-        .replace(['\u{2019}', '\''], "'")
-        .replace("n't", "n not");
-    WORD.find_iter(&spelled)
+    WORD.find_iter(&spell_negations(text))
         .map(|w| w.as_str().to_lowercase())
         .collect()
 }

@@ -202,6 +202,13 @@ struct Clause {
     denied: Option<HashSet<String>>,
 }
 
+/// `text` with "n't" spelled "n not" ("doesn't" reads "doesn not"), so that
+/// a contracted negation is a word of its own.
+pub(super) fn spell_negations(text: &str) -> String {
+    text.replace(['\u{2019}', '\''], "'")
+        .replace("n't", "n not")
+}
+
 /// Words that join two clauses (en, es, de).
 const CONJUNCTIONS: &[&str] = &[
     "and", "but", "so", "or", "while", "whereas", "y", "pero", "o", "mientras", "und", "aber",
@@ -227,10 +234,7 @@ fn clauses(text: &str) -> Vec<Clause> {
         .windows(2)
         .map(|w| {
             let part = &text[w[0]..w[1]];
-            // "doesn't" reads as "does not" for the negation's scope.
-            let spelled = part
-                .replace(['\u{2019}', '\''], "'")
-                .replace("n't", "n not");
+            let spelled = spell_negations(part);
             let mut denied: Option<HashSet<String>> = None;
             for word in WORD.find_iter(&spelled) {
                 let lower = word.as_str().to_lowercase();
