@@ -249,13 +249,24 @@ fn model_a_judge_model_reads_answers_beside_the_support_check() {
 
     let store = LineageStore::open(out.path().join(".seedling/lineage")).unwrap();
     let plan = plan_id(&load_plan(&test_plan()).unwrap());
-    let (mut read, mut unparsed) = (0u64, 0u64);
+    let (mut read, mut unparsed, mut refused_inputs) = (0u64, 0u64, 0u64);
     for id in store.nodes_of_plan(
         &plan,
         Some(seedling_common::lineage::NodeKind::Response),
         None,
     ) {
         let node = store.require(&id.unwrap()).unwrap();
+        // An input no answer could save is not answered.
+        if let Some(reason) = node.body["reason"].as_str()
+            && reason.starts_with("input_")
+        {
+            let steps = node.body["calls"].as_array().unwrap();
+            assert!(
+                !steps.iter().any(|c| c["step"] == "response_generation"),
+                "{node:?}"
+            );
+            refused_inputs += 1;
+        }
         let Some(judged) = node.body.get("faithfulness") else {
             continue;
         };
@@ -282,6 +293,7 @@ fn model_a_judge_model_reads_answers_beside_the_support_check() {
         }
         read += u64::from(verdict != "unparsed");
     }
+    eprintln!("{refused_inputs} inputs rejected before their answer");
     assert!(
         read + unparsed >= 2,
         "the judge read at least the accepted answers"

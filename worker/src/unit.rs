@@ -19,7 +19,7 @@ use crate::engine::{Engine, EngineError, GenerationRequest, OutputConstraint, Sa
 use crate::models::Models;
 use crate::scoring::heuristics::{
     Rejection, RuleCheck, Thresholds, assistant_phrase, check_pair, cites_the_prompt,
-    evolution_failures, heuristic_score, off_topic, placeholder,
+    copies_a_source, evolution_failures, heuristic_score, off_topic, placeholder,
 };
 use crate::scoring::language::detect_language;
 use crate::scoring::polarity::yes_then_denies;
@@ -165,6 +165,58 @@ fn compiled(pattern: &str) -> Option<regex::Regex> {
         .clone()
 }
 
+/// Least share of a request's word trigrams, copied from one of its
+/// sources, that makes it a copy of the passage rather than a question
+/// about it.
+pub const MAX_INPUT_COPIED_SOURCE: f64 = 0.6;
+
+/// Why `input` cannot make a record, whatever its answer: each reason reads
+/// the input alone, so a unit stops before its response call, the dearest
+/// one, when there is any.
+pub fn input_rejections(task: &GenerateTask, input: &str) -> Vec<serde_json::Value> {
+    let mut rejections = Vec::new();
+    let chars = input.chars().count();
+    if chars < 10 {
+        rejections.push(serde_json::json!({"reason": "input_too_short", "chars": chars}));
+    }
+    if chars > MAX_INPUT_CHARS {
+        rejections.push(
+            serde_json::json!({"reason": "input_too_long", "chars": chars, "max": MAX_INPUT_CHARS}),
+        );
+    }
+    if let Some(found) = placeholder(input) {
+        rejections
+            .push(serde_json::json!({"reason": "input_has_placeholder", "placeholder": found}));
+    }
+    if let Some(phrase) = cites_the_prompt(input) {
+        rejections.push(serde_json::json!({"reason": "input_cites_the_prompt", "phrase": phrase}));
+    }
+    if let Some(phrase) = assistant_phrase(input) {
+        rejections
+            .push(serde_json::json!({"reason": "input_sounds_like_assistant", "phrase": phrase}));
+    }
+    let language = task.checks.language.as_str();
+    if let Some(detected) = detect_language(input)
+        && detected != language
+        && chars >= 40
+    {
+        rejections.push(serde_json::json!({
+            "reason": "input_wrong_language", "expected": language, "detected": detected
+        }));
+    }
+    // A translation's sources are in another language: no words to copy.
+    if let Some(support) = &task.checks.support
+        && !support.cross_language
+    {
+        if let Some(copied) = copies_a_source(input, &support.sources, MAX_INPUT_COPIED_SOURCE) {
+            rejections.push(serde_json::json!({
+                "reason": "input_copies_source", "copied_share": copied, "max": MAX_INPUT_COPIED_SOURCE
+            }));
+        }
+    }
+    rejections
+}
+
 /// The model-free verdict on a finished pair.
 pub fn judge_pair(
     task: &GenerateTask,
@@ -185,43 +237,17 @@ pub fn judge_pair(
     .filter(|r| !(task.checks.allow_refusal && matches!(r, Rejection::Refusal { .. })))
     .map(|r| serde_json::to_value(r).unwrap_or_default())
     .collect();
-    if input.chars().count() < 10 {
-        rejections
-            .push(serde_json::json!({"reason": "input_too_short", "chars": input.chars().count()}));
-    }
-    if let Some(found) = placeholder(input) {
-        rejections
-            .push(serde_json::json!({"reason": "input_has_placeholder", "placeholder": found}));
-    }
+    rejections.extend(input_rejections(task, input));
     if let Some(found) = placeholder(response) {
         rejections
             .push(serde_json::json!({"reason": "response_has_placeholder", "placeholder": found}));
     }
-    for (text, reason) in [
-        (input, "input_cites_the_prompt"),
-        (response, "response_cites_the_prompt"),
-    ] {
-        if let Some(phrase) = cites_the_prompt(text) {
-            rejections.push(serde_json::json!({"reason": reason, "phrase": phrase}));
-        }
-    }
-    if let Some(phrase) = assistant_phrase(input) {
+    if let Some(phrase) = cites_the_prompt(response) {
         rejections
-            .push(serde_json::json!({"reason": "input_sounds_like_assistant", "phrase": phrase}));
+            .push(serde_json::json!({"reason": "response_cites_the_prompt", "phrase": phrase}));
     }
     if !task.checks.allow_refusal && off_topic(input, response) {
         rejections.push(serde_json::json!({"reason": "response_off_topic"}));
-    }
-    if input.chars().count() > MAX_INPUT_CHARS {
-        rejections.push(serde_json::json!({"reason": "input_too_long", "chars": input.chars().count(), "max": MAX_INPUT_CHARS}));
-    }
-    if let Some(detected) = detect_language(input)
-        && detected != language
-        && input.chars().count() >= 40
-    {
-        rejections.push(serde_json::json!({
-            "reason": "input_wrong_language", "expected": language, "detected": detected
-        }));
     }
     // The support check asks this too, when the unit has sources.
     if task.checks.support.is_none()
@@ -280,6 +306,14 @@ async fn run_generate(
         evolved.text = clean_generated_input(&evolved.text);
         input = evolved.text.clone();
         result.calls.push(evolved);
+    }
+    let refused = input_rejections(task, &input);
+    if !refused.is_empty() {
+        result.verdict = Some(HeuristicVerdict {
+            rejections: refused,
+            ..HeuristicVerdict::default()
+        });
+        return Ok(());
     }
     let response = call(engine, &task.response.with_input(&input)).await?;
     let checking = Instant::now();
@@ -531,6 +565,61 @@ mod tests {
         assert!(
             reasons(&judge_pair(&task("en"), off_scope, off_scope, scope))
                 .contains(&"response_off_topic")
+        );
+    }
+
+    #[test]
+    fn a_request_that_copies_its_passage_is_rejected_before_it_is_answered() {
+        let entry = "Authorization hold: a temporary reservation of funds by a merchant, \
+            typically a fuel station or hotel, that lowers the available balance until the \
+            final amount settles, usually within 3 business days.";
+        let mut grounded = task("en");
+        grounded.checks.support = Some(seedling_common::work::SupportSpec {
+            sources: vec!["Cards are blocked after 3 wrong PINs.".into(), entry.into()],
+            cross_language: false,
+        });
+        // Seen from the small model: asked to question a glossary entry, it
+        // returns the entry, and the answer can only repeat it.
+        let copied = "An authorization hold is a temporary reservation of funds by a merchant, \
+            typically a fuel station or hotel, that lowers the available balance.";
+        let found = input_rejections(&grounded, copied);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0]["reason"], "input_copies_source");
+        assert!(found[0]["copied_share"].as_f64().unwrap() >= MAX_INPUT_COPIED_SOURCE);
+        // A passage turned into a question by its punctuation is a copy too.
+        let asked_back = "An authorization hold is a temporary reservation of funds by a merchant, \
+            typically a fuel station or hotel?";
+        assert_eq!(
+            input_rejections(&grounded, asked_back)[0]["reason"],
+            "input_copies_source"
+        );
+        // A question in the customer's words about the same entry passes,
+        // even when it names the term, and so does a short question a
+        // document asks itself.
+        grounded
+            .checks
+            .support
+            .as_mut()
+            .unwrap()
+            .sources
+            .push("How long does an ACH transfer take?\nOne to three business days.".into());
+        for asked in [
+            QUESTION,
+            "What is an authorization hold and why does it lower my available balance?",
+            "How long does an ACH transfer take?",
+        ] {
+            assert!(input_rejections(&grounded, asked).is_empty(), "{asked}");
+        }
+        // A translation's source is in another language: nothing to copy.
+        grounded.checks.support.as_mut().unwrap().cross_language = true;
+        assert!(input_rejections(&grounded, copied).is_empty());
+        // Without sources, the input-only checks still hold.
+        let letter = "Dear [Customer Name], how can I help you with your card today?";
+        let found = input_rejections(&task("en"), letter);
+        let found: Vec<_> = found.iter().filter_map(|r| r["reason"].as_str()).collect();
+        assert_eq!(
+            found,
+            vec!["input_has_placeholder", "input_sounds_like_assistant"]
         );
     }
 

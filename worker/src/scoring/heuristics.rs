@@ -170,18 +170,44 @@ pub fn refusal_phrase(text: &str) -> Option<&'static str> {
 
 /// Share of the input's word trigrams that reappear in the response.
 pub fn copied_input_share(input: &str, response: &str) -> f64 {
-    let input_words = words(input);
-    let input_grams = trigrams(&input_words);
-    if input_grams.len() < 3 {
+    let (copied, of) = copied_trigrams(input, response);
+    if of < 3 {
         return 0.0; // too short to say anything
     }
-    let response_words = words(response);
-    let response_grams: HashSet<[&str; 3]> = trigrams(&response_words).into_iter().collect();
-    let copied = input_grams
+    copied as f64 / of as f64
+}
+
+/// How many of `text`'s word trigrams `source` holds, and of how many.
+fn copied_trigrams(text: &str, source: &str) -> (usize, usize) {
+    let text_words = words(text);
+    let grams = trigrams(&text_words);
+    let source_words = words(source);
+    let source_grams: HashSet<[&str; 3]> = trigrams(&source_words).into_iter().collect();
+    let copied = grams.iter().filter(|g| source_grams.contains(*g)).count();
+    (copied, grams.len())
+}
+
+/// Least word trigrams copied that make a question a copy of its passage
+/// (a run of 12 words): a question may repeat a document's own heading
+/// ("How long does an ACH transfer take?") or an expert example's question.
+/// In the demo run of 2026-12-07 every input over it was a passage with a
+/// question mark or a "Why is this so?" after it.
+const MIN_COPIED_TRIGRAMS_OF_A_QUESTION: usize = 10;
+
+/// The share of `input`'s word trigrams that one of `sources` holds, when
+/// it is a copy of that passage rather than a request about it. The small
+/// model, asked to question a glossary entry, often returns the entry, and
+/// the answer can only repeat it. A statement is a copy from `max_share`; a
+/// question only when it also copies a long run of words.
+pub fn copies_a_source(input: &str, sources: &[String], max_share: f64) -> Option<f64> {
+    let asks = input.contains(['?', '\u{bf}']);
+    sources
         .iter()
-        .filter(|g| response_grams.contains(*g))
-        .count();
-    copied as f64 / input_grams.len() as f64
+        .map(|source| copied_trigrams(input, source))
+        .filter(|&(copied, of)| of >= 3 && (!asks || copied >= MIN_COPIED_TRIGRAMS_OF_A_QUESTION))
+        .map(|(copied, of)| copied as f64 / of as f64)
+        .filter(|&share| share >= max_share)
+        .reduce(f64::max)
 }
 
 /// A template placeholder left in a text (`[Customer Name]`, `[Your Bank]`).

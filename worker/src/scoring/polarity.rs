@@ -5,7 +5,8 @@
 //! "yes" and "no" mean nothing. The support check compares the answer with
 //! its sources; this compares the answer's opening "yes" with the statement
 //! right after it. Model-free, like the support check, because the
-//! generator's model writes these slips and reads past them.
+//! generator's model writes these slips and reads past them. "Free" takes
+//! back a "yes" to "Do I have to pay?" as a negation would.
 //!
 //! It is built for precision: it speaks only when the statement after the
 //! "yes" denies the very thing the question asks about, and stays silent
@@ -170,6 +171,58 @@ const MODALITIES: &[&[&str]] = &[
         "erlaubt",
         "möglich",
     ],
+    &[
+        "pay",
+        "pays",
+        "paid",
+        "paying",
+        "payable",
+        "fee",
+        "fees",
+        "cost",
+        "costs",
+        "charge",
+        "charges",
+        "charged",
+        "price",
+        "pagar",
+        "pago",
+        "pagan",
+        "cuesta",
+        "cuestan",
+        "cobran",
+        "cobra",
+        "tarifa",
+        "coste",
+        "costo",
+        "zahlen",
+        "zahle",
+        "bezahlen",
+        "kostet",
+        "kosten",
+        "gebühr",
+        "gebühren",
+    ],
+];
+
+/// Index into [`MODALITIES`] of leave ("can", "may").
+const LEAVE: usize = 1;
+/// Index into [`MODALITIES`] of cost ("pay", "fee").
+const COST: usize = 2;
+
+/// Words that say "it costs nothing" without a negation: "Yes, a tree
+/// permit is free" to "Do I have to pay for a tree permit?".
+const FREE_OF_COST: &[&str] = &[
+    "free",
+    "gratis",
+    "gratuito",
+    "gratuita",
+    "gratuitos",
+    "gratuitas",
+    "kostenlos",
+    "kostenfrei",
+    "gebührenfrei",
+    "unentgeltlich",
 ];
 
 fn words(text: &str) -> Vec<String> {
@@ -245,12 +298,26 @@ pub fn yes_then_denies(input: &str, response: &str) -> Option<String> {
     let statement = after_yes(response)?;
     let clause = first_clause(statement);
     let said = words(clause);
-    let negation = said.iter().position(|w| NEGATIONS.contains(&w.as_str()))?;
+    let asked_modalities: HashSet<usize> = asked.iter().filter_map(|w| modality(w)).collect();
+    let negation = said
+        .iter()
+        .position(|w| NEGATIONS.contains(&w.as_str()) || FREE_OF_COST.contains(&w.as_str()))?;
     if said[..negation]
         .iter()
         .any(|w| QUALIFIERS.contains(&w.as_str()))
     {
         return None;
+    }
+    // "Can I pay by card?" asks leave, not cost: "Yes, there is no fee for
+    // it" answers it.
+    let asks_cost = asked_modalities.contains(&COST) && !asked_modalities.contains(&LEAVE);
+    if FREE_OF_COST.contains(&said[negation].as_str()) {
+        // "free to choose" and "free from damp" are not about money.
+        let about_money = !matches!(
+            said.get(negation + 1).map(String::as_str),
+            Some("to" | "from" | "for" | "de" | "von")
+        );
+        return (asks_cost && about_money).then(|| excerpt(statement));
     }
     let scope = &said[negation + 1..];
     if scope
@@ -261,9 +328,9 @@ pub fn yes_then_denies(input: &str, response: &str) -> Option<String> {
     }
     // What the negation denies: its first word that is not a filler.
     let head = scope.iter().find(|w| !FILLERS.contains(&w.as_str()))?;
-    let asked_modalities: HashSet<usize> = asked.iter().filter_map(|w| modality(w)).collect();
     let denies_the_question = asked.iter().any(|w| same_word(w, head))
-        || modality(head).is_some_and(|m| asked_modalities.contains(&m));
+        || modality(head)
+            .is_some_and(|m| asked_modalities.contains(&m) && (m != COST || asks_cost));
     denies_the_question.then(|| excerpt(statement))
 }
 
@@ -298,6 +365,19 @@ mod tests {
                 "Brauche ich eine Baugenehmigung für ein Gartenhaus?",
                 "Ja, ein kleines Gartenhaus braucht keine Baugenehmigung.",
             ),
+            // "Free" says "no fee" without a negation.
+            (
+                "Do I have to pay for a tree permit?",
+                "Yes, a tree permit is free and is decided within 14 days.",
+            ),
+            (
+                "Does it cost anything to replace a lost card?",
+                "Yes, there is no fee for the first replacement.",
+            ),
+            (
+                "¿Tengo que pagar por el permiso de obra menor?",
+                "Sí, el permiso de obra menor es gratuito.",
+            ),
         ] {
             assert!(
                 yes_then_denies(input, response).is_some(),
@@ -331,6 +411,24 @@ mod tests {
                 "Yes, as long as it has not been sent yet.",
             ),
             ("Can I get a refund?", "Yes, but not in cash."),
+            // Leave to pay, answered with the absence of a fee; "free" to
+            // do something.
+            (
+                "Can I pay my rent by card?",
+                "Yes, and there is no fee for card payments.",
+            ),
+            (
+                "Can I pay the permit fee online?",
+                "Yes, card payments online are free of charge.",
+            ),
+            (
+                "Do I have to pay for the seat I choose?",
+                "Yes, you are free to choose any seat for 5 euros.",
+            ),
+            (
+                "Is there a fee for a tree permit?",
+                "Yes, a tree permit costs 40 euros.",
+            ),
             (
                 "Do I need ID to open an account?",
                 "Yes, you cannot open an account without ID.",
