@@ -207,12 +207,11 @@ pub fn input_rejections(task: &GenerateTask, input: &str) -> Vec<serde_json::Val
     // A translation's sources are in another language: no words to copy.
     if let Some(support) = &task.checks.support
         && !support.cross_language
+        && let Some(copied) = copies_a_source(input, &support.sources, MAX_INPUT_COPIED_SOURCE)
     {
-        if let Some(copied) = copies_a_source(input, &support.sources, MAX_INPUT_COPIED_SOURCE) {
-            rejections.push(serde_json::json!({
-                "reason": "input_copies_source", "copied_share": copied, "max": MAX_INPUT_COPIED_SOURCE
-            }));
-        }
+        rejections.push(serde_json::json!({
+            "reason": "input_copies_source", "copied_share": copied, "max": MAX_INPUT_COPIED_SOURCE
+        }));
     }
     rejections
 }
