@@ -163,12 +163,35 @@ pub fn add_note(call: &mut ModelCall, note: &str) {
             }
         }
         CallPrompt::Raw(text) => {
-            const TURN_END: &str = "<|im_end|>\n<|im_start|>assistant\n";
             if let Some(at) = text.rfind(TURN_END) {
                 text.insert_str(at, &format!("\n{note}"));
             }
         }
     }
+}
+
+/// Where a user turn of a prefilled prompt ends and the reply begins.
+const TURN_END: &str = "<|im_end|>\n<|im_start|>assistant\n";
+
+/// Points an input call at `passage` (see [`ask_about`]). Where the prompt
+/// shows a demonstration exchange, its request is pointed at the expert
+/// example's answer, so the small model sees a point turned into the
+/// question it answers before it is given its own point: told alone, it
+/// returned the passage as the message in a fifth of the demo's attempts.
+pub fn ask_about_passage(
+    call: &mut ModelCall,
+    plan: &Plan,
+    params: &UnitParams<'_>,
+    passage: &str,
+) {
+    if let CallPrompt::Raw(text) = &mut call.prompt
+        && text.matches(TURN_END).count() == 2
+        && let Some(example) = demo_example(plan, params)
+        && let Some(at) = text.find(TURN_END)
+    {
+        text.insert_str(at, &format!("\n{}", ask_about(plan, &example.answer)));
+    }
+    add_note(call, &ask_about(plan, passage));
 }
 
 /// The note that points an input call at a passage of the references
@@ -226,19 +249,25 @@ pub fn example_fits(plan: &Plan, example: &ExpertExample, language: &str) -> boo
     }
 }
 
-/// A demonstration built from an expert example in the stratum's language
-/// (of its subdomain when there is one): the persona asking the expert's question.
-fn input_demo(plan: &Plan, params: &UnitParams<'_>) -> Option<(String, String)> {
-    let subdomain = &params.stratum.subdomain;
+/// The expert example an input prompt's demonstration shows.
+fn demo_example<'p>(plan: &'p Plan, params: &UnitParams<'_>) -> Option<&'p ExpertExample> {
     let fitting: Vec<&ExpertExample> = plan
         .expert_examples
         .iter()
         .filter(|e| example_fits(plan, e, &params.stratum.language))
         .collect();
-    let example = fitting
+    fitting
         .iter()
-        .find(|e| e.subdomain.as_ref() == Some(subdomain))
-        .or_else(|| fitting.first())?;
+        .find(|e| e.subdomain.as_ref() == Some(&params.stratum.subdomain))
+        .or_else(|| fitting.first())
+        .copied()
+}
+
+/// A demonstration built from an expert example in the stratum's language
+/// (of its subdomain when there is one): the persona asking the expert's question.
+fn input_demo(plan: &Plan, params: &UnitParams<'_>) -> Option<(String, String)> {
+    let subdomain = &params.stratum.subdomain;
+    let example = demo_example(plan, params)?;
     let topic = example.subdomain.as_deref().unwrap_or(subdomain);
     Some((
         format!(
@@ -874,6 +903,45 @@ mod tests {
         // one demonstration exchange, from the plan's expert examples
         assert_eq!(text.matches("<|im_start|>assistant").count(), 2, "{text}");
         assert!(call.stop.contains(&"\"".to_string()));
+    }
+
+    #[test]
+    fn a_passage_to_ask_about_is_shown_after_a_demonstrated_one() {
+        let plan = retail();
+        let quota = allocate(&plan)
+            .into_iter()
+            .find(|q| !q.stratum.adversarial)
+            .unwrap();
+        let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
+        let mut call = template_input(&plan, &params, "Ask something.", CallSettings::of(&plan, 1));
+        let passage = "A trace on a missing ACH transfer can be opened after 5 business days.";
+        ask_about_passage(&mut call, &plan, &params, passage);
+        let CallPrompt::Raw(text) = &call.prompt else {
+            panic!()
+        };
+        let example = demo_example(&plan, &params).unwrap();
+        // The demonstration's request points at the expert's answer and is
+        // answered with the expert's question; the unit's request points at
+        // its passage, and its reply is begun as before.
+        let demo_point = text.find(&ask_about(&plan, &example.answer)).unwrap();
+        let demo_reply = text.find(&example.question).unwrap();
+        let own_point = text.find(&ask_about(&plan, passage)).unwrap();
+        assert!(demo_point < demo_reply && demo_reply < own_point, "{text}");
+        assert!(
+            text.ends_with(&format!("<|im_start|>assistant\n{}: \"", speaker(&params))),
+            "{text}"
+        );
+        // A prompt without a demonstration gets its own point only.
+        let mut bare = self_instruct_input(&plan, &params, &[], CallSettings::of(&plan, 1));
+        ask_about_passage(&mut bare, &plan, &params, passage);
+        let CallPrompt::Raw(text) = &bare.prompt else {
+            panic!()
+        };
+        assert_eq!(
+            text.matches("documents, in your own words").count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]

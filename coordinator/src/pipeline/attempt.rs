@@ -369,7 +369,7 @@ pub fn plan_attempt(
         }
     };
     if let Some(span) = span {
-        prompts::add_note(&mut input.call, &prompts::ask_about(plan, &span.text));
+        prompts::ask_about_passage(&mut input.call, plan, &unit.params, &span.text);
     }
     unit.add_feedback_notes(&mut input.call, &mut response);
     Ok(unit.assemble(sampled, instance_grounding, input, response))
