@@ -163,6 +163,7 @@ pub fn add_note(call: &mut ModelCall, note: &str) {
             }
         }
         CallPrompt::Raw(text) => {
+            const TURN_END: &str = "<|im_end|>\n<|im_start|>assistant\n";
             if let Some(at) = text.rfind(TURN_END) {
                 text.insert_str(at, &format!("\n{note}"));
             }
@@ -170,28 +171,12 @@ pub fn add_note(call: &mut ModelCall, note: &str) {
     }
 }
 
-/// Where a user turn of a prefilled prompt ends and the reply begins.
-const TURN_END: &str = "<|im_end|>\n<|im_start|>assistant\n";
-
-/// Points an input call at `passage` (see [`ask_about`]). Where the prompt
-/// shows a demonstration exchange, its request is pointed at the expert
-/// example's answer, so the small model sees a point turned into the
-/// question it answers before it is given its own point: told alone, it
-/// returned the passage as the message in a fifth of the demo's attempts.
-pub fn ask_about_passage(
-    call: &mut ModelCall,
-    plan: &Plan,
-    params: &UnitParams<'_>,
-    passage: &str,
-) {
-    if let CallPrompt::Raw(text) = &mut call.prompt
-        && text.matches(TURN_END).count() == 2
-        && let Some(example) = demo_example(plan, params)
-        && let Some(at) = text.find(TURN_END)
-    {
-        text.insert_str(at, &format!("\n{}", ask_about(plan, &example.answer)));
+/// Ends an input call's task with the passage it asks about, if any.
+fn push_passage(task: &mut String, plan: &Plan, passage: Option<&str>) {
+    if let Some(passage) = passage {
+        task.push('\n');
+        task.push_str(&ask_about(plan, passage));
     }
-    add_note(call, &ask_about(plan, passage));
 }
 
 /// The note that points an input call at a passage of the references
@@ -265,15 +250,24 @@ fn demo_example<'p>(plan: &'p Plan, params: &UnitParams<'_>) -> Option<&'p Exper
 
 /// A demonstration built from an expert example in the stratum's language
 /// (of its subdomain when there is one): the persona asking the expert's question.
-fn input_demo(plan: &Plan, params: &UnitParams<'_>) -> Option<(String, String)> {
+/// When the unit asks about a passage, the demonstration asks about the
+/// expert's answer, so the small model sees a point turned into the question
+/// it answers before it is given its own point: told alone, it returned the
+/// passage as the message in a fifth of the demo's attempts.
+fn input_demo(plan: &Plan, params: &UnitParams<'_>, pointed: bool) -> Option<(String, String)> {
     let subdomain = &params.stratum.subdomain;
     let example = demo_example(plan, params)?;
     let topic = example.subdomain.as_deref().unwrap_or(subdomain);
+    let mut ask = format!(
+        "Ask a question about {topic}.\nThe writer: {}.",
+        persona_voice(params)
+    );
+    if pointed {
+        ask.push('\n');
+        ask.push_str(&ask_about(plan, &example.answer));
+    }
     Some((
-        format!(
-            "Ask a question about {topic}.\nThe writer: {}.",
-            persona_voice(params)
-        ),
+        ask,
         format!("{}: \"{}\"", speaker(params), example.question),
     ))
 }
@@ -284,11 +278,13 @@ fn message_call(s: CallSettings, step: &str, prompt: CallPrompt, max_new_tokens:
     call
 }
 
-/// Template method: the rendered instruction becomes a user message.
+/// Template method: the rendered instruction becomes a user message, about
+/// `passage` when the unit starts from a fact.
 pub fn template_input(
     plan: &Plan,
     params: &UnitParams<'_>,
     instruction: &str,
+    passage: Option<&str>,
     s: CallSettings,
 ) -> ModelCall {
     let mut task = format!("{instruction}\nThe writer: {}.", persona_voice(params));
@@ -296,9 +292,10 @@ pub fn template_input(
         task.push(' ');
         task.push_str(&adversarial_instruction(plan, kind, s.seed));
     }
+    push_passage(&mut task, plan, passage);
     let prompt = prefilled_after(
         &input_system(plan, &params.stratum.language),
-        input_demo(plan, params),
+        input_demo(plan, params, passage.is_some()),
         &task,
         &format!("{}: \"", speaker(params)),
     );
@@ -311,6 +308,7 @@ pub fn self_instruct_input(
     plan: &Plan,
     params: &UnitParams<'_>,
     seeds: &[String],
+    passage: Option<&str>,
     s: CallSettings,
 ) -> ModelCall {
     let examples: Vec<String> = seeds.iter().map(|q| format!("Message: \"{q}\"")).collect();
@@ -331,6 +329,7 @@ pub fn self_instruct_input(
         task.push(' ');
         task.push_str(&adversarial_instruction(plan, kind, s.seed));
     }
+    push_passage(&mut task, plan, passage);
     let prompt = prefilled(
         &input_system(plan, &params.stratum.language),
         &task,
@@ -889,7 +888,13 @@ mod tests {
             .find(|q| q.stratum.adversarial)
             .unwrap();
         let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
-        let call = template_input(&plan, &params, "Ask something.", CallSettings::of(&plan, 1));
+        let call = template_input(
+            &plan,
+            &params,
+            "Ask something.",
+            None,
+            CallSettings::of(&plan, 1),
+        );
         let CallPrompt::Raw(text) = &call.prompt else {
             panic!()
         };
@@ -913,9 +918,14 @@ mod tests {
             .find(|q| !q.stratum.adversarial)
             .unwrap();
         let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
-        let mut call = template_input(&plan, &params, "Ask something.", CallSettings::of(&plan, 1));
         let passage = "A trace on a missing ACH transfer can be opened after 5 business days.";
-        ask_about_passage(&mut call, &plan, &params, passage);
+        let call = template_input(
+            &plan,
+            &params,
+            "Ask something.",
+            Some(passage),
+            CallSettings::of(&plan, 1),
+        );
         let CallPrompt::Raw(text) = &call.prompt else {
             panic!()
         };
@@ -932,8 +942,13 @@ mod tests {
             "{text}"
         );
         // A prompt without a demonstration gets its own point only.
-        let mut bare = self_instruct_input(&plan, &params, &[], CallSettings::of(&plan, 1));
-        ask_about_passage(&mut bare, &plan, &params, passage);
+        let bare = self_instruct_input(
+            &plan,
+            &params,
+            &[],
+            Some(passage),
+            CallSettings::of(&plan, 1),
+        );
         let CallPrompt::Raw(text) = &bare.prompt else {
             panic!()
         };
@@ -949,7 +964,7 @@ mod tests {
         let plan = example("bilingual-en-es");
         for quota in allocate(&plan) {
             let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
-            let demo = input_demo(&plan, &params);
+            let demo = input_demo(&plan, &params, false);
             // the plan's only expert example is Spanish
             assert_eq!(
                 demo.is_some(),

@@ -368,9 +368,6 @@ pub fn plan_attempt(
             }
         }
     };
-    if let Some(span) = span {
-        prompts::ask_about_passage(&mut input.call, plan, &unit.params, &span.text);
-    }
     unit.add_feedback_notes(&mut input.call, &mut response);
     Ok(unit.assemble(sampled, instance_grounding, input, response))
 }
@@ -389,6 +386,8 @@ struct Unit<'a> {
     name: String,
     settings: CallSettings,
     params: UnitParams<'a>,
+    /// The passage a fact-first unit's input asks about.
+    passage: Option<&'a str>,
 }
 
 /// The input call and what its method made along with it.
@@ -465,6 +464,7 @@ impl<'a> Unit<'a> {
             name,
             settings,
             params,
+            passage: None,
         })
     }
 
@@ -550,10 +550,12 @@ impl<'a> Unit<'a> {
         spans.pick(self.strata, self.index, self.attempt)
     }
 
-    /// The sampled term and scenario replaced by ones the passage is about,
+    /// The unit starts from `span`: its input asks about it, and the sampled
+    /// term and scenario are replaced by ones the passage is about,
     /// where the plan has such, so the instruction does not ask about one
     /// thing while the passage states another.
-    fn fit_to(&mut self, span: &FactSpan) {
+    fn fit_to(&mut self, span: &'a FactSpan) {
+        self.passage = Some(&span.text);
         let effective: &'a Plan = &self.grounding.effective;
         let text = span.text.to_lowercase();
         if let Some(term) = effective
@@ -649,7 +651,13 @@ impl<'a> Unit<'a> {
     }
 
     fn template_input(&self, instruction: String) -> Input {
-        let call = prompts::template_input(self.plan, &self.params, &instruction, self.settings);
+        let call = prompts::template_input(
+            self.plan,
+            &self.params,
+            &instruction,
+            self.passage,
+            self.settings,
+        );
         Input::new(Method::Template, instruction, call)
     }
 
@@ -665,7 +673,13 @@ impl<'a> Unit<'a> {
             * prompts::EVOL_OPERATIONS.len() as f64) as usize;
         let op = op.min(prompts::EVOL_OPERATIONS.len() - 1);
         let evolve = prompts::evolve_input(self.plan, &self.stratum.language, op, self.settings);
-        let call = prompts::template_input(self.plan, &self.params, &instruction, self.settings);
+        let call = prompts::template_input(
+            self.plan,
+            &self.params,
+            &instruction,
+            self.passage,
+            self.settings,
+        );
         Input {
             evol_operation: Some(prompts::EVOL_OPERATIONS[op].0),
             evolve: Some(evolve),
@@ -681,7 +695,13 @@ impl<'a> Unit<'a> {
             // Nothing in this language to bootstrap from yet.
             return self.template_input(instruction);
         }
-        let call = prompts::self_instruct_input(self.plan, &self.params, &seeds, self.settings);
+        let call = prompts::self_instruct_input(
+            self.plan,
+            &self.params,
+            &seeds,
+            self.passage,
+            self.settings,
+        );
         Input {
             grounding,
             ..Input::new(Method::SelfInstruct, instruction, call)

@@ -170,17 +170,16 @@ pub fn refusal_phrase(text: &str) -> Option<&'static str> {
 
 /// Share of the input's word trigrams that reappear in the response.
 pub fn copied_input_share(input: &str, response: &str) -> f64 {
-    let (copied, of) = copied_trigrams(input, response);
+    let input_words = words(input);
+    let (copied, of) = copied_trigrams(&trigrams(&input_words), response);
     if of < 3 {
         return 0.0; // too short to say anything
     }
     copied as f64 / of as f64
 }
 
-/// How many of `text`'s word trigrams `source` holds, and of how many.
-fn copied_trigrams(text: &str, source: &str) -> (usize, usize) {
-    let text_words = words(text);
-    let grams = trigrams(&text_words);
+/// How many of `grams` `source` holds, and of how many.
+fn copied_trigrams(grams: &[[&str; 3]], source: &str) -> (usize, usize) {
     let source_words = words(source);
     let source_grams: HashSet<[&str; 3]> = trigrams(&source_words).into_iter().collect();
     let copied = grams.iter().filter(|g| source_grams.contains(*g)).count();
@@ -201,9 +200,11 @@ const MIN_COPIED_TRIGRAMS_OF_A_QUESTION: usize = 10;
 /// question only when it also copies a long run of words.
 pub fn copies_a_source(input: &str, sources: &[String], max_share: f64) -> Option<f64> {
     let asks = input.contains(['?', '\u{bf}']);
+    let input_words = words(input);
+    let grams = trigrams(&input_words);
     sources
         .iter()
-        .map(|source| copied_trigrams(input, source))
+        .map(|source| copied_trigrams(&grams, source))
         .filter(|&(copied, of)| of >= 3 && (!asks || copied >= MIN_COPIED_TRIGRAMS_OF_A_QUESTION))
         .map(|(copied, of)| copied as f64 / of as f64)
         .filter(|&share| share >= max_share)
