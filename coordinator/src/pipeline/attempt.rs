@@ -673,17 +673,11 @@ impl<'a> Unit<'a> {
             * prompts::EVOL_OPERATIONS.len() as f64) as usize;
         let op = op.min(prompts::EVOL_OPERATIONS.len() - 1);
         let evolve = prompts::evolve_input(self.plan, &self.stratum.language, op, self.settings);
-        let call = prompts::template_input(
-            self.plan,
-            &self.params,
-            &instruction,
-            self.passage,
-            self.settings,
-        );
         Input {
+            method: Method::EvolInstruct,
             evol_operation: Some(prompts::EVOL_OPERATIONS[op].0),
             evolve: Some(evolve),
-            ..Input::new(Method::EvolInstruct, instruction, call)
+            ..self.template_input(instruction)
         }
     }
 
