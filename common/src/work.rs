@@ -72,6 +72,12 @@ pub struct ModelCall {
     pub stop: Vec<String>,
     /// Constrain the output to this JSON schema.
     pub json_schema: Option<serde_json::Value>,
+    /// Bytes at the start of a raw prompt that many calls share (the
+    /// instructions and the demonstration before the instance's own turn):
+    /// the engine keeps their KV cells for the next call that opens the same
+    /// way. Its own adaptive reuse finds only the part *every* prompt shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_prefix: Option<usize>,
 }
 
 impl ModelCall {
@@ -109,8 +115,14 @@ impl ModelCall {
             ),
             CallPrompt::Raw(text) => CallPrompt::Raw(rewrite(text)),
         };
+        // A slot inside the shared opening moves where it ends.
+        let shared_prefix = match (&self.prompt, self.shared_prefix) {
+            (CallPrompt::Raw(text), Some(n)) => text.get(..n).map(|head| rewrite(head).len()),
+            _ => None,
+        };
         Self {
             prompt,
+            shared_prefix,
             ..self.clone()
         }
     }
@@ -373,6 +385,7 @@ mod tests {
             seed: 1,
             stop: vec![],
             json_schema: None,
+            shared_prefix: None,
         };
         let filled = call.with_input("Why was my card declined?");
         let CallPrompt::Chat(messages) = &filled.prompt else {
@@ -381,5 +394,41 @@ mod tests {
         assert_eq!(messages[1].content, "Customer: Why was my card declined?");
         assert_eq!(messages[0].content, "Answer the customer.");
         assert_eq!(filled.seed, 1);
+    }
+
+    #[test]
+    fn the_shared_opening_of_a_raw_prompt_follows_its_slots() {
+        let raw = |text: &str, shared: usize| ModelCall {
+            step: "evol_instruct".into(),
+            prompt: CallPrompt::Raw(text.into()),
+            temperature: 0.7,
+            top_p: 0.9,
+            top_k: 40,
+            max_new_tokens: 10,
+            seed: 1,
+            stop: vec![],
+            json_schema: None,
+            shared_prefix: Some(shared),
+        };
+        let opening = "System turn. ";
+        let after = raw(&format!("{opening}Rewrite: {INPUT_SLOT}"), opening.len())
+            .with_input("Why was my card declined?");
+        assert_eq!(after.shared_prefix, Some(opening.len()), "a slot after it");
+
+        let inside = raw(
+            &format!("About {INPUT_SLOT}. Now: "),
+            "About ".len() + INPUT_SLOT.len() + 2,
+        )
+        .with_input("fees");
+        let CallPrompt::Raw(text) = &inside.prompt else {
+            panic!("raw stays raw")
+        };
+        assert_eq!(&text[..inside.shared_prefix.unwrap()], "About fees. ");
+
+        let past_the_end = raw("short", 99).with_input("x");
+        assert_eq!(
+            past_the_end.shared_prefix, None,
+            "a length past the text is dropped"
+        );
     }
 }

@@ -94,6 +94,7 @@ impl CallSettings {
             seed: self.seed,
             stop: Vec::new(),
             json_schema: None,
+            shared_prefix: None,
         }
     }
 }
@@ -197,10 +198,18 @@ pub fn answer_from(passage: &str) -> String {
     )
 }
 
+/// A raw prompt and where the opening that other calls share ends.
+struct Prefilled {
+    text: String,
+    /// Bytes of the system turn and the demonstration: the same for every
+    /// unit of a stratum and persona, so the engine keeps them cached.
+    shared: usize,
+}
+
 /// A chat prompt with the assistant's reply already begun (Qwen's ChatML).
 /// A small model that has written `Message: "` goes on with the message
 /// itself, not a letter or a comment about it.
-fn prefilled(system: &str, user: &str, reply_start: &str) -> CallPrompt {
+fn prefilled(system: &str, user: &str, reply_start: &str) -> Prefilled {
     prefilled_after(system, None, user, reply_start)
 }
 
@@ -211,17 +220,18 @@ fn prefilled_after(
     demo: Option<(String, String)>,
     user: &str,
     reply_start: &str,
-) -> CallPrompt {
+) -> Prefilled {
     let mut text = format!("<|im_start|>system\n{system}<|im_end|>\n");
     if let Some((demo_user, demo_reply)) = demo {
         text.push_str(&format!(
             "<|im_start|>user\n{demo_user}<|im_end|>\n<|im_start|>assistant\n{demo_reply}<|im_end|>\n"
         ));
     }
+    let shared = text.len();
     text.push_str(&format!(
         "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{reply_start}"
     ));
-    CallPrompt::Raw(text)
+    Prefilled { text, shared }
 }
 
 /// Whether an expert example may be shown for a `language` stratum: it is
@@ -272,9 +282,10 @@ fn input_demo(plan: &Plan, params: &UnitParams<'_>, pointed: bool) -> Option<(St
     ))
 }
 
-fn message_call(s: CallSettings, step: &str, prompt: CallPrompt, max_new_tokens: u32) -> ModelCall {
-    let mut call = s.call(step, prompt, max_new_tokens);
+fn message_call(s: CallSettings, step: &str, prompt: Prefilled, max_new_tokens: u32) -> ModelCall {
+    let mut call = s.call(step, CallPrompt::Raw(prompt.text), max_new_tokens);
     call.stop = MESSAGE_STOPS.iter().map(|s| s.to_string()).collect();
+    call.shared_prefix = Some(prompt.shared);
     call
 }
 
@@ -956,6 +967,45 @@ mod tests {
             text.matches("documents, in your own words").count(),
             1,
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_opening_units_share_ends_after_the_demonstration() {
+        let plan = retail();
+        let quota = allocate(&plan)
+            .into_iter()
+            .find(|q| !q.stratum.adversarial)
+            .unwrap();
+        let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
+        let input = |instruction: &str, passage: &str| {
+            let call = template_input(
+                &plan,
+                &params,
+                instruction,
+                Some(passage),
+                CallSettings::of(&plan, 1),
+            );
+            let CallPrompt::Raw(text) = &call.prompt else {
+                panic!()
+            };
+            let shared = call
+                .shared_prefix
+                .expect("an input call marks its shared opening");
+            (text.clone(), shared)
+        };
+        let (one, one_shared) = input("Ask something.", "Fees are 5 dollars.");
+        let (two, two_shared) = input("Ask another thing.", "Holds last 3 days.");
+        assert_eq!(one[..one_shared], two[..two_shared], "the same opening");
+        let example = demo_example(&plan, &params).unwrap();
+        let opening = &one[..one_shared];
+        assert!(
+            opening.ends_with(&format!("{}\"<|im_end|>\n", example.question)),
+            "it ends after the demonstration's reply: {opening}"
+        );
+        assert!(
+            !opening.contains("Fees are"),
+            "the unit's own turn is not in it"
         );
     }
 

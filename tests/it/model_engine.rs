@@ -375,6 +375,69 @@ fn model_reused_prefix_gives_the_text_of_a_fresh_prefix() {
     );
 }
 
+/// A raw ChatML prompt: instructions, one demonstration, then the instance's
+/// own turn; the first two are what it says later prompts share.
+fn demonstrated(demo: &str, question: &str) -> GenerationRequest {
+    let opening = format!(
+        "<|im_start|>system\nYou write short, realistic questions that customers send to the support chat of a retail \
+         bank. Write only the question, in English, in the first person, in one sentence.<|im_end|>\n\
+         <|im_start|>user\nWrite a question about this: {demo}<|im_end|>\n\
+         <|im_start|>assistant\nCustomer: \"What does it cost?\"<|im_end|>\n"
+    );
+    let text = format!(
+        "{opening}<|im_start|>user\nWrite a question about this: {question}<|im_end|>\n<|im_start|>assistant\nCustomer: \""
+    );
+    GenerationRequest::raw(text)
+        .with_shared_prefix(Some(opening.len()))
+        .with_sampling(SamplingParams::greedy())
+        .with_max_new_tokens(8)
+}
+
+#[test]
+fn model_a_said_opening_is_kept_for_the_next_prompt_that_opens_so() {
+    let cards = "A replacement debit card costs 5 dollars and arrives within 7 business days; \
+                 an express card costs 25 dollars and arrives in 2. "
+        .repeat(4);
+    let transfers =
+        "Domestic wire transfers sent before 3 pm Eastern settle the same business day; \
+                     international wires take 2 to 5 business days and cost 45 dollars. "
+            .repeat(4);
+    let engine = engine(2, 4096);
+    let first = engine
+        .generate_blocking(demonstrated(&cards, "overdraft fees"))
+        .unwrap();
+    assert_eq!(
+        first.accounting.prompt_tokens_reused, 0,
+        "nothing cached yet"
+    );
+    // Opens with the same instructions, another demonstration: it reuses the
+    // instructions only, and its own opening is kept.
+    let second = engine
+        .generate_blocking(demonstrated(&transfers, "savings rates"))
+        .unwrap();
+    let third = engine
+        .generate_blocking(demonstrated(&transfers, "a lost card"))
+        .unwrap();
+    let (second_reused, third_reused) = (
+        second.accounting.prompt_tokens_reused,
+        third.accounting.prompt_tokens_reused,
+    );
+    eprintln!(
+        "reused: {second_reused} then {third_reused} of {} prompt tokens",
+        third.accounting.prompt_tokens_reused + third.accounting.prompt_tokens_computed
+    );
+    assert!(second_reused > 0, "the shared instructions are reused");
+    assert!(
+        third_reused >= second_reused + 80,
+        "the third prompt reuses the second's whole demonstration ({third_reused} against {second_reused})"
+    );
+    assert!(
+        third.accounting.prompt_tokens_computed < 30,
+        "only the instance's own turn is computed: {:?}",
+        third.accounting
+    );
+}
+
 #[test]
 fn model_missing_and_non_gguf_files_are_named_errors() {
     use seedling_worker::engine::{Engine, EngineConfig};

@@ -37,6 +37,7 @@ pub fn request_for(call: &ModelCall) -> GenerationRequest {
     };
     let request = request
         .with_max_new_tokens(call.max_new_tokens)
+        .with_shared_prefix(call.shared_prefix)
         .with_stop(call.stop.clone())
         .with_sampling(SamplingParams {
             temperature: call.temperature,
@@ -463,6 +464,7 @@ mod tests {
             seed: 0,
             stop: vec![],
             json_schema: None,
+            shared_prefix: None,
         };
         GenerateTask {
             input: call.clone(),

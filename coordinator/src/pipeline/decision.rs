@@ -325,6 +325,7 @@ mod tests {
             seed: 1,
             stop: vec![],
             json_schema: None,
+            shared_prefix: None,
         }
     }
 

@@ -30,6 +30,7 @@ pub fn greedy_call(probe: &Probe, system_prompt: &str) -> ModelCall {
         seed: 0,
         stop: Vec::new(),
         json_schema: None,
+        shared_prefix: None,
     }
 }
 

@@ -25,7 +25,9 @@ pub struct EngineConfig {
     pub n_slots: u32,
     /// Queue of requests waiting for a slot before callers are slowed down.
     pub queue_capacity: usize,
-    /// Prefix cache: sequence ids kept for cached prefixes.
+    /// Prefix cache: sequence ids kept for cached prefixes. A plan's input
+    /// prompts open with one demonstration per subdomain, language and
+    /// persona, beside the responses' plan-wide grounding: 8 churned.
     pub prefix_cache_entries: u32,
     /// Prefix cache: KV cells the cached prefixes may hold.
     pub prefix_cache_cells: u32,
@@ -57,7 +59,7 @@ impl Default for EngineConfig {
             n_gpu_layers: 0,
             n_slots: 8,
             queue_capacity: 256,
-            prefix_cache_entries: 8,
+            prefix_cache_entries: 16,
             prefix_cache_cells: 4096,
             prefix_min_tokens: 32,
             embedding_window: 512,

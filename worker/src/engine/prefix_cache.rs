@@ -135,6 +135,30 @@ impl PrefixCache {
     }
 }
 
+/// How many leading tokens of a just-computed prompt of `len` tokens to keep,
+/// given the `reused` tokens it matched in the cache and the `shared` tokens
+/// its request said later ones share (0: none said):
+/// - a said opening longer than the match, since later requests start so;
+/// - else the part it shared with a longer entry (a system prompt common to
+///   all of a kind), found by the match itself;
+/// - else, the first of its kind, the whole prompt, for the next one to match.
+pub fn prefix_to_keep(
+    len: usize,
+    reused: usize,
+    shared: usize,
+    min_tokens: usize,
+) -> Option<usize> {
+    if shared >= min_tokens && shared > reused && shared <= len {
+        Some(shared)
+    } else if reused >= min_tokens {
+        Some(reused)
+    } else if shared > 0 && shared < min_tokens {
+        None // an opening too short to keep, and the rest is the instance's own
+    } else {
+        Some(len)
+    }
+}
+
 /// Number of leading elements two slices share.
 pub fn common_prefix_len(a: &[i32], b: &[i32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -186,6 +210,47 @@ mod tests {
             (hit.seq_id, hit.n_tokens, hit.entry_len),
             (short_id, 30, 30)
         );
+    }
+
+    #[test]
+    fn a_said_opening_is_kept_over_what_the_cache_found() {
+        // (prompt length, reused, said shared, min tokens) -> tokens kept
+        let cases: &[((usize, usize, usize, usize), Option<usize>, &str)] = &[
+            ((300, 0, 0, 32), Some(300), "the first of its kind, whole"),
+            (
+                (300, 60, 0, 32),
+                Some(60),
+                "the part it shared with an entry",
+            ),
+            (
+                (300, 60, 190, 32),
+                Some(190),
+                "its said opening, longer than the match",
+            ),
+            (
+                (300, 0, 190, 32),
+                Some(190),
+                "its said opening, not the instance",
+            ),
+            (
+                (300, 250, 190, 32),
+                Some(250),
+                "a match longer than the opening",
+            ),
+            ((300, 0, 10, 32), None, "an opening too short to keep"),
+            (
+                (300, 0, 400, 32),
+                Some(300),
+                "an opening past the prompt is not believed",
+            ),
+        ];
+        for ((len, reused, shared, min), want, what) in cases {
+            assert_eq!(
+                prefix_to_keep(*len, *reused, *shared, *min),
+                *want,
+                "{what}"
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub struct GenerationRequest {
     /// Keep the KV cells of this prompt's prefix for later requests that
     /// share it (and reuse a cached one). On by default.
     pub reuse_prefix: bool,
+    /// Bytes at the start of a raw prompt that later requests share (the
+    /// instructions and demonstration before the instance): kept in the
+    /// prefix cache as one entry, where the cache alone would keep only the
+    /// part that every prompt shares.
+    pub shared_prefix: Option<usize>,
     /// Report the `n` highest first-step logits (for comparing batched and
     /// single-sequence numerics). Zero for none.
     pub report_first_logits: usize,
@@ -103,6 +108,7 @@ impl GenerationRequest {
             stop: Vec::new(),
             constraint: None,
             reuse_prefix: true,
+            shared_prefix: None,
             report_first_logits: 0,
             ignore_eos: false,
         }
@@ -120,6 +126,11 @@ impl GenerationRequest {
 
     pub fn with_stop(mut self, stop: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.stop = stop.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn with_shared_prefix(mut self, bytes: Option<usize>) -> Self {
+        self.shared_prefix = bytes;
         self
     }
 

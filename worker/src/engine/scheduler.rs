@@ -23,7 +23,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::mpsc;
 
 use super::admission::{Admission, Cells, admission, waits_for_prefix};
-use super::prefix_cache::PrefixCache;
+use super::prefix_cache::{PrefixCache, prefix_to_keep};
 use super::score;
 use super::stop::StopMatcher;
 use super::{
@@ -239,6 +239,8 @@ impl Sampling {
 struct Pending {
     /// Prompt token ids (plain ids: the prefix cache compares them every step).
     tokens: Vec<i32>,
+    /// Leading tokens the request says later ones share (0: none said).
+    shared: usize,
     sampler: Sampling,
     request: Box<GenerationRequest>,
     submitted: Instant,
@@ -260,6 +262,8 @@ struct Slot {
     /// Positions already in the KV cache for this sequence.
     n_past: usize,
     n_reused: usize,
+    /// Leading tokens the request says later ones share (0: none said).
+    shared: usize,
     phase: Phase,
     /// Batch index whose logits this slot samples after the current decode.
     logits_at: Option<i32>,
@@ -402,8 +406,9 @@ impl<'m> Scheduler<'m> {
                 submitted,
                 reply,
             } => match self.prepare(&request) {
-                Ok((tokens, sampler)) => self.waiting.push_back(Pending {
+                Ok((tokens, shared, sampler)) => self.waiting.push_back(Pending {
                     tokens,
+                    shared,
                     sampler,
                     request,
                     submitted,
@@ -465,17 +470,24 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Tokenises the prompt and builds the sampler chain; errors here belong
-    /// to this request alone.
-    fn prepare(&self, request: &GenerationRequest) -> Result<(Vec<i32>, Sampling), EngineError> {
+    /// Tokenises the prompt (and the opening it says later requests share)
+    /// and builds the sampler chain; errors here belong to this request alone.
+    fn prepare(
+        &self,
+        request: &GenerationRequest,
+    ) -> Result<(Vec<i32>, usize, Sampling), EngineError> {
         let text = self.render(&request.prompt)?;
-        let tokens: Vec<i32> = self
-            .model
-            .vocab()
-            .tokenize(text.as_bytes(), true, true)
-            .into_iter()
-            .map(|t| t.0)
-            .collect();
+        let tokens = self.tokenize(&text);
+        // Only a raw prompt's bytes are the bytes the caller counted; an
+        // opening that does not tokenise to a prefix of the whole is ignored.
+        let shared = match (&request.prompt, request.shared_prefix) {
+            (Prompt::Raw(_), Some(bytes)) => text
+                .get(..bytes)
+                .map(|head| self.tokenize(head))
+                .filter(|head| tokens.starts_with(head))
+                .map_or(0, |head| head.len()),
+            _ => 0,
+        };
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -486,7 +498,16 @@ impl<'m> Scheduler<'m> {
             });
         }
         let sampler = self.sampler_chain(&request.sampling, request.constraint.as_ref())?;
-        Ok((tokens, sampler))
+        Ok((tokens, shared, sampler))
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<i32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), true, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
     }
 
     fn render_chat(&self, messages: &[super::ChatMessage]) -> Result<String, EngineError> {
@@ -616,6 +637,7 @@ impl<'m> Scheduler<'m> {
                 seq_id,
                 n_past: reused,
                 n_reused: reused,
+                shared: pending.shared,
                 phase: Phase::Prefill,
                 logits_at: None,
                 stop: StopMatcher::new(&pending.request.stop),
@@ -801,17 +823,19 @@ impl<'m> Scheduler<'m> {
             return;
         }
         let tokens = &slot.tokens;
-        // When this prompt reused part of a longer entry, the part they share
-        // is the real common prefix (a system prompt); keep that instead.
-        let keep = if slot.n_reused >= self.cache.min_tokens() {
-            let n = slot.n_reused;
-            if self.cache.peek_best(tokens).is_some_and(|best| best > n) {
-                return;
-            }
-            tokens[..n].to_vec()
-        } else {
-            tokens.clone()
+        let Some(n) = prefix_to_keep(
+            tokens.len(),
+            slot.n_reused,
+            slot.shared,
+            self.cache.min_tokens(),
+        ) else {
+            return;
         };
+        // Another entry already holds more of this prompt than it reused.
+        if n == slot.n_reused && self.cache.peek_best(tokens).is_some_and(|best| best > n) {
+            return;
+        }
+        let keep = tokens[..n].to_vec();
         let seq_id = slot.seq_id;
         if let Some((cache_seq, evicted)) = self.cache.insert(&keep) {
             for old in evicted {
