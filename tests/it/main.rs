@@ -24,3 +24,4 @@ mod plans;
 mod review;
 mod support_check;
 mod tracking;
+mod verify_inputs;

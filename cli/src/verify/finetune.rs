@@ -9,15 +9,18 @@ use seedling_coordinator::verify::probes::chance;
 use seedling_coordinator::verify::report::{
     BASE, NAIVE, PERTURBED, SEEDLING, VerificationReport, by_source, compare, summarize,
 };
-use seedling_coordinator::verify::sidecar::{ConditionInput, condition_key, default_env};
+use seedling_coordinator::verify::sidecar::{ConditionInput, condition_key};
 use seedling_coordinator::verify::{
     Sidecar, SidecarConfig, SidecarEvent, TrainRow, TrainingSettings, write_jsonl,
 };
 
 use super::{Prepared, VerifyArgs, threads};
 
-pub fn run(args: &VerifyArgs, prepared: &Prepared) -> anyhow::Result<VerificationReport> {
-    let sidecar = Sidecar::locate(&args.env.clone().unwrap_or_else(default_env))?;
+pub fn run(
+    args: &VerifyArgs,
+    prepared: &Prepared,
+    sidecar: &Sidecar,
+) -> anyhow::Result<VerificationReport> {
     let dataset = &prepared.dataset;
     let tier = if args.smoke { "smoke" } else { "full" };
     let mut training = if args.smoke {

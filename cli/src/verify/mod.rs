@@ -24,8 +24,9 @@ use seedling_coordinator::tracking::track_verification;
 use seedling_coordinator::verify::perturb::perturb_facts;
 use seedling_coordinator::verify::probes::{Probe, build_probes};
 use seedling_coordinator::verify::report::{ConditionSummary, FactCoverage, verification_batch};
+use seedling_coordinator::verify::sidecar::default_env;
 use seedling_coordinator::verify::{
-    TrainRow, VerificationReport, VerifyDataset, knowledge_of, read_pairs,
+    Sidecar, TrainRow, VerificationReport, VerifyDataset, knowledge_of, read_pairs,
 };
 
 use crate::EngineArgs;
@@ -238,15 +239,23 @@ fn prepare(args: &VerifyArgs, engine: &mut naive::LocalEngine<'_>) -> anyhow::Re
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     // A tracking URI that cannot work is refused before hours of training.
     let tracking = args.tracking.target("verify untracked")?;
+    // So is a missing training environment, before minutes of naive examples.
+    let sidecar = match args.proxy {
+        true => None,
+        false => Some(Sidecar::locate(
+            &args.env.clone().unwrap_or_else(default_env),
+        )?),
+    };
     let mut engine = naive::LocalEngine::new(&args.engine);
     let prepared = prepare(&args, &mut engine)?;
-    let report = if args.proxy {
-        proxy::run(&args, &prepared, engine.get()?)?
-    } else {
-        // The sidecar loads the model into torch: free llama.cpp's copy
-        // (the naive baseline may have started it) first.
-        drop(engine);
-        finetune::run(&args, &prepared)?
+    let report = match sidecar {
+        None => proxy::run(&args, &prepared, engine.get()?)?,
+        Some(sidecar) => {
+            // The sidecar loads the model into torch: free llama.cpp's copy
+            // (the naive baseline may have started it) first.
+            drop(engine);
+            finetune::run(&args, &prepared, &sidecar)?
+        }
     };
     let report_path = prepared.out.join(report.file_name());
     std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
