@@ -215,7 +215,8 @@ mod tests {
     #[test]
     fn a_said_opening_is_kept_over_what_the_cache_found() {
         // (prompt length, reused, said shared, min tokens) -> tokens kept
-        let cases: &[((usize, usize, usize, usize), Option<usize>, &str)] = &[
+        type Case = ((usize, usize, usize, usize), Option<usize>, &'static str);
+        let cases: &[Case] = &[
             ((300, 0, 0, 32), Some(300), "the first of its kind, whole"),
             (
                 (300, 60, 0, 32),
