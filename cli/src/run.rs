@@ -91,15 +91,26 @@ fn write_progress(out: &Path, progress: &Progress, dataset: Option<&str>) {
     }
 }
 
-fn generator_version(model: &Path, digest: &str) -> String {
+/// A model as lineage and reports name it: its file name and the start of
+/// its SHA-256 (`digest_tag`), which `seedling verify` looks for in a plan's
+/// generator version.
+pub fn model_identity(model: &Path, digest: &str) -> String {
     let name = model
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    format!("{name} {}", digest_tag(digest))
+}
+
+pub fn digest_tag(digest: &str) -> String {
+    format!("sha256:{}", &digest[..16])
+}
+
+fn generator_version(model: &Path, digest: &str) -> String {
     format!(
-        "seedling {} ({name} sha256:{})",
+        "seedling {} ({})",
         env!("CARGO_PKG_VERSION"),
-        &digest[..16]
+        model_identity(model, digest)
     )
 }
 

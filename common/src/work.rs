@@ -370,14 +370,10 @@ impl UnitResult {
 mod tests {
     use super::*;
 
-    #[test]
-    fn input_slot_is_filled_in_every_message() {
-        let call = ModelCall {
+    fn call(prompt: CallPrompt, shared_prefix: Option<usize>) -> ModelCall {
+        ModelCall {
             step: "response_generation".into(),
-            prompt: CallPrompt::Chat(vec![
-                Message::system("Answer the customer."),
-                Message::user(format!("Customer: {INPUT_SLOT}")),
-            ]),
+            prompt,
             temperature: 0.7,
             top_p: 0.9,
             top_k: 40,
@@ -385,8 +381,19 @@ mod tests {
             seed: 1,
             stop: vec![],
             json_schema: None,
-            shared_prefix: None,
-        };
+            shared_prefix,
+        }
+    }
+
+    #[test]
+    fn input_slot_is_filled_in_every_message() {
+        let call = call(
+            CallPrompt::Chat(vec![
+                Message::system("Answer the customer."),
+                Message::user(format!("Customer: {INPUT_SLOT}")),
+            ]),
+            None,
+        );
         let filled = call.with_input("Why was my card declined?");
         let CallPrompt::Chat(messages) = &filled.prompt else {
             panic!("chat stays chat")
@@ -398,18 +405,7 @@ mod tests {
 
     #[test]
     fn the_shared_opening_of_a_raw_prompt_follows_its_slots() {
-        let raw = |text: &str, shared: usize| ModelCall {
-            step: "evol_instruct".into(),
-            prompt: CallPrompt::Raw(text.into()),
-            temperature: 0.7,
-            top_p: 0.9,
-            top_k: 40,
-            max_new_tokens: 10,
-            seed: 1,
-            stop: vec![],
-            json_schema: None,
-            shared_prefix: Some(shared),
-        };
+        let raw = |text: &str, shared: usize| call(CallPrompt::Raw(text.into()), Some(shared));
         let opening = "System turn. ";
         let after = raw(&format!("{opening}Rewrite: {INPUT_SLOT}"), opening.len())
             .with_input("Why was my card declined?");

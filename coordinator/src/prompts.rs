@@ -873,6 +873,15 @@ mod tests {
     use crate::plan::fixtures::{example, retail};
     use crate::plan::{allocate, sample_unit};
 
+    /// The first unit of `plan`'s first adversarial or regular stratum.
+    fn first_unit(plan: &Plan, adversarial: bool) -> UnitParams<'_> {
+        let quota = allocate(plan)
+            .into_iter()
+            .find(|q| q.stratum.adversarial == adversarial)
+            .unwrap();
+        sample_unit(plan, &quota.stratum, 0).unwrap()
+    }
+
     #[test]
     fn response_grounding_carries_rules_terms_and_the_chunk() {
         let plan = retail();
@@ -894,11 +903,7 @@ mod tests {
     #[test]
     fn adversarial_units_say_how_to_be_hard() {
         let plan = retail();
-        let quota = allocate(&plan)
-            .into_iter()
-            .find(|q| q.stratum.adversarial)
-            .unwrap();
-        let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
+        let params = first_unit(&plan, true);
         let call = template_input(
             &plan,
             &params,
@@ -924,11 +929,7 @@ mod tests {
     #[test]
     fn a_passage_to_ask_about_is_shown_after_a_demonstrated_one() {
         let plan = retail();
-        let quota = allocate(&plan)
-            .into_iter()
-            .find(|q| !q.stratum.adversarial)
-            .unwrap();
-        let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
+        let params = first_unit(&plan, false);
         let passage = "A trace on a missing ACH transfer can be opened after 5 business days.";
         let call = template_input(
             &plan,
@@ -973,11 +974,7 @@ mod tests {
     #[test]
     fn the_opening_units_share_ends_after_the_demonstration() {
         let plan = retail();
-        let quota = allocate(&plan)
-            .into_iter()
-            .find(|q| !q.stratum.adversarial)
-            .unwrap();
-        let params = sample_unit(&plan, &quota.stratum, 0).unwrap();
+        let params = first_unit(&plan, false);
         let input = |instruction: &str, passage: &str| {
             let call = template_input(
                 &plan,
